@@ -1,0 +1,346 @@
+//! Push request header fields: `TTL`, `Urgency`, `Topic`, the content codings
+//! and the key parameters of the older `aesgcm` coding.
+
+use crate::b64;
+use crate::problem::{errno, ProblemSource};
+use std::fmt;
+
+/// What is wrong with a push request's header fields.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// `TTL` is required on every push (RFC 8030 §5.2).
+    #[error("the TTL header is required")]
+    MissingTtl,
+    /// `TTL` is not a number of seconds.
+    #[error("TTL must be a whole number of seconds, not {0:?}")]
+    InvalidTtl(String),
+    /// `Urgency` is not one of the four values.
+    #[error("Urgency must be very-low, low, normal or high, not {0:?}")]
+    InvalidUrgency(String),
+    /// `Topic` is empty, too long or outside the base64url alphabet.
+    #[error("Topic must be 1 to 32 characters of the base64url alphabet, not {0:?}")]
+    InvalidTopic(String),
+    /// The body has a content coding this service does not know.
+    #[error("Content-Encoding {0:?} is not supported; use aes128gcm (or JWE by Content-Type)")]
+    UnsupportedEncoding(String),
+    /// A body with no content coding and no JWE content type.
+    #[error("a message body must be encrypted: send Content-Encoding: aes128gcm, or a JWE with Content-Type application/jose or application/jose+json")]
+    MissingEncoding,
+    /// `aesgcm` needs `Encryption: salt=…`.
+    #[error("Content-Encoding aesgcm requires an Encryption header with a 16-byte base64url salt")]
+    MissingSalt,
+    /// `aesgcm` needs `Crypto-Key: dh=…`.
+    #[error("Content-Encoding aesgcm requires a Crypto-Key header with dh= (a 65-byte uncompressed P-256 key)")]
+    MissingDh,
+    /// A key parameter is malformed.
+    #[error("{0}")]
+    InvalidKeyParam(&'static str),
+}
+
+impl ProblemSource for HeaderError {
+    fn status(&self) -> u16 {
+        match self {
+            HeaderError::UnsupportedEncoding(_) => 415,
+            _ => 400,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            HeaderError::MissingTtl => "missing-ttl",
+            HeaderError::InvalidTtl(_) => "invalid-ttl",
+            HeaderError::InvalidUrgency(_) => "invalid-urgency",
+            HeaderError::InvalidTopic(_) => "invalid-topic",
+            HeaderError::UnsupportedEncoding(_) => "unsupported-encoding",
+            HeaderError::MissingEncoding => "missing-encoding",
+            HeaderError::MissingSalt | HeaderError::MissingDh => "missing-crypto-key",
+            HeaderError::InvalidKeyParam(_) => "invalid-crypto-key",
+        }
+    }
+    fn title(&self) -> &'static str {
+        match self {
+            HeaderError::MissingTtl => "Missing TTL",
+            HeaderError::InvalidTtl(_) => "Invalid TTL",
+            HeaderError::InvalidUrgency(_) => "Invalid Urgency",
+            HeaderError::InvalidTopic(_) => "Invalid Topic",
+            HeaderError::UnsupportedEncoding(_) => "Unsupported content coding",
+            HeaderError::MissingEncoding => "Unencrypted message body",
+            HeaderError::MissingSalt | HeaderError::MissingDh => "Missing encryption keys",
+            HeaderError::InvalidKeyParam(_) => "Invalid encryption keys",
+        }
+    }
+    fn errno(&self) -> Option<u16> {
+        Some(match self {
+            HeaderError::MissingTtl => errno::MISSING_HEADER,
+            HeaderError::InvalidTtl(_) => errno::INVALID_TTL,
+            HeaderError::InvalidTopic(_) => errno::INVALID_TOPIC,
+            HeaderError::MissingSalt | HeaderError::MissingDh => errno::MISSING_CRYPTO_KEYS,
+            HeaderError::InvalidUrgency(_) => return None,
+            _ => errno::INVALID_CRYPTO,
+        })
+    }
+}
+
+/// Shortens a header value quoted back in an error message.
+fn quote(v: &str) -> String {
+    v.chars().take(64).collect()
+}
+
+/// A message's time to live in seconds, after clamping to the configured maximum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ttl(pub u32);
+
+impl Ttl {
+    /// Parses a `TTL` field (RFC 8030 §5.2): required, delta-seconds, lowered to `max`.
+    pub fn parse(value: Option<&str>, max: u32) -> Result<Ttl, HeaderError> {
+        let v = value.ok_or(HeaderError::MissingTtl)?.trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HeaderError::InvalidTtl(quote(v)));
+        }
+        // delta-seconds too large for u32 saturates (RFC 9111 §1.2.2), then clamps.
+        let secs = v.parse::<u32>().unwrap_or(u32::MAX);
+        Ok(Ttl(secs.min(max)))
+    }
+}
+
+/// How urgent a message is (RFC 8030 §5.3); ordered from least to most urgent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Urgency {
+    /// On power and Wi-Fi.
+    VeryLow,
+    /// On either power or Wi-Fi.
+    Low,
+    /// Neither power nor Wi-Fi needed (the default).
+    #[default]
+    Normal,
+    /// Even on low battery.
+    High,
+}
+
+impl Urgency {
+    /// Parses an `Urgency` field; absent means `normal`.
+    pub fn parse(value: Option<&str>) -> Result<Urgency, HeaderError> {
+        let Some(v) = value else {
+            return Ok(Urgency::Normal);
+        };
+        let v = v.trim();
+        [
+            Urgency::VeryLow,
+            Urgency::Low,
+            Urgency::Normal,
+            Urgency::High,
+        ]
+        .into_iter()
+        .find(|u| u.as_str().eq_ignore_ascii_case(v))
+        .ok_or_else(|| HeaderError::InvalidUrgency(quote(v)))
+    }
+
+    /// The field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::VeryLow => "very-low",
+            Urgency::Low => "low",
+            Urgency::Normal => "normal",
+            Urgency::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Urgency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The longest `Topic` (RFC 8030 §5.4).
+pub const MAX_TOPIC_LEN: usize = 32;
+
+/// A message's topic: a newer message replaces an undelivered one with the same topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Topic(String);
+
+impl Topic {
+    /// Parses an optional `Topic` field.
+    pub fn parse(value: Option<&str>) -> Result<Option<Topic>, HeaderError> {
+        let Some(v) = value else { return Ok(None) };
+        let v = v.trim();
+        let ok = !v.is_empty()
+            && v.len() <= MAX_TOPIC_LEN
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Some(Topic(v.to_owned())))
+        } else {
+            Err(HeaderError::InvalidTopic(quote(v)))
+        }
+    }
+
+    /// The topic text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A `Content-Encoding` of a push message body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentEncoding {
+    /// RFC 8188 / RFC 8291.
+    Aes128gcm,
+    /// The draft coding older application servers still send.
+    Aesgcm,
+}
+
+impl ContentEncoding {
+    /// Parses a `Content-Encoding` field; absent is `None`.
+    pub fn parse(value: Option<&str>) -> Result<Option<ContentEncoding>, HeaderError> {
+        let Some(v) = value else { return Ok(None) };
+        let v = v.trim();
+        if v.eq_ignore_ascii_case("aes128gcm") {
+            Ok(Some(ContentEncoding::Aes128gcm))
+        } else if v.eq_ignore_ascii_case("aesgcm") {
+            Ok(Some(ContentEncoding::Aesgcm))
+        } else {
+            Err(HeaderError::UnsupportedEncoding(quote(v)))
+        }
+    }
+
+    /// The field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentEncoding::Aes128gcm => "aes128gcm",
+            ContentEncoding::Aesgcm => "aesgcm",
+        }
+    }
+}
+
+/// Finds parameter `name` in a field of `name=value` pairs separated by `;` or `,`
+/// (`Encryption`, `Crypto-Key`); quotes around the value are removed.
+pub fn param<'a>(field: &'a str, name: &str) -> Option<&'a str> {
+    field.split([';', ',']).find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// The key parameters of an `aesgcm` message, checked, as the device needs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AesgcmParams {
+    /// The `Encryption` field value, passed to the device unchanged.
+    pub encryption: String,
+    /// The `Crypto-Key` field value, passed to the device unchanged.
+    pub crypto_key: String,
+}
+
+impl AesgcmParams {
+    /// Checks `Encryption: salt=…` (16 bytes) and `Crypto-Key: dh=…` (65 bytes, 0x04 first).
+    pub fn parse(
+        encryption: Option<&str>,
+        crypto_key: Option<&str>,
+    ) -> Result<AesgcmParams, HeaderError> {
+        let encryption = encryption.ok_or(HeaderError::MissingSalt)?;
+        let salt = param(encryption, "salt").ok_or(HeaderError::MissingSalt)?;
+        b64::decode_exact::<16>(salt).ok_or(HeaderError::InvalidKeyParam(
+            "Encryption salt must be 16 bytes of base64url",
+        ))?;
+        if let Some(rs) = param(encryption, "rs") {
+            match rs.parse::<u32>() {
+                Ok(n) if n > 1 => {}
+                _ => return Err(HeaderError::InvalidKeyParam("Encryption rs must be > 1")),
+            }
+        }
+        let crypto_key = crypto_key.ok_or(HeaderError::MissingDh)?;
+        let dh = param(crypto_key, "dh").ok_or(HeaderError::MissingDh)?;
+        match b64::decode_exact::<65>(dh) {
+            Some(k) if k[0] == 4 => {}
+            _ => {
+                return Err(HeaderError::InvalidKeyParam(
+                    "Crypto-Key dh must be a 65-byte uncompressed P-256 point in base64url",
+                ))
+            }
+        }
+        Ok(AesgcmParams {
+            encryption: encryption.trim().to_owned(),
+            crypto_key: crypto_key.trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl() {
+        assert_eq!(Ttl::parse(Some("60"), 100), Ok(Ttl(60)));
+        assert_eq!(Ttl::parse(Some(" 0 "), 100), Ok(Ttl(0)));
+        assert_eq!(Ttl::parse(Some("1000"), 100), Ok(Ttl(100)));
+        assert_eq!(
+            Ttl::parse(Some("99999999999999999999"), 100),
+            Ok(Ttl(100))
+        );
+        assert_eq!(Ttl::parse(None, 100), Err(HeaderError::MissingTtl));
+        for bad in ["", "-1", "1.5", "abc", "+3", "0x10"] {
+            assert!(matches!(
+                Ttl::parse(Some(bad), 100),
+                Err(HeaderError::InvalidTtl(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn urgency() {
+        assert_eq!(Urgency::parse(None), Ok(Urgency::Normal));
+        assert_eq!(Urgency::parse(Some("very-low")), Ok(Urgency::VeryLow));
+        assert_eq!(Urgency::parse(Some("HIGH")), Ok(Urgency::High));
+        assert!(Urgency::parse(Some("urgent")).is_err());
+        assert!(Urgency::VeryLow < Urgency::Low && Urgency::Normal < Urgency::High);
+    }
+
+    #[test]
+    fn topic() {
+        assert_eq!(Topic::parse(None), Ok(None));
+        assert_eq!(
+            Topic::parse(Some("upd-ate_1")).unwrap().unwrap().as_str(),
+            "upd-ate_1"
+        );
+        assert!(Topic::parse(Some(&"a".repeat(32))).is_ok());
+        assert!(Topic::parse(Some(&"a".repeat(33))).is_err());
+        assert!(Topic::parse(Some("")).is_err());
+        assert!(Topic::parse(Some("a b")).is_err());
+        assert!(Topic::parse(Some("a=")).is_err());
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(
+            ContentEncoding::parse(Some("AES128GCM")),
+            Ok(Some(ContentEncoding::Aes128gcm))
+        );
+        assert_eq!(ContentEncoding::parse(None), Ok(None));
+        let e = ContentEncoding::parse(Some("gzip")).unwrap_err();
+        assert_eq!(e.status(), 415);
+    }
+
+    #[test]
+    fn aesgcm_params() {
+        let dh = crate::b64::encode(&[4u8; 65]);
+        let salt = crate::b64::encode(&[7u8; 16]);
+        let ck = format!("dh={dh};p256ecdsa=abc");
+        let enc = format!("salt={salt}");
+        let p = AesgcmParams::parse(Some(&enc), Some(&ck)).unwrap();
+        assert_eq!(p.crypto_key, ck);
+        assert_eq!(
+            AesgcmParams::parse(None, Some(&ck)),
+            Err(HeaderError::MissingSalt)
+        );
+        assert_eq!(
+            AesgcmParams::parse(Some(&enc), Some("p256ecdsa=abc")),
+            Err(HeaderError::MissingDh)
+        );
+        assert!(AesgcmParams::parse(Some("salt=AAAA"), Some(&ck)).is_err());
+        let bad_dh = format!("dh={}", crate::b64::encode(&[5u8; 65]));
+        assert!(AesgcmParams::parse(Some(&enc), Some(&bad_dh)).is_err());
+        assert_eq!(param("a=1, b=\"2\"", "B"), Some("2"));
+    }
+}
