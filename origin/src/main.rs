@@ -1,4 +1,57 @@
-//! The origin service (filled in by the origin issue).
-fn main() {
-    println!("origin: not built yet");
+//! Starts the origin: configuration, store, listeners; stops on SIGINT/SIGTERM.
+
+use origin::config::Config;
+use origin::server::start;
+use origin::store::redb::RedbStore;
+use std::sync::Arc;
+
+fn main() -> std::process::ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("origin: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORIGIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> std::process::ExitCode {
+    let store = match RedbStore::open(&config.data_dir) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!("opening the store in {}: {e}", config.data_dir.display());
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let running = match start(config, store).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("binding listeners: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let c = &running.state.config;
+    tracing::info!(
+        app = %c.app_listen, ws = %c.ws_listen, h2 = %c.h2_listen, data = %c.data_dir.display(),
+        "origin listening"
+    );
+    // One line on stdout for scripts that wait for readiness.
+    println!("origin ready app={} ws={} h2={}", c.app_listen, c.ws_listen, c.h2_listen);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    running.stop().await;
+    tracing::info!("origin stopped");
+    std::process::ExitCode::SUCCESS
 }

@@ -1,0 +1,62 @@
+//! The application API: one module per resource, routed here.
+
+pub mod message;
+pub mod push;
+pub mod receipt;
+pub mod response;
+
+use crate::state::State;
+use crate::tokens::Token;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use response::{error, with_body, AppError, Body};
+use std::sync::Arc;
+
+/// Routes one application request.
+pub async fn route<B>(state: Arc<State>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    crate::metrics::inc(&state.metrics.app_requests);
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (segments.as_slice(), method) {
+        (["p", token], Method::POST) => push::handle(&state, token, req).await,
+        (["m", token], Method::DELETE) => message::cancel(&state, token).await,
+        (["health"], Method::GET) => with_body(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        (["metrics"], Method::GET) => with_body(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::server::render_metrics(&state),
+        ),
+        (["p", _] | ["m", _] | ["health"] | ["metrics"], m) => error(&AppError::Method(m.to_string())),
+        _ => error(&AppError::NotFound(path.chars().take(100).collect())),
+    }
+}
+
+/// Reads a body of at most `max` bytes; `Ok(None)` if it is longer.
+pub async fn read_body<B>(body: B, max: usize) -> Result<Option<Bytes>, AppError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(Some(c.to_bytes())),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Ok(None),
+        Err(_) => Err(AppError::Body),
+    }
+}
+
+/// A request header as text.
+pub fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The list registration service of a subscription's partition.
+pub fn multi_url(state: &State, push: &Token) -> String {
+    let partition = u32::from(push[0]) % state.config.partitions;
+    format!("{}/lists/{partition}", state.config.public_url)
+}

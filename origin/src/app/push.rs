@@ -1,0 +1,167 @@
+//! `POST` on a push resource: one message to one subscription (PROTOCOL §3).
+
+use super::response::{error, AppError, Body};
+use super::{header, multi_url, read_body};
+use crate::state::{now, Outcome, State};
+use crate::store::{Encoding, Message};
+use crate::tokens::{self, new_token};
+use bytes::Bytes;
+use http::{header as h, HeaderValue, Request, Response, StatusCode};
+use shared::links;
+use shared::problem::ProblemSource;
+use shared::push::{validate_push, Payload, PushError, PushHeaders};
+use shared::vapid::VapidError;
+
+/// Handles a push to the subscription named by `token`.
+pub async fn handle<B>(state: &State, token: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let resp = match accept(state, token, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status() < 500 {
+                crate::metrics::inc(&state.metrics.pushes_refused);
+            }
+            e.response()
+        }
+    };
+    resp
+}
+
+/// A push refused by the protocol rules or by the origin.
+enum Refusal {
+    Push(PushError),
+    App(AppError),
+}
+
+impl Refusal {
+    fn status(&self) -> u16 {
+        match self {
+            Refusal::Push(e) => e.status(),
+            Refusal::App(e) => e.status(),
+        }
+    }
+    fn response(&self) -> Response<Body> {
+        match self {
+            Refusal::Push(e) => error(e),
+            Refusal::App(e) => error(e),
+        }
+    }
+}
+
+impl From<PushError> for Refusal {
+    fn from(e: PushError) -> Self {
+        Refusal::Push(e)
+    }
+}
+impl From<VapidError> for Refusal {
+    fn from(e: VapidError) -> Self {
+        Refusal::Push(e.into())
+    }
+}
+impl From<AppError> for Refusal {
+    fn from(e: AppError) -> Self {
+        Refusal::App(e)
+    }
+}
+
+async fn accept<B>(state: &State, token: &str, req: Request<B>) -> Result<Response<Body>, Refusal>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = &state.config.limits;
+    let push = tokens::decode(token).ok_or(AppError::UnknownSubscription)?;
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    let body = read_body(body, limits.max_message_bytes).await?.ok_or(
+        PushError::TooLarge {
+            len: limits.max_message_bytes + 1,
+            max: limits.max_message_bytes,
+        },
+    )?;
+    let headers = PushHeaders {
+        ttl: header(&req, "ttl"),
+        urgency: header(&req, "urgency"),
+        topic: header(&req, "topic"),
+        content_encoding: header(&req, "content-encoding"),
+        content_type: header(&req, "content-type"),
+        encryption: header(&req, "encryption"),
+        crypto_key: header(&req, "crypto-key"),
+        authorization: header(&req, "authorization"),
+    };
+    let (meta, payload) = validate_push(&headers, &body, limits)?;
+    let sub = state
+        .store
+        .subscription(&push)
+        .map_err(|_| AppError::Store)?
+        .ok_or(AppError::UnknownSubscription)?;
+    let t = now();
+    meta.verify_vapid(state.config.push_origin(), t, limits)?;
+    if let Some(required) = &sub.vapid {
+        match &meta.vapid {
+            None => return Err(VapidError::Required.into()),
+            Some(c) if &c.key.0 != required => return Err(VapidError::KeyMismatch.into()),
+            Some(_) => {}
+        }
+    }
+    let receipt = match header(&req, "push-receipt") {
+        None => None,
+        Some(url) => Some(super::receipt::resolve(state, url)?),
+    };
+    state
+        .rate
+        .check(&sub.push)
+        .map_err(|retry_after| AppError::RateLimited {
+            what: "subscription",
+            retry_after,
+        })?;
+    let encoding = match payload {
+        Payload::Empty => Encoding::None,
+        Payload::Aes128gcm => Encoding::Aes128gcm,
+        Payload::Aesgcm(p) => Encoding::Aesgcm {
+            encryption: p.encryption,
+            crypto_key: p.crypto_key,
+        },
+        Payload::JweCompact => Encoding::Jose(shared::jwe::CONTENT_TYPE_COMPACT.into()),
+        Payload::JweJson => Encoding::Jose(shared::jwe::CONTENT_TYPE_JSON.into()),
+    };
+    let id = new_token();
+    let msg = Message {
+        id,
+        uaid: sub.uaid,
+        push: sub.push,
+        channel: sub.channel,
+        seq: 0,
+        expires: t + u64::from(meta.ttl.0),
+        urgency: meta.urgency,
+        topic: meta.topic.map(|t| t.as_str().to_owned()),
+        receipt,
+        encoding,
+        body,
+    };
+    let outcome = state
+        .deliver(msg, meta.ttl.0 == 0)
+        .await
+        .map_err(|_| AppError::Store)?;
+    let asynchronous = receipt.is_some()
+        && header(&req, "prefer").is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"));
+    let status = if asynchronous {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = super::response::empty(status);
+    let hs = resp.headers_mut();
+    let location = format!("{}/m/{}", state.config.public_url, tokens::encode(&id));
+    hs.insert(h::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    hs.insert("ttl", meta.ttl.0.into());
+    let multi = links::link(&multi_url(state, &sub.push), links::REL_MULTI);
+    hs.insert(h::LINK, HeaderValue::from_str(&multi).expect("ascii"));
+    if outcome == Outcome::Discarded {
+        tracing::debug!("TTL 0 message discarded: device not connected");
+    }
+    Ok(resp)
+}

@@ -1,0 +1,226 @@
+//! Configuration: command line, environment (`ORIGIN_*`) and an optional
+//! TOML file, in that order of precedence. Every limit of the protocol crate
+//! is set in the file's `[limits]` table or by `--limit name=value`.
+
+use clap::Parser;
+use serde::Deserialize;
+use shared::Limits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Settings as given; `None` falls through to the next source, then the default.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "origin", version, about = "A Web Push service (RFC 8030) with list push")]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// A TOML file with any of these settings (names with underscores) and a [limits] table.
+    #[arg(long, env = "ORIGIN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Application API listener (push, messages, lists): HTTP/1.1 and h2c. Default 127.0.0.1:8080.
+    #[arg(long, env = "ORIGIN_APP_LISTEN")]
+    pub app_listen: Option<SocketAddr>,
+    /// Firefox's WebSocket push protocol listener. Default 127.0.0.1:8081.
+    #[arg(long, env = "ORIGIN_WS_LISTEN")]
+    pub ws_listen: Option<SocketAddr>,
+    /// RFC 8030 HTTP/2 listener for user agents and receipt subscriptions. Default 127.0.0.1:8082.
+    #[arg(long, env = "ORIGIN_H2_LISTEN")]
+    pub h2_listen: Option<SocketAddr>,
+    /// Public base URL of the application API (push resources; VAPID `aud`). Default http://<app_listen>.
+    #[arg(long, env = "ORIGIN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Public base URL of the HTTP/2 user agent API. Default http://<h2_listen>.
+    #[arg(long, env = "ORIGIN_DEVICE_URL")]
+    pub device_url: Option<String>,
+    /// Folder of the embedded store. Default ./data.
+    #[arg(long, env = "ORIGIN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Messages queued for one connected device before further ones are stored. Default 64.
+    #[arg(long, env = "ORIGIN_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Requests that share one store commit at most. Default 512.
+    #[arg(long, env = "ORIGIN_COMMIT_BATCH")]
+    pub commit_batch: Option<usize>,
+    /// Seconds between sweeps of expired messages. Default 60.
+    #[arg(long, env = "ORIGIN_SWEEP_SECS")]
+    pub sweep_secs: Option<u64>,
+    /// Largest WebSocket message a device may send, in bytes. Default 65536.
+    #[arg(long, env = "ORIGIN_WS_MAX_MESSAGE")]
+    pub ws_max_message: Option<usize>,
+    /// Seconds a device has to send `hello` after connecting. Default 10.
+    #[arg(long, env = "ORIGIN_HELLO_TIMEOUT_SECS")]
+    pub hello_timeout_secs: Option<u64>,
+    /// Number of list registration service partitions. Default 1.
+    #[arg(long, env = "ORIGIN_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// Log format: `text` or `json`. Default text.
+    #[arg(long, env = "ORIGIN_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Limit overrides, `name=value` (see shared::Limits); repeatable.
+    #[arg(long = "limit", value_name = "NAME=VALUE", env = "ORIGIN_LIMITS", value_delimiter = ',')]
+    #[serde(skip)]
+    pub limit: Vec<String>,
+    /// Limits from the file.
+    #[arg(skip)]
+    pub limits: Option<Limits>,
+}
+
+/// Resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Application API address.
+    pub app_listen: SocketAddr,
+    /// WebSocket device address.
+    pub ws_listen: SocketAddr,
+    /// HTTP/2 device address.
+    pub h2_listen: SocketAddr,
+    /// Base URL of push resources, without trailing slash.
+    pub public_url: String,
+    /// Base URL of the HTTP/2 device API, without trailing slash.
+    pub device_url: String,
+    /// Store folder.
+    pub data_dir: PathBuf,
+    /// Per-connection queue depth.
+    pub queue_depth: usize,
+    /// Commit batch size.
+    pub commit_batch: usize,
+    /// Sweep interval, seconds.
+    pub sweep_secs: u64,
+    /// Largest WebSocket message from a device.
+    pub ws_max_message: usize,
+    /// Hello timeout, seconds.
+    pub hello_timeout_secs: u64,
+    /// List registration service partitions.
+    pub partitions: u32,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Protocol limits.
+    pub limits: Limits,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The file is not valid TOML of known settings.
+    #[error("parsing {0}: {1}")]
+    Parse(PathBuf, String),
+    /// A `--limit` override is malformed or names no limit.
+    #[error("limit override {0:?}: {1}")]
+    Limit(String, String),
+}
+
+macro_rules! merge {
+    ($a:ident, $b:ident, $($f:ident),*) => { $( if $a.$f.is_none() { $a.$f = $b.$f.take(); } )* };
+}
+
+impl Config {
+    /// Loads from the process's arguments and environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::from_settings(Settings::parse())
+    }
+
+    /// Resolves settings (command line first, then the file, then defaults).
+    pub fn from_settings(mut s: Settings) -> Result<Config, ConfigError> {
+        if let Some(path) = s.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            let mut f: Settings =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?;
+            merge!(s, f, app_listen, ws_listen, h2_listen, public_url, device_url, data_dir,
+                queue_depth, commit_batch, sweep_secs, ws_max_message, hello_timeout_secs,
+                partitions, log_format, limits);
+        }
+        let limits = apply_overrides(s.limits.unwrap_or_default(), &s.limit)?;
+        let app_listen = s.app_listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("addr"));
+        let h2_listen = s.h2_listen.unwrap_or_else(|| "127.0.0.1:8082".parse().expect("addr"));
+        let trim = |u: String| u.trim_end_matches('/').to_owned();
+        Ok(Config {
+            app_listen,
+            ws_listen: s.ws_listen.unwrap_or_else(|| "127.0.0.1:8081".parse().expect("addr")),
+            h2_listen,
+            public_url: trim(s.public_url.unwrap_or_else(|| format!("http://{app_listen}"))),
+            device_url: trim(s.device_url.unwrap_or_else(|| format!("http://{h2_listen}"))),
+            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            queue_depth: s.queue_depth.unwrap_or(64).max(1),
+            commit_batch: s.commit_batch.unwrap_or(512).max(1),
+            sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
+            ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
+            hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
+            partitions: s.partitions.unwrap_or(1).max(1),
+            log_format: s.log_format.unwrap_or_else(|| "text".into()),
+            limits,
+        })
+    }
+
+    /// The origin of push resources (`scheme://host[:port]`), the VAPID `aud`.
+    pub fn push_origin(&self) -> &str {
+        origin_of(&self.public_url)
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+pub fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+/// Applies `name=value` overrides to the limits through their serde form.
+fn apply_overrides(limits: Limits, overrides: &[String]) -> Result<Limits, ConfigError> {
+    if overrides.is_empty() {
+        return Ok(limits);
+    }
+    let mut v = serde_json::to_value(&limits).expect("limits serialize");
+    for o in overrides.iter().filter(|o| !o.trim().is_empty()) {
+        let (name, value) = o
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Limit(o.clone(), "expected name=value".into()))?;
+        let n: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Limit(o.clone(), "the value must be a whole number".into()))?;
+        let slot = v
+            .get_mut(name.trim())
+            .ok_or_else(|| ConfigError::Limit(o.clone(), "no such limit".into()))?;
+        *slot = n.into();
+    }
+    serde_json::from_value(v).map_err(|e| ConfigError::Limit(overrides.join(","), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = std::env::temp_dir().join(format!("origin-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "queue_depth = 7\npublic_url = \"https://push.example/\"\n[limits]\nmax_message_bytes = 8192\n",
+        )
+        .unwrap();
+        let s = Settings {
+            config: Some(f),
+            queue_depth: Some(9),
+            limit: vec!["max_ttl_secs=60".into()],
+            ..Default::default()
+        };
+        let c = Config::from_settings(s).unwrap();
+        assert_eq!(c.queue_depth, 9);
+        assert_eq!(c.public_url, "https://push.example");
+        assert_eq!(c.limits.max_message_bytes, 8192);
+        assert_eq!(c.limits.max_ttl_secs, 60);
+        let bad = Settings {
+            limit: vec!["nope=1".into()],
+            ..Default::default()
+        };
+        assert!(Config::from_settings(bad).is_err());
+        assert_eq!(origin_of("https://a.b:8/p/x"), "https://a.b:8");
+    }
+}

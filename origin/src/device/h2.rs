@@ -1,0 +1,446 @@
+//! RFC 8030 over HTTP/2: subscribe, monitor a subscription or set by server
+//! push, acknowledge with `DELETE`, and receipt subscriptions (§6.3).
+
+use crate::app::{multi_url, receipt};
+use crate::metrics::inc;
+use crate::registry::{ConnHandle, Outbound};
+use crate::state::{now, State};
+use crate::store::{Encoding, Message, Op, Subscription, UaKind, UserAgent};
+use crate::tokens::{self, new_token, Token};
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use shared::headers::Urgency;
+use shared::links;
+use shared::problem::{Problem, ProblemSource};
+use shared::vapid::PublicKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Messages pushed on this connection and not yet acknowledged.
+type Inflight = Arc<Mutex<HashMap<Token, Arc<Message>>>>;
+
+/// Largest subscribe request body.
+const MAX_SUBSCRIBE_BODY: usize = 4096;
+
+/// Serves one HTTP/2 connection (prior knowledge, h2c).
+pub async fn serve(stream: TcpStream, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut conn) = h2::server::handshake(stream).await else {
+        return;
+    };
+    inc(&state.metrics.h2_connections);
+    let inflight: Inflight = Arc::default();
+    while let Some(Ok((req, respond))) = conn.accept().await {
+        let (state, inflight) = (state.clone(), inflight.clone());
+        tokio::spawn(async move { handle(state, req, respond, inflight).await });
+    }
+    let unacked: Vec<Arc<Message>> = inflight
+        .lock()
+        .expect("inflight lock")
+        .drain()
+        .map(|(_, m)| m)
+        .collect();
+    state.store_unacked(unacked);
+}
+
+fn reply(respond: &mut SendResponse<Bytes>, resp: Response<()>, body: Option<Bytes>) {
+    let end = body.as_ref().is_none_or(|b| b.is_empty());
+    if let Ok(mut s) = respond.send_response(resp, end) {
+        if let (false, Some(b)) = (end, body) {
+            let _ = s.send_data(b, true);
+        }
+    }
+}
+
+fn status(code: StatusCode) -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = code;
+    r
+}
+
+/// Errors of the device API.
+#[derive(Debug, thiserror::Error)]
+enum DeviceError {
+    #[error("no resource at this path")]
+    NotFound,
+    #[error("the subscribe body must be JSON {{\"vapid\": \"<P-256 public key, base64url>\"}}")]
+    BadSubscribe,
+    #[error("storage is unavailable; retry later")]
+    Store,
+}
+
+impl ProblemSource for DeviceError {
+    fn status(&self) -> u16 {
+        match self {
+            DeviceError::NotFound => 404,
+            DeviceError::BadSubscribe => 400,
+            DeviceError::Store => 503,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            DeviceError::NotFound => "not-found",
+            DeviceError::BadSubscribe => "bad-subscribe",
+            DeviceError::Store => "store-unavailable",
+        }
+    }
+    fn title(&self) -> &'static str {
+        match self {
+            DeviceError::NotFound => "Not found",
+            DeviceError::BadSubscribe => "Bad subscribe request",
+            DeviceError::Store => "Storage unavailable",
+        }
+    }
+}
+
+fn problem(respond: &mut SendResponse<Bytes>, e: DeviceError) {
+    let p = Problem::from_error(&e);
+    let mut r = status(StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(shared::problem::CONTENT_TYPE),
+    );
+    reply(respond, r, Some(Bytes::from(p.to_json())));
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    inflight: Inflight,
+) {
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let token = segs.get(1).and_then(|t| tokens::decode(t));
+    let method = req.method().clone();
+    match (segs.first().copied(), token, method) {
+        (Some("subscribe"), None, Method::POST) if segs.len() == 1 => {
+            subscribe(&state, req, &mut respond).await
+        }
+        (Some("s"), Some(resource), Method::GET) => {
+            match state.store.subscription_by_resource(&resource) {
+                Ok(Some(sub)) => {
+                    let filter = Filter::new(&req, Some(sub.push));
+                    monitor(state, respond, sub.uaid, filter, inflight, false).await
+                }
+                Ok(None) => problem(&mut respond, DeviceError::NotFound),
+                Err(_) => problem(&mut respond, DeviceError::Store),
+            }
+        }
+        (Some("s"), Some(resource), Method::DELETE) => {
+            match state.store.subscription_by_resource(&resource) {
+                Ok(Some(sub)) => match state.committer.write(vec![Op::DeleteSubscription(sub.push)]).await {
+                    Ok(()) => reply(&mut respond, status(StatusCode::NO_CONTENT), None),
+                    Err(_) => problem(&mut respond, DeviceError::Store),
+                },
+                Ok(None) => problem(&mut respond, DeviceError::NotFound),
+                Err(_) => problem(&mut respond, DeviceError::Store),
+            }
+        }
+        (Some("set"), Some(uaid), Method::GET) => match state.store.user_agent(&uaid) {
+            Ok(Some(ua)) if ua.kind == UaKind::Http2 => {
+                let filter = Filter::new(&req, None);
+                monitor(state, respond, uaid, filter, inflight, false).await
+            }
+            Ok(_) => problem(&mut respond, DeviceError::NotFound),
+            Err(_) => problem(&mut respond, DeviceError::Store),
+        },
+        (Some("m"), Some(id), Method::DELETE) => {
+            acknowledge(&state, id, &inflight);
+            reply(&mut respond, status(StatusCode::NO_CONTENT), None)
+        }
+        (Some("receipts"), None, Method::POST) if segs.len() == 1 => {
+            let ua = UserAgent {
+                uaid: new_token(),
+                kind: UaKind::Receipts,
+                created: now(),
+            };
+            match state.committer.write(vec![Op::PutUa(ua.clone())]).await {
+                Ok(()) => {
+                    let mut r = status(StatusCode::CREATED);
+                    let url = receipt::subscription_url(&state, &ua.uaid);
+                    r.headers_mut()
+                        .insert(header::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
+                    reply(&mut respond, r, None)
+                }
+                Err(_) => problem(&mut respond, DeviceError::Store),
+            }
+        }
+        (Some("rs"), Some(uaid), Method::GET) => match state.store.user_agent(&uaid) {
+            Ok(Some(ua)) if ua.kind == UaKind::Receipts => {
+                let filter = Filter::new(&req, None);
+                monitor(state, respond, uaid, filter, inflight, true).await
+            }
+            Ok(_) => problem(&mut respond, DeviceError::NotFound),
+            Err(_) => problem(&mut respond, DeviceError::Store),
+        },
+        _ => problem(&mut respond, DeviceError::NotFound),
+    }
+}
+
+/// `POST /subscribe`: a new subscription, in a new set or the one named by
+/// a `Link: <…>; rel="urn:ietf:params:push:set"` header.
+async fn subscribe(state: &Arc<State>, req: Request<h2::RecvStream>, respond: &mut SendResponse<Bytes>) {
+    let set_link = req
+        .headers()
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>();
+    let set_url = links::find(set_link, links::REL_SET);
+    let mut body = req.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let Ok(chunk) = chunk else {
+            return problem(respond, DeviceError::BadSubscribe);
+        };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+        if data.len() > MAX_SUBSCRIBE_BODY {
+            return problem(respond, DeviceError::BadSubscribe);
+        }
+    }
+    let vapid = if data.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            vapid: Option<String>,
+        }
+        match serde_json::from_slice::<Body>(&data) {
+            Ok(Body { vapid: None }) => None,
+            Ok(Body { vapid: Some(k) }) => match PublicKey::parse(&k) {
+                Ok(k) => Some(k.0),
+                Err(_) => return problem(respond, DeviceError::BadSubscribe),
+            },
+            Err(_) => return problem(respond, DeviceError::BadSubscribe),
+        }
+    };
+    let mut ops = Vec::new();
+    let existing_set = set_url.and_then(|u| {
+        let prefix = format!("{}/set/", state.config.device_url);
+        u.strip_prefix(&prefix).and_then(tokens::decode)
+    });
+    let uaid = match existing_set {
+        Some(u) if matches!(state.store.user_agent(&u), Ok(Some(ua)) if ua.kind == UaKind::Http2) => u,
+        _ => {
+            let ua = UserAgent {
+                uaid: new_token(),
+                kind: UaKind::Http2,
+                created: now(),
+            };
+            ops.push(Op::PutUa(ua.clone()));
+            ua.uaid
+        }
+    };
+    let sub = Subscription {
+        push: new_token(),
+        uaid,
+        channel: new_token(),
+        resource: new_token(),
+        vapid,
+        created: now(),
+    };
+    ops.push(Op::PutSubscription(sub.clone()));
+    if state.committer.write(ops).await.is_err() {
+        return problem(respond, DeviceError::Store);
+    }
+    let mut r = status(StatusCode::CREATED);
+    let d = &state.config.device_url;
+    let hs = r.headers_mut();
+    let loc = format!("{d}/s/{}", tokens::encode(&sub.resource));
+    hs.insert(header::LOCATION, HeaderValue::from_str(&loc).expect("ascii"));
+    let push_url = crate::device::ws::push_endpoint(state, &sub.push);
+    for (url, rel) in [
+        (push_url, links::REL_PUSH),
+        (format!("{d}/receipts"), links::REL_RECEIPT),
+        (format!("{d}/set/{}", tokens::encode(&uaid)), links::REL_SET),
+        (multi_url(state, &sub.push), links::REL_MULTI),
+    ] {
+        hs.append(
+            header::LINK,
+            HeaderValue::from_str(&links::link(&url, rel)).expect("ascii"),
+        );
+    }
+    reply(respond, r, None)
+}
+
+/// Which messages a monitoring request takes.
+struct Filter {
+    push: Option<Token>,
+    urgency: Urgency,
+    wait: bool,
+}
+
+impl Filter {
+    fn new<B>(req: &Request<B>, push: Option<Token>) -> Filter {
+        let get = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+        Filter {
+            push,
+            urgency: Urgency::parse(get("urgency")).unwrap_or(Urgency::VeryLow),
+            wait: !get("prefer").is_some_and(|p| p.replace(' ', "").contains("wait=0")),
+        }
+    }
+    fn accepts(&self, m: &Message) -> bool {
+        self.push.is_none_or(|p| p == m.push) && m.urgency >= self.urgency
+    }
+}
+
+/// Holds a monitoring `GET` open and pushes each message as a server push.
+async fn monitor(
+    state: Arc<State>,
+    mut respond: SendResponse<Bytes>,
+    uaid: Token,
+    filter: Filter,
+    inflight: Inflight,
+    receipts: bool,
+) {
+    let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
+    let id = state.registry.next_id();
+    if filter.wait {
+        state.registry.insert(uaid, ConnHandle { tx: tx.clone(), id });
+    }
+    // Stored messages first.
+    let mut pushed = 0usize;
+    let mut after = 0;
+    loop {
+        let Ok(page) = state.store.messages(&uaid, after, now(), 256) else {
+            break;
+        };
+        let done = page.len() < 256;
+        for m in page {
+            after = m.seq;
+            if filter.accepts(&m) && push_one(&state, &mut respond, Arc::new(m), &inflight, receipts) {
+                pushed += 1;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if !filter.wait {
+        let code = if pushed == 0 { StatusCode::NO_CONTENT } else { StatusCode::OK };
+        return reply(&mut respond, status(code), None);
+    }
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Outbound::Message { msg, written }) => {
+                    if filter.accepts(&msg) && push_one(&state, &mut respond, msg, &inflight, receipts) {
+                        if let Some(w) = written {
+                            let _ = w.send(());
+                        }
+                    }
+                    // A refused message's sender stores it (its `written` is dropped).
+                }
+                Some(Outbound::Replaced) | None => break,
+            },
+            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => break,
+        }
+    }
+    state.registry.remove(&uaid, id);
+    reply(&mut respond, status(StatusCode::OK), None);
+}
+
+/// Sends one message (or receipt) as a server push; false if the stream is gone.
+fn push_one(
+    state: &Arc<State>,
+    respond: &mut SendResponse<Bytes>,
+    msg: Arc<Message>,
+    inflight: &Inflight,
+    receipts: bool,
+) -> bool {
+    if inflight.lock().expect("inflight lock").contains_key(&msg.id) {
+        return true;
+    }
+    // A receipt's promised request is the acknowledged message's resource.
+    let (path_id, base) = if receipts {
+        (msg.push, &state.config.public_url)
+    } else {
+        (msg.id, &state.config.device_url)
+    };
+    let url = format!("{base}/m/{}", tokens::encode(&path_id));
+    let Ok(promise) = Request::get(url).body(()) else {
+        return false;
+    };
+    let Ok(mut pushed) = respond.push_request(promise) else {
+        return false;
+    };
+    let mut r = Response::new(());
+    let mut body = msg.body.clone();
+    match &msg.encoding {
+        Encoding::Receipt => {
+            let code = std::str::from_utf8(&msg.body).ok().and_then(|s| s.parse().ok());
+            *r.status_mut() = StatusCode::from_u16(code.unwrap_or(204)).unwrap_or(StatusCode::NO_CONTENT);
+            body = Bytes::new();
+        }
+        enc => {
+            let hs = r.headers_mut();
+            let push_url = crate::device::ws::push_endpoint(state, &msg.push);
+            hs.insert(
+                header::LINK,
+                HeaderValue::from_str(&links::link(&push_url, links::REL_PUSH)).expect("ascii"),
+            );
+            hs.insert("urgency", HeaderValue::from_static(msg.urgency.as_str()));
+            match enc {
+                Encoding::Aes128gcm => {
+                    hs.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
+                }
+                Encoding::Aesgcm { encryption, crypto_key } => {
+                    hs.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aesgcm"));
+                    if let Ok(v) = HeaderValue::from_str(encryption) {
+                        hs.insert("encryption", v);
+                    }
+                    if let Ok(v) = HeaderValue::from_str(crypto_key) {
+                        hs.insert("crypto-key", v);
+                    }
+                }
+                Encoding::Jose(ct) => {
+                    if let Ok(v) = HeaderValue::from_str(ct) {
+                        hs.insert(header::CONTENT_TYPE, v);
+                    }
+                }
+                Encoding::None | Encoding::Receipt => {}
+            }
+        }
+    }
+    let end = body.is_empty();
+    let Ok(mut s) = pushed.send_response(r, end) else {
+        return false;
+    };
+    if !end && s.send_data(body, true).is_err() {
+        return false;
+    }
+    inc(&state.metrics.messages_sent);
+    if receipts {
+        // Receipts need no acknowledgement: gone once pushed.
+        if msg.seq != 0 {
+            state.write_later(vec![Op::DeleteMessage(msg.id)]);
+        }
+    } else {
+        inflight.lock().expect("inflight lock").insert(msg.id, msg);
+    }
+    true
+}
+
+/// `DELETE` on a pushed message: the user agent acknowledges it.
+fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
+    let held = inflight.lock().expect("inflight lock").remove(&id);
+    let msg = match held {
+        Some(m) => m,
+        None => match state.store.message(&id) {
+            Ok(Some(m)) => Arc::new(m),
+            _ => return,
+        },
+    };
+    inc(&state.metrics.messages_acked);
+    if msg.seq != 0 {
+        state.write_later(vec![Op::DeleteMessage(msg.id)]);
+    }
+    if let Some(r) = msg.receipt {
+        receipt::send(state, &msg, r, 204);
+    }
+}

@@ -1,0 +1,371 @@
+//! The WebSocket device endpoint: handshake, then one small task per
+//! connection that reads frames, runs the [`Session`], and writes queued
+//! messages. An idle connection holds no buffer: reads go through a stack
+//! buffer and bytes are kept only while a frame is incomplete.
+
+use super::ws_frame::{self, Decoder, Incoming};
+use super::ws_session::{self, Command, Session};
+use crate::metrics::inc;
+use crate::registry::{ConnHandle, Outbound};
+use crate::state::{now, State};
+use crate::store::{Message, Op, Subscription, UaKind, UserAgent};
+use crate::tokens::{self, new_token, Token};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Largest handshake request accepted.
+const MAX_HANDSHAKE: usize = 8192;
+/// Stored messages read per store query while draining.
+const DRAIN_PAGE: usize = 256;
+
+/// Writes all of `buf` with `&TcpStream` (so reads can be awaited meanwhile).
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the upgrade request and answers it; `Ok(false)` if it was not one.
+async fn handshake(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        stream.readable().await?;
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let get = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                };
+                let upgrade = get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                let key = get("sec-websocket-key");
+                let (true, Some(key)) = (upgrade && req.method == Some("GET"), key) else {
+                    let body = "this is the push service's WebSocket endpoint";
+                    let resp = format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    write_all(stream, resp.as_bytes()).await?;
+                    return Ok(false);
+                };
+                let protocol = get("sec-websocket-protocol")
+                    .filter(|p| p.split(',').any(|p| p.trim() == "push-notification"))
+                    .map(|_| "Sec-WebSocket-Protocol: push-notification\r\n")
+                    .unwrap_or("");
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
+                    tungstenite::handshake::derive_accept_key(key.trim().as_bytes())
+                );
+                write_all(stream, resp.as_bytes()).await?;
+                return Ok(true);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => continue,
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// The per-connection state the glue keeps beside the [`Session`].
+struct Conn {
+    state: Arc<State>,
+    stream: TcpStream,
+    session: Session,
+    /// Messages written and not yet acknowledged, by id.
+    inflight: HashMap<Token, Arc<Message>>,
+    /// The queue's sending side, registered at hello.
+    tx: mpsc::Sender<Outbound>,
+    id: u64,
+}
+
+/// Serves one device connection to its end.
+pub async fn serve(stream: TcpStream, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    let hello_timeout = Duration::from_secs(state.config.hello_timeout_secs);
+    match tokio::time::timeout(hello_timeout, handshake(&stream)).await {
+        Ok(Ok(true)) => {}
+        _ => return,
+    }
+    inc(&state.metrics.ws_connections);
+    let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
+    let id = state.registry.next_id();
+    let mut conn = Conn {
+        state,
+        stream,
+        session: Session::new(),
+        inflight: HashMap::new(),
+        tx,
+        id,
+    };
+    let result = conn.run(&mut rx, hello_timeout).await;
+    if let Err(e) = result {
+        tracing::debug!("ws connection ended: {e}");
+    }
+    conn.finish(&mut rx);
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        rx: &mut mpsc::Receiver<Outbound>,
+        hello_timeout: Duration,
+    ) -> io::Result<()> {
+        let mut decoder = Decoder::default();
+        let max = self.state.config.ws_max_message;
+        let hello_deadline = tokio::time::Instant::now() + hello_timeout;
+        loop {
+            let waiting_hello = self.session.uaid().is_none();
+            tokio::select! {
+                out = rx.recv(), if !waiting_hello => match out {
+                    Some(Outbound::Message { msg, written }) => {
+                        self.send_message(msg).await?;
+                        if let Some(w) = written {
+                            let _ = w.send(());
+                        }
+                    }
+                    Some(Outbound::Replaced) | None => {
+                        let mut out = Vec::new();
+                        ws_frame::close(&mut out);
+                        let _ = write_all(&self.stream, &out).await;
+                        return Ok(());
+                    }
+                },
+                r = self.stream.readable() => {
+                    r?;
+                    let mut incoming = Vec::new();
+                    {
+                        let mut buf = [0u8; 4096];
+                        match self.stream.try_read(&mut buf) {
+                            Ok(0) => return Ok(()),
+                            Ok(n) => decoder
+                                .feed(&buf[..n], max, &mut incoming)
+                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    for msg in incoming {
+                        match msg {
+                            Incoming::Text(t) => self.handle_text(&t).await?,
+                            Incoming::Ping(p) => {
+                                let mut out = Vec::new();
+                                ws_frame::pong(&p, &mut out);
+                                write_all(&self.stream, &out).await?;
+                            }
+                            Incoming::Close => {
+                                let mut out = Vec::new();
+                                ws_frame::close(&mut out);
+                                let _ = write_all(&self.stream, &out).await;
+                                return Ok(());
+                            }
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(hello_deadline), if waiting_hello => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello"));
+                }
+            }
+        }
+    }
+
+    async fn reply(&self, text: &str) -> io::Result<()> {
+        let mut out = Vec::new();
+        ws_frame::text(text, &mut out);
+        write_all(&self.stream, &out).await
+    }
+
+    async fn send_message(&mut self, msg: Arc<Message>) -> io::Result<()> {
+        if self.inflight.contains_key(&msg.id) || msg.expires < now() && msg.seq != 0 {
+            return Ok(());
+        }
+        self.reply(&ws_session::notification(&msg)).await?;
+        inc(&self.state.metrics.messages_sent);
+        self.inflight.insert(msg.id, msg);
+        Ok(())
+    }
+
+    async fn handle_text(&mut self, text: &str) -> io::Result<()> {
+        let cmd = self
+            .session
+            .receive(text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let store_err = |e| io::Error::other(e);
+        match cmd {
+            Command::Reply(r) => self.reply(&r).await?,
+            Command::Nothing => {}
+            Command::Hello { requested } => {
+                let st = &self.state;
+                let known = match requested {
+                    Some(u) => st
+                        .store
+                        .user_agent(&u)
+                        .map_err(store_err)?
+                        .filter(|ua| ua.kind == UaKind::WebSocket)
+                        .map(|ua| ua.uaid),
+                    None => None,
+                };
+                let uaid = match known {
+                    Some(u) => u,
+                    None => {
+                        let ua = UserAgent {
+                            uaid: new_token(),
+                            kind: UaKind::WebSocket,
+                            created: now(),
+                        };
+                        st.committer
+                            .write(vec![Op::PutUa(ua.clone())])
+                            .await
+                            .map_err(store_err)?;
+                        ua.uaid
+                    }
+                };
+                self.session.hello_done(uaid);
+                self.reply(&ws_session::hello_reply(&uaid)).await?;
+                st.registry.insert(
+                    uaid,
+                    ConnHandle {
+                        tx: self.tx.clone(),
+                        id: self.id,
+                    },
+                );
+                if known.is_some() {
+                    self.drain(uaid).await?;
+                }
+            }
+            Command::Register { channel, key } => {
+                let uaid = self.session.uaid().expect("after hello");
+                let st = &self.state;
+                let existing = st
+                    .store
+                    .subscription_by_channel(&uaid, &channel)
+                    .map_err(store_err)?;
+                let reply = match existing {
+                    Some(s) if s.vapid == key.map(|k| k.0) => {
+                        ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
+                    }
+                    Some(_) => ws_session::register_error(&tokens::to_uuid(&channel), 409),
+                    None => {
+                        let s = Subscription {
+                            push: new_token(),
+                            uaid,
+                            channel,
+                            resource: new_token(),
+                            vapid: key.map(|k| k.0),
+                            created: now(),
+                        };
+                        st.committer
+                            .write(vec![Op::PutSubscription(s.clone())])
+                            .await
+                            .map_err(store_err)?;
+                        ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
+                    }
+                };
+                self.reply(&reply).await?;
+            }
+            Command::Unregister { channel } => {
+                let uaid = self.session.uaid().expect("after hello");
+                let st = &self.state;
+                if let Some(s) = st
+                    .store
+                    .subscription_by_channel(&uaid, &channel)
+                    .map_err(store_err)?
+                {
+                    st.committer
+                        .write(vec![Op::DeleteSubscription(s.push)])
+                        .await
+                        .map_err(store_err)?;
+                }
+                self.reply(&ws_session::unregister_reply(&tokens::to_uuid(&channel), 200))
+                    .await?;
+            }
+            Command::Ack(versions) => {
+                for v in versions {
+                    self.acknowledge(v, true);
+                }
+            }
+            Command::Nack(v) => self.acknowledge(v, false),
+        }
+        Ok(())
+    }
+
+    /// Forgets an acknowledged message, deletes it from the store, and sends
+    /// its receipt.
+    fn acknowledge(&mut self, id: Token, delivered: bool) {
+        let uaid = self.session.uaid().expect("after hello");
+        let msg = match self.inflight.remove(&id) {
+            Some(m) => m,
+            // Written by an earlier connection: it must be stored and ours.
+            None => match self.state.store.message(&id) {
+                Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
+                _ => return,
+            },
+        };
+        inc(&self.state.metrics.messages_acked);
+        if msg.seq != 0 {
+            self.state.write_later(vec![Op::DeleteMessage(msg.id)]);
+        }
+        if let (Some(receipt), true) = (msg.receipt, delivered) {
+            crate::app::receipt::send(&self.state, &msg, receipt, 204);
+        }
+    }
+
+    /// Sends the user agent's stored messages, oldest first.
+    async fn drain(&mut self, uaid: Token) -> io::Result<()> {
+        let mut after = 0;
+        loop {
+            let page = self
+                .state
+                .store
+                .messages(&uaid, after, now(), DRAIN_PAGE)
+                .map_err(io::Error::other)?;
+            let done = page.len() < DRAIN_PAGE;
+            for m in page {
+                after = m.seq;
+                self.send_message(Arc::new(m)).await?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Unregisters, and stores what was written but not acknowledged.
+    fn finish(mut self, rx: &mut mpsc::Receiver<Outbound>) {
+        if let Some(uaid) = self.session.uaid() {
+            self.state.registry.remove(&uaid, self.id);
+        }
+        rx.close();
+        // Queued messages whose sender waits will be stored by that sender.
+        let mut unacked: Vec<Arc<Message>> = self.inflight.drain().map(|(_, m)| m).collect();
+        while let Ok(out) = rx.try_recv() {
+            if let Outbound::Message { msg, written: None } = out {
+                unacked.push(msg);
+            }
+        }
+        self.state.store_unacked(unacked);
+    }
+}
+
+/// The push resource URL of a subscription.
+pub fn push_endpoint(state: &State, push: &Token) -> String {
+    format!("{}/p/{}", state.config.public_url, tokens::encode(push))
+}

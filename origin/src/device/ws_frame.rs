@@ -1,0 +1,213 @@
+//! WebSocket framing (RFC 6455) with no idle buffers: frame headers are
+//! parsed by tungstenite; bytes are kept only while a frame is incomplete.
+
+use std::io::Cursor;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// A complete message or control frame from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text message (reassembled from fragments).
+    Text(String),
+    /// A ping, to be answered with a pong carrying the payload.
+    Ping(Vec<u8>),
+    /// A close frame.
+    Close,
+}
+
+/// A framing violation; the connection is closed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Client frames must be masked (RFC 6455 §5.1).
+    #[error("unmasked client frame")]
+    Unmasked,
+    /// Binary messages, reserved bits or opcodes.
+    #[error("unsupported frame")]
+    Unsupported,
+    /// Over the configured message size.
+    #[error("message too large")]
+    TooLarge,
+    /// Text that is not UTF-8.
+    #[error("text is not UTF-8")]
+    NotUtf8,
+    /// A bad header.
+    #[error("malformed frame header")]
+    Malformed,
+}
+
+/// Reassembles frames across reads; holds no memory between complete frames.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    pending: Vec<u8>,
+    fragments: Option<Vec<u8>>,
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+impl Decoder {
+    /// Feeds bytes read from the socket; complete messages go to `out`.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        max: usize,
+        out: &mut Vec<Incoming>,
+    ) -> Result<(), FrameError> {
+        let mut owned;
+        let buf: &[u8] = if self.pending.is_empty() {
+            data
+        } else {
+            owned = std::mem::take(&mut self.pending);
+            owned.extend_from_slice(data);
+            &owned[..]
+        };
+        let mut pos = 0;
+        loop {
+            let mut cur = Cursor::new(&buf[pos..]);
+            let Some((header, len)) =
+                FrameHeader::parse(&mut cur).map_err(|_| FrameError::Malformed)?
+            else {
+                break;
+            };
+            let len = usize::try_from(len).map_err(|_| FrameError::TooLarge)?;
+            if len > max {
+                return Err(FrameError::TooLarge);
+            }
+            let start = pos + cur.position() as usize;
+            if buf.len() - start < len {
+                break;
+            }
+            let mask = header.mask.ok_or(FrameError::Unmasked)?;
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(FrameError::Unsupported);
+            }
+            let mut payload = buf[start..start + len].to_vec();
+            unmask(&mut payload, mask);
+            pos = start + len;
+            self.frame(header.opcode, header.is_final, payload, max, out)?;
+        }
+        if pos < buf.len() {
+            if buf.len() - pos > max + 14 {
+                return Err(FrameError::TooLarge);
+            }
+            self.pending = buf[pos..].to_vec();
+        }
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: Vec<u8>,
+        max: usize,
+        out: &mut Vec<Incoming>,
+    ) -> Result<(), FrameError> {
+        let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| FrameError::NotUtf8);
+        match opcode {
+            OpCode::Data(Data::Text) if self.fragments.is_none() => {
+                if fin {
+                    out.push(Incoming::Text(text(payload)?));
+                } else {
+                    self.fragments = Some(payload);
+                }
+            }
+            OpCode::Data(Data::Continue) => {
+                let f = self.fragments.as_mut().ok_or(FrameError::Malformed)?;
+                if f.len() + payload.len() > max {
+                    return Err(FrameError::TooLarge);
+                }
+                f.extend_from_slice(&payload);
+                if fin {
+                    let whole = self.fragments.take().expect("fragments");
+                    out.push(Incoming::Text(text(whole)?));
+                }
+            }
+            OpCode::Control(Control::Ping) => out.push(Incoming::Ping(payload)),
+            OpCode::Control(Control::Pong) => {}
+            OpCode::Control(Control::Close) => out.push(Incoming::Close),
+            _ => return Err(FrameError::Unsupported),
+        }
+        Ok(())
+    }
+}
+
+/// Appends an unmasked server frame.
+pub fn encode(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
+    let header = FrameHeader {
+        is_final: true,
+        opcode,
+        ..FrameHeader::default()
+    };
+    out.reserve(payload.len() + 10);
+    header
+        .format(payload.len() as u64, out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(payload);
+}
+
+/// Appends a text frame.
+pub fn text(payload: &str, out: &mut Vec<u8>) {
+    encode(OpCode::Data(Data::Text), payload.as_bytes(), out);
+}
+
+/// Appends a pong.
+pub fn pong(payload: &[u8], out: &mut Vec<u8>) {
+    encode(OpCode::Control(Control::Pong), payload, out);
+}
+
+/// Appends a close frame.
+pub fn close(out: &mut Vec<u8>) {
+    encode(OpCode::Control(Control::Close), &1000u16.to_be_bytes(), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        assert!(payload.len() < 126);
+        f.push(0x80 | payload.len() as u8);
+        f.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        unmask(&mut p, mask);
+        f.extend(p);
+        f
+    }
+
+    #[test]
+    fn split_and_fragmented() {
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        let mut bytes = client_frame(1, false, b"he");
+        bytes.extend(client_frame(0, true, b"llo"));
+        bytes.extend(client_frame(9, true, b"p"));
+        let (a, b) = bytes.split_at(5);
+        d.feed(a, 1000, &mut out).unwrap();
+        assert!(out.is_empty() && !d.pending.is_empty());
+        d.feed(b, 1000, &mut out).unwrap();
+        assert_eq!(out, vec![Incoming::Text("hello".into()), Incoming::Ping(b"p".to_vec())]);
+        assert!(d.pending.is_empty() && d.pending.capacity() == 0);
+    }
+
+    #[test]
+    fn violations() {
+        let mut out = Vec::new();
+        let unmasked = [0x81, 0x01, b'a'];
+        assert_eq!(Decoder::default().feed(&unmasked, 100, &mut out), Err(FrameError::Unmasked));
+        assert_eq!(
+            Decoder::default().feed(&client_frame(1, true, &[b'a'; 50]), 10, &mut out),
+            Err(FrameError::TooLarge)
+        );
+        assert_eq!(
+            Decoder::default().feed(&client_frame(2, true, b"x"), 10, &mut out),
+            Err(FrameError::Unsupported)
+        );
+    }
+}

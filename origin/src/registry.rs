@@ -1,0 +1,111 @@
+//! Which user agents are connected now, and the bounded queue of each.
+
+use crate::store::Message;
+use crate::tokens::Token;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Something for a connection to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send a message; signal `written` once it is on the socket.
+    Message {
+        /// The message.
+        msg: Arc<Message>,
+        /// Told when the frame has been written.
+        written: Option<oneshot::Sender<()>>,
+    },
+    /// Close: a newer connection took over this user agent.
+    Replaced,
+}
+
+/// The sending side of a connection's queue.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    /// The queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Distinguishes connections of the same user agent over time.
+    pub id: u64,
+}
+
+const SHARDS: usize = 64;
+
+/// Connected user agents by uaid.
+pub struct Registry {
+    shards: Box<[Mutex<HashMap<Token, ConnHandle>>]>,
+    next_id: AtomicU64,
+    count: AtomicUsize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            count: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, uaid: &Token) -> &Mutex<HashMap<Token, ConnHandle>> {
+        &self.shards[uaid[0] as usize % SHARDS]
+    }
+
+    /// A fresh connection id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a connection; a previous one of the same user agent is told to close.
+    pub fn insert(&self, uaid: Token, handle: ConnHandle) {
+        let old = self.shard(&uaid).lock().expect("registry lock").insert(uaid, handle);
+        match old {
+            Some(old) => {
+                let _ = old.tx.try_send(Outbound::Replaced);
+            }
+            None => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Unregisters a connection, unless a newer one has replaced it.
+    pub fn remove(&self, uaid: &Token, id: u64) {
+        let mut shard = self.shard(uaid).lock().expect("registry lock");
+        if shard.get(uaid).is_some_and(|h| h.id == id) {
+            shard.remove(uaid);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The queue of a connected user agent.
+    pub fn get(&self, uaid: &Token) -> Option<mpsc::Sender<Outbound>> {
+        self.shard(uaid)
+            .lock()
+            .expect("registry lock")
+            .get(uaid)
+            .map(|h| h.tx.clone())
+    }
+
+    /// How many user agents are connected.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether none is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes every connection (at shutdown).
+    pub fn close_all(&self) {
+        for s in self.shards.iter() {
+            for h in s.lock().expect("registry lock").values() {
+                let _ = h.tx.try_send(Outbound::Replaced);
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Listeners: the application API (HTTP/1.1 and h2c), WebSocket devices,
+//! and RFC 8030 HTTP/2 devices; and the expiry sweeper.
+
+use crate::app;
+use crate::device;
+use crate::metrics::inc;
+use crate::state::{now, State};
+use crate::config::Config;
+use crate::store::{Op, Store};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The bound listeners, before serving.
+pub struct Listeners {
+    /// Application API.
+    pub app: TcpListener,
+    /// WebSocket devices.
+    pub ws: TcpListener,
+    /// HTTP/2 devices.
+    pub h2: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses; a port of 0 takes a free one, and the
+    /// configuration is updated to the addresses bound (and default URLs to match).
+    pub async fn bind(c: &mut Config) -> std::io::Result<Listeners> {
+        let l = Listeners {
+            app: TcpListener::bind(c.app_listen).await?,
+            ws: TcpListener::bind(c.ws_listen).await?,
+            h2: TcpListener::bind(c.h2_listen).await?,
+        };
+        let (app, h2) = (l.app.local_addr()?, l.h2.local_addr()?);
+        if c.public_url == format!("http://{}", c.app_listen) {
+            c.public_url = format!("http://{app}");
+        }
+        if c.device_url == format!("http://{}", c.h2_listen) {
+            c.device_url = format!("http://{h2}");
+        }
+        c.app_listen = app;
+        c.ws_listen = l.ws.local_addr()?;
+        c.h2_listen = h2;
+        Ok(l)
+    }
+}
+
+/// A running service.
+pub struct Running {
+    /// Its state (configuration with the bound addresses, store, registry).
+    pub state: Arc<State>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, closes connections, and waits for the end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, binds the listeners and serves in the background.
+pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result<Running> {
+    let listeners = Listeners::bind(&mut config).await?;
+    let state = Arc::new(State::new(config, store));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(serve(state.clone(), listeners, stopped));
+    Ok(Running { state, stop, task })
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receiver<bool>) {
+    let sweeper = tokio::spawn(sweep(state.clone()));
+    let app_loop = {
+        let state = state.clone();
+        async move {
+            let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+            loop {
+                let Ok((stream, _)) = l.app.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let (state, builder) = (state.clone(), builder.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(app::route(state, req).await) }
+                    });
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        }
+    };
+    let ws_loop = {
+        let state = state.clone();
+        async move {
+            loop {
+                match l.ws.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(device::ws::serve(stream, state.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("ws accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+    let h2_loop = {
+        let state = state.clone();
+        async move {
+            loop {
+                match l.h2.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(device::h2::serve(stream, state.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("h2 accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = app_loop => {}
+        _ = ws_loop => {}
+        _ = h2_loop => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    sweeper.abort();
+    state.registry.close_all();
+    // Give connections a moment to store what they hold.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Removes expired messages (sending 410 receipts for them) and old rate windows.
+async fn sweep(state: Arc<State>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(state.config.sweep_secs));
+    loop {
+        tick.tick().await;
+        state.rate.prune();
+        loop {
+            let ids = match state.store.expired(now(), 1000) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!("sweep: {e}");
+                    break;
+                }
+            };
+            if ids.is_empty() {
+                break;
+            }
+            let n = ids.len();
+            for id in &ids {
+                if let Ok(Some(m)) = state.store.message(id) {
+                    if let Some(r) = m.receipt {
+                        app::receipt::send(&state, &m, r, 410);
+                    }
+                }
+                inc(&state.metrics.messages_expired);
+            }
+            let ops = ids.into_iter().map(Op::DeleteMessage).collect();
+            if let Err(e) = state.committer.write(ops).await {
+                tracing::error!("sweep: {e}");
+                break;
+            }
+            if n < 1000 {
+                break;
+            }
+        }
+    }
+}
+
+/// The `/metrics` text.
+pub fn render_metrics(state: &State) -> String {
+    let stored = state.store.message_count().unwrap_or(0);
+    state.metrics.render(&[
+        ("push_connected_devices", "User agents connected now", state.registry.len() as u64),
+        ("push_stored_messages", "Messages in the store", stored),
+    ])
+}

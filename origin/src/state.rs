@@ -1,0 +1,137 @@
+//! The service's shared state, and the one path every message takes to a
+//! user agent: straight into its connection's queue, or into the store.
+
+use crate::config::Config;
+use crate::metrics::{inc, Metrics};
+use crate::rate::RateLimiter;
+use crate::registry::{Outbound, Registry};
+use crate::store::committer::Committer;
+use crate::store::{Message, Op, Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// How long a push waits for a connected device's socket before storing instead.
+const WRITE_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything the handlers share.
+pub struct State {
+    /// Configuration.
+    pub config: Config,
+    /// The store (reads).
+    pub store: Arc<dyn Store>,
+    /// The store (writes, group-committed).
+    pub committer: Committer,
+    /// Connected user agents.
+    pub registry: Registry,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Per-subscription message rate.
+    pub rate: RateLimiter,
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where a message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written to the device's connection.
+    Delivered,
+    /// Durably stored for later delivery.
+    Stored,
+    /// TTL 0 and the device was not connected: dropped, as RFC 8030 §5.2 says.
+    Discarded,
+}
+
+impl State {
+    /// Builds the state over an opened store.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> State {
+        let committer = Committer::start(store.clone(), config.commit_batch);
+        let rate = RateLimiter::new(config.limits.subscription_messages_per_minute);
+        State {
+            config,
+            store,
+            committer,
+            registry: Registry::default(),
+            metrics: Metrics::default(),
+            rate,
+        }
+    }
+
+    /// Delivers a message to its user agent now if it is connected, else
+    /// stores it (unless `ttl_zero`). Returns only once the message is on the
+    /// device's socket or committed.
+    pub async fn deliver(&self, msg: Message, ttl_zero: bool) -> Result<Outcome, StoreError> {
+        let msg = Arc::new(msg);
+        if let Some(tx) = self.registry.get(&msg.uaid) {
+            let (written, wait) = oneshot::channel();
+            let out = Outbound::Message {
+                msg: msg.clone(),
+                written: Some(written),
+            };
+            if tx.try_send(out).is_ok() {
+                if let Ok(Ok(())) = tokio::time::timeout(WRITE_WAIT, wait).await {
+                    inc(&self.metrics.pushes_delivered);
+                    return Ok(Outcome::Delivered);
+                }
+            }
+        }
+        if ttl_zero {
+            inc(&self.metrics.pushes_discarded);
+            return Ok(Outcome::Discarded);
+        }
+        let mut stored = Arc::unwrap_or_clone(msg);
+        stored.seq = self.store.next_seq();
+        let stored = Arc::new(stored);
+        self.committer
+            .write(vec![Op::PutMessage(Box::new((*stored).clone()))])
+            .await?;
+        inc(&self.metrics.pushes_stored);
+        // The device may have connected while the commit ran: hand it over.
+        if let Some(tx) = self.registry.get(&stored.uaid) {
+            let _ = tx.try_send(Outbound::Message {
+                msg: stored,
+                written: None,
+            });
+        }
+        Ok(Outcome::Stored)
+    }
+
+    /// Stores messages that were written to a device but never acknowledged
+    /// (the connection ended), so that they are delivered again.
+    pub fn store_unacked(self: &Arc<Self>, msgs: Vec<Arc<Message>>) {
+        let ops: Vec<Op> = msgs
+            .into_iter()
+            .filter(|m| m.seq == 0 && m.expires > now())
+            .map(|m| {
+                let mut m = Arc::unwrap_or_clone(m);
+                m.seq = self.store.next_seq();
+                Op::PutMessage(Box::new(m))
+            })
+            .collect();
+        if ops.is_empty() {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.committer.write(ops).await {
+                tracing::error!("storing unacknowledged messages: {e}");
+            }
+        });
+    }
+
+    /// Writes without waiting for the commit (acknowledgements, clean-ups).
+    pub fn write_later(self: &Arc<Self>, ops: Vec<Op>) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.committer.write(ops).await {
+                tracing::error!("background store write: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,169 @@
+//! Storage: subscriptions, user agents, undelivered messages and receipts.
+//!
+//! [`Store`] is the seam a distributed backend would implement; [`redb`] is
+//! the embedded default. Reads are direct; every write goes through
+//! [`Store::apply`] as a batch, so that the [`committer`] can group many
+//! requests into one durable commit.
+
+pub mod codec;
+pub mod committer;
+pub mod redb;
+
+use crate::tokens::Token;
+use bytes::Bytes;
+use shared::headers::Urgency;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {0}")]
+    Corrupt(&'static str),
+    /// The committer has stopped.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// How a device connects: the protocol its messages travel by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UaKind {
+    /// Mozilla's WebSocket protocol.
+    WebSocket = 1,
+    /// RFC 8030 over HTTP/2.
+    Http2 = 2,
+    /// An application server's receipt subscription (receives receipts).
+    Receipts = 3,
+}
+
+/// One subscription (a push resource and what it belongs to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The push resource token (the key).
+    pub push: Token,
+    /// The user agent (WebSocket uaid, or RFC 8030 subscription set).
+    pub uaid: Token,
+    /// The WebSocket channelID (for RFC 8030 subscriptions, a random id).
+    pub channel: Token,
+    /// The RFC 8030 subscription resource token.
+    pub resource: Token,
+    /// The VAPID key the subscription is restricted to.
+    pub vapid: Option<[u8; 65]>,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+}
+
+/// A user agent: a WebSocket device, an RFC 8030 subscription set, or a
+/// receipt subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserAgent {
+    /// The uaid / set / receipt subscription token.
+    pub uaid: Token,
+    /// Its protocol.
+    pub kind: UaKind,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+}
+
+/// How a message body is encoded, as the device must be told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// No body.
+    None,
+    /// `aes128gcm`.
+    Aes128gcm,
+    /// `aesgcm` with its `Encryption` and `Crypto-Key` values.
+    Aesgcm {
+        /// `Encryption` header value.
+        encryption: String,
+        /// `Crypto-Key` header value.
+        crypto_key: String,
+    },
+    /// A JWE with this `Content-Type`.
+    Jose(String),
+    /// A receipt: no body; `Message::push` names the acknowledged message.
+    Receipt,
+}
+
+/// A message on its way to a user agent (stored or not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The message token: its resource URL and the WebSocket `version`.
+    pub id: Token,
+    /// The user agent it is for.
+    pub uaid: Token,
+    /// The subscription's push token (for a receipt: the acknowledged message's id).
+    pub push: Token,
+    /// The subscription's channelID.
+    pub channel: Token,
+    /// Order within the user agent's queue; 0 until stored.
+    pub seq: u64,
+    /// Expiry, Unix seconds.
+    pub expires: u64,
+    /// Urgency.
+    pub urgency: Urgency,
+    /// Topic, if any.
+    pub topic: Option<String>,
+    /// The receipt subscription to notify on acknowledgement.
+    pub receipt: Option<Token>,
+    /// Body encoding.
+    pub encoding: Encoding,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// One write, applied with others in one transaction.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Create a user agent.
+    PutUa(UserAgent),
+    /// Remove a user agent with its subscriptions and messages.
+    DeleteUa(Token),
+    /// Create or replace a subscription.
+    PutSubscription(Subscription),
+    /// Remove a subscription and its messages.
+    DeleteSubscription(Token),
+    /// Store a message (its `seq` set); replaces one of the same topic and subscription.
+    PutMessage(Box<Message>),
+    /// Remove a message by id.
+    DeleteMessage(Token),
+}
+
+/// The storage backend.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a batch of writes in one durable transaction.
+    fn apply(&self, ops: &[&Op]) -> Result<(), StoreError>;
+    /// The next message sequence number (monotonic across restarts).
+    fn next_seq(&self) -> u64;
+    /// A subscription by push token.
+    fn subscription(&self, push: &Token) -> Result<Option<Subscription>, StoreError>;
+    /// A subscription by its RFC 8030 subscription resource token.
+    fn subscription_by_resource(&self, resource: &Token)
+        -> Result<Option<Subscription>, StoreError>;
+    /// A subscription by user agent and channelID.
+    fn subscription_by_channel(
+        &self,
+        uaid: &Token,
+        channel: &Token,
+    ) -> Result<Option<Subscription>, StoreError>;
+    /// Every subscription of a user agent.
+    fn subscriptions_of(&self, uaid: &Token) -> Result<Vec<Subscription>, StoreError>;
+    /// A user agent.
+    fn user_agent(&self, uaid: &Token) -> Result<Option<UserAgent>, StoreError>;
+    /// Up to `limit` unexpired messages of a user agent after `after_seq`, in order.
+    fn messages(
+        &self,
+        uaid: &Token,
+        after_seq: u64,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// A stored message by id.
+    fn message(&self, id: &Token) -> Result<Option<Message>, StoreError>;
+    /// Ids of up to `limit` messages that expired at or before `now`.
+    fn expired(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
+    /// How many messages are stored.
+    fn message_count(&self) -> Result<u64, StoreError>;
+}

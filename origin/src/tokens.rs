@@ -1,0 +1,78 @@
+//! Capability tokens: the unguessable parts of resource URLs.
+//!
+//! Every resource (push, subscription, set, message, receipt subscription,
+//! list) has its own token of 128 random bits, drawn independently, so no
+//! token can be derived from another.
+
+use shared::b64;
+
+/// A 128-bit random token.
+pub type Token = [u8; 16];
+
+/// A fresh token from the operating system's CSPRNG.
+pub fn new_token() -> Token {
+    let mut t = [0u8; 16];
+    getrandom::fill(&mut t).expect("the OS random source works");
+    t
+}
+
+/// The token as URL text (22 base64url characters).
+pub fn encode(t: &Token) -> String {
+    b64::encode(t)
+}
+
+/// Parses URL text back into a token.
+pub fn decode(s: &str) -> Option<Token> {
+    if s.len() != 22 {
+        return None;
+    }
+    b64::decode_exact::<16>(s)
+}
+
+/// Formats a token as a lowercase hyphenated UUID (Firefox's channelID form).
+pub fn to_uuid(t: &Token) -> String {
+    let h: String = t.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Formats a token as 32 hex digits (the form of a uaid).
+pub fn to_hex(t: &Token) -> String {
+    t.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a UUID, hyphenated or not, or 32 hex digits.
+pub fn from_uuid(s: &str) -> Option<Token> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 || s.len() > 36 {
+        return None;
+    }
+    let mut t = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        t[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let t = new_token();
+        assert_ne!(t, new_token());
+        assert_eq!(decode(&encode(&t)), Some(t));
+        assert_eq!(from_uuid(&to_uuid(&t)), Some(t));
+        assert_eq!(from_uuid(&to_hex(&t)), Some(t));
+        assert_eq!(decode("short"), None);
+        assert_eq!(from_uuid("zz"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Helpers for the origin's integration tests: a service on free ports with
+//! a fresh store, a small HTTP/1.1 client, a WebSocket device, VAPID tokens.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use origin::config::{Config, Settings};
+use origin::server::{start, Running};
+use origin::store::redb::RedbStore;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use serde_json::{json, Value};
+use shared::b64;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// A fresh folder under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let mut r = [0u8; 8];
+    getrandom_fill(&mut r);
+    let d = std::env::temp_dir().join(format!("origin-test-{name}-{}", hex(&r)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn getrandom_fill(b: &mut [u8]) {
+    let t = origin::tokens::new_token();
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = t[i % 16];
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Starts a service on free loopback ports over a store in `dir`.
+pub async fn start_in(dir: &std::path::Path, limits: &[&str]) -> Running {
+    let settings = Settings {
+        app_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        h2_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.to_owned()),
+        limit: limits.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let config = Config::from_settings(settings).unwrap();
+    let store = Arc::new(RedbStore::open(dir).unwrap());
+    start(config, store).await.unwrap()
+}
+
+/// Starts a service with a fresh store.
+pub async fn start_fresh(name: &str) -> Running {
+    start_in(&temp_dir(name), &[]).await
+}
+
+/// An HTTP response, read whole.
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One HTTP/1.1 request on a new connection.
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let uri: http::Uri = url.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri.path())
+        .header("host", uri.authority().unwrap().as_str());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// A VAPID signer.
+pub struct Vapid {
+    key: SigningKey,
+}
+
+impl Vapid {
+    pub fn new(seed: u8) -> Vapid {
+        Vapid { key: SigningKey::from_slice(&[seed; 32]).unwrap() }
+    }
+    pub fn public(&self) -> String {
+        b64::encode(self.key.verifying_key().to_encoded_point(false).as_bytes())
+    }
+    /// `Authorization: vapid t=…, k=…` for an audience, valid an hour.
+    pub fn header(&self, aud: &str) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let input = format!(
+            "{}.{}",
+            b64::encode(br#"{"typ":"JWT","alg":"ES256"}"#),
+            b64::encode(json!({"aud": aud, "exp": exp, "sub": "mailto:test@example.com"}).to_string().as_bytes())
+        );
+        let sig: Signature = self.key.sign(input.as_bytes());
+        format!("vapid t={input}.{}, k={}", b64::encode(&sig.to_bytes()), self.public())
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A device speaking Firefox's WebSocket protocol.
+pub struct Device {
+    ws: Ws,
+    pub uaid: String,
+}
+
+impl Device {
+    /// Connects and says hello (resuming `uaid` if given).
+    pub async fn connect(running: &Running, uaid: Option<&str>) -> Device {
+        let url = format!("ws://{}/", running.state.config.ws_listen);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut hello = json!({"messageType": "hello", "use_webpush": true});
+        if let Some(u) = uaid {
+            hello["uaid"] = u.into();
+        }
+        ws.send(WsMessage::text(hello.to_string())).await.unwrap();
+        let mut d = Device { ws, uaid: String::new() };
+        let reply = d.recv().await.expect("hello reply");
+        assert_eq!(reply["messageType"], "hello");
+        assert_eq!(reply["status"], 200);
+        assert_eq!(reply["use_webpush"], true);
+        d.uaid = reply["uaid"].as_str().unwrap().to_owned();
+        d
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(WsMessage::text(v.to_string())).await.unwrap();
+    }
+
+    /// The next JSON message, or None after 3 s.
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.recv_within(Duration::from_secs(3)).await
+    }
+
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(d, self.ws.next()).await {
+                Ok(Some(Ok(WsMessage::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Registers a channel; returns (channelID, endpoint).
+    pub async fn register(&mut self, key: Option<&str>) -> (String, String) {
+        let channel = hex(&origin::tokens::new_token());
+        let channel = format!(
+            "{}-{}-{}-{}-{}",
+            &channel[..8], &channel[8..12], &channel[12..16], &channel[16..20], &channel[20..]
+        );
+        let mut reg = json!({"messageType": "register", "channelID": channel});
+        if let Some(k) = key {
+            reg["key"] = k.into();
+        }
+        self.send(reg).await;
+        let r = self.recv().await.unwrap();
+        assert_eq!(r["messageType"], "register");
+        assert_eq!(r["status"], 200, "{r}");
+        (channel, r["pushEndpoint"].as_str().unwrap().to_owned())
+    }
+
+    /// Acknowledges a notification.
+    pub async fn ack(&mut self, n: &Value) {
+        self.send(json!({"messageType": "ack", "updates": [{"channelID": n["channelID"], "version": n["version"]}]}))
+            .await;
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A syntactically valid aes128gcm body of `len` bytes.
+pub fn aes128gcm_body(len: usize) -> Vec<u8> {
+    let mut b = vec![7u8; 16];
+    b.extend_from_slice(&4096u32.to_be_bytes());
+    b.push(65);
+    b.push(4);
+    b.extend_from_slice(&[9u8; 64]);
+    b.resize(len.max(86 + 17), 0x42);
+    b
+}
+
+/// The origin's `/metrics` value of one series.
+pub async fn metric(running: &Running, name: &str) -> u64 {
+    let r = request("GET", &format!("{}/metrics", running.state.config.public_url), &[], b"").await;
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in metrics"))
+}

@@ -1,0 +1,185 @@
+//! Firefox's WebSocket protocol end to end over real sockets: hello,
+//! register, direct and stored delivery, acknowledgement, reconnects, key
+//! restrictions, Topic replacement, TTL 0, unregister.
+
+mod common;
+use common::*;
+use shared::b64;
+use std::time::Duration;
+
+#[tokio::test]
+async fn connected_device_gets_message_and_ack_clears_it() {
+    let o = start_fresh("ws-direct").await;
+    let mut d = Device::connect(&o, None).await;
+    let (channel, endpoint) = d.register(None).await;
+    assert!(endpoint.starts_with(&format!("{}/p/", o.state.config.public_url)));
+
+    let body = aes128gcm_body(200);
+    let r = request("POST", &endpoint, &[("ttl", "60"), ("content-encoding", "aes128gcm")], &body).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(r.header("ttl"), Some("60"));
+    assert!(r.header("location").unwrap().contains("/m/"));
+    assert!(r.header("link").unwrap().contains("urn:ietf:params:push:multi"));
+
+    let n = d.recv().await.expect("notification");
+    assert_eq!(n["messageType"], "notification");
+    assert_eq!(n["channelID"], channel.as_str());
+    assert_eq!(b64::decode(n["data"].as_str().unwrap()).unwrap(), body);
+    assert_eq!(n["headers"]["encoding"], "aes128gcm");
+    d.ack(&n).await;
+
+    // Reconnecting with the same uaid redelivers nothing once acknowledged.
+    let uaid = d.uaid.clone();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    d.close().await;
+    let mut again = Device::connect(&o, Some(&uaid)).await;
+    assert_eq!(again.uaid, uaid);
+    assert!(again.recv_within(Duration::from_millis(300)).await.is_none());
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn stored_while_away_then_delivered_and_unacked_redelivered() {
+    let o = start_fresh("ws-stored").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    assert_eq!(metric(&o, "push_stored_messages").await, 1);
+
+    // Delivered after hello; not acknowledged: delivered again next time.
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    let n1 = d.recv().await.expect("stored message after hello");
+    assert!(n1.get("data").is_none());
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    let n2 = d.recv().await.expect("redelivered");
+    assert_eq!(n1["version"], n2["version"]);
+    d.ack(&n2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&o, "push_stored_messages").await, 0);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_uaid_gets_a_new_one() {
+    let o = start_fresh("ws-uaid").await;
+    let d = Device::connect(&o, Some("0123456789abcdef0123456789abcdef")).await;
+    assert_ne!(d.uaid, "0123456789abcdef0123456789abcdef");
+    assert_eq!(d.uaid.len(), 32);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn key_restricted_subscription_refuses_other_keys() {
+    let o = start_fresh("ws-vapid").await;
+    let good = Vapid::new(1);
+    let other = Vapid::new(2);
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(Some(&good.public())).await;
+    let aud = o.state.config.public_url.clone();
+
+    let none = request("POST", &endpoint, &[("ttl", "60")], b"").await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["errno"], 109);
+    let wrong = request("POST", &endpoint, &[("ttl", "60"), ("authorization", &other.header(&aud))], b"").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json()["errno"], 109);
+    assert_eq!(wrong.header("content-type"), Some("application/problem+json"));
+    let bad_aud = request(
+        "POST",
+        &endpoint,
+        &[("ttl", "60"), ("authorization", &good.header("https://elsewhere.example"))],
+        b"",
+    )
+    .await;
+    assert_eq!(bad_aud.status, 401);
+    assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
+
+    let ok = request("POST", &endpoint, &[("ttl", "60"), ("authorization", &good.header(&aud))], b"").await;
+    assert_eq!(ok.status, 201);
+    assert!(d.recv().await.is_some());
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn topic_replaces_and_ttl_zero_is_not_stored() {
+    let o = start_fresh("ws-topic").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let body1 = aes128gcm_body(120);
+    let body2 = aes128gcm_body(140);
+    for body in [&body1, &body2] {
+        let r = request(
+            "POST",
+            &endpoint,
+            &[("ttl", "600"), ("topic", "score"), ("content-encoding", "aes128gcm")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let r = request("POST", &endpoint, &[("ttl", "0")], b"").await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("ttl"), Some("0"));
+    assert_eq!(metric(&o, "push_stored_messages").await, 1);
+
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    let n = d.recv().await.unwrap();
+    assert_eq!(b64::decode(n["data"].as_str().unwrap()).unwrap(), body2);
+    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_and_unregister() {
+    let o = start_fresh("ws-cancel").await;
+    let mut d = Device::connect(&o, None).await;
+    let (channel, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+    let location = r.header("location").unwrap().to_owned();
+    assert_eq!(request("DELETE", &location, &[], b"").await.status, 204);
+    assert_eq!(request("DELETE", &location, &[], b"").await.status, 404);
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+
+    d.send(serde_json::json!({"messageType": "unregister", "channelID": channel})).await;
+    let u = d.recv().await.unwrap();
+    assert_eq!((u["messageType"].as_str(), u["status"].as_u64()), (Some("unregister"), Some(200)));
+    let gone = request("POST", &endpoint, &[("ttl", "60")], b"").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["errno"], 102);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_close_the_connection_and_service_lives_on() {
+    let o = start_fresh("ws-bad").await;
+    let url = format!("ws://{}/", o.state.config.ws_listen);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"messageType":"register","channelID":"x"}"#))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap();
+    assert!(!matches!(end, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))));
+    // A plain HTTP request gets a 400, not a hang.
+    let r = request("GET", &format!("http://{}/", o.state.config.ws_listen), &[], b"").await;
+    assert_eq!(r.status, 400);
+    let d = Device::connect(&o, None).await;
+    assert_eq!(d.uaid.len(), 32);
+    o.stop().await;
+}
