@@ -45,7 +45,10 @@ pub fn is_canonical(s: &str) -> bool {
     if b.len() % 4 == 1 {
         return false;
     }
-    if !b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+    if !b
+        .iter()
+        .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
         return false;
     }
     // Trailing bits must be zero: 2 leftover chars carry 4 spare bits, 3 carry 2.

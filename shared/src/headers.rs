@@ -275,10 +275,7 @@ mod tests {
         assert_eq!(Ttl::parse(Some("60"), 100), Ok(Ttl(60)));
         assert_eq!(Ttl::parse(Some(" 0 "), 100), Ok(Ttl(0)));
         assert_eq!(Ttl::parse(Some("1000"), 100), Ok(Ttl(100)));
-        assert_eq!(
-            Ttl::parse(Some("99999999999999999999"), 100),
-            Ok(Ttl(100))
-        );
+        assert_eq!(Ttl::parse(Some("99999999999999999999"), 100), Ok(Ttl(100)));
         assert_eq!(Ttl::parse(None, 100), Err(HeaderError::MissingTtl));
         for bad in ["", "-1", "1.5", "abc", "+3", "0x10"] {
             assert!(matches!(

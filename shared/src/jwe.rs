@@ -503,7 +503,10 @@ impl JsonJwe {
             canonical_len(aad, "aad")?;
         }
         let empty = Map::new();
-        let shared = [protected.as_ref().unwrap_or(&empty), unprotected.unwrap_or(&empty)];
+        let shared = [
+            protected.as_ref().unwrap_or(&empty),
+            unprotected.unwrap_or(&empty),
+        ];
         check_disjoint(&shared)?;
         let shared_params = Params::read(shared[0])?.merge(Params::read(shared[1])?);
         let enc = shared_params.enc.ok_or(JweError::MissingEnc)?;
@@ -552,7 +555,9 @@ impl JsonJwe {
                 let key = match r.get("encrypted_key") {
                     None => "",
                     Some(Value::String(k)) => k,
-                    Some(_) => return Err(JweError::Json("\"encrypted_key\" must be a string".into())),
+                    Some(_) => {
+                        return Err(JweError::Json("\"encrypted_key\" must be a string".into()))
+                    }
                 };
                 check_disjoint(&[shared[0], shared[1], header])?;
                 let p = shared_params.clone().merge(Params::read(header)?);
@@ -620,7 +625,12 @@ impl JsonTemplate {
 
     /// Appends a member's copy to `out`. `header` is the member's
     /// per-recipient header as JSON text (checked when the member joined).
-    pub fn write_member(&self, encrypted_key: Option<&str>, header: Option<&str>, out: &mut Vec<u8>) {
+    pub fn write_member(
+        &self,
+        encrypted_key: Option<&str>,
+        header: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
         out.reserve(
             self.prefix.len()
                 + encrypted_key.map_or(0, |k| k.len() + 20)
@@ -690,7 +700,11 @@ mod tests {
         let bad_iv = format!("{h}.{}.{}.{}.{}", b(24), b(16), b(40), b(16));
         assert!(matches!(
             CompactJwe::parse(bad_iv.as_bytes(), false),
-            Err(JweError::IvLength { len: 16, want: 12, .. })
+            Err(JweError::IvLength {
+                len: 16,
+                want: 12,
+                ..
+            })
         ));
         assert_eq!(
             CompactJwe::parse(b"a.b.c", false),
@@ -753,7 +767,8 @@ mod tests {
         .to_string();
         let t = JsonTemplate::parse(body.as_bytes()).unwrap();
         assert!(!t.as_str().contains("encrypted_key"));
-        let member_h = member_header(&serde_json::json!({"alg":"A128KW","kid":"m1"}), 2048).unwrap();
+        let member_h =
+            member_header(&serde_json::json!({"alg":"A128KW","kid":"m1"}), 2048).unwrap();
         let key = b(24);
         let mut copy = Vec::new();
         t.write_member(Some(&key), Some(&member_h), &mut copy);
@@ -784,8 +799,14 @@ mod tests {
             Err(JweError::DuplicateParam("alg".into()))
         );
         let no_iv = serde_json::json!({"protected": hdr(r#"{"enc":"A128GCM"}"#), "ciphertext": "", "tag": b(16)}).to_string();
-        assert!(matches!(JsonJwe::parse(no_iv.as_bytes(), true), Err(JweError::Json(_))));
-        assert!(matches!(JsonJwe::parse(b"[]", true), Err(JweError::Json(_))));
+        assert!(matches!(
+            JsonJwe::parse(no_iv.as_bytes(), true),
+            Err(JweError::Json(_))
+        ));
+        assert!(matches!(
+            JsonJwe::parse(b"[]", true),
+            Err(JweError::Json(_))
+        ));
         assert!(member_header(&serde_json::json!({"alg":"none"}), 100).is_err());
         assert!(member_header(&serde_json::json!("x"), 100).is_err());
     }

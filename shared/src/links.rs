@@ -22,7 +22,9 @@ pub fn parse(value: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = value;
     while let Some(start) = rest.find('<') {
-        let Some(end) = rest[start..].find('>') else { break };
+        let Some(end) = rest[start..].find('>') else {
+            break;
+        };
         let uri = &rest[start + 1..start + end];
         rest = &rest[start + end + 1..];
         // Parameters run up to the next link (a ',' outside quotes) or the end.

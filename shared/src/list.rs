@@ -319,9 +319,13 @@ pub fn check_uri(uri: &str, limits: &Limits) -> Result<(), Rejection> {
     let rest = uri
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))
-        .ok_or(Rejection::MalformedUri("it must start with https:// or http://"))?;
+        .ok_or(Rejection::MalformedUri(
+            "it must start with https:// or http://",
+        ))?;
     if !uri.bytes().all(|b| b.is_ascii_graphic()) || uri.contains(['#', '<', '>', '"', '\\']) {
-        return Err(Rejection::MalformedUri("it has characters a URI cannot hold"));
+        return Err(Rejection::MalformedUri(
+            "it has characters a URI cannot hold",
+        ));
     }
     let slash = rest
         .find('/')
@@ -365,9 +369,7 @@ fn parse_key(v: &Value, limits: &Limits) -> Result<Option<String>, Rejection> {
         )));
     }
     if !b64::is_canonical(k) {
-        return Err(Rejection::BadEncryptedKey(
-            "not unpadded base64url".into(),
-        ));
+        return Err(Rejection::BadEncryptedKey("not unpadded base64url".into()));
     }
     Ok((!k.is_empty()).then(|| k.clone()))
 }
@@ -627,7 +629,13 @@ mod tests {
         assert_eq!(p.accepted[0].encrypted_key, None);
         let kinds: Vec<_> = p.rejected.iter().map(|r| r.reason.kind()).collect();
         assert_eq!(kinds.len(), 7);
-        for k in ["malformed-uri", "bad-expires", "bad-encrypted-key", "bad-header", "not-an-object"] {
+        for k in [
+            "malformed-uri",
+            "bad-expires",
+            "bad-encrypted-key",
+            "bad-header",
+            "not-an-object",
+        ] {
             assert!(kinds.contains(&k), "{k} in {kinds:?}");
         }
     }
@@ -696,10 +704,19 @@ mod tests {
         gz.write_all(doc.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
         let l = Limits::default();
-        assert_eq!(decode_body(Some("gzip"), &gz, &l).unwrap().as_ref(), doc.as_bytes());
-        assert_eq!(decode_body(None, doc.as_bytes(), &l).unwrap().as_ref(), doc.as_bytes());
+        assert_eq!(
+            decode_body(Some("gzip"), &gz, &l).unwrap().as_ref(),
+            doc.as_bytes()
+        );
+        assert_eq!(
+            decode_body(None, doc.as_bytes(), &l).unwrap().as_ref(),
+            doc.as_bytes()
+        );
         assert_eq!(decode_body(Some("gzip"), b"nope", &l), Err(ListError::Gzip));
-        assert!(matches!(decode_body(Some("br"), b"x", &l), Err(ListError::Encoding(_))));
+        assert!(matches!(
+            decode_body(Some("br"), b"x", &l),
+            Err(ListError::Encoding(_))
+        ));
         // A bomb stops at the limit.
         let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         bomb.write_all(&vec![b' '; 1 << 20]).unwrap();
@@ -708,12 +725,19 @@ mod tests {
             max_list_document_bytes: 1000,
             ..Limits::default()
         };
-        assert_eq!(decode_body(Some("gzip"), &bomb, &small), Err(ListError::TooLarge(1000)));
+        assert_eq!(
+            decode_body(Some("gzip"), &bomb, &small),
+            Err(ListError::TooLarge(1000))
+        );
     }
 
     #[test]
     fn content_types() {
-        assert!(check_content_type(Some("application/push-aggregation+json; charset=utf-8"), CONTENT_TYPE).is_ok());
+        assert!(check_content_type(
+            Some("application/push-aggregation+json; charset=utf-8"),
+            CONTENT_TYPE
+        )
+        .is_ok());
         assert!(check_content_type(Some("application/json"), CONTENT_TYPE).is_err());
         assert!(check_content_type(None, MERGE_PATCH_CONTENT_TYPE).is_err());
     }

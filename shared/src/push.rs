@@ -267,17 +267,33 @@ mod tests {
         let l = Limits::default();
         let (meta, p) = validate_push(&headers(), &aes128gcm_body(200), &l).unwrap();
         assert_eq!((meta.ttl, p), (Ttl(60), Payload::Aes128gcm));
-        let (_, p) = validate_push(&PushHeaders { ttl: Some("0"), ..Default::default() }, b"", &l).unwrap();
+        let (_, p) = validate_push(
+            &PushHeaders {
+                ttl: Some("0"),
+                ..Default::default()
+            },
+            b"",
+            &l,
+        )
+        .unwrap();
         assert_eq!(p, Payload::Empty);
         let e = validate_push(&headers(), &aes128gcm_body(5000), &l).unwrap_err();
         assert_eq!((e.status(), e.errno()), (413, Some(104)));
-        let plain = PushHeaders { ttl: Some("60"), ..Default::default() };
+        let plain = PushHeaders {
+            ttl: Some("60"),
+            ..Default::default()
+        };
         let e = validate_push(&plain, b"hello", &l).unwrap_err();
         assert_eq!(e, PushError::Header(HeaderError::MissingEncoding));
         assert_eq!(e.status(), 400);
-        let no_ttl = PushHeaders { ttl: None, ..headers() };
+        let no_ttl = PushHeaders {
+            ttl: None,
+            ..headers()
+        };
         assert_eq!(
-            validate_push(&no_ttl, &aes128gcm_body(200), &l).unwrap_err().errno(),
+            validate_push(&no_ttl, &aes128gcm_body(200), &l)
+                .unwrap_err()
+                .errno(),
             Some(111)
         );
     }

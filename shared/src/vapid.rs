@@ -197,7 +197,8 @@ impl Credentials {
         if header.alg != "ES256" {
             return Err(VapidError::WrongAlg);
         }
-        let sig_bytes = b64::decode(s).ok_or(VapidError::BadToken("the signature is not base64url"))?;
+        let sig_bytes =
+            b64::decode(s).ok_or(VapidError::BadToken("the signature is not base64url"))?;
         let sig = match sig_bytes.len() {
             64 => Signature::from_slice(&sig_bytes),
             _ => Signature::from_der(&sig_bytes),
@@ -210,7 +211,9 @@ impl Credentials {
 
         let claims: Claims = b64::decode(c)
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(VapidError::BadToken("the claims are not base64url JSON with aud and exp"))?;
+            .ok_or(VapidError::BadToken(
+                "the claims are not base64url JSON with aud and exp",
+            ))?;
         if !same_origin(&claims.aud, audience) {
             return Err(VapidError::Audience {
                 got: claims.aud.chars().take(128).collect(),
@@ -310,11 +313,16 @@ pub(crate) mod tests {
         let (auth, _) = token(&format!(r#"{{"aud":"{AUD}","exp":{}}}"#, NOW + 60));
         let (_, other_key) = {
             let sk = SigningKey::from_slice(&[0x43; 32]).unwrap();
-            ((), b64::encode(sk.verifying_key().to_encoded_point(false).as_bytes()))
+            (
+                (),
+                b64::encode(sk.verifying_key().to_encoded_point(false).as_bytes()),
+            )
         };
         let forged = auth.split(", k=").next().unwrap().to_owned() + ", k=" + &other_key;
         let l = Limits::default();
-        let creds = Credentials::parse(Some(&forged), None, &l).unwrap().unwrap();
+        let creds = Credentials::parse(Some(&forged), None, &l)
+            .unwrap()
+            .unwrap();
         assert_eq!(creds.verify(AUD, NOW, &l), Err(VapidError::Signature));
     }
 

@@ -24,8 +24,10 @@ fn ece_decrypt(body: &[u8], ikm: &[u8]) -> Vec<u8> {
     let prk = Hkdf::<Sha256>::new(Some(h.salt), ikm);
     let mut cek = [0u8; 16];
     let mut nonce = [0u8; 12];
-    prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek).unwrap();
-    prk.expand(b"Content-Encoding: nonce\0", &mut nonce).unwrap();
+    prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek)
+        .unwrap();
+    prk.expand(b"Content-Encoding: nonce\0", &mut nonce)
+        .unwrap();
     let cipher = Aes128Gcm::new(&cek.into());
     let mut out = Vec::new();
     let records: Vec<&[u8]> = body[h.len..].chunks(h.rs as usize).collect();
@@ -39,7 +41,11 @@ fn ece_decrypt(body: &[u8], ikm: &[u8]) -> Vec<u8> {
         while plain.last() == Some(&0) {
             plain.pop();
         }
-        assert_eq!(plain.pop(), Some(if last { 2 } else { 1 }), "padding delimiter");
+        assert_eq!(
+            plain.pop(),
+            Some(if last { 2 } else { 1 }),
+            "padding delimiter"
+        );
         out.extend_from_slice(&plain);
     }
     out
@@ -48,7 +54,10 @@ fn ece_decrypt(body: &[u8], ikm: &[u8]) -> Vec<u8> {
 #[test]
 fn rfc8188_section_3_1() {
     let body = d("I1BsxtFttlv3u_Oo94xnmwAAEAAA-NAVub2qFgBEuQKRapoZu-IxkIva3MEB1PD-ly8Thjg");
-    assert_eq!(ece_decrypt(&body, &d("yqdlZ-tYemfogSmv7Ws5PQ")), b"I am the walrus");
+    assert_eq!(
+        ece_decrypt(&body, &d("yqdlZ-tYemfogSmv7Ws5PQ")),
+        b"I am the walrus"
+    );
     // A valid RFC 8188 body, but not a push message (no sender key as key id).
     assert!(Aes128gcmHeader::parse(&body).is_ok());
     assert!(Aes128gcmHeader::parse_webpush(&body).is_err());
@@ -57,7 +66,10 @@ fn rfc8188_section_3_1() {
 #[test]
 fn rfc8188_section_3_2() {
     let body = d("uNCkWiNYzKTnBN9ji3-qWAAAABkCYTHOG8chz_gnvgOqdGYovxyjuqRyJFjEDyoF1Fvkj6hQPdPHI51OEUKEpgz3SsLWIqS_uA");
-    assert_eq!(ece_decrypt(&body, &d("BO3ZVPxUlnLORbVGMpbT1Q")), b"I am the walrus");
+    assert_eq!(
+        ece_decrypt(&body, &d("BO3ZVPxUlnLORbVGMpbT1Q")),
+        b"I am the walrus"
+    );
     let h = Aes128gcmHeader::parse(&body).unwrap();
     assert_eq!((h.rs, h.key_id), (25, &b"a1"[..]));
 }
@@ -67,8 +79,11 @@ fn rfc8188_section_3_2() {
 fn rfc8291_appendix_a() {
     use p256::{PublicKey, SecretKey};
     let body = d("DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN");
-    let ua_private = SecretKey::from_slice(&d("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
-    let ua_public = d("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4");
+    let ua_private =
+        SecretKey::from_slice(&d("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
+    let ua_public = d(
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+    );
     let auth = d("BTBZMqHH6r4Tts7J_aSIgg");
 
     let h = Aes128gcmHeader::parse_webpush(&body).unwrap();
@@ -127,7 +142,10 @@ fn rfc7516_a3_compact() {
     let jwe = CompactJwe::parse(text.as_bytes(), false).unwrap();
     assert_eq!((jwe.alg, jwe.enc), (Alg::A128kw, Enc::A128cbcHs256));
     // The list form wants the key part empty.
-    assert_eq!(CompactJwe::parse(text.as_bytes(), true), Err(JweError::KeyNotEmpty));
+    assert_eq!(
+        CompactJwe::parse(text.as_bytes(), true),
+        Err(JweError::KeyNotEmpty)
+    );
 }
 
 fn a4_general() -> String {
@@ -153,7 +171,11 @@ fn rfc7516_a4_general_json() {
     );
     let t = JsonTemplate::parse(a4_general().as_bytes()).unwrap();
     let mut copy = Vec::new();
-    t.write_member(Some(A3_EK), Some(r#"{"alg":"A128KW","kid":"7"}"#), &mut copy);
+    t.write_member(
+        Some(A3_EK),
+        Some(r#"{"alg":"A128KW","kid":"7"}"#),
+        &mut copy,
+    );
     // The member's copy is exactly A.5's flattened message, as a general one.
     let jwe = JsonJwe::parse(&copy, false).unwrap();
     assert_eq!(jwe.object["tag"], A4_TAG);
@@ -181,16 +203,26 @@ fn rfc8292_example_token() {
     let l = Limits::default();
     let c = Credentials::parse(Some(auth), None, &l).unwrap().unwrap();
     let exp = 1_453_523_768;
-    let claims = c.verify("https://push.example.net", exp - 3600, &l).unwrap();
+    let claims = c
+        .verify("https://push.example.net", exp - 3600, &l)
+        .unwrap();
     assert_eq!(claims.sub.as_deref(), Some("mailto:push@example.com"));
-    assert_eq!(c.verify("https://push.example.net", exp, &l), Err(VapidError::Expired(exp)));
+    assert_eq!(
+        c.verify("https://push.example.net", exp, &l),
+        Err(VapidError::Expired(exp))
+    );
     assert!(matches!(
         c.verify("https://other.example.net", exp - 3600, &l),
         Err(VapidError::Audience { .. })
     ));
     // One changed claim: the signature no longer holds.
-    let forged = auth.replace("eyJhdWQiOiJodHRwczovL3B1c2gu", "eyJhdWQiOiJodHRwczovL3B1c2hu");
-    let c = Credentials::parse(Some(&forged), None, &l).unwrap().unwrap();
+    let forged = auth.replace(
+        "eyJhdWQiOiJodHRwczovL3B1c2gu",
+        "eyJhdWQiOiJodHRwczovL3B1c2hu",
+    );
+    let c = Credentials::parse(Some(&forged), None, &l)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         c.verify("https://push.example.net", exp - 3600, &l),
         Err(VapidError::Signature)

@@ -140,7 +140,12 @@ pub struct Device {
 impl Device {
     /// Connects and says hello (resuming `uaid` if given).
     pub async fn connect(running: &Running, uaid: Option<&str>) -> Device {
-        let url = format!("ws://{}/", running.state.config.ws_listen);
+        Self::connect_to(&running.state.config.ws_listen.to_string(), uaid).await
+    }
+
+    /// Connects to a WebSocket listener by address and says hello.
+    pub async fn connect_to(addr: &str, uaid: Option<&str>) -> Device {
+        let url = format!("ws://{addr}/");
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let mut hello = json!({"messageType": "hello", "use_webpush": true});
         if let Some(u) = uaid {

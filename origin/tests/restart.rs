@@ -1,0 +1,131 @@
+//! Durability across a crash: the origin binary is killed with SIGKILL while
+//! pushes are being accepted; after a restart on the same store, every
+//! message that was answered 201 is delivered.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Origin {
+    child: Child,
+    app: String,
+    ws: String,
+}
+
+fn spawn(dir: &std::path::Path, ports: (u16, u16, u16)) -> Origin {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_origin"))
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .args(["--app-listen", &format!("127.0.0.1:{}", ports.0)])
+        .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
+        .args(["--h2-listen", &format!("127.0.0.1:{}", ports.2)])
+        .env("ORIGIN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("origin ready"), "{line}");
+    Origin {
+        child,
+        app: format!("http://127.0.0.1:{}", ports.0),
+        ws: format!("127.0.0.1:{}", ports.1),
+    }
+}
+
+/// A `Running`-like view for the WebSocket helper: only the address is used.
+async fn device(o: &Origin, uaid: Option<&str>) -> Device {
+    Device::connect_to(&o.ws, uaid).await
+}
+
+#[tokio::test]
+async fn messages_answered_201_survive_kill_9() {
+    let dir = temp_dir("restart");
+    let ports = (free_port(), free_port(), free_port());
+    let mut o = spawn(&dir, ports);
+
+    let mut d = device(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Stored while the device is away.
+    let accepted: Arc<Mutex<HashSet<String>>> = Arc::default();
+    for _ in 0..20 {
+        let r = request("POST", &endpoint, &[("ttl", "3600")], b"").await;
+        assert_eq!(r.status, 201);
+        accepted.lock().unwrap().insert(version_of(&r));
+    }
+    // Many concurrent pushes; SIGKILL once 60 more have been answered 201.
+    let answered = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..150 {
+        let (endpoint, accepted, answered) = (endpoint.clone(), accepted.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Some(r) = try_request(&endpoint).await {
+                if r.status == 201 {
+                    accepted.lock().unwrap().insert(version_of(&r));
+                    answered.add_permits(1);
+                }
+            }
+        }));
+    }
+    let _ = answered.acquire_many(60).await.unwrap();
+    o.child.kill().unwrap(); // SIGKILL
+    o.child.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 80, "{} accepted", accepted.len());
+
+    // Restart on the same store: every accepted message is delivered.
+    let o = spawn(&dir, ports);
+    assert_eq!(o.app, format!("http://127.0.0.1:{}", ports.0));
+    let mut d = device(&o, Some(&uaid)).await;
+    assert_eq!(d.uaid, uaid);
+    let mut got = HashSet::new();
+    while let Some(n) = d.recv_within(Duration::from_secs(2)).await {
+        got.insert(n["version"].as_str().unwrap().to_owned());
+        d.ack(&n).await;
+    }
+    let missing: Vec<_> = accepted.difference(&got).collect();
+    assert!(missing.is_empty(), "{} of {} accepted messages lost", missing.len(), accepted.len());
+    let mut o = o;
+    o.child.kill().unwrap();
+    o.child.wait().unwrap();
+}
+
+fn version_of(r: &Resp) -> String {
+    r.header("location").unwrap().rsplit('/').next().unwrap().to_owned()
+}
+
+/// A push that may fail because the server died mid-request.
+async fn try_request(endpoint: &str) -> Option<Resp> {
+    let uri: http::Uri = endpoint.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::post(uri.path())
+        .header("host", uri.authority().unwrap().as_str())
+        .header("ttl", "3600")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.ok()?;
+    Some(Resp {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: bytes::Bytes::new(),
+    })
+}

@@ -1,0 +1,205 @@
+//! RFC 8030 over HTTP/2 with a client written on the `h2` crate: subscribe,
+//! receive by server push, acknowledge with DELETE, and get the receipt back
+//! on the application side (§5.1, §6.3).
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use h2::client::SendRequest;
+use http::Request;
+use shared::links;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+async fn connect(addr: std::net::SocketAddr) -> SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .enable_push(true)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.ready().await.unwrap()
+}
+
+/// Sends a request with an optional body; returns the response head and body.
+async fn send(
+    c: &mut SendRequest<Bytes>,
+    req: Request<()>,
+    body: Option<&[u8]>,
+) -> (http::response::Parts, Bytes) {
+    let (fut, mut stream) = c.send_request(req, body.is_none()).unwrap();
+    if let Some(b) = body {
+        stream.send_data(Bytes::copy_from_slice(b), true).unwrap();
+    }
+    let resp = fut.await.unwrap();
+    let (parts, mut body) = resp.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    (parts, Bytes::from(data))
+}
+
+fn links_of(parts: &http::response::Parts) -> Vec<(String, String)> {
+    parts
+        .headers
+        .get_all("link")
+        .iter()
+        .flat_map(|v| links::parse(v.to_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn subscribe_push_ack_receipt() {
+    let o = start_fresh("h2").await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+
+    // Subscribe.
+    let req = Request::post(format!("{device_url}/subscribe")).body(()).unwrap();
+    let (parts, _) = send(&mut ua, req, None).await;
+    assert_eq!(parts.status, 201);
+    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
+    let ls = links_of(&parts);
+    let find = |rel: &str| ls.iter().find(|(_, r)| r == rel).map(|(u, _)| u.clone()).unwrap();
+    let push_url = find(links::REL_PUSH);
+    let receipt_subscribe = find(links::REL_RECEIPT);
+    let set_url = find(links::REL_SET);
+    assert!(find(links::REL_MULTI).contains("/lists/"));
+
+    // A second subscription in the same set.
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .header("link", links::link(&set_url, links::REL_SET))
+        .body(())
+        .unwrap();
+    let (parts2, _) = send(&mut ua, req, None).await;
+    assert_eq!(parts2.status, 201);
+    let push_url2 = links_of(&parts2).into_iter().find(|(_, r)| r == links::REL_PUSH).unwrap().0;
+
+    // The application server makes a receipt subscription and watches it.
+    let mut app = connect(o.state.config.h2_listen).await;
+    let req = Request::post(receipt_subscribe).body(()).unwrap();
+    let (rparts, _) = send(&mut app, req, None).await;
+    assert_eq!(rparts.status, 201);
+    let receipt_sub = rparts.headers["location"].to_str().unwrap().to_owned();
+    let (mut receipts_fut, _) = app.send_request(Request::get(&receipt_sub).body(()).unwrap(), true).unwrap();
+    let mut receipts = receipts_fut.push_promises();
+
+    // The user agent monitors its set.
+    let (mut set_fut, _) = ua.send_request(Request::get(&set_url).body(()).unwrap(), true).unwrap();
+    let mut pushes = set_fut.push_promises();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Push with a receipt request, asynchronously.
+    let body = aes128gcm_body(150);
+    let r = request(
+        "POST",
+        &push_url,
+        &[
+            ("ttl", "60"),
+            ("content-encoding", "aes128gcm"),
+            ("urgency", "high"),
+            ("push-receipt", &receipt_sub),
+            ("prefer", "respond-async"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let message_url = r.header("location").unwrap().to_owned();
+
+    let promise = tokio::time::timeout(Duration::from_secs(3), pushes.push_promise())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (preq, presp) = promise.into_parts();
+    let msg_path = preq.uri().path().to_owned();
+    assert_eq!(msg_path, http::Uri::try_from(message_url.as_str()).unwrap().path());
+    let presp = presp.await.unwrap();
+    assert_eq!(presp.status(), 200);
+    assert_eq!(presp.headers()["content-encoding"], "aes128gcm");
+    let link = presp.headers()["link"].to_str().unwrap();
+    assert_eq!(links::find([link], links::REL_PUSH).unwrap(), push_url);
+    let mut pbody = presp.into_body();
+    let mut got = Vec::new();
+    while let Some(c) = pbody.data().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(got, body);
+
+    // Acknowledge: the receipt reaches the application server as a 204 push.
+    let ack = Request::delete(preq.uri().to_string()).body(()).unwrap();
+    let (aparts, _) = send(&mut ua, ack, None).await;
+    assert_eq!(aparts.status, 204);
+    let rpromise = tokio::time::timeout(Duration::from_secs(3), receipts.push_promise())
+        .await
+        .expect("a receipt")
+        .unwrap()
+        .unwrap();
+    let (rreq, rresp) = rpromise.into_parts();
+    assert_eq!(rreq.uri().path(), msg_path);
+    assert_eq!(rresp.await.unwrap().status(), 204);
+
+    // The second subscription's messages arrive on the same set.
+    assert_eq!(request("POST", &push_url2, &[("ttl", "60")], b"").await.status, 201);
+    let p2 = tokio::time::timeout(Duration::from_secs(3), pushes.push_promise())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (_, r2) = p2.into_parts();
+    let r2 = r2.await.unwrap();
+    assert_eq!(links::find([r2.headers()["link"].to_str().unwrap()], links::REL_PUSH).unwrap(), push_url2);
+
+    // Delete the first subscription: its push resource is gone.
+    let (dparts, _) = send(&mut ua, Request::delete(&sub_url).body(()).unwrap(), None).await;
+    assert_eq!(dparts.status, 204);
+    assert_eq!(request("POST", &push_url, &[("ttl", "60")], b"").await.status, 404);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
+    let o = start_fresh("h2-wait").await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let vapid = Vapid::new(9);
+    let req = Request::post(format!("{device_url}/subscribe")).body(()).unwrap();
+    let (fut, mut s) = ua.send_request(req, false).unwrap();
+    s.send_data(Bytes::from(format!(r#"{{"vapid":"{}"}}"#, vapid.public())), true).unwrap();
+    let parts = fut.await.unwrap().into_parts().0;
+    assert_eq!(parts.status, 201);
+    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
+    let push_url = links_of(&parts).into_iter().find(|(_, r)| r == links::REL_PUSH).unwrap().0;
+    let auth = vapid.header(&o.state.config.public_url);
+
+    // Restricted to the key: unsigned pushes are refused.
+    assert_eq!(request("POST", &push_url, &[("ttl", "60")], b"").await.status, 401);
+    for urgency in ["low", "high"] {
+        let r = request("POST", &push_url, &[("ttl", "60"), ("urgency", urgency), ("authorization", &auth)], b"").await;
+        assert_eq!(r.status, 201);
+    }
+    // Only high-urgency ones for a GET with Urgency: high, then 200.
+    let req = Request::get(&sub_url).header("urgency", "high").header("prefer", "wait=0").body(()).unwrap();
+    let (mut fut, _) = ua.send_request(req, true).unwrap();
+    let mut pushes = fut.push_promises();
+    let resp = fut.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut n = 0;
+    while let Ok(Some(Ok(p))) = tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await {
+        let (_, r) = p.into_parts();
+        assert_eq!(r.await.unwrap().headers()["urgency"], "high");
+        n += 1;
+    }
+    assert_eq!(n, 1);
+    // A bad subscribe body is a 400 problem.
+    let req = Request::post(format!("{device_url}/subscribe")).body(()).unwrap();
+    let (fut, mut s) = ua.send_request(req, false).unwrap();
+    s.send_data(Bytes::from_static(br#"{"vapid":"not a key"}"#), true).unwrap();
+    assert_eq!(fut.await.unwrap().status(), 400);
+    o.stop().await;
+}
