@@ -10,7 +10,11 @@ use std::path::PathBuf;
 
 /// Settings as given; `None` falls through to the next source, then the default.
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(name = "origin", version, about = "A Web Push service (RFC 8030) with list push")]
+#[command(
+    name = "origin",
+    version,
+    about = "A Web Push service (RFC 8030) with list push"
+)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// A TOML file with any of these settings (names with underscores) and a [limits] table.
@@ -57,7 +61,12 @@ pub struct Settings {
     #[arg(long, env = "ORIGIN_LOG_FORMAT")]
     pub log_format: Option<String>,
     /// Limit overrides, `name=value` (see shared::Limits); repeatable.
-    #[arg(long = "limit", value_name = "NAME=VALUE", env = "ORIGIN_LIMITS", value_delimiter = ',')]
+    #[arg(
+        long = "limit",
+        value_name = "NAME=VALUE",
+        env = "ORIGIN_LIMITS",
+        value_delimiter = ','
+    )]
     #[serde(skip)]
     pub limit: Vec<String>,
     /// Limits from the file.
@@ -125,23 +134,51 @@ impl Config {
     /// Resolves settings (command line first, then the file, then defaults).
     pub fn from_settings(mut s: Settings) -> Result<Config, ConfigError> {
         if let Some(path) = s.config.clone() {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e))?;
-            let mut f: Settings =
-                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?;
-            merge!(s, f, app_listen, ws_listen, h2_listen, public_url, device_url, data_dir,
-                queue_depth, commit_batch, sweep_secs, ws_max_message, hello_timeout_secs,
-                partitions, log_format, limits);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+            let mut f: Settings = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?;
+            merge!(
+                s,
+                f,
+                app_listen,
+                ws_listen,
+                h2_listen,
+                public_url,
+                device_url,
+                data_dir,
+                queue_depth,
+                commit_batch,
+                sweep_secs,
+                ws_max_message,
+                hello_timeout_secs,
+                partitions,
+                log_format,
+                limits
+            );
         }
         let limits = apply_overrides(s.limits.unwrap_or_default(), &s.limit)?;
-        let app_listen = s.app_listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("addr"));
-        let h2_listen = s.h2_listen.unwrap_or_else(|| "127.0.0.1:8082".parse().expect("addr"));
+        let app_listen = s
+            .app_listen
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("addr"));
+        let h2_listen = s
+            .h2_listen
+            .unwrap_or_else(|| "127.0.0.1:8082".parse().expect("addr"));
         let trim = |u: String| u.trim_end_matches('/').to_owned();
         Ok(Config {
             app_listen,
-            ws_listen: s.ws_listen.unwrap_or_else(|| "127.0.0.1:8081".parse().expect("addr")),
+            ws_listen: s
+                .ws_listen
+                .unwrap_or_else(|| "127.0.0.1:8081".parse().expect("addr")),
             h2_listen,
-            public_url: trim(s.public_url.unwrap_or_else(|| format!("http://{app_listen}"))),
-            device_url: trim(s.device_url.unwrap_or_else(|| format!("http://{h2_listen}"))),
+            public_url: trim(
+                s.public_url
+                    .unwrap_or_else(|| format!("http://{app_listen}")),
+            ),
+            device_url: trim(
+                s.device_url
+                    .unwrap_or_else(|| format!("http://{h2_listen}")),
+            ),
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             queue_depth: s.queue_depth.unwrap_or(64).max(1),
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
@@ -179,10 +216,9 @@ fn apply_overrides(limits: Limits, overrides: &[String]) -> Result<Limits, Confi
         let (name, value) = o
             .split_once('=')
             .ok_or_else(|| ConfigError::Limit(o.clone(), "expected name=value".into()))?;
-        let n: u64 = value
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::Limit(o.clone(), "the value must be a whole number".into()))?;
+        let n: u64 = value.trim().parse().map_err(|_| {
+            ConfigError::Limit(o.clone(), "the value must be a whole number".into())
+        })?;
         let slot = v
             .get_mut(name.trim())
             .ok_or_else(|| ConfigError::Limit(o.clone(), "no such limit".into()))?;

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod device;
+pub mod fanout;
 pub mod metrics;
 pub mod rate;
 pub mod registry;

@@ -44,7 +44,10 @@ async fn run(config: Config) -> std::process::ExitCode {
         "origin listening"
     );
     // One line on stdout for scripts that wait for readiness.
-    println!("origin ready app={} ws={} h2={}", c.app_listen, c.ws_listen, c.h2_listen);
+    println!(
+        "origin ready app={} ws={} h2={}",
+        c.app_listen, c.ws_listen, c.h2_listen
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

@@ -38,19 +38,63 @@ impl Metrics {
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 10] = [
-            ("push_pushes_delivered_total", "Pushes delivered at once to a connected device", &self.pushes_delivered),
-            ("push_pushes_stored_total", "Pushes stored for a device that was away or busy", &self.pushes_stored),
-            ("push_pushes_discarded_total", "TTL 0 pushes to a device that was away", &self.pushes_discarded),
-            ("push_pushes_refused_total", "Pushes refused with a 4xx", &self.pushes_refused),
-            ("push_app_requests_total", "Requests on the application API", &self.app_requests),
-            ("push_messages_sent_total", "Messages written to devices", &self.messages_sent),
-            ("push_messages_acked_total", "Messages acknowledged by devices", &self.messages_acked),
-            ("push_messages_expired_total", "Stored messages that expired undelivered", &self.messages_expired),
-            ("push_ws_connections_total", "WebSocket device connections accepted", &self.ws_connections),
-            ("push_h2_connections_total", "HTTP/2 device connections accepted", &self.h2_connections),
+            (
+                "push_pushes_delivered_total",
+                "Pushes delivered at once to a connected device",
+                &self.pushes_delivered,
+            ),
+            (
+                "push_pushes_stored_total",
+                "Pushes stored for a device that was away or busy",
+                &self.pushes_stored,
+            ),
+            (
+                "push_pushes_discarded_total",
+                "TTL 0 pushes to a device that was away",
+                &self.pushes_discarded,
+            ),
+            (
+                "push_pushes_refused_total",
+                "Pushes refused with a 4xx",
+                &self.pushes_refused,
+            ),
+            (
+                "push_app_requests_total",
+                "Requests on the application API",
+                &self.app_requests,
+            ),
+            (
+                "push_messages_sent_total",
+                "Messages written to devices",
+                &self.messages_sent,
+            ),
+            (
+                "push_messages_acked_total",
+                "Messages acknowledged by devices",
+                &self.messages_acked,
+            ),
+            (
+                "push_messages_expired_total",
+                "Stored messages that expired undelivered",
+                &self.messages_expired,
+            ),
+            (
+                "push_ws_connections_total",
+                "WebSocket device connections accepted",
+                &self.ws_connections,
+            ),
+            (
+                "push_h2_connections_total",
+                "HTTP/2 device connections accepted",
+                &self.h2_connections,
+            ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

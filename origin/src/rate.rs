@@ -51,7 +51,9 @@ impl RateLimiter {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() / 60);
         for s in self.shards.iter() {
-            s.lock().expect("rate lock").retain(|_, (m, _)| *m == minute);
+            s.lock()
+                .expect("rate lock")
+                .retain(|_, (m, _)| *m == minute);
         }
     }
 }

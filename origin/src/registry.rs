@@ -17,6 +17,13 @@ pub enum Outbound {
         /// Told when the frame has been written.
         written: Option<oneshot::Sender<()>>,
     },
+    /// Send a list member's copy of a list message, assembled on the way out.
+    Copy {
+        /// The list message with its shared body.
+        push: Arc<crate::fanout::ListPush>,
+        /// The member.
+        member: Box<crate::store::ListMember>,
+    },
     /// Close: a newer connection took over this user agent.
     Replaced,
 }
@@ -28,6 +35,9 @@ pub struct ConnHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Distinguishes connections of the same user agent over time.
     pub id: u64,
+    /// Set when a list copy did not fit the queue: the connection fetches
+    /// its pending list messages once its queue is empty.
+    pub lists_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const SHARDS: usize = 64;
@@ -61,7 +71,11 @@ impl Registry {
 
     /// Registers a connection; a previous one of the same user agent is told to close.
     pub fn insert(&self, uaid: Token, handle: ConnHandle) {
-        let old = self.shard(&uaid).lock().expect("registry lock").insert(uaid, handle);
+        let old = self
+            .shard(&uaid)
+            .lock()
+            .expect("registry lock")
+            .insert(uaid, handle);
         match old {
             Some(old) => {
                 let _ = old.tx.try_send(Outbound::Replaced);
@@ -88,6 +102,15 @@ impl Registry {
             .expect("registry lock")
             .get(uaid)
             .map(|h| h.tx.clone())
+    }
+
+    /// The handle of a connected user agent.
+    pub fn handle(&self, uaid: &Token) -> Option<ConnHandle> {
+        self.shard(uaid)
+            .lock()
+            .expect("registry lock")
+            .get(uaid)
+            .cloned()
     }
 
     /// How many user agents are connected.

@@ -2,10 +2,10 @@
 //! and RFC 8030 HTTP/2 devices; and the expiry sweeper.
 
 use crate::app;
+use crate::config::Config;
 use crate::device;
 use crate::metrics::inc;
 use crate::state::{now, State};
-use crate::config::Config;
 use crate::store::{Op, Store};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -82,7 +82,9 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
         async move {
             let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
             loop {
-                let Ok((stream, _)) = l.app.accept().await else { continue };
+                let Ok((stream, _)) = l.app.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (state, builder) = (state.clone(), builder.clone());
                 tokio::spawn(async move {
@@ -181,7 +183,11 @@ async fn sweep(state: Arc<State>) {
 pub fn render_metrics(state: &State) -> String {
     let stored = state.store.message_count().unwrap_or(0);
     state.metrics.render(&[
-        ("push_connected_devices", "User agents connected now", state.registry.len() as u64),
+        (
+            "push_connected_devices",
+            "User agents connected now",
+            state.registry.len() as u64,
+        ),
         ("push_stored_messages", "Messages in the store", stored),
     ])
 }

@@ -28,6 +28,12 @@ pub struct State {
     pub metrics: Metrics,
     /// Per-subscription message rate.
     pub rate: RateLimiter,
+    /// Per-list push rate.
+    pub list_rate: RateLimiter,
+    /// Per-owner list creation rate.
+    pub create_rate: RateLimiter,
+    /// Parsed list pushes.
+    pub list_cache: crate::fanout::Cache,
 }
 
 /// Unix seconds now.
@@ -53,7 +59,12 @@ impl State {
     pub fn new(config: Config, store: Arc<dyn Store>) -> State {
         let committer = Committer::start(store.clone(), config.commit_batch);
         let rate = RateLimiter::new(config.limits.subscription_messages_per_minute);
+        let list_rate = RateLimiter::new(config.limits.list_pushes_per_minute);
+        let create_rate = RateLimiter::new(config.limits.list_creations_per_minute);
         State {
+            list_rate,
+            create_rate,
+            list_cache: Default::default(),
             config,
             store,
             committer,
@@ -107,7 +118,8 @@ impl State {
     pub fn store_unacked(self: &Arc<Self>, msgs: Vec<Arc<Message>>) {
         let ops: Vec<Op> = msgs
             .into_iter()
-            .filter(|m| m.seq == 0 && m.expires > now())
+            // List copies are fetched again from their list; others are stored.
+            .filter(|m| m.seq == 0 && m.list_message.is_none() && m.expires > now())
             .map(|m| {
                 let mut m = Arc::unwrap_or_clone(m);
                 m.seq = self.store.next_seq();

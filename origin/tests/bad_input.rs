@@ -25,36 +25,197 @@ async fn each_rule_refused_with_problem_json_and_nothing_stored() {
     };
     let unknown = format!("{}/p/AAAAAAAAAAAAAAAAAAAAAA", aud);
 
-    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, Vec<u8>, u16, Option<u64>);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, String)>,
+        Vec<u8>,
+        u16,
+        Option<u64>,
+    );
     let cases: Vec<Case> = vec![
         ("missing TTL", &endpoint, vec![], vec![], 400, Some(111)),
-        ("TTL not a number", &endpoint, vec![("ttl", "soon".into())], vec![], 400, Some(112)),
-        ("negative TTL", &endpoint, vec![("ttl", "-5".into())], vec![], 400, Some(112)),
-        ("bad Urgency", &endpoint, vec![("ttl", "60".into()), ("urgency", "asap".into())], vec![], 400, None),
-        ("Topic too long", &endpoint, vec![("ttl", "60".into()), ("topic", "a".repeat(33))], vec![], 400, Some(113)),
-        ("Topic outside base64url", &endpoint, vec![("ttl", "60".into()), ("topic", "a b".into())], vec![], 400, Some(113)),
-        ("body without content coding", &endpoint, vec![("ttl", "60".into())], b"plain text".to_vec(), 400, Some(110)),
-        ("unknown content coding", &endpoint, vec![("ttl", "60".into()), ("content-encoding", "gzip".into())], good.clone(), 415, Some(110)),
-        ("aes128gcm key id not 65 bytes", &endpoint, vec![("ttl", "60".into()), ("content-encoding", "aes128gcm".into())], short_keyid, 400, Some(110)),
-        ("aes128gcm over one record", &endpoint, vec![("ttl", "60".into()), ("content-encoding", "aes128gcm".into())], two_records, 400, Some(110)),
-        ("aes128gcm truncated header", &endpoint, vec![("ttl", "60".into()), ("content-encoding", "aes128gcm".into())], vec![1; 30], 400, Some(110)),
-        ("aesgcm without salt", &endpoint, vec![("ttl", "60".into()), ("content-encoding", "aesgcm".into())], vec![1; 30], 400, Some(101)),
-        ("JWE with 3 parts", &endpoint, vec![("ttl", "60".into()), ("content-type", "application/jose".into())], b"a.b.c".to_vec(), 400, Some(110)),
-        ("body over the limit", &endpoint, vec![("ttl", "60".into()), ("content-encoding", "aes128gcm".into())], aes128gcm_body(5000), 413, Some(104)),
-        ("unknown Authorization scheme", &endpoint, vec![("ttl", "60".into()), ("authorization", "Basic abc".into())], vec![], 401, Some(109)),
-        ("VAPID signature broken", &endpoint, vec![("ttl", "60".into()), ("authorization", expired_auth)], vec![], 401, Some(109)),
-        ("VAPID for another audience", &endpoint, vec![("ttl", "60".into()), ("authorization", vapid.header("https://other.example"))], vec![], 401, Some(109)),
-        ("unknown push resource", &unknown, vec![("ttl", "60".into())], vec![], 404, Some(102)),
-        ("Push-Receipt of no receipt subscription", &endpoint, vec![("ttl", "60".into()), ("push-receipt", format!("{aud}/rs/nope"))], vec![], 400, None),
+        (
+            "TTL not a number",
+            &endpoint,
+            vec![("ttl", "soon".into())],
+            vec![],
+            400,
+            Some(112),
+        ),
+        (
+            "negative TTL",
+            &endpoint,
+            vec![("ttl", "-5".into())],
+            vec![],
+            400,
+            Some(112),
+        ),
+        (
+            "bad Urgency",
+            &endpoint,
+            vec![("ttl", "60".into()), ("urgency", "asap".into())],
+            vec![],
+            400,
+            None,
+        ),
+        (
+            "Topic too long",
+            &endpoint,
+            vec![("ttl", "60".into()), ("topic", "a".repeat(33))],
+            vec![],
+            400,
+            Some(113),
+        ),
+        (
+            "Topic outside base64url",
+            &endpoint,
+            vec![("ttl", "60".into()), ("topic", "a b".into())],
+            vec![],
+            400,
+            Some(113),
+        ),
+        (
+            "body without content coding",
+            &endpoint,
+            vec![("ttl", "60".into())],
+            b"plain text".to_vec(),
+            400,
+            Some(110),
+        ),
+        (
+            "unknown content coding",
+            &endpoint,
+            vec![("ttl", "60".into()), ("content-encoding", "gzip".into())],
+            good.clone(),
+            415,
+            Some(110),
+        ),
+        (
+            "aes128gcm key id not 65 bytes",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("content-encoding", "aes128gcm".into()),
+            ],
+            short_keyid,
+            400,
+            Some(110),
+        ),
+        (
+            "aes128gcm over one record",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("content-encoding", "aes128gcm".into()),
+            ],
+            two_records,
+            400,
+            Some(110),
+        ),
+        (
+            "aes128gcm truncated header",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("content-encoding", "aes128gcm".into()),
+            ],
+            vec![1; 30],
+            400,
+            Some(110),
+        ),
+        (
+            "aesgcm without salt",
+            &endpoint,
+            vec![("ttl", "60".into()), ("content-encoding", "aesgcm".into())],
+            vec![1; 30],
+            400,
+            Some(101),
+        ),
+        (
+            "JWE with 3 parts",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("content-type", "application/jose".into()),
+            ],
+            b"a.b.c".to_vec(),
+            400,
+            Some(110),
+        ),
+        (
+            "body over the limit",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("content-encoding", "aes128gcm".into()),
+            ],
+            aes128gcm_body(5000),
+            413,
+            Some(104),
+        ),
+        (
+            "unknown Authorization scheme",
+            &endpoint,
+            vec![("ttl", "60".into()), ("authorization", "Basic abc".into())],
+            vec![],
+            401,
+            Some(109),
+        ),
+        (
+            "VAPID signature broken",
+            &endpoint,
+            vec![("ttl", "60".into()), ("authorization", expired_auth)],
+            vec![],
+            401,
+            Some(109),
+        ),
+        (
+            "VAPID for another audience",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("authorization", vapid.header("https://other.example")),
+            ],
+            vec![],
+            401,
+            Some(109),
+        ),
+        (
+            "unknown push resource",
+            &unknown,
+            vec![("ttl", "60".into())],
+            vec![],
+            404,
+            Some(102),
+        ),
+        (
+            "Push-Receipt of no receipt subscription",
+            &endpoint,
+            vec![
+                ("ttl", "60".into()),
+                ("push-receipt", format!("{aud}/rs/nope")),
+            ],
+            vec![],
+            400,
+            None,
+        ),
     ];
     for (what, url, headers, body, status, errno) in cases {
         let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = request("POST", url, &hs, &body).await;
         assert_eq!(r.status, status, "{what}: {:?}", r.json());
-        assert_eq!(r.header("content-type"), Some("application/problem+json"), "{what}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{what}"
+        );
         let p = r.json();
         assert_eq!(p["status"], status, "{what}");
-        assert!(p["type"].as_str().unwrap().starts_with("/problems/"), "{what}");
+        assert!(
+            p["type"].as_str().unwrap().starts_with("/problems/"),
+            "{what}"
+        );
         assert!(!p["title"].as_str().unwrap().is_empty(), "{what}");
         assert!(!p["detail"].as_str().unwrap().is_empty(), "{what}");
         assert_eq!(p["errno"].as_u64(), errno, "{what}: {p}");
@@ -67,7 +228,10 @@ async fn each_rule_refused_with_problem_json_and_nothing_stored() {
     assert!(d.recv().await.is_some());
     // Unknown routes and methods are problems too.
     let r = request("GET", &format!("{aud}/nothing"), &[], b"").await;
-    assert_eq!((r.status, r.header("content-type")), (404, Some("application/problem+json")));
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (404, Some("application/problem+json"))
+    );
     let r = request("GET", &endpoint, &[], b"").await;
     assert_eq!(r.status, 405);
     o.stop().await;
@@ -79,7 +243,12 @@ async fn rate_limit_answers_429_with_retry_after() {
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     for _ in 0..3 {
-        assert_eq!(request("POST", &endpoint, &[("ttl", "60")], b"").await.status, 201);
+        assert_eq!(
+            request("POST", &endpoint, &[("ttl", "60")], b"")
+                .await
+                .status,
+            201
+        );
     }
     let r = request("POST", &endpoint, &[("ttl", "60")], b"").await;
     assert_eq!(r.status, 429);

@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Origin {
@@ -31,7 +35,9 @@ fn spawn(dir: &std::path::Path, ports: (u16, u16, u16)) -> Origin {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("origin ready"), "{line}");
     Origin {
         child,
@@ -98,14 +104,24 @@ async fn messages_answered_201_survive_kill_9() {
         d.ack(&n).await;
     }
     let missing: Vec<_> = accepted.difference(&got).collect();
-    assert!(missing.is_empty(), "{} of {} accepted messages lost", missing.len(), accepted.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted messages lost",
+        missing.len(),
+        accepted.len()
+    );
     let mut o = o;
     o.child.kill().unwrap();
     o.child.wait().unwrap();
 }
 
 fn version_of(r: &Resp) -> String {
-    r.header("location").unwrap().rsplit('/').next().unwrap().to_owned()
+    r.header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 /// A push that may fail because the server died mid-request.
@@ -113,9 +129,10 @@ async fn try_request(endpoint: &str) -> Option<Resp> {
     let uri: http::Uri = endpoint.parse().unwrap();
     let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .ok()?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
     tokio::spawn(conn);
     let req = http::Request::post(uri.path())
         .header("host", uri.authority().unwrap().as_str())

@@ -59,12 +59,19 @@ async fn subscribe_push_ack_receipt() {
     let mut ua = connect(o.state.config.h2_listen).await;
 
     // Subscribe.
-    let req = Request::post(format!("{device_url}/subscribe")).body(()).unwrap();
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
     let (parts, _) = send(&mut ua, req, None).await;
     assert_eq!(parts.status, 201);
     let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
     let ls = links_of(&parts);
-    let find = |rel: &str| ls.iter().find(|(_, r)| r == rel).map(|(u, _)| u.clone()).unwrap();
+    let find = |rel: &str| {
+        ls.iter()
+            .find(|(_, r)| r == rel)
+            .map(|(u, _)| u.clone())
+            .unwrap()
+    };
     let push_url = find(links::REL_PUSH);
     let receipt_subscribe = find(links::REL_RECEIPT);
     let set_url = find(links::REL_SET);
@@ -77,7 +84,11 @@ async fn subscribe_push_ack_receipt() {
         .unwrap();
     let (parts2, _) = send(&mut ua, req, None).await;
     assert_eq!(parts2.status, 201);
-    let push_url2 = links_of(&parts2).into_iter().find(|(_, r)| r == links::REL_PUSH).unwrap().0;
+    let push_url2 = links_of(&parts2)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_PUSH)
+        .unwrap()
+        .0;
 
     // The application server makes a receipt subscription and watches it.
     let mut app = connect(o.state.config.h2_listen).await;
@@ -85,11 +96,15 @@ async fn subscribe_push_ack_receipt() {
     let (rparts, _) = send(&mut app, req, None).await;
     assert_eq!(rparts.status, 201);
     let receipt_sub = rparts.headers["location"].to_str().unwrap().to_owned();
-    let (mut receipts_fut, _) = app.send_request(Request::get(&receipt_sub).body(()).unwrap(), true).unwrap();
+    let (mut receipts_fut, _) = app
+        .send_request(Request::get(&receipt_sub).body(()).unwrap(), true)
+        .unwrap();
     let mut receipts = receipts_fut.push_promises();
 
     // The user agent monitors its set.
-    let (mut set_fut, _) = ua.send_request(Request::get(&set_url).body(()).unwrap(), true).unwrap();
+    let (mut set_fut, _) = ua
+        .send_request(Request::get(&set_url).body(()).unwrap(), true)
+        .unwrap();
     let mut pushes = set_fut.push_promises();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -118,7 +133,10 @@ async fn subscribe_push_ack_receipt() {
         .unwrap();
     let (preq, presp) = promise.into_parts();
     let msg_path = preq.uri().path().to_owned();
-    assert_eq!(msg_path, http::Uri::try_from(message_url.as_str()).unwrap().path());
+    assert_eq!(
+        msg_path,
+        http::Uri::try_from(message_url.as_str()).unwrap().path()
+    );
     let presp = presp.await.unwrap();
     assert_eq!(presp.status(), 200);
     assert_eq!(presp.headers()["content-encoding"], "aes128gcm");
@@ -145,7 +163,12 @@ async fn subscribe_push_ack_receipt() {
     assert_eq!(rresp.await.unwrap().status(), 204);
 
     // The second subscription's messages arrive on the same set.
-    assert_eq!(request("POST", &push_url2, &[("ttl", "60")], b"").await.status, 201);
+    assert_eq!(
+        request("POST", &push_url2, &[("ttl", "60")], b"")
+            .await
+            .status,
+        201
+    );
     let p2 = tokio::time::timeout(Duration::from_secs(3), pushes.push_promise())
         .await
         .unwrap()
@@ -153,12 +176,20 @@ async fn subscribe_push_ack_receipt() {
         .unwrap();
     let (_, r2) = p2.into_parts();
     let r2 = r2.await.unwrap();
-    assert_eq!(links::find([r2.headers()["link"].to_str().unwrap()], links::REL_PUSH).unwrap(), push_url2);
+    assert_eq!(
+        links::find([r2.headers()["link"].to_str().unwrap()], links::REL_PUSH).unwrap(),
+        push_url2
+    );
 
     // Delete the first subscription: its push resource is gone.
     let (dparts, _) = send(&mut ua, Request::delete(&sub_url).body(()).unwrap(), None).await;
     assert_eq!(dparts.status, 204);
-    assert_eq!(request("POST", &push_url, &[("ttl", "60")], b"").await.status, 404);
+    assert_eq!(
+        request("POST", &push_url, &[("ttl", "60")], b"")
+            .await
+            .status,
+        404
+    );
     o.stop().await;
 }
 
@@ -168,38 +199,72 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
     let device_url = o.state.config.device_url.clone();
     let mut ua = connect(o.state.config.h2_listen).await;
     let vapid = Vapid::new(9);
-    let req = Request::post(format!("{device_url}/subscribe")).body(()).unwrap();
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
     let (fut, mut s) = ua.send_request(req, false).unwrap();
-    s.send_data(Bytes::from(format!(r#"{{"vapid":"{}"}}"#, vapid.public())), true).unwrap();
+    s.send_data(
+        Bytes::from(format!(r#"{{"vapid":"{}"}}"#, vapid.public())),
+        true,
+    )
+    .unwrap();
     let parts = fut.await.unwrap().into_parts().0;
     assert_eq!(parts.status, 201);
     let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
-    let push_url = links_of(&parts).into_iter().find(|(_, r)| r == links::REL_PUSH).unwrap().0;
+    let push_url = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_PUSH)
+        .unwrap()
+        .0;
     let auth = vapid.header(&o.state.config.public_url);
 
     // Restricted to the key: unsigned pushes are refused.
-    assert_eq!(request("POST", &push_url, &[("ttl", "60")], b"").await.status, 401);
+    assert_eq!(
+        request("POST", &push_url, &[("ttl", "60")], b"")
+            .await
+            .status,
+        401
+    );
     for urgency in ["low", "high"] {
-        let r = request("POST", &push_url, &[("ttl", "60"), ("urgency", urgency), ("authorization", &auth)], b"").await;
+        let r = request(
+            "POST",
+            &push_url,
+            &[
+                ("ttl", "60"),
+                ("urgency", urgency),
+                ("authorization", &auth),
+            ],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, 201);
     }
     // Only high-urgency ones for a GET with Urgency: high, then 200.
-    let req = Request::get(&sub_url).header("urgency", "high").header("prefer", "wait=0").body(()).unwrap();
+    let req = Request::get(&sub_url)
+        .header("urgency", "high")
+        .header("prefer", "wait=0")
+        .body(())
+        .unwrap();
     let (mut fut, _) = ua.send_request(req, true).unwrap();
     let mut pushes = fut.push_promises();
     let resp = fut.await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut n = 0;
-    while let Ok(Some(Ok(p))) = tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await {
+    while let Ok(Some(Ok(p))) =
+        tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
+    {
         let (_, r) = p.into_parts();
         assert_eq!(r.await.unwrap().headers()["urgency"], "high");
         n += 1;
     }
     assert_eq!(n, 1);
     // A bad subscribe body is a 400 problem.
-    let req = Request::post(format!("{device_url}/subscribe")).body(()).unwrap();
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
     let (fut, mut s) = ua.send_request(req, false).unwrap();
-    s.send_data(Bytes::from_static(br#"{"vapid":"not a key"}"#), true).unwrap();
+    s.send_data(Bytes::from_static(br#"{"vapid":"not a key"}"#), true)
+        .unwrap();
     assert_eq!(fut.await.unwrap().status(), 400);
     o.stop().await;
 }

@@ -15,11 +15,20 @@ async fn connected_device_gets_message_and_ack_clears_it() {
     assert!(endpoint.starts_with(&format!("{}/p/", o.state.config.public_url)));
 
     let body = aes128gcm_body(200);
-    let r = request("POST", &endpoint, &[("ttl", "60"), ("content-encoding", "aes128gcm")], &body).await;
+    let r = request(
+        "POST",
+        &endpoint,
+        &[("ttl", "60"), ("content-encoding", "aes128gcm")],
+        &body,
+    )
+    .await;
     assert_eq!(r.status, 201, "{:?}", r.json());
     assert_eq!(r.header("ttl"), Some("60"));
     assert!(r.header("location").unwrap().contains("/m/"));
-    assert!(r.header("link").unwrap().contains("urn:ietf:params:push:multi"));
+    assert!(r
+        .header("link")
+        .unwrap()
+        .contains("urn:ietf:params:push:multi"));
 
     let n = d.recv().await.expect("notification");
     assert_eq!(n["messageType"], "notification");
@@ -34,7 +43,10 @@ async fn connected_device_gets_message_and_ack_clears_it() {
     d.close().await;
     let mut again = Device::connect(&o, Some(&uaid)).await;
     assert_eq!(again.uaid, uaid);
-    assert!(again.recv_within(Duration::from_millis(300)).await.is_none());
+    assert!(again
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
     o.stop().await;
 }
 
@@ -87,21 +99,39 @@ async fn key_restricted_subscription_refuses_other_keys() {
     let none = request("POST", &endpoint, &[("ttl", "60")], b"").await;
     assert_eq!(none.status, 401);
     assert_eq!(none.json()["errno"], 109);
-    let wrong = request("POST", &endpoint, &[("ttl", "60"), ("authorization", &other.header(&aud))], b"").await;
+    let wrong = request(
+        "POST",
+        &endpoint,
+        &[("ttl", "60"), ("authorization", &other.header(&aud))],
+        b"",
+    )
+    .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.json()["errno"], 109);
-    assert_eq!(wrong.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        wrong.header("content-type"),
+        Some("application/problem+json")
+    );
     let bad_aud = request(
         "POST",
         &endpoint,
-        &[("ttl", "60"), ("authorization", &good.header("https://elsewhere.example"))],
+        &[
+            ("ttl", "60"),
+            ("authorization", &good.header("https://elsewhere.example")),
+        ],
         b"",
     )
     .await;
     assert_eq!(bad_aud.status, 401);
     assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
 
-    let ok = request("POST", &endpoint, &[("ttl", "60"), ("authorization", &good.header(&aud))], b"").await;
+    let ok = request(
+        "POST",
+        &endpoint,
+        &[("ttl", "60"), ("authorization", &good.header(&aud))],
+        b"",
+    )
+    .await;
     assert_eq!(ok.status, 201);
     assert!(d.recv().await.is_some());
     o.stop().await;
@@ -122,7 +152,11 @@ async fn topic_replaces_and_ttl_zero_is_not_stored() {
         let r = request(
             "POST",
             &endpoint,
-            &[("ttl", "600"), ("topic", "score"), ("content-encoding", "aes128gcm")],
+            &[
+                ("ttl", "600"),
+                ("topic", "score"),
+                ("content-encoding", "aes128gcm"),
+            ],
             body,
         )
         .await;
@@ -156,9 +190,13 @@ async fn cancel_and_unregister() {
     let mut d = Device::connect(&o, Some(&uaid)).await;
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
 
-    d.send(serde_json::json!({"messageType": "unregister", "channelID": channel})).await;
+    d.send(serde_json::json!({"messageType": "unregister", "channelID": channel}))
+        .await;
     let u = d.recv().await.unwrap();
-    assert_eq!((u["messageType"].as_str(), u["status"].as_u64()), (Some("unregister"), Some(200)));
+    assert_eq!(
+        (u["messageType"].as_str(), u["status"].as_u64()),
+        (Some("unregister"), Some(200))
+    );
     let gone = request("POST", &endpoint, &[("ttl", "60")], b"").await;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.json()["errno"], 102);
@@ -171,13 +209,26 @@ async fn protocol_violations_close_the_connection_and_service_lives_on() {
     let url = format!("ws://{}/", o.state.config.ws_listen);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     use futures_util::{SinkExt, StreamExt};
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"messageType":"register","channelID":"x"}"#))
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"messageType":"register","channelID":"x"}"#,
+    ))
+    .await
+    .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
         .await
         .unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(3), ws.next()).await.unwrap();
-    assert!(!matches!(end, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))));
+    assert!(!matches!(
+        end,
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
+    ));
     // A plain HTTP request gets a 400, not a hang.
-    let r = request("GET", &format!("http://{}/", o.state.config.ws_listen), &[], b"").await;
+    let r = request(
+        "GET",
+        &format!("http://{}/", o.state.config.ws_listen),
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 400);
     let d = Device::connect(&o, None).await;
     assert_eq!(d.uaid.len(), 32);

@@ -1,5 +1,6 @@
 //! The application API: one module per resource, routed here.
 
+pub mod list;
 pub mod message;
 pub mod push;
 pub mod receipt;
@@ -26,13 +27,24 @@ where
     match (segments.as_slice(), method) {
         (["p", token], Method::POST) => push::handle(&state, token, req).await,
         (["m", token], Method::DELETE) => message::cancel(&state, token).await,
-        (["health"], Method::GET) => with_body(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        (["lists", partition], Method::POST) => list::create(&state, partition, req).await,
+        (["l", token], Method::GET) => list::read(&state, token, &req),
+        (["l", token], Method::PATCH) => list::amend(&state, token, req).await,
+        (["l", token], Method::DELETE) => list::delete(&state, token, &req).await,
+        (["l", token], Method::POST) => list::push(&state, token, req).await,
+        (["lm", token], Method::GET) => list::status(&state, token),
+        (["health"], Method::GET) => {
+            with_body(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
+        }
         (["metrics"], Method::GET) => with_body(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             crate::server::render_metrics(&state),
         ),
-        (["p", _] | ["m", _] | ["health"] | ["metrics"], m) => error(&AppError::Method(m.to_string())),
+        (
+            ["p", _] | ["m", _] | ["lists", _] | ["l", _] | ["lm", _] | ["health"] | ["metrics"],
+            m,
+        ) => error(&AppError::Method(m.to_string())),
         _ => error(&AppError::NotFound(path.chars().take(100).collect())),
     }
 }
@@ -45,7 +57,12 @@ where
 {
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(Some(c.to_bytes())),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Ok(None),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Ok(None)
+        }
         Err(_) => Err(AppError::Body),
     }
 }

@@ -76,12 +76,12 @@ where
     let push = tokens::decode(token).ok_or(AppError::UnknownSubscription)?;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
-    let body = read_body(body, limits.max_message_bytes).await?.ok_or(
-        PushError::TooLarge {
+    let body = read_body(body, limits.max_message_bytes)
+        .await?
+        .ok_or(PushError::TooLarge {
             len: limits.max_message_bytes + 1,
             max: limits.max_message_bytes,
-        },
-    )?;
+        })?;
     let headers = PushHeaders {
         ttl: header(&req, "ttl"),
         urgency: header(&req, "urgency"),
@@ -141,6 +141,7 @@ where
         receipt,
         encoding,
         body,
+        list_message: None,
     };
     let outcome = state
         .deliver(msg, meta.ttl.0 == 0)
@@ -156,7 +157,10 @@ where
     let mut resp = super::response::empty(status);
     let hs = resp.headers_mut();
     let location = format!("{}/m/{}", state.config.public_url, tokens::encode(&id));
-    hs.insert(h::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    hs.insert(
+        h::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii"),
+    );
     hs.insert("ttl", meta.ttl.0.into());
     let multi = links::link(&multi_url(state, &sub.push), links::REL_MULTI);
     hs.insert(h::LINK, HeaderValue::from_str(&multi).expect("ascii"));

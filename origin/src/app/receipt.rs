@@ -46,6 +46,7 @@ pub fn send(state: &Arc<State>, acked: &Message, to: Token, status: u16) {
         receipt: None,
         encoding: Encoding::Receipt,
         body: Bytes::from(status.to_string()),
+        list_message: None,
     };
     let state = state.clone();
     tokio::spawn(async move {

@@ -132,7 +132,11 @@ async fn handle(
         }
         (Some("s"), Some(resource), Method::DELETE) => {
             match state.store.subscription_by_resource(&resource) {
-                Ok(Some(sub)) => match state.committer.write(vec![Op::DeleteSubscription(sub.push)]).await {
+                Ok(Some(sub)) => match state
+                    .committer
+                    .write(vec![Op::DeleteSubscription(sub.push)])
+                    .await
+                {
                     Ok(()) => reply(&mut respond, status(StatusCode::NO_CONTENT), None),
                     Err(_) => problem(&mut respond, DeviceError::Store),
                 },
@@ -162,8 +166,10 @@ async fn handle(
                 Ok(()) => {
                     let mut r = status(StatusCode::CREATED);
                     let url = receipt::subscription_url(&state, &ua.uaid);
-                    r.headers_mut()
-                        .insert(header::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
+                    r.headers_mut().insert(
+                        header::LOCATION,
+                        HeaderValue::from_str(&url).expect("ascii"),
+                    );
                     reply(&mut respond, r, None)
                 }
                 Err(_) => problem(&mut respond, DeviceError::Store),
@@ -183,7 +189,11 @@ async fn handle(
 
 /// `POST /subscribe`: a new subscription, in a new set or the one named by
 /// a `Link: <…>; rel="urn:ietf:params:push:set"` header.
-async fn subscribe(state: &Arc<State>, req: Request<h2::RecvStream>, respond: &mut SendResponse<Bytes>) {
+async fn subscribe(
+    state: &Arc<State>,
+    req: Request<h2::RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) {
     let set_link = req
         .headers()
         .get_all(header::LINK)
@@ -225,7 +235,9 @@ async fn subscribe(state: &Arc<State>, req: Request<h2::RecvStream>, respond: &m
         u.strip_prefix(&prefix).and_then(tokens::decode)
     });
     let uaid = match existing_set {
-        Some(u) if matches!(state.store.user_agent(&u), Ok(Some(ua)) if ua.kind == UaKind::Http2) => u,
+        Some(u) if matches!(state.store.user_agent(&u), Ok(Some(ua)) if ua.kind == UaKind::Http2) => {
+            u
+        }
         _ => {
             let ua = UserAgent {
                 uaid: new_token(),
@@ -252,7 +264,10 @@ async fn subscribe(state: &Arc<State>, req: Request<h2::RecvStream>, respond: &m
     let d = &state.config.device_url;
     let hs = r.headers_mut();
     let loc = format!("{d}/s/{}", tokens::encode(&sub.resource));
-    hs.insert(header::LOCATION, HeaderValue::from_str(&loc).expect("ascii"));
+    hs.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&loc).expect("ascii"),
+    );
     let push_url = crate::device::ws::push_endpoint(state, &sub.push);
     for (url, rel) in [
         (push_url, links::REL_PUSH),
@@ -301,7 +316,14 @@ async fn monitor(
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let id = state.registry.next_id();
     if filter.wait {
-        state.registry.insert(uaid, ConnHandle { tx: tx.clone(), id });
+        state.registry.insert(
+            uaid,
+            ConnHandle {
+                tx: tx.clone(),
+                id,
+                lists_pending: Arc::default(),
+            },
+        );
     }
     // Stored messages first.
     let mut pushed = 0usize;
@@ -313,7 +335,9 @@ async fn monitor(
         let done = page.len() < 256;
         for m in page {
             after = m.seq;
-            if filter.accepts(&m) && push_one(&state, &mut respond, Arc::new(m), &inflight, receipts) {
+            if filter.accepts(&m)
+                && push_one(&state, &mut respond, Arc::new(m), &inflight, receipts)
+            {
                 pushed += 1;
             }
         }
@@ -321,8 +345,23 @@ async fn monitor(
             break;
         }
     }
+    if !receipts {
+        if let Ok(copies) = crate::fanout::pending_copies(&state, &uaid) {
+            for m in copies {
+                if filter.accepts(&m)
+                    && push_one(&state, &mut respond, Arc::new(m), &inflight, false)
+                {
+                    pushed += 1;
+                }
+            }
+        }
+    }
     if !filter.wait {
-        let code = if pushed == 0 { StatusCode::NO_CONTENT } else { StatusCode::OK };
+        let code = if pushed == 0 {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::OK
+        };
         return reply(&mut respond, status(code), None);
     }
     loop {
@@ -335,6 +374,12 @@ async fn monitor(
                         }
                     }
                     // A refused message's sender stores it (its `written` is dropped).
+                }
+                Some(Outbound::Copy { push, member }) => {
+                    let m = Arc::new(push.copy_for(&member));
+                    if filter.accepts(&m) {
+                        push_one(&state, &mut respond, m, &inflight, receipts);
+                    }
                 }
                 Some(Outbound::Replaced) | None => break,
             },
@@ -353,7 +398,11 @@ fn push_one(
     inflight: &Inflight,
     receipts: bool,
 ) -> bool {
-    if inflight.lock().expect("inflight lock").contains_key(&msg.id) {
+    if inflight
+        .lock()
+        .expect("inflight lock")
+        .contains_key(&msg.id)
+    {
         return true;
     }
     // A receipt's promised request is the acknowledged message's resource.
@@ -373,8 +422,11 @@ fn push_one(
     let mut body = msg.body.clone();
     match &msg.encoding {
         Encoding::Receipt => {
-            let code = std::str::from_utf8(&msg.body).ok().and_then(|s| s.parse().ok());
-            *r.status_mut() = StatusCode::from_u16(code.unwrap_or(204)).unwrap_or(StatusCode::NO_CONTENT);
+            let code = std::str::from_utf8(&msg.body)
+                .ok()
+                .and_then(|s| s.parse().ok());
+            *r.status_mut() =
+                StatusCode::from_u16(code.unwrap_or(204)).unwrap_or(StatusCode::NO_CONTENT);
             body = Bytes::new();
         }
         enc => {
@@ -387,9 +439,15 @@ fn push_one(
             hs.insert("urgency", HeaderValue::from_static(msg.urgency.as_str()));
             match enc {
                 Encoding::Aes128gcm => {
-                    hs.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
+                    hs.insert(
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static("aes128gcm"),
+                    );
                 }
-                Encoding::Aesgcm { encryption, crypto_key } => {
+                Encoding::Aesgcm {
+                    encryption,
+                    crypto_key,
+                } => {
                     hs.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aesgcm"));
                     if let Ok(v) = HeaderValue::from_str(encryption) {
                         hs.insert("encryption", v);
@@ -437,8 +495,18 @@ fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
         },
     };
     inc(&state.metrics.messages_acked);
+    let mut ops = Vec::new();
     if msg.seq != 0 {
-        state.write_later(vec![Op::DeleteMessage(msg.id)]);
+        ops.push(Op::DeleteMessage(msg.id));
+    }
+    if let Some(lm) = msg.list_message {
+        ops.push(Op::AckCopy {
+            list_message: lm,
+            push: msg.push,
+        });
+    }
+    if !ops.is_empty() {
+        state.write_later(ops);
     }
     if let Some(r) = msg.receipt {
         receipt::send(state, &msg, r, 204);

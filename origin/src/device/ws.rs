@@ -12,6 +12,7 @@ use crate::store::{Message, Op, Subscription, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token};
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -95,13 +96,15 @@ struct Conn {
     /// The queue's sending side, registered at hello.
     tx: mpsc::Sender<Outbound>,
     id: u64,
+    /// Set by a fan-out that found the queue full.
+    lists_pending: Arc<AtomicBool>,
 }
 
 /// Serves one device connection to its end.
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
     let hello_timeout = Duration::from_secs(state.config.hello_timeout_secs);
-    match tokio::time::timeout(hello_timeout, handshake(&stream)).await {
+    match tokio::time::timeout(hello_timeout, Box::pin(handshake(&stream))).await {
         Ok(Ok(true)) => {}
         _ => return,
     }
@@ -115,6 +118,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         inflight: HashMap::new(),
         tx,
         id,
+        lists_pending: Arc::default(),
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -124,23 +128,90 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
 }
 
 impl Conn {
+    /// Reads what the socket has; `None` at end of stream.
+    async fn read_some(&mut self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
+        let max = self.state.config.ws_max_message;
+        loop {
+            self.stream.readable().await?;
+            let mut incoming = Vec::new();
+            let mut buf = [0u8; 4096];
+            match self.stream.try_read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    decoder
+                        .feed(&buf[..n], max, &mut incoming)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    return Ok(Some(incoming));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Handles what the device sent; `false` once it closed.
+    async fn handle_incoming(&mut self, incoming: Vec<Incoming>) -> io::Result<bool> {
+        for msg in incoming {
+            match msg {
+                Incoming::Text(t) => self.handle_text(&t).await?,
+                Incoming::Ping(p) => {
+                    let mut out = Vec::new();
+                    ws_frame::pong(&p, &mut out);
+                    write_all(&self.stream, &out).await?;
+                }
+                Incoming::Close => {
+                    let mut out = Vec::new();
+                    ws_frame::close(&mut out);
+                    let _ = write_all(&self.stream, &out).await;
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Until `hello` is done; `false` if the device went away first.
+    async fn until_hello(&mut self, decoder: &mut Decoder) -> io::Result<bool> {
+        while self.session.uaid().is_none() {
+            match self.read_some(decoder).await? {
+                None => return Ok(false),
+                Some(incoming) => {
+                    if !self.handle_incoming(incoming).await? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
     async fn run(
         &mut self,
         rx: &mut mpsc::Receiver<Outbound>,
         hello_timeout: Duration,
     ) -> io::Result<()> {
         let mut decoder = Decoder::default();
-        let max = self.state.config.ws_max_message;
-        let hello_deadline = tokio::time::Instant::now() + hello_timeout;
+        // The rarely used paths are boxed, so that an idle connection's task
+        // is only as large as this loop's waiting state.
+        match tokio::time::timeout(hello_timeout, Box::pin(self.until_hello(&mut decoder))).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello")),
+        }
         loop {
-            let waiting_hello = self.session.uaid().is_none();
             tokio::select! {
-                out = rx.recv(), if !waiting_hello => match out {
+                out = rx.recv() => match out {
                     Some(Outbound::Message { msg, written }) => {
-                        self.send_message(msg).await?;
+                        Box::pin(self.send_message(msg)).await?;
                         if let Some(w) = written {
                             let _ = w.send(());
                         }
+                        self.pull_if_pending(rx).await?;
+                    }
+                    Some(Outbound::Copy { push, member }) => {
+                        Box::pin(self.send_message(Arc::new(push.copy_for(&member)))).await?;
+                        self.pull_if_pending(rx).await?;
                     }
                     Some(Outbound::Replaced) | None => {
                         let mut out = Vec::new();
@@ -157,34 +228,37 @@ impl Conn {
                         match self.stream.try_read(&mut buf) {
                             Ok(0) => return Ok(()),
                             Ok(n) => decoder
-                                .feed(&buf[..n], max, &mut incoming)
+                                .feed(&buf[..n], self.state.config.ws_max_message, &mut incoming)
                                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                             Err(e) => return Err(e),
                         }
                     }
-                    for msg in incoming {
-                        match msg {
-                            Incoming::Text(t) => self.handle_text(&t).await?,
-                            Incoming::Ping(p) => {
-                                let mut out = Vec::new();
-                                ws_frame::pong(&p, &mut out);
-                                write_all(&self.stream, &out).await?;
-                            }
-                            Incoming::Close => {
-                                let mut out = Vec::new();
-                                ws_frame::close(&mut out);
-                                let _ = write_all(&self.stream, &out).await;
-                                return Ok(());
-                            }
-                        }
+                    if !Box::pin(self.handle_incoming(incoming)).await? {
+                        return Ok(());
                     }
                 },
-                _ = tokio::time::sleep_until(hello_deadline), if waiting_hello => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello"));
-                }
             }
         }
+    }
+
+    /// Once the queue is empty, fetches list copies that did not fit it.
+    async fn pull_if_pending(&mut self, rx: &mpsc::Receiver<Outbound>) -> io::Result<()> {
+        if rx.is_empty() && self.lists_pending.swap(false, Ordering::AcqRel) {
+            if let Some(uaid) = self.session.uaid() {
+                Box::pin(self.send_pending_copies(uaid)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the list copies waiting for this user agent.
+    async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
+        let copies = crate::fanout::pending_copies(&self.state, &uaid).map_err(io::Error::other)?;
+        for m in copies {
+            self.send_message(Arc::new(m)).await?;
+        }
+        Ok(())
     }
 
     async fn reply(&self, text: &str) -> io::Result<()> {
@@ -245,10 +319,12 @@ impl Conn {
                     ConnHandle {
                         tx: self.tx.clone(),
                         id: self.id,
+                        lists_pending: self.lists_pending.clone(),
                     },
                 );
                 if known.is_some() {
                     self.drain(uaid).await?;
+                    self.send_pending_copies(uaid).await?;
                 }
             }
             Command::Register { channel, key } => {
@@ -294,8 +370,11 @@ impl Conn {
                         .await
                         .map_err(store_err)?;
                 }
-                self.reply(&ws_session::unregister_reply(&tokens::to_uuid(&channel), 200))
-                    .await?;
+                self.reply(&ws_session::unregister_reply(
+                    &tokens::to_uuid(&channel),
+                    200,
+                ))
+                .await?;
             }
             Command::Ack(versions) => {
                 for v in versions {
@@ -320,8 +399,18 @@ impl Conn {
             },
         };
         inc(&self.state.metrics.messages_acked);
+        let mut ops = Vec::new();
         if msg.seq != 0 {
-            self.state.write_later(vec![Op::DeleteMessage(msg.id)]);
+            ops.push(Op::DeleteMessage(msg.id));
+        }
+        if let Some(lm) = msg.list_message {
+            ops.push(Op::AckCopy {
+                list_message: lm,
+                push: msg.push,
+            });
+        }
+        if !ops.is_empty() {
+            self.state.write_later(ops);
         }
         if let (Some(receipt), true) = (msg.receipt, delivered) {
             crate::app::receipt::send(&self.state, &msg, receipt, 204);
@@ -360,6 +449,7 @@ impl Conn {
             if let Outbound::Message { msg, written: None } = out {
                 unacked.push(msg);
             }
+            // List copies are fetched again at the next hello.
         }
         self.state.store_unacked(unacked);
     }

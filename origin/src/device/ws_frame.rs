@@ -192,7 +192,13 @@ mod tests {
         d.feed(a, 1000, &mut out).unwrap();
         assert!(out.is_empty() && !d.pending.is_empty());
         d.feed(b, 1000, &mut out).unwrap();
-        assert_eq!(out, vec![Incoming::Text("hello".into()), Incoming::Ping(b"p".to_vec())]);
+        assert_eq!(
+            out,
+            vec![
+                Incoming::Text("hello".into()),
+                Incoming::Ping(b"p".to_vec())
+            ]
+        );
         assert!(d.pending.is_empty() && d.pending.capacity() == 0);
     }
 
@@ -200,7 +206,10 @@ mod tests {
     fn violations() {
         let mut out = Vec::new();
         let unmasked = [0x81, 0x01, b'a'];
-        assert_eq!(Decoder::default().feed(&unmasked, 100, &mut out), Err(FrameError::Unmasked));
+        assert_eq!(
+            Decoder::default().feed(&unmasked, 100, &mut out),
+            Err(FrameError::Unmasked)
+        );
         assert_eq!(
             Decoder::default().feed(&client_frame(1, true, &[b'a'; 50]), 10, &mut out),
             Err(FrameError::TooLarge)

@@ -250,8 +250,10 @@ mod tests {
         ));
         let uaid = "0123456789abcdef0123456789abcdef";
         assert_eq!(
-            s.receive(&format!(r#"{{"messageType":"hello","uaid":"{uaid}","use_webpush":true}}"#))
-                .unwrap(),
+            s.receive(&format!(
+                r#"{{"messageType":"hello","uaid":"{uaid}","use_webpush":true}}"#
+            ))
+            .unwrap(),
             Command::Hello {
                 requested: tokens::from_uuid(uaid)
             }
@@ -269,8 +271,10 @@ mod tests {
         s.hello_done([1; 16]);
         let ch = "d9b74644-4f97-46aa-b8fa-9393985cd6cd";
         assert_eq!(
-            s.receive(&format!(r#"{{"messageType":"register","channelID":"{ch}"}}"#))
-                .unwrap(),
+            s.receive(&format!(
+                r#"{{"messageType":"register","channelID":"{ch}"}}"#
+            ))
+            .unwrap(),
             Command::Register {
                 channel: tokens::from_uuid(ch).unwrap(),
                 key: None
@@ -305,6 +309,7 @@ mod tests {
             receipt: None,
             encoding: Encoding::Aes128gcm,
             body: bytes::Bytes::from_static(b"hi"),
+            list_message: None,
         };
         let v: Value = serde_json::from_str(&notification(&m)).unwrap();
         assert_eq!(v["data"], "aGk");

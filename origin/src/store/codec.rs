@@ -1,7 +1,10 @@
 //! The binary layout of stored records: fixed fields first, then
 //! length-prefixed ones. A leading version byte leaves room to evolve.
 
-use super::{Encoding, Message, StoreError, Subscription, UaKind, UserAgent};
+use super::{
+    Encoding, List, ListBody, ListMember, ListMessage, Message, StoreError, Subscription, UaKind,
+    UserAgent,
+};
 use crate::tokens::Token;
 use bytes::Bytes;
 use shared::headers::Urgency;
@@ -68,7 +71,9 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u64(&mut self) -> Result<u64, StoreError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn token(&mut self) -> Result<Token, StoreError> {
         Ok(self.take(16)?.try_into().expect("16 bytes"))
@@ -81,6 +86,22 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(None),
             _ => Ok(Some(self.bytes()?)),
+        }
+    }
+    fn opt_token(&mut self) -> Result<Option<Token>, StoreError> {
+        match self.opt_bytes()? {
+            None => Ok(None),
+            Some(t) => Ok(Some(
+                t.try_into().map_err(|_| StoreError::Corrupt(self.what))?,
+            )),
+        }
+    }
+    fn opt_string(&mut self) -> Result<Option<String>, StoreError> {
+        match self.opt_bytes()? {
+            None => Ok(None),
+            Some(b) => Ok(Some(
+                String::from_utf8(b.to_vec()).map_err(|_| StoreError::Corrupt(self.what))?,
+            )),
         }
     }
     fn string(&mut self) -> Result<String, StoreError> {
@@ -111,7 +132,10 @@ pub fn read_subscription(b: &[u8]) -> Result<Subscription, StoreError> {
         created: r.u64()?,
         vapid: match r.opt_bytes()? {
             None => None,
-            Some(k) => Some(k.try_into().map_err(|_| StoreError::Corrupt("subscription"))?),
+            Some(k) => Some(
+                k.try_into()
+                    .map_err(|_| StoreError::Corrupt("subscription"))?,
+            ),
         },
     })
 }
@@ -177,7 +201,8 @@ pub fn message(m: &Message) -> Vec<u8> {
         Encoding::Jose(ct) => w.u8(3).bytes(ct.as_bytes()),
         Encoding::Receipt => w.u8(4),
     };
-    w.bytes(&m.body);
+    w.bytes(&m.body)
+        .opt_bytes(m.list_message.as_ref().map(|t| &t[..]));
     w.0
 }
 
@@ -211,6 +236,7 @@ pub fn read_message(b: &[u8]) -> Result<Message, StoreError> {
         _ => return Err(StoreError::Corrupt("message")),
     };
     let body = Bytes::copy_from_slice(r.bytes()?);
+    let list_message = r.opt_token()?;
     Ok(Message {
         id,
         uaid,
@@ -223,6 +249,110 @@ pub fn read_message(b: &[u8]) -> Result<Message, StoreError> {
         receipt,
         encoding,
         body,
+        list_message,
+    })
+}
+
+/// Encodes a list.
+pub fn list(l: &List) -> Vec<u8> {
+    let mut w = Writer::new(110);
+    w.token(&l.token)
+        .u64(u64::from(l.partition))
+        .u64(l.created)
+        .u64(l.members)
+        .opt_bytes(l.owner.as_ref().map(|k| &k[..]));
+    w.0
+}
+
+/// Decodes a list.
+pub fn read_list(b: &[u8]) -> Result<List, StoreError> {
+    let mut r = Reader::new(b, "list")?;
+    Ok(List {
+        token: r.token()?,
+        partition: r.u64()? as u32,
+        created: r.u64()?,
+        members: r.u64()?,
+        owner: match r.opt_bytes()? {
+            None => None,
+            Some(k) => Some(k.try_into().map_err(|_| StoreError::Corrupt("list"))?),
+        },
+    })
+}
+
+/// Encodes a list member.
+pub fn member(m: &ListMember) -> Vec<u8> {
+    let mut w = Writer::new(100);
+    w.token(&m.push)
+        .token(&m.uaid)
+        .token(&m.channel)
+        .u64(m.joined)
+        .opt_bytes(m.expires.map(|e| e.to_be_bytes()).as_ref().map(|b| &b[..]))
+        .opt_bytes(m.encrypted_key.as_deref().map(str::as_bytes))
+        .opt_bytes(m.header.as_deref().map(str::as_bytes));
+    w.0
+}
+
+/// Decodes a list member.
+pub fn read_member(b: &[u8]) -> Result<ListMember, StoreError> {
+    let mut r = Reader::new(b, "list member")?;
+    Ok(ListMember {
+        push: r.token()?,
+        uaid: r.token()?,
+        channel: r.token()?,
+        joined: r.u64()?,
+        expires: match r.opt_bytes()? {
+            None => None,
+            Some(e) => Some(i64::from_be_bytes(
+                e.try_into()
+                    .map_err(|_| StoreError::Corrupt("list member"))?,
+            )),
+        },
+        encrypted_key: r.opt_string()?,
+        header: r.opt_string()?,
+    })
+}
+
+/// Encodes a list message.
+pub fn list_message(m: &ListMessage) -> Vec<u8> {
+    let mut w = Writer::new(120);
+    w.token(&m.id)
+        .token(&m.list)
+        .u64(m.seq)
+        .u64(m.created)
+        .u64(m.expires)
+        .u8(urgency_byte(m.urgency))
+        .opt_bytes(m.topic.as_deref().map(str::as_bytes))
+        .u64(m.members)
+        .u64(m.failed)
+        .u8(u8::from(m.fanout_done));
+    match &m.body {
+        ListBody::Empty => w.u8(0),
+        ListBody::Compact(t) => w.u8(1).bytes(t.as_bytes()),
+        ListBody::Json(t) => w.u8(2).bytes(t.as_bytes()),
+    };
+    w.0
+}
+
+/// Decodes a list message.
+pub fn read_list_message(b: &[u8]) -> Result<ListMessage, StoreError> {
+    let mut r = Reader::new(b, "list message")?;
+    Ok(ListMessage {
+        id: r.token()?,
+        list: r.token()?,
+        seq: r.u64()?,
+        created: r.u64()?,
+        expires: r.u64()?,
+        urgency: urgency_from(r.u8()?)?,
+        topic: r.opt_string()?,
+        members: r.u64()?,
+        failed: r.u64()?,
+        fanout_done: r.u8()? != 0,
+        body: match r.u8()? {
+            0 => ListBody::Empty,
+            1 => ListBody::Compact(r.string()?),
+            2 => ListBody::Json(r.string()?),
+            _ => return Err(StoreError::Corrupt("list message")),
+        },
     })
 }
 
@@ -262,10 +392,43 @@ mod tests {
                 crypto_key: "dh=y".into(),
             },
             body: Bytes::from_static(b"body"),
+            list_message: Some([6; 16]),
         };
         let enc = message(&m);
         assert_eq!(read_message(&enc).unwrap(), m);
         assert!(read_message(&enc[..enc.len() - 1]).is_err());
         assert!(read_message(&[]).is_err());
+        let l = List {
+            token: [1; 16],
+            owner: Some([4; 65]),
+            partition: 3,
+            created: 9,
+            members: 2,
+        };
+        assert_eq!(read_list(&list(&l)).unwrap(), l);
+        let mb = ListMember {
+            push: [1; 16],
+            uaid: [2; 16],
+            channel: [3; 16],
+            joined: 5,
+            expires: Some(-1),
+            encrypted_key: Some("k".into()),
+            header: None,
+        };
+        assert_eq!(read_member(&member(&mb)).unwrap(), mb);
+        let lm = ListMessage {
+            id: [1; 16],
+            list: [2; 16],
+            seq: 3,
+            created: 4,
+            expires: 5,
+            urgency: Urgency::Low,
+            topic: None,
+            body: ListBody::Compact("a..b.c.d".into()),
+            members: 7,
+            failed: 1,
+            fanout_done: true,
+        };
+        assert_eq!(read_list_message(&list_message(&lm)).unwrap(), lm);
     }
 }

@@ -112,6 +112,80 @@ pub struct Message {
     pub encoding: Encoding,
     /// Body.
     pub body: Bytes,
+    /// For a list member's copy: the list message it is a copy of.
+    pub list_message: Option<Token>,
+}
+
+/// A list of subscriptions (PROTOCOL §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List {
+    /// The list's capability token.
+    pub token: Token,
+    /// The VAPID key that owns it.
+    pub owner: Option<[u8; 65]>,
+    /// The list registration service partition.
+    pub partition: u32,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Current member count.
+    pub members: u64,
+}
+
+/// One member of a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListMember {
+    /// The member's push token.
+    pub push: Token,
+    /// Its user agent.
+    pub uaid: Token,
+    /// Its channelID.
+    pub channel: Token,
+    /// The message sequence when it joined: older list messages are not its.
+    pub joined: u64,
+    /// When it drops out, Unix seconds.
+    pub expires: Option<i64>,
+    /// Its JWE Encrypted Key, base64url.
+    pub encrypted_key: Option<String>,
+    /// Its per-recipient JWE header, JSON text.
+    pub header: Option<String>,
+}
+
+/// The body of a list push, stored once for all members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListBody {
+    /// No body.
+    Empty,
+    /// Compact JWE with an empty key part.
+    Compact(String),
+    /// The shared text of a JSON JWE (see `shared::jwe::JsonTemplate`).
+    Json(String),
+}
+
+/// A message pushed to a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListMessage {
+    /// Its token (status resource; copies' versions derive from it).
+    pub id: Token,
+    /// The list.
+    pub list: Token,
+    /// Its place in the message sequence.
+    pub seq: u64,
+    /// Push time, Unix seconds.
+    pub created: u64,
+    /// Expiry, Unix seconds.
+    pub expires: u64,
+    /// Urgency of every copy.
+    pub urgency: Urgency,
+    /// Topic of every copy.
+    pub topic: Option<String>,
+    /// The shared body.
+    pub body: ListBody,
+    /// Members when it was pushed.
+    pub members: u64,
+    /// Copies that could not be made (a member's key unfit for the JWE).
+    pub failed: u64,
+    /// Whether the fan-out to connected members has finished.
+    pub fanout_done: bool,
 }
 
 /// One write, applied with others in one transaction.
@@ -129,6 +203,23 @@ pub enum Op {
     PutMessage(Box<Message>),
     /// Remove a message by id.
     DeleteMessage(Token),
+    /// Create or replace a list record (not its members).
+    PutList(List),
+    /// Remove a list, its members and its messages.
+    DeleteList(Token),
+    /// Add or replace members of a list.
+    PutMembers(Token, Vec<ListMember>),
+    /// Remove members (by push token) from a list.
+    RemoveMembers(Token, Vec<Token>),
+    /// Store a list message (or update its counters).
+    PutListMessage(Box<ListMessage>),
+    /// A member acknowledged its copy of a list message.
+    AckCopy {
+        /// The list message.
+        list_message: Token,
+        /// The member's push token.
+        push: Token,
+    },
 }
 
 /// The storage backend.
@@ -140,8 +231,10 @@ pub trait Store: Send + Sync + 'static {
     /// A subscription by push token.
     fn subscription(&self, push: &Token) -> Result<Option<Subscription>, StoreError>;
     /// A subscription by its RFC 8030 subscription resource token.
-    fn subscription_by_resource(&self, resource: &Token)
-        -> Result<Option<Subscription>, StoreError>;
+    fn subscription_by_resource(
+        &self,
+        resource: &Token,
+    ) -> Result<Option<Subscription>, StoreError>;
     /// A subscription by user agent and channelID.
     fn subscription_by_channel(
         &self,
@@ -166,4 +259,32 @@ pub trait Store: Send + Sync + 'static {
     fn expired(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
     /// How many messages are stored.
     fn message_count(&self) -> Result<u64, StoreError>;
+    /// A list.
+    fn list(&self, token: &Token) -> Result<Option<List>, StoreError>;
+    /// Up to `limit` members of a list after push token `after`, in token order.
+    fn list_members(
+        &self,
+        list: &Token,
+        after: Option<&Token>,
+        limit: usize,
+    ) -> Result<Vec<ListMember>, StoreError>;
+    /// One member of a list.
+    fn list_member(&self, list: &Token, push: &Token) -> Result<Option<ListMember>, StoreError>;
+    /// The lists a subscription belongs to.
+    fn lists_of(&self, push: &Token) -> Result<Vec<Token>, StoreError>;
+    /// How many lists a VAPID key owns.
+    fn owned_lists(&self, owner: &[u8; 65]) -> Result<usize, StoreError>;
+    /// A list message.
+    fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError>;
+    /// Unexpired messages of a list with a sequence above `after_seq`, oldest first.
+    fn list_messages_since(
+        &self,
+        list: &Token,
+        after_seq: u64,
+        now: u64,
+    ) -> Result<Vec<ListMessage>, StoreError>;
+    /// Whether a member acknowledged its copy of a list message.
+    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError>;
+    /// How many members acknowledged their copy of a list message.
+    fn copies_acked(&self, list_message: &Token) -> Result<u64, StoreError>;
 }

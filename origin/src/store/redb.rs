@@ -1,7 +1,9 @@
 //! The embedded store on redb: one file, ACID commits, fsync on commit.
 
 use super::codec;
-use super::{Message, Op, Store, StoreError, Subscription, UserAgent};
+use super::{
+    List, ListMember, ListMessage, Message, Op, Store, StoreError, Subscription, UserAgent,
+};
 use crate::tokens::Token;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
@@ -25,6 +27,20 @@ const MSG_IDS: Table = TableDefinition::new("message_ids");
 const TOPICS: Table = TableDefinition::new("topics");
 /// expires ‖ uaid ‖ seq → message id.
 const EXPIRY: Table = TableDefinition::new("expiry");
+/// list → list record.
+const LISTS: Table = TableDefinition::new("lists");
+/// list ‖ push → member.
+const LIST_MEMBERS: Table = TableDefinition::new("list_members");
+/// push ‖ list → (): the lists a subscription belongs to.
+const SUB_LISTS: Table = TableDefinition::new("subscription_lists");
+/// owner key ‖ list → ().
+const OWNER_LISTS: Table = TableDefinition::new("owner_lists");
+/// list message id → list message.
+const LIST_MSGS: Table = TableDefinition::new("list_messages");
+/// list ‖ seq → list message id.
+const LIST_MSG_SEQ: Table = TableDefinition::new("list_message_seq");
+/// list message ‖ push → (): acknowledged copies.
+const COPY_ACKS: Table = TableDefinition::new("copy_acks");
 /// name → counter.
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
@@ -77,7 +93,23 @@ impl RedbStore {
             .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         let seq = {
-            for t in [SUBS, SUB_RESOURCES, UA_SUBS, UAS, MSGS, MSG_IDS, TOPICS, EXPIRY] {
+            for t in [
+                SUBS,
+                SUB_RESOURCES,
+                UA_SUBS,
+                UAS,
+                MSGS,
+                MSG_IDS,
+                TOPICS,
+                EXPIRY,
+                LISTS,
+                LIST_MEMBERS,
+                SUB_LISTS,
+                OWNER_LISTS,
+                LIST_MSGS,
+                LIST_MSG_SEQ,
+                COPY_ACKS,
+            ] {
                 txn.open_table(t).map_err(err)?;
             }
             let meta = txn.open_table(META).map_err(err)?;
@@ -114,6 +146,26 @@ struct Tables<'t> {
     ids: redb::Table<'t, &'static [u8], &'static [u8]>,
     topics: redb::Table<'t, &'static [u8], &'static [u8]>,
     expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
+    lists: redb::Table<'t, &'static [u8], &'static [u8]>,
+    members: redb::Table<'t, &'static [u8], &'static [u8]>,
+    sub_lists: redb::Table<'t, &'static [u8], &'static [u8]>,
+    owner_lists: redb::Table<'t, &'static [u8], &'static [u8]>,
+    list_msgs: redb::Table<'t, &'static [u8], &'static [u8]>,
+    list_msg_seq: redb::Table<'t, &'static [u8], &'static [u8]>,
+    copy_acks: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+/// Keys of a table in `[prefix, prefix‖ff…)`.
+fn keys_with_prefix(
+    t: &redb::Table<'_, &'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let end = prefix_end(prefix);
+    let mut out = Vec::new();
+    for kv in t.range(prefix..&end[..]).map_err(err)? {
+        out.push(kv.map_err(err)?.0.value().to_vec());
+    }
+    Ok(out)
 }
 
 impl Tables<'_> {
@@ -140,7 +192,11 @@ impl Tables<'_> {
     }
 
     fn remove_message(&mut self, id: &Token) -> Result<(), StoreError> {
-        let key = self.ids.get(&id[..]).map_err(err)?.map(|g| g.value().to_vec());
+        let key = self
+            .ids
+            .get(&id[..])
+            .map_err(err)?
+            .map(|g| g.value().to_vec());
         match key {
             Some(k) => self.remove_message_at(&k),
             None => Ok(()),
@@ -150,7 +206,11 @@ impl Tables<'_> {
     fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
         if let Some(t) = &m.topic {
             let tk = topic_key(&m.push, t);
-            let old = self.topics.get(&tk[..]).map_err(err)?.map(|g| g.value().to_vec());
+            let old = self
+                .topics
+                .get(&tk[..])
+                .map_err(err)?
+                .map(|g| g.value().to_vec());
             if let Some(old) = old {
                 let old: Token = old.try_into().map_err(|_| StoreError::Corrupt("topic"))?;
                 self.remove_message(&old)?;
@@ -197,6 +257,13 @@ impl Tables<'_> {
         self.resources.remove(&s.resource[..]).map_err(err)?;
         let uk: [u8; 32] = cat(&[&s.uaid, &s.channel]);
         self.ua_subs.remove(&uk[..]).map_err(err)?;
+        // The subscription leaves every list it was in.
+        for k in keys_with_prefix(&self.sub_lists, push)? {
+            let list: Token = k[16..32].try_into().expect("16 bytes");
+            if self.remove_member(&list, push)? {
+                self.count_members(&list, -1)?;
+            }
+        }
         self.remove_messages_of(&s.uaid, |m| m.push == s.push)
     }
 
@@ -209,14 +276,122 @@ impl Tables<'_> {
             pushes.push(v.value().to_vec());
         }
         for p in pushes {
-            let p: Token = p.try_into().map_err(|_| StoreError::Corrupt("ua subscription"))?;
+            let p: Token = p
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("ua subscription"))?;
             self.delete_subscription(&p)?;
         }
         self.remove_messages_of(uaid, |_| true)
     }
 
+    /// Adds `delta` to a list's member count.
+    fn count_members(&mut self, list: &Token, delta: i64) -> Result<(), StoreError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let raw = self
+            .lists
+            .get(&list[..])
+            .map_err(err)?
+            .map(|g| g.value().to_vec());
+        if let Some(raw) = raw {
+            let mut l = codec::read_list(&raw)?;
+            l.members = (l.members as i64 + delta).max(0) as u64;
+            self.lists
+                .insert(&list[..], &codec::list(&l)[..])
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn remove_member(&mut self, list: &Token, push: &Token) -> Result<bool, StoreError> {
+        let mk: [u8; 32] = cat(&[list, push]);
+        let existed = self.members.remove(&mk[..]).map_err(err)?.is_some();
+        let sk: [u8; 32] = cat(&[push, list]);
+        self.sub_lists.remove(&sk[..]).map_err(err)?;
+        Ok(existed)
+    }
+
+    fn delete_list(&mut self, list: &Token) -> Result<(), StoreError> {
+        let Some(raw) = self.lists.remove(&list[..]).map_err(err)? else {
+            return Ok(());
+        };
+        let l = codec::read_list(raw.value())?;
+        drop(raw);
+        if let Some(owner) = &l.owner {
+            let ok: [u8; 81] = cat(&[owner, list]);
+            self.owner_lists.remove(&ok[..]).map_err(err)?;
+        }
+        for k in keys_with_prefix(&self.members, list)? {
+            self.members.remove(&k[..]).map_err(err)?;
+            let sk: [u8; 32] = cat(&[&k[16..32], list]);
+            self.sub_lists.remove(&sk[..]).map_err(err)?;
+        }
+        for k in keys_with_prefix(&self.list_msg_seq, list)? {
+            let id = self
+                .list_msg_seq
+                .remove(&k[..])
+                .map_err(err)?
+                .map(|g| g.value().to_vec());
+            if let Some(id) = id {
+                self.list_msgs.remove(&id[..]).map_err(err)?;
+                for a in keys_with_prefix(&self.copy_acks, &id)? {
+                    self.copy_acks.remove(&a[..]).map_err(err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
         match op {
+            Op::PutList(l) => {
+                self.lists
+                    .insert(&l.token[..], &codec::list(l)[..])
+                    .map_err(err)?;
+                if let Some(owner) = &l.owner {
+                    let ok: [u8; 81] = cat(&[owner, &l.token]);
+                    self.owner_lists.insert(&ok[..], &[][..]).map_err(err)?;
+                }
+            }
+            Op::DeleteList(list) => self.delete_list(list)?,
+            Op::PutMembers(list, members) => {
+                let mut added = 0i64;
+                for m in members {
+                    let mk: [u8; 32] = cat(&[list, &m.push]);
+                    let old = self
+                        .members
+                        .insert(&mk[..], &codec::member(m)[..])
+                        .map_err(err)?
+                        .is_some();
+                    if !old {
+                        added += 1;
+                    }
+                    let sk: [u8; 32] = cat(&[&m.push, list]);
+                    self.sub_lists.insert(&sk[..], &[][..]).map_err(err)?;
+                }
+                self.count_members(list, added)?;
+            }
+            Op::RemoveMembers(list, pushes) => {
+                let mut removed = 0i64;
+                for p in pushes {
+                    if self.remove_member(list, p)? {
+                        removed += 1;
+                    }
+                }
+                self.count_members(list, -removed)?;
+            }
+            Op::PutListMessage(m) => {
+                self.list_msgs
+                    .insert(&m.id[..], &codec::list_message(m)[..])
+                    .map_err(err)?;
+                let sk = msg_key(&m.list, m.seq);
+                self.list_msg_seq.insert(&sk[..], &m.id[..]).map_err(err)?;
+            }
+            Op::AckCopy { list_message, push } => {
+                let k: [u8; 32] = cat(&[list_message, push]);
+                self.copy_acks.insert(&k[..], &[][..]).map_err(err)?;
+            }
             Op::PutUa(u) => {
                 self.uas
                     .insert(&u.uaid[..], &codec::user_agent(u)[..])
@@ -254,6 +429,13 @@ impl Store for RedbStore {
                 ids: txn.open_table(MSG_IDS).map_err(err)?,
                 topics: txn.open_table(TOPICS).map_err(err)?,
                 expiry: txn.open_table(EXPIRY).map_err(err)?,
+                lists: txn.open_table(LISTS).map_err(err)?,
+                members: txn.open_table(LIST_MEMBERS).map_err(err)?,
+                sub_lists: txn.open_table(SUB_LISTS).map_err(err)?,
+                owner_lists: txn.open_table(OWNER_LISTS).map_err(err)?,
+                list_msgs: txn.open_table(LIST_MSGS).map_err(err)?,
+                list_msg_seq: txn.open_table(LIST_MSG_SEQ).map_err(err)?,
+                copy_acks: txn.open_table(COPY_ACKS).map_err(err)?,
             };
             for op in ops {
                 t.apply(op)?;
@@ -356,7 +538,11 @@ impl Store for RedbStore {
         let mut out = Vec::new();
         for kv in t.range(&[][..]..&end[..]).map_err(err)?.take(limit) {
             let (_, v) = kv.map_err(err)?;
-            out.push(v.value().try_into().map_err(|_| StoreError::Corrupt("expiry"))?);
+            out.push(
+                v.value()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("expiry"))?,
+            );
         }
         Ok(out)
     }
@@ -365,5 +551,99 @@ impl Store for RedbStore {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(MSGS).map_err(err)?;
         t.len().map_err(err)
+    }
+
+    fn list(&self, token: &Token) -> Result<Option<List>, StoreError> {
+        self.read(LISTS, token, codec::read_list)
+    }
+
+    fn list_members(
+        &self,
+        list: &Token,
+        after: Option<&Token>,
+        limit: usize,
+    ) -> Result<Vec<ListMember>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(LIST_MEMBERS).map_err(err)?;
+        use std::ops::Bound;
+        let from: [u8; 32] = cat(&[list, after.unwrap_or(&[0; 16])]);
+        let to: [u8; 32] = cat(&[list, &[0xff; 16]]);
+        let lower = match after {
+            Some(_) => Bound::Excluded(&from[..]),
+            None => Bound::Included(&from[..]),
+        };
+        let mut out = Vec::new();
+        for kv in t
+            .range::<&[u8]>((lower, Bound::Included(&to[..])))
+            .map_err(err)?
+            .take(limit)
+        {
+            out.push(codec::read_member(kv.map_err(err)?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    fn list_member(&self, list: &Token, push: &Token) -> Result<Option<ListMember>, StoreError> {
+        let k: [u8; 32] = cat(&[list, push]);
+        self.read(LIST_MEMBERS, &k, codec::read_member)
+    }
+
+    fn lists_of(&self, push: &Token) -> Result<Vec<Token>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(SUB_LISTS).map_err(err)?;
+        let end = prefix_end(push);
+        let mut out = Vec::new();
+        for kv in t.range(&push[..]..&end[..]).map_err(err)? {
+            let (k, _) = kv.map_err(err)?;
+            out.push(k.value()[16..32].try_into().expect("16 bytes"));
+        }
+        Ok(out)
+    }
+
+    fn owned_lists(&self, owner: &[u8; 65]) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(OWNER_LISTS).map_err(err)?;
+        let end = prefix_end(owner);
+        Ok(t.range(&owner[..]..&end[..]).map_err(err)?.count())
+    }
+
+    fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError> {
+        self.read(LIST_MSGS, id, codec::read_list_message)
+    }
+
+    fn list_messages_since(
+        &self,
+        list: &Token,
+        after_seq: u64,
+        now: u64,
+    ) -> Result<Vec<ListMessage>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let seqs = txn.open_table(LIST_MSG_SEQ).map_err(err)?;
+        let msgs = txn.open_table(LIST_MSGS).map_err(err)?;
+        let start = msg_key(list, after_seq.saturating_add(1));
+        let end = msg_key(list, u64::MAX);
+        let mut out = Vec::new();
+        for kv in seqs.range(&start[..]..=&end[..]).map_err(err)? {
+            let (_, id) = kv.map_err(err)?;
+            if let Some(raw) = msgs.get(id.value()).map_err(err)? {
+                let m = codec::read_list_message(raw.value())?;
+                if m.expires > now {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError> {
+        let k: [u8; 32] = cat(&[list_message, push]);
+        Ok(self.read(COPY_ACKS, &k, |_| Ok(()))?.is_some())
+    }
+
+    fn copies_acked(&self, list_message: &Token) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(COPY_ACKS).map_err(err)?;
+        let end = prefix_end(list_message);
+        Ok(t.range(&list_message[..]..&end[..]).map_err(err)?.count() as u64)
     }
 }

@@ -79,13 +79,14 @@ pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[
     let uri: http::Uri = url.parse().unwrap();
     let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut req = http::Request::builder()
         .method(method)
-        .uri(uri.path())
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header("host", uri.authority().unwrap().as_str());
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -107,7 +108,9 @@ pub struct Vapid {
 
 impl Vapid {
     pub fn new(seed: u8) -> Vapid {
-        Vapid { key: SigningKey::from_slice(&[seed; 32]).unwrap() }
+        Vapid {
+            key: SigningKey::from_slice(&[seed; 32]).unwrap(),
+        }
     }
     pub fn public(&self) -> String {
         b64::encode(self.key.verifying_key().to_encoded_point(false).as_bytes())
@@ -122,10 +125,18 @@ impl Vapid {
         let input = format!(
             "{}.{}",
             b64::encode(br#"{"typ":"JWT","alg":"ES256"}"#),
-            b64::encode(json!({"aud": aud, "exp": exp, "sub": "mailto:test@example.com"}).to_string().as_bytes())
+            b64::encode(
+                json!({"aud": aud, "exp": exp, "sub": "mailto:test@example.com"})
+                    .to_string()
+                    .as_bytes()
+            )
         );
         let sig: Signature = self.key.sign(input.as_bytes());
-        format!("vapid t={input}.{}, k={}", b64::encode(&sig.to_bytes()), self.public())
+        format!(
+            "vapid t={input}.{}, k={}",
+            b64::encode(&sig.to_bytes()),
+            self.public()
+        )
     }
 }
 
@@ -135,6 +146,8 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 pub struct Device {
     ws: Ws,
     pub uaid: String,
+    /// The channelIDs registered, in order.
+    pub channels: Vec<String>,
 }
 
 impl Device {
@@ -152,7 +165,11 @@ impl Device {
             hello["uaid"] = u.into();
         }
         ws.send(WsMessage::text(hello.to_string())).await.unwrap();
-        let mut d = Device { ws, uaid: String::new() };
+        let mut d = Device {
+            ws,
+            uaid: String::new(),
+            channels: Vec::new(),
+        };
         let reply = d.recv().await.expect("hello reply");
         assert_eq!(reply["messageType"], "hello");
         assert_eq!(reply["status"], 200);
@@ -185,7 +202,11 @@ impl Device {
         let channel = hex(&origin::tokens::new_token());
         let channel = format!(
             "{}-{}-{}-{}-{}",
-            &channel[..8], &channel[8..12], &channel[12..16], &channel[16..20], &channel[20..]
+            &channel[..8],
+            &channel[8..12],
+            &channel[12..16],
+            &channel[16..20],
+            &channel[20..]
         );
         let mut reg = json!({"messageType": "register", "channelID": channel});
         if let Some(k) = key {
@@ -195,6 +216,7 @@ impl Device {
         let r = self.recv().await.unwrap();
         assert_eq!(r["messageType"], "register");
         assert_eq!(r["status"], 200, "{r}");
+        self.channels.push(channel.clone());
         (channel, r["pushEndpoint"].as_str().unwrap().to_owned())
     }
 
@@ -222,7 +244,13 @@ pub fn aes128gcm_body(len: usize) -> Vec<u8> {
 
 /// The origin's `/metrics` value of one series.
 pub async fn metric(running: &Running, name: &str) -> u64 {
-    let r = request("GET", &format!("{}/metrics", running.state.config.public_url), &[], b"").await;
+    let r = request(
+        "GET",
+        &format!("{}/metrics", running.state.config.public_url),
+        &[],
+        b"",
+    )
+    .await;
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))

@@ -1,0 +1,521 @@
+//! The List Registration Service (PROTOCOL §4): create, read, amend and
+//! delete lists of subscriptions, push one message to all members, and
+//! report a list message's delivery.
+
+use super::response::{empty, error, with_body, AppError, Body};
+use super::{header, read_body};
+use crate::fanout::{self, ListPush};
+use crate::state::{now, State};
+use crate::store::{List, ListBody, ListMember, ListMessage, Op, Subscription};
+use crate::tokens::{self, new_token, Token};
+use bytes::Bytes;
+use http::{header as h, HeaderValue, Request, Response, StatusCode};
+use serde_json::json;
+use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
+use shared::problem::Problem;
+use shared::push::{validate_list_push, ListPayload, PushError, PushHeaders};
+use shared::vapid::{Credentials, VapidError};
+use shared::{links, Limits};
+use std::sync::Arc;
+
+/// Response header with a list's member count.
+pub const MEMBER_COUNT: &str = "member-count";
+
+/// A refused list request.
+enum Refusal {
+    List(ListError, Vec<Rejected>),
+    Push(PushError),
+    App(AppError),
+}
+
+impl From<ListError> for Refusal {
+    fn from(e: ListError) -> Self {
+        Refusal::List(e, Vec::new())
+    }
+}
+impl From<PushError> for Refusal {
+    fn from(e: PushError) -> Self {
+        Refusal::Push(e)
+    }
+}
+impl From<VapidError> for Refusal {
+    fn from(e: VapidError) -> Self {
+        Refusal::Push(e.into())
+    }
+}
+impl From<AppError> for Refusal {
+    fn from(e: AppError) -> Self {
+        Refusal::App(e)
+    }
+}
+
+impl Refusal {
+    fn response(self) -> Response<Body> {
+        match self {
+            Refusal::List(e, rejected) => {
+                let mut p = Problem::from_error(&e);
+                if !rejected.is_empty() {
+                    p = p.with("members", doc::report(&rejected));
+                }
+                super::response::problem(&p)
+            }
+            Refusal::Push(e) => error(&e),
+            Refusal::App(e) => error(&e),
+        }
+    }
+}
+
+fn store_err<E>(_: E) -> Refusal {
+    Refusal::App(AppError::Store)
+}
+
+type Result<T> = std::result::Result<T, Refusal>;
+
+/// The URL of a list.
+pub fn list_url(state: &State, token: &Token) -> String {
+    format!("{}/l/{}", state.config.public_url, tokens::encode(token))
+}
+
+/// Verifies VAPID credentials if present; returns the verified key.
+fn verified_key<B>(state: &State, req: &Request<B>) -> Result<Option<[u8; 65]>> {
+    let limits = &state.config.limits;
+    let creds = Credentials::parse(
+        header(req, "authorization"),
+        header(req, "crypto-key"),
+        limits,
+    )?;
+    match creds {
+        None => Ok(None),
+        Some(c) => {
+            c.verify(state.config.push_origin(), now(), limits)?;
+            Ok(Some(c.key.0))
+        }
+    }
+}
+
+/// The list named by `token`, if the request may act on it.
+fn authorized_list<B>(state: &State, token: &str, req: &Request<B>) -> Result<List> {
+    let t = tokens::decode(token).ok_or(AppError::NotFound("no such list".into()))?;
+    let list = state
+        .store
+        .list(&t)
+        .map_err(store_err)?
+        .ok_or(AppError::NotFound("no such list".into()))?;
+    if let Some(owner) = &list.owner {
+        match verified_key(state, req)? {
+            None => return Err(VapidError::Required.into()),
+            Some(k) if &k != owner => return Err(VapidError::KeyMismatch.into()),
+            Some(_) => {}
+        }
+    }
+    Ok(list)
+}
+
+/// Reads and decodes a list document or patch body.
+async fn read_document<B>(
+    req: Request<B>,
+    content_type: &'static str,
+    limits: &Limits,
+) -> Result<(Request<()>, Bytes)>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    doc::check_content_type(header(&req, "content-type"), content_type)?;
+    let raw = read_body(body, limits.max_list_body_bytes)
+        .await?
+        .ok_or(ListError::TooLarge(limits.max_list_body_bytes))?;
+    let decoded = doc::decode_body(header(&req, "content-encoding"), &raw, limits)?;
+    Ok((req, Bytes::copy_from_slice(&decoded)))
+}
+
+/// Resolves a member URI to a subscription that may join `list`.
+fn resolve(
+    state: &State,
+    uri: &str,
+    partition: u32,
+    owner: Option<&[u8; 65]>,
+) -> std::result::Result<Subscription, Rejection> {
+    let prefix = format!("{}/p/", state.config.public_url);
+    let push = uri
+        .strip_prefix(&prefix)
+        .and_then(tokens::decode)
+        .ok_or(Rejection::Unknown)?;
+    let sub = state
+        .store
+        .subscription(&push)
+        .ok()
+        .flatten()
+        .ok_or(Rejection::Unknown)?;
+    if u32::from(push[0]) % state.config.partitions != partition {
+        return Err(Rejection::WrongPartition);
+    }
+    if sub.vapid.is_some() && sub.vapid.as_ref() != owner {
+        return Err(Rejection::KeyRestricted);
+    }
+    Ok(sub)
+}
+
+fn reject(uri: &str, reason: Rejection) -> Rejected {
+    Rejected {
+        uri: uri.chars().take(256).collect(),
+        reason,
+    }
+}
+
+fn member_of(sub: &Subscription, m: doc::Member, joined: u64) -> ListMember {
+    ListMember {
+        push: sub.push,
+        uaid: sub.uaid,
+        channel: sub.channel,
+        joined,
+        expires: m.expires,
+        encrypted_key: m.encrypted_key,
+        header: m.header,
+    }
+}
+
+/// `POST` on a list registration service URI: creates a list.
+pub async fn create<B>(state: &State, partition: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match create_inner(state, partition, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn create_inner<B>(state: &State, partition: &str, req: Request<B>) -> Result<Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = &state.config.limits;
+    let partition: u32 = partition
+        .parse()
+        .ok()
+        .filter(|p| *p < state.config.partitions)
+        .ok_or(AppError::NotFound(
+            "no such list registration service".into(),
+        ))?;
+    let owner = verified_key(state, &req)?;
+    let (_, body) = read_document(req, doc::CONTENT_TYPE, limits).await?;
+    if let Some(k) = &owner {
+        let key_id: Token = k[1..17].try_into().expect("16 bytes");
+        state
+            .create_rate
+            .check(&key_id)
+            .map_err(|retry_after| AppError::RateLimited {
+                what: "VAPID key's list creations",
+                retry_after,
+            })?;
+        if state.store.owned_lists(k).map_err(store_err)? >= limits.max_lists_per_key {
+            return Err(AppError::RateLimited {
+                what: "VAPID key (lists per key)",
+                retry_after: 3600,
+            }
+            .into());
+        }
+    }
+    let parsed = doc::parse_document(&body, now() as i64, limits)?;
+    let mut rejected = parsed.rejected;
+    let mut members = Vec::with_capacity(parsed.accepted.len());
+    let joined = state.store.next_seq();
+    for m in parsed.accepted {
+        match resolve(state, &m.uri, partition, owner.as_ref()) {
+            Ok(sub) => members.push(member_of(&sub, m, joined)),
+            Err(r) => rejected.push(reject(&m.uri, r)),
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(Refusal::List(ListError::Rejected(rejected.len()), rejected));
+    }
+    let token = new_token();
+    let list = List {
+        token,
+        owner,
+        partition,
+        created: now(),
+        members: 0,
+    };
+    let count = members.len();
+    state
+        .committer
+        .write(vec![Op::PutList(list), Op::PutMembers(token, members)])
+        .await
+        .map_err(store_err)?;
+    let mut r = with_body(
+        StatusCode::CREATED,
+        "application/json",
+        json!({"members": count}).to_string(),
+    );
+    let url = list_url(state, &token);
+    r.headers_mut()
+        .insert(h::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
+    r.headers_mut().insert(MEMBER_COUNT, count.into());
+    Ok(r)
+}
+
+/// `GET` on a list: one page of members as a list document.
+pub fn read<B>(state: &State, token: &str, req: &Request<B>) -> Response<Body> {
+    match read_inner(state, token, req) {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+fn read_inner<B>(state: &State, token: &str, req: &Request<B>) -> Result<Response<Body>> {
+    let list = authorized_list(state, token, req)?;
+    let after = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after=")))
+        .and_then(tokens::decode);
+    let page_size = state.config.limits.list_page_size.max(1);
+    let page = state
+        .store
+        .list_members(&list.token, after.as_ref(), page_size)
+        .map_err(store_err)?;
+    let t = now() as i64;
+    let members: Vec<doc::Member> = page
+        .iter()
+        .filter(|m| m.expires.is_none_or(|e| e > t))
+        .map(|m| doc::Member {
+            uri: crate::device::ws::push_endpoint(state, &m.push),
+            expires: m.expires,
+            encrypted_key: m.encrypted_key.clone(),
+            header: m.header.clone(),
+        })
+        .collect();
+    let mut text = String::new();
+    doc::write_document(&members, &mut text);
+    let mut r = with_body(StatusCode::OK, doc::CONTENT_TYPE, text);
+    r.headers_mut().insert(MEMBER_COUNT, list.members.into());
+    if page.len() == page_size {
+        let next = format!(
+            "{}?after={}",
+            list_url(state, &list.token),
+            tokens::encode(&page.last().expect("a full page").push)
+        );
+        let link = links::link(&next, links::REL_NEXT);
+        r.headers_mut()
+            .insert(h::LINK, HeaderValue::from_str(&link).expect("ascii"));
+    }
+    Ok(r)
+}
+
+/// `PATCH` on a list: a merge patch; the accepted members change together.
+pub async fn amend<B>(state: &State, token: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match amend_inner(state, token, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn amend_inner<B>(state: &State, token: &str, req: Request<B>) -> Result<Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = &state.config.limits;
+    let list = authorized_list(state, token, &req)?;
+    let (_, body) = read_document(req, doc::MERGE_PATCH_CONTENT_TYPE, limits).await?;
+    let parsed = doc::parse_patch(&body, now() as i64, limits)?;
+    let mut rejected = parsed.rejected;
+    let mut upserts = Vec::new();
+    let mut removals = Vec::new();
+    let mut added = 0usize;
+    let joined = state.store.next_seq();
+    for p in parsed.accepted {
+        let uri = p.uri().to_owned();
+        match p {
+            MemberPatch::Remove(_) => {
+                let prefix = format!("{}/p/", state.config.public_url);
+                match uri.strip_prefix(&prefix).and_then(tokens::decode) {
+                    Some(push) => removals.push(push),
+                    None => rejected.push(reject(&uri, Rejection::Unknown)),
+                }
+            }
+            upsert => match resolve(state, &uri, list.partition, list.owner.as_ref()) {
+                Err(r) => rejected.push(reject(&uri, r)),
+                Ok(sub) => {
+                    let old = state
+                        .store
+                        .list_member(&list.token, &sub.push)
+                        .map_err(store_err)?;
+                    let joined = old.as_ref().map_or(joined, |o| o.joined);
+                    if old.is_none() {
+                        added += 1;
+                    }
+                    let old_doc = old.map(|o| doc::Member {
+                        uri: uri.clone(),
+                        expires: o.expires,
+                        encrypted_key: o.encrypted_key,
+                        header: o.header,
+                    });
+                    let merged = upsert.apply(old_doc).expect("an upsert");
+                    upserts.push(member_of(&sub, merged, joined));
+                }
+            },
+        }
+    }
+    let after = (list.members as usize + added).saturating_sub(removals.len());
+    if after > limits.max_list_members {
+        return Err(ListError::TooManyMembers(limits.max_list_members).into());
+    }
+    let (n_up, n_rm) = (upserts.len(), removals.len());
+    state
+        .committer
+        .write(vec![
+            Op::PutMembers(list.token, upserts),
+            Op::RemoveMembers(list.token, removals),
+        ])
+        .await
+        .map_err(store_err)?;
+    let count = state
+        .store
+        .list(&list.token)
+        .map_err(store_err)?
+        .map_or(0, |l| l.members);
+    let report = json!({
+        "members": count,
+        "applied": n_up + n_rm,
+        "rejected": doc::report(&rejected),
+    });
+    let mut r = with_body(StatusCode::OK, "application/json", report.to_string());
+    r.headers_mut().insert(MEMBER_COUNT, count.into());
+    Ok(r)
+}
+
+/// `DELETE` on a list.
+pub async fn delete<B>(state: &State, token: &str, req: &Request<B>) -> Response<Body> {
+    let list = match authorized_list(state, token, req) {
+        Ok(l) => l,
+        Err(e) => return e.response(),
+    };
+    match state
+        .committer
+        .write(vec![Op::DeleteList(list.token)])
+        .await
+    {
+        Ok(()) => empty(StatusCode::NO_CONTENT),
+        Err(_) => error(&AppError::Store),
+    }
+}
+
+/// `POST` on a list: one message to every member.
+pub async fn push<B>(state: &Arc<State>, token: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match push_inner(state, token, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn push_inner<B>(state: &Arc<State>, token: &str, req: Request<B>) -> Result<Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = &state.config.limits;
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    let list = authorized_list(state, token, &req)?;
+    let body = read_body(body, limits.max_message_bytes)
+        .await?
+        .ok_or(PushError::TooLarge {
+            len: limits.max_message_bytes + 1,
+            max: limits.max_message_bytes,
+        })?;
+    let headers = PushHeaders {
+        ttl: header(&req, "ttl"),
+        urgency: header(&req, "urgency"),
+        topic: header(&req, "topic"),
+        content_encoding: header(&req, "content-encoding"),
+        content_type: header(&req, "content-type"),
+        encryption: header(&req, "encryption"),
+        crypto_key: header(&req, "crypto-key"),
+        authorization: header(&req, "authorization"),
+    };
+    let (meta, payload) = validate_list_push(&headers, &body, limits)?;
+    if list.owner.is_none() {
+        // Owned lists were verified above; others verify any token sent.
+        meta.verify_vapid(state.config.push_origin(), now(), limits)?;
+    }
+    state
+        .list_rate
+        .check(&list.token)
+        .map_err(|retry_after| AppError::RateLimited {
+            what: "list",
+            retry_after,
+        })?;
+    let t = now();
+    let msg = ListMessage {
+        id: new_token(),
+        list: list.token,
+        seq: state.store.next_seq(),
+        created: t,
+        expires: t + u64::from(meta.ttl.0),
+        urgency: meta.urgency,
+        topic: meta.topic.map(|t| t.as_str().to_owned()),
+        body: match payload {
+            ListPayload::Empty => ListBody::Empty,
+            ListPayload::Compact(c) => ListBody::Compact(c.as_str().to_owned()),
+            ListPayload::Json(j) => ListBody::Json(j.as_str().to_owned()),
+        },
+        members: list.members,
+        failed: 0,
+        fanout_done: false,
+    };
+    state
+        .committer
+        .write(vec![Op::PutListMessage(Box::new(msg.clone()))])
+        .await
+        .map_err(store_err)?;
+    let id = msg.id;
+    let lp = Arc::new(ListPush::new(msg).map_err(store_err)?);
+    tokio::spawn(fanout::run(state.clone(), lp));
+    let mut r = empty(StatusCode::CREATED);
+    let url = format!("{}/lm/{}", state.config.public_url, tokens::encode(&id));
+    r.headers_mut()
+        .insert(h::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
+    r.headers_mut().insert("ttl", meta.ttl.0.into());
+    r.headers_mut().insert(MEMBER_COUNT, list.members.into());
+    Ok(r)
+}
+
+/// `GET` on a list message: how its delivery stands.
+pub fn status(state: &State, token: &str) -> Response<Body> {
+    let Some(id) = tokens::decode(token) else {
+        return error(&AppError::UnknownMessage);
+    };
+    let msg = match state.store.list_message(&id) {
+        Ok(Some(m)) => m,
+        Ok(None) => return error(&AppError::UnknownMessage),
+        Err(_) => return error(&AppError::Store),
+    };
+    let delivered = state.store.copies_acked(&id).unwrap_or(0);
+    let open = msg.members.saturating_sub(delivered + msg.failed);
+    let expired = msg.expires <= now();
+    let body = json!({
+        "members": msg.members,
+        "delivered": delivered,
+        "stored": if expired { 0 } else { open },
+        "expired": if expired { open } else { 0 },
+        "failed": msg.failed,
+        "fanout_finished": msg.fanout_done,
+        "expires": doc::format_expires(msg.expires as i64),
+    });
+    with_body(StatusCode::OK, "application/json", body.to_string())
+}

@@ -1,0 +1,223 @@
+//! List push → copies. The body and the shared JWE parts are held once
+//! ([`ListPush`]); a member's copy is assembled as its connection writes it.
+//!
+//! Connected members are reached at once through their queues, streamed in
+//! batches. Offline members need no write at all: the list message and the
+//! membership are durable, and a device that says `hello` fetches what its
+//! subscriptions' lists sent since each joined ([`pending_copies`]). The same
+//! holds after a crash: every device reconnects and fetches, and a repeated
+//! copy carries the same version ([`copy_id`]).
+
+use crate::registry::Outbound;
+use crate::state::{now, State};
+use crate::store::{Encoding, ListBody, ListMember, ListMessage, Message, Op, StoreError};
+use crate::tokens::Token;
+use bytes::Bytes;
+use shared::jwe::{Alg, CompactTemplate, JsonTemplate, CONTENT_TYPE_COMPACT, CONTENT_TYPE_JSON};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Members read from the store per batch.
+const BATCH: usize = 2048;
+
+/// The shared part of a list push, parsed once.
+#[derive(Debug)]
+pub struct ListPush {
+    /// The stored record.
+    pub msg: ListMessage,
+    template: Template,
+}
+
+#[derive(Debug)]
+enum Template {
+    Empty,
+    Compact(CompactTemplate),
+    Json(JsonTemplate),
+}
+
+/// The version of a member's copy: the same every time it is sent.
+pub fn copy_id(list_message: &Token, push: &Token) -> Token {
+    let mut id = *list_message;
+    for (a, b) in id.iter_mut().zip(push) {
+        *a ^= b;
+    }
+    id
+}
+
+impl ListPush {
+    /// Rebuilds the templates of a stored list message.
+    pub fn new(msg: ListMessage) -> Result<ListPush, StoreError> {
+        let template = match &msg.body {
+            ListBody::Empty => Template::Empty,
+            ListBody::Compact(t) => Template::Compact(
+                CompactTemplate::from_stored(t).map_err(|_| StoreError::Corrupt("list message"))?,
+            ),
+            ListBody::Json(t) => Template::Json(
+                JsonTemplate::from_stored(t).map_err(|_| StoreError::Corrupt("list message"))?,
+            ),
+        };
+        Ok(ListPush { msg, template })
+    }
+
+    /// Whether a member's key fits this message's algorithms (when known).
+    pub fn key_fits(&self, m: &ListMember) -> bool {
+        let key_len = m
+            .encrypted_key
+            .as_deref()
+            .map_or(0, shared::b64::decoded_len);
+        let (alg, enc): (Option<Alg>, _) = match &self.template {
+            Template::Empty => return true,
+            Template::Compact(t) => (Some(t.alg), t.enc),
+            Template::Json(t) => (t.shared_alg.or_else(|| header_alg(m)), t.enc),
+        };
+        alg.is_none_or(|a| a.key_len_fits(enc, key_len))
+    }
+
+    /// A member's copy as a message, its body assembled now.
+    pub fn copy_for(&self, m: &ListMember) -> Message {
+        let (encoding, body) = match &self.template {
+            Template::Empty => (Encoding::None, Bytes::new()),
+            Template::Compact(t) => {
+                let mut out = Vec::new();
+                t.write_member(m.encrypted_key.as_deref().unwrap_or(""), &mut out);
+                (
+                    Encoding::Jose(CONTENT_TYPE_COMPACT.into()),
+                    Bytes::from(out),
+                )
+            }
+            Template::Json(t) => {
+                let mut out = Vec::new();
+                t.write_member(m.encrypted_key.as_deref(), m.header.as_deref(), &mut out);
+                (Encoding::Jose(CONTENT_TYPE_JSON.into()), Bytes::from(out))
+            }
+        };
+        Message {
+            id: copy_id(&self.msg.id, &m.push),
+            uaid: m.uaid,
+            push: m.push,
+            channel: m.channel,
+            seq: 0,
+            expires: self.msg.expires,
+            urgency: self.msg.urgency,
+            topic: self.msg.topic.clone(),
+            receipt: None,
+            encoding,
+            body,
+            list_message: Some(self.msg.id),
+        }
+    }
+
+    /// Whether this message is for `m`: it joined before, and had not dropped out.
+    pub fn is_for(&self, m: &ListMember) -> bool {
+        m.joined < self.msg.seq && m.expires.is_none_or(|e| e > self.msg.created as i64)
+    }
+}
+
+fn header_alg(m: &ListMember) -> Option<Alg> {
+    let h: serde_json::Value = serde_json::from_str(m.header.as_deref()?).ok()?;
+    Alg::from_name(h.get("alg")?.as_str()?)
+}
+
+/// Recently used list pushes, so that reconnecting devices share one parse.
+#[derive(Default)]
+pub struct Cache(Mutex<HashMap<Token, Arc<ListPush>>>);
+
+impl Cache {
+    /// The parsed list push for a stored list message.
+    pub fn get(&self, msg: ListMessage) -> Result<Arc<ListPush>, StoreError> {
+        let mut map = self.0.lock().expect("cache lock");
+        if let Some(p) = map.get(&msg.id) {
+            return Ok(p.clone());
+        }
+        if map.len() >= 1024 {
+            map.clear();
+        }
+        let p = Arc::new(ListPush::new(msg)?);
+        map.insert(p.msg.id, p.clone());
+        Ok(p)
+    }
+}
+
+/// Sends a list push to every connected member, in batches; offline and
+/// slow members fetch it later. Records the failed count and the end.
+pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
+    let list = push.msg.list;
+    let mut after: Option<Token> = None;
+    let mut failed = 0u64;
+    let t = now();
+    loop {
+        let batch = match state.store.list_members(&list, after.as_ref(), BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("fan-out read: {e}");
+                return;
+            }
+        };
+        let Some(last) = batch.last() else { break };
+        after = Some(last.push);
+        for m in batch {
+            if !push.is_for(&m) || m.expires.is_some_and(|e| e <= t as i64) {
+                continue;
+            }
+            if !push.key_fits(&m) || state.rate.check(&m.push).is_err() {
+                failed += 1;
+                continue;
+            }
+            if let Some(h) = state.registry.handle(&m.uaid) {
+                let out = Outbound::Copy {
+                    push: push.clone(),
+                    member: Box::new(m),
+                };
+                if h.tx.try_send(out).is_err() {
+                    h.lists_pending.store(true, Ordering::Release);
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut done = push.msg.clone();
+    done.failed = failed;
+    done.fanout_done = true;
+    if let Err(e) = state
+        .committer
+        .write(vec![Op::PutListMessage(Box::new(done))])
+        .await
+    {
+        tracing::error!("fan-out record: {e}");
+    }
+}
+
+/// The copies a user agent's subscriptions have waiting from their lists,
+/// skipping acknowledged ones and older copies replaced by the same Topic.
+pub fn pending_copies(state: &State, uaid: &Token) -> Result<Vec<Message>, StoreError> {
+    let t = now();
+    let mut out = Vec::new();
+    for sub in state.store.subscriptions_of(uaid)? {
+        for list in state.store.lists_of(&sub.push)? {
+            let Some(member) = state.store.list_member(&list, &sub.push)? else {
+                continue;
+            };
+            let msgs = state.store.list_messages_since(&list, member.joined, t)?;
+            // Newest first, so that a topic's newest copy wins.
+            let mut topics = std::collections::HashSet::new();
+            let mut copies = Vec::new();
+            for lm in msgs.into_iter().rev() {
+                if let Some(topic) = &lm.topic {
+                    if !topics.insert(topic.clone()) {
+                        continue;
+                    }
+                }
+                if state.store.copy_acked(&lm.id, &sub.push)? {
+                    continue;
+                }
+                let lp = state.list_cache.get(lm)?;
+                if lp.is_for(&member) && lp.key_fits(&member) {
+                    copies.push(lp.copy_for(&member));
+                }
+            }
+            out.extend(copies.into_iter().rev());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,368 @@
+//! The List Registration Service over real sockets: create, read, amend,
+//! delete; no-body and JWE (compact and JSON) list pushes with per-member
+//! keys; offline members; ownership and key restriction; bad input.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use shared::b64;
+use std::io::Write;
+use std::time::Duration;
+
+const AGG: &str = "application/push-aggregation+json";
+const PATCH: &str = "application/merge-patch+json";
+
+fn service_url(o: &origin::server::Running) -> String {
+    format!("{}/lists/0", o.state.config.public_url)
+}
+
+async fn create(o: &origin::server::Running, doc: &Value, auth: Option<&str>) -> Resp {
+    let mut hs = vec![("content-type", AGG)];
+    if let Some(a) = auth {
+        hs.push(("authorization", a));
+    }
+    request("POST", &service_url(o), &hs, doc.to_string().as_bytes()).await
+}
+
+fn jwe_compact_template() -> String {
+    format!(
+        "{}..{}.{}.{}",
+        b64::encode(br#"{"alg":"A128KW","enc":"A128GCM"}"#),
+        b64::encode(&[1; 12]),
+        b64::encode(&[2; 100]),
+        b64::encode(&[3; 16])
+    )
+}
+
+#[tokio::test]
+async fn list_push_reaches_connected_and_offline_members_once() {
+    let o = start_fresh("list-basic").await;
+    let mut devices = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..3 {
+        let mut d = Device::connect(&o, None).await;
+        let (_, e) = d.register(None).await;
+        endpoints.push(e);
+        devices.push(d);
+    }
+    let keys: Vec<String> = (0..3).map(|i| b64::encode(&[i as u8 + 1; 24])).collect();
+    let doc: Value = endpoints
+        .iter()
+        .zip(&keys)
+        .map(|(e, k)| (e.clone(), json!({"encrypted_key": k})))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let r = create(&o, &doc, None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(r.header("member-count"), Some("3"));
+    let list = r.header("location").unwrap().to_owned();
+
+    // Member 2 goes offline.
+    let offline = devices.pop().unwrap();
+    let offline_uaid = offline.uaid.clone();
+    offline.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let template = jwe_compact_template();
+    let r = request(
+        "POST",
+        &list,
+        &[("ttl", "600"), ("content-type", "application/jose")],
+        template.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let status_url = r.header("location").unwrap().to_owned();
+    for (i, d) in devices.iter_mut().enumerate() {
+        let n = d.recv().await.expect("copy");
+        assert_eq!(n["headers"]["content_type"], "application/jose");
+        let copy = String::from_utf8(b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+        let parts: Vec<&str> = copy.split('.').collect();
+        assert_eq!(parts[1], keys[i], "member {i} gets its own key");
+        assert_eq!(copy.replace(&format!(".{}.", keys[i]), ".."), template);
+        d.ack(&n).await;
+        assert!(
+            d.recv_within(Duration::from_millis(200)).await.is_none(),
+            "exactly one copy"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = request("GET", &status_url, &[], b"").await.json();
+    assert_eq!(s["members"], 3);
+    assert_eq!(s["delivered"], 2);
+    assert_eq!(s["stored"], 1);
+    assert_eq!(s["failed"], 0);
+    assert_eq!(s["fanout_finished"], true);
+
+    // The offline member fetches its copy at hello, once.
+    let mut d = Device::connect(&o, Some(&offline_uaid)).await;
+    let n = d.recv().await.expect("copy after reconnect");
+    let copy = String::from_utf8(b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(copy.split('.').nth(1), Some(keys[2].as_str()));
+    let version = n["version"].clone();
+    // Unacknowledged: the same version again next time.
+    d.close().await;
+    let mut d = Device::connect(&o, Some(&offline_uaid)).await;
+    let again = d.recv().await.expect("again");
+    assert_eq!(again["version"], version);
+    d.ack(&again).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    d.close().await;
+    let mut d = Device::connect(&o, Some(&offline_uaid)).await;
+    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    let s = request("GET", &status_url, &[], b"").await.json();
+    assert_eq!(
+        (s["delivered"].as_u64(), s["stored"].as_u64()),
+        (Some(3), Some(0))
+    );
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn json_jwe_recipients_are_replaced_per_member() {
+    let o = start_fresh("list-json").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, e) = d.register(None).await;
+    let key = b64::encode(&[9; 40]);
+    let doc = json!({ e.clone(): {"encrypted_key": key, "header": {"kid": "member-1"}} });
+    let list = create(&o, &doc, None)
+        .await
+        .header("location")
+        .unwrap()
+        .to_owned();
+    let body = json!({
+        "protected": b64::encode(br#"{"enc":"A256GCM"}"#),
+        "unprotected": {"alg": "A256KW"},
+        "recipients": [{"encrypted_key": b64::encode(&[0; 40])}],
+        "iv": b64::encode(&[1; 12]), "ciphertext": b64::encode(&[2; 64]), "tag": b64::encode(&[3; 16])
+    });
+    let r = request(
+        "POST",
+        &list,
+        &[("ttl", "60"), ("content-type", "application/jose+json")],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let n = d.recv().await.unwrap();
+    let copy: Value =
+        serde_json::from_slice(&b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        copy["recipients"],
+        json!([{"encrypted_key": key, "header": {"kid": "member-1"}}])
+    );
+    assert_eq!(copy["ciphertext"], body["ciphertext"]);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn amend_read_delete_and_unsubscribe() {
+    let o = start_in(&temp_dir("list-amend"), &["list_page_size=2"]).await;
+    let mut ds = Vec::new();
+    let mut es = Vec::new();
+    for _ in 0..4 {
+        let mut d = Device::connect(&o, None).await;
+        let (_, e) = d.register(None).await;
+        es.push(e);
+        ds.push(d);
+    }
+    // gzip-encoded create of the first two.
+    let doc = json!({ es[0].clone(): {}, es[1].clone(): {"expires": "2099-01-01T00:00:00Z"} })
+        .to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(doc.as_bytes()).unwrap();
+    let r = request(
+        "POST",
+        &service_url(&o),
+        &[("content-type", AGG), ("content-encoding", "gzip")],
+        &gz.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+
+    // Add two, remove one, and one unknown member is reported, the rest applied.
+    let patch = json!({
+        es[2].clone(): {}, es[3].clone(): {"encrypted_key": b64::encode(&[5; 24])},
+        es[0].clone(): null,
+        format!("{}/p/AAAAAAAAAAAAAAAAAAAAAA", o.state.config.public_url): {},
+    });
+    let r = request(
+        "PATCH",
+        &list,
+        &[("content-type", PATCH)],
+        patch.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let rep = r.json();
+    assert_eq!(rep["members"], 3);
+    assert_eq!(rep["rejected"][0]["reason"], "unknown");
+
+    // Read, paged by 2.
+    let page1 = request("GET", &list, &[], b"").await;
+    assert_eq!(page1.header("member-count"), Some("3"));
+    let next = shared::links::find([page1.header("link").unwrap()], "next").unwrap();
+    let page2 = request("GET", &next, &[], b"").await;
+    let mut merged = page1.json().as_object().unwrap().clone();
+    merged.extend(page2.json().as_object().unwrap().clone());
+    let mut all: Vec<String> = merged.keys().cloned().collect();
+    all.sort();
+    let mut want = vec![es[1].clone(), es[2].clone(), es[3].clone()];
+    want.sort();
+    assert_eq!(all, want);
+    assert_eq!(merged[&es[1]]["expires"], "2099-01-01T00:00:00Z");
+    assert!(page2.header("link").is_none());
+
+    // The removed member gets nothing; the others one copy each.
+    let r = request("POST", &list, &[("ttl", "60")], b"").await;
+    assert_eq!(r.status, 201);
+    assert!(ds[0]
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    for d in &mut ds[1..] {
+        assert!(d.recv().await.is_some());
+    }
+
+    // A member whose subscription ends leaves the list.
+    let chan = ds[3].channels[0].clone();
+    ds[3]
+        .send(json!({"messageType": "unregister", "channelID": chan}))
+        .await;
+    assert_eq!(ds[3].recv().await.unwrap()["status"], 200);
+    let page = request("GET", &list, &[], b"").await;
+    assert_eq!(page.header("member-count"), Some("2"));
+    let r = request("DELETE", &list, &[], b"").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(request("GET", &list, &[], b"").await.status, 404);
+    assert_eq!(
+        request("POST", &list, &[("ttl", "60")], b"").await.status,
+        404
+    );
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn ownership_key_restriction_and_bad_input() {
+    let o = start_in(
+        &temp_dir("list-bad"),
+        &["max_list_members=3", "list_pushes_per_minute=2"],
+    )
+    .await;
+    let aud = o.state.config.public_url.clone();
+    let owner = Vapid::new(11);
+    let stranger = Vapid::new(12);
+    let mut d = Device::connect(&o, None).await;
+    let (_, free) = d.register(None).await;
+    let (_, restricted) = d.register(Some(&owner.public())).await;
+
+    // A member restricted to a key joins only a list owned by that key.
+    let r = create(&o, &json!({ restricted.clone(): {} }), None).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["members"][0]["reason"], "key-restriction");
+    let r = create(
+        &o,
+        &json!({ restricted.clone(): {}, free.clone(): {} }),
+        Some(&owner.header(&aud)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+
+    // Every request on an owned list needs the owner's VAPID.
+    assert_eq!(request("GET", &list, &[], b"").await.status, 401);
+    assert_eq!(
+        request(
+            "GET",
+            &list,
+            &[("authorization", &stranger.header(&aud))],
+            b""
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        request("GET", &list, &[("authorization", &owner.header(&aud))], b"")
+            .await
+            .status,
+        200
+    );
+    let push = |body: &'static [u8], ct: Option<&'static str>| {
+        let (list, auth) = (list.clone(), owner.header(&aud));
+        async move {
+            let mut hs = vec![("ttl", "60"), ("authorization", auth.as_str())];
+            if let Some(ct) = ct {
+                hs.push(("content-type", ct));
+            }
+            request("POST", &list, &hs, body).await
+        }
+    };
+    // Not a JWE: 415, nothing sent.
+    let r = push(b"hello", None).await;
+    assert_eq!(r.status, 415);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let r = push(b"a.b.c.d.e", Some("application/jose")).await;
+    assert_eq!(r.status, 400);
+    assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
+    // Two pushes a minute, then 429 with Retry-After.
+    assert_eq!(push(b"", None).await.status, 201);
+    assert_eq!(push(b"", None).await.status, 201);
+    let r = push(b"", None).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+
+    // Malformed documents and media types; nothing created.
+    let bad = [
+        (AGG, b"[1,2]".to_vec(), 400),
+        (AGG, b"{".to_vec(), 400),
+        ("application/json", b"{}".to_vec(), 415),
+        (AGG, json!({"ftp://x/y": {}}).to_string().into_bytes(), 422),
+        (AGG, json!({ free.clone(): {"expires": "tomorrow"} }).to_string().into_bytes(), 422),
+        (AGG, json!({"https://a/p/1": {}, "https://a/p/2": {}, "https://a/p/3": {}, "https://a/p/4": {}}).to_string().into_bytes(), 413),
+    ];
+    for (ct, body, status) in bad {
+        let r = request("POST", &service_url(&o), &[("content-type", ct)], &body).await;
+        assert_eq!(r.status, status, "{:?}", r.json());
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    }
+    let r = request(
+        "POST",
+        &format!("{aud}/lists/7"),
+        &[("content-type", AGG)],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn copies_survive_a_restart_with_the_same_version() {
+    let dir = temp_dir("list-restart");
+    let o = start_in(&dir, &[]).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, e) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    let list = create(&o, &json!({ e: {} }), None)
+        .await
+        .header("location")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        request("POST", &list, &[("ttl", "600")], b"").await.status,
+        201
+    );
+    o.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let o = start_in(&dir, &[]).await;
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    let n = d.recv().await.expect("copy after restart");
+    d.close().await;
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    assert_eq!(d.recv().await.unwrap()["version"], n["version"]);
+    o.stop().await;
+}
