@@ -57,6 +57,12 @@ pub struct Settings {
     /// Number of list registration service partitions. Default 1.
     #[arg(long, env = "ORIGIN_PARTITIONS")]
     pub partitions: Option<u32>,
+    /// The secret of the edge's HMAC mark (PROTOCOL §5); with it, marked requests skip VAPID re-verification.
+    #[arg(long, env = "ORIGIN_EDGE_SECRET", hide_env_values = true)]
+    pub edge_secret: Option<String>,
+    /// Refuse application requests that carry no valid edge mark (`true`/`false`). Default false.
+    #[arg(long, env = "ORIGIN_BEHIND_EDGE")]
+    pub behind_edge: Option<bool>,
     /// Log format: `text` or `json`. Default text.
     #[arg(long, env = "ORIGIN_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -101,6 +107,10 @@ pub struct Config {
     pub hello_timeout_secs: u64,
     /// List registration service partitions.
     pub partitions: u32,
+    /// The edge's HMAC secret.
+    pub edge_secret: Option<Vec<u8>>,
+    /// Whether unmarked application requests are refused.
+    pub behind_edge: bool,
     /// `text` or `json`.
     pub log_format: String,
     /// Protocol limits.
@@ -116,6 +126,9 @@ pub enum ConfigError {
     /// The file is not valid TOML of known settings.
     #[error("parsing {0}: {1}")]
     Parse(PathBuf, String),
+    /// `behind_edge` without `edge_secret`.
+    #[error("behind_edge needs edge_secret")]
+    NoEdgeSecret,
     /// A `--limit` override is malformed or names no limit.
     #[error("limit override {0:?}: {1}")]
     Limit(String, String),
@@ -165,6 +178,14 @@ impl Config {
             .h2_listen
             .unwrap_or_else(|| "127.0.0.1:8082".parse().expect("addr"));
         let trim = |u: String| u.trim_end_matches('/').to_owned();
+        let behind_edge = s.behind_edge.unwrap_or(false);
+        let edge_secret = s
+            .edge_secret
+            .filter(|s| !s.is_empty())
+            .map(String::into_bytes);
+        if behind_edge && edge_secret.is_none() {
+            return Err(ConfigError::NoEdgeSecret);
+        }
         Ok(Config {
             app_listen,
             ws_listen: s
@@ -187,6 +208,8 @@ impl Config {
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
             partitions: s.partitions.unwrap_or(1).max(1),
             log_format: s.log_format.unwrap_or_else(|| "text".into()),
+            edge_secret,
+            behind_edge,
             limits,
         })
     }

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub ws_connections: AtomicU64,
     /// RFC 8030 HTTP/2 connections accepted.
     pub h2_connections: AtomicU64,
+    /// Application requests refused for a missing or bad edge mark.
+    pub edge_refused: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -37,7 +39,7 @@ impl Metrics {
     /// Renders the counters plus the given gauges.
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "push_pushes_delivered_total",
                 "Pushes delivered at once to a connected device",
@@ -87,6 +89,11 @@ impl Metrics {
                 "push_h2_connections_total",
                 "HTTP/2 device connections accepted",
                 &self.h2_connections,
+            ),
+            (
+                "push_edge_refused_total",
+                "Application requests refused for their edge mark",
+                &self.edge_refused,
             ),
         ];
         for (name, help, c) in counters {

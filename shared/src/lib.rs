@@ -12,6 +12,7 @@ pub mod jwe;
 pub mod limits;
 pub mod links;
 pub mod list;
+pub mod mark;
 pub mod problem;
 pub mod push;
 pub mod vapid;

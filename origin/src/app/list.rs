@@ -451,7 +451,7 @@ where
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     if list.owner.is_none() {
         // Owned lists were verified above; others verify any token sent.
-        meta.verify_vapid(state.config.push_origin(), now(), limits)?;
+        super::check_vapid(state, &req, meta.vapid.as_ref())?;
     }
     state
         .list_rate

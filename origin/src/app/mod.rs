@@ -1,5 +1,6 @@
 //! The application API: one module per resource, routed here.
 
+pub mod edge;
 pub mod list;
 pub mod message;
 pub mod push;
@@ -22,6 +23,23 @@ where
 {
     crate::metrics::inc(&state.metrics.app_requests);
     let path = req.uri().path().to_owned();
+    if !matches!(path.as_str(), "/health" | "/metrics") {
+        if let Some(secret) = state.config.edge_secret.clone() {
+            return match edge::check(&state, &secret, req).await {
+                Ok(req) => dispatch(state, req, path).await,
+                Err(resp) => resp,
+            };
+        }
+    }
+    dispatch(state, req, path).await
+}
+
+/// Routes a request to its resource's handler.
+async fn dispatch<B>(state: Arc<State>, req: Request<B>, path: String) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
     match (segments.as_slice(), method) {
@@ -70,6 +88,26 @@ where
 /// A request header as text.
 pub fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Verifies VAPID credentials, unless the edge's mark vouches for this key.
+pub fn check_vapid<B>(
+    state: &State,
+    req: &Request<B>,
+    creds: Option<&shared::vapid::Credentials>,
+) -> Result<(), shared::vapid::VapidError> {
+    let Some(c) = creds else { return Ok(()) };
+    if let Some(edge::Vouched(Some(k))) = req.extensions().get::<edge::Vouched>() {
+        if *k == c.key.to_b64() {
+            return Ok(());
+        }
+    }
+    c.verify(
+        state.config.push_origin(),
+        crate::state::now(),
+        &state.config.limits,
+    )
+    .map(|_| ())
 }
 
 /// The list registration service of a subscription's partition.

@@ -99,7 +99,7 @@ where
         .map_err(|_| AppError::Store)?
         .ok_or(AppError::UnknownSubscription)?;
     let t = now();
-    meta.verify_vapid(state.config.push_origin(), t, limits)?;
+    super::check_vapid(state, &req, meta.vapid.as_ref())?;
     if let Some(required) = &sub.vapid {
         match &meta.vapid {
             None => return Err(VapidError::Required.into()),

@@ -40,7 +40,16 @@ fn hex(b: &[u8]) -> String {
 
 /// Starts a service on free loopback ports over a store in `dir`.
 pub async fn start_in(dir: &std::path::Path, limits: &[&str]) -> Running {
-    let settings = Settings {
+    start_with(dir, limits, |_| {}).await
+}
+
+/// Starts a service with settings adjusted by `adjust`.
+pub async fn start_with(
+    dir: &std::path::Path,
+    limits: &[&str],
+    adjust: impl FnOnce(&mut Settings),
+) -> Running {
+    let mut settings = Settings {
         app_listen: Some("127.0.0.1:0".parse().unwrap()),
         ws_listen: Some("127.0.0.1:0".parse().unwrap()),
         h2_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -48,6 +57,7 @@ pub async fn start_in(dir: &std::path::Path, limits: &[&str]) -> Running {
         limit: limits.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
+    adjust(&mut settings);
     let config = Config::from_settings(settings).unwrap();
     let store = Arc::new(RedbStore::open(dir).unwrap());
     start(config, store).await.unwrap()
