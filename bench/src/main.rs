@@ -1,0 +1,107 @@
+//! `pushbench`: the load tool of the push service. Devices speak Firefox's
+//! WebSocket protocol from worker processes (one socket each, spread so no
+//! process nears its open-file limit); pushers post over HTTP/1.1 keep-alive.
+//! Each command prints exactly one JSON result line on stdout; progress goes
+//! to stderr.
+
+mod connect;
+mod http;
+mod pool;
+mod push;
+mod stats;
+mod worker;
+mod ws;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "pushbench",
+    about = "Load tool of the Web Push origin",
+    version
+)]
+struct Cli {
+    /// Adds a "scenario" field with this value to the result line.
+    #[arg(long, global = true)]
+    scenario: Option<String>,
+    /// Stops everything after this many seconds.
+    #[arg(long, global = true, default_value_t = 300)]
+    timeout_secs: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Opens N devices (hello + register); rate and origin RSS per device.
+    Connect(connect::ConnectArgs),
+    /// Pushes to N devices; deliveries per second and POST→delivery latency.
+    Push(push::PushArgs),
+    /// A worker process holding devices (started by the other commands).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
+}
+
+/// Realtime clock in ns since the epoch (comparable across processes).
+pub fn realtime_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Writes one line to stdout now; exits if the reader is gone.
+pub fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+        std::process::exit(1);
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, timeout) = (cli.scenario, cli.timeout_secs);
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    };
+    let (cmd, result) = match cli.cmd {
+        Cmd::Worker(a) => return worker::run(a),
+        Cmd::Connect(a) => (
+            "connect",
+            rt().block_on(bounded(timeout, connect::run(a, timeout))),
+        ),
+        Cmd::Push(a) => (
+            "push",
+            rt().block_on(bounded(timeout, push::run(a, timeout))),
+        ),
+    };
+    let (mut line, code) = match result {
+        Ok(v) => (v, ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("pushbench {cmd}: {e}");
+            (json!({"cmd": cmd, "error": e}), ExitCode::FAILURE)
+        }
+    };
+    if let (Some(s), Value::Object(m)) = (name, &mut line) {
+        m.insert("scenario".into(), s.into());
+    }
+    emit(&line.to_string());
+    code
+}
+
+/// Runs `f` for at most `secs` seconds.
+async fn bounded(
+    secs: u64,
+    f: impl std::future::Future<Output = Result<Value, String>>,
+) -> Result<Value, String> {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {secs} s")))
+}

@@ -1,0 +1,309 @@
+//! `pushbench push`: N registered devices, P pushes round-robin over them
+//! from C keep-alive connections; throughput and POST→delivery latency.
+
+use crate::http::{self, Plan};
+use crate::pool::{DeviceOpts, Pool};
+use crate::stats::{cpu_secs, cpu_secs_all, percentile, r3};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of `push`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// Devices (one subscription each).
+    #[arg(long)]
+    pub devices: usize,
+    /// Pushes in all.
+    #[arg(long)]
+    pub pushes: usize,
+    /// HTTP/1.1 keep-alive connections to the application API.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Body size in bytes: 0 for none, else an aes128gcm body (at least 103).
+    #[arg(long, default_value_t = 0)]
+    pub body_bytes: usize,
+    /// Pushes per second (open loop); as fast as possible without it.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// The application API's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub app: String,
+    /// The origin's process id, to report its CPU time.
+    #[arg(long)]
+    pub origin_pid: Option<u32>,
+    /// How long to wait for deliveries after the last response, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub drain_secs: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub dev: DeviceOpts,
+}
+
+/// `host:port` of an `http://` URL, and its address.
+fn app_addr(url: &str) -> Result<(String, SocketAddr), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--app {url:?}: only http:// URLs"))?;
+    let host = rest.split('/').next().unwrap_or("").to_owned();
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("--app {url:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--app {url:?}: no address"))?;
+    Ok((host, addr))
+}
+
+/// The path of a push endpoint URL (`/p/…`).
+fn path_of(url: &str) -> String {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    url[after..]
+        .find('/')
+        .map_or_else(|| "/".into(), |i| url[after + i..].to_owned())
+}
+
+/// Runs the measurement; the result line's fields.
+pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
+    let (host, addr) = app_addr(&a.app)?;
+    let body = http::aes128gcm_body(a.body_bytes)?;
+    if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    let mut pool = Pool::spawn(&a.dev, a.devices, a.body_bytes, true, timeout_secs)?;
+    pool.gather("ready", |_, _| {}).await?;
+    eprintln!(
+        "pushbench: connecting {} devices over {} workers",
+        a.devices,
+        pool.len()
+    );
+    pool.send_all("connect")?;
+    let done = pool.gather_json("done", |_, _| {}).await?;
+    let connected: u64 = done.iter().filter_map(|d| d["connected"].as_u64()).sum();
+    let failed: u64 = done.iter().filter_map(|d| d["failed"].as_u64()).sum();
+    let mut endpoints: Vec<(usize, String)> = Vec::with_capacity(connected as usize);
+    pool.gather("endpoints-end", |_, line| {
+        if let Some((i, url)) = line.strip_prefix("E ").and_then(|r| r.split_once(' ')) {
+            if let Ok(i) = i.parse() {
+                endpoints.push((i, path_of(url)));
+            }
+        }
+    })
+    .await?;
+    endpoints.sort();
+    if endpoints.is_empty() {
+        let e = done
+            .iter()
+            .find_map(|d| d["first_error"].as_str().map(str::to_owned));
+        return Err(format!("no device registered: {}", e.unwrap_or_default()));
+    }
+    eprintln!(
+        "pushbench: {connected} devices ready ({failed} failed); {} pushes over {} connections{}",
+        a.pushes,
+        a.concurrency,
+        a.rate.map(|r| format!(" at {r}/s")).unwrap_or_default()
+    );
+    let plan = Arc::new(Plan {
+        addr,
+        host,
+        paths: endpoints.into_iter().map(|(_, p)| p).collect(),
+        body,
+        pushes: a.pushes,
+        concurrency: a.concurrency,
+        rate: a.rate,
+    });
+
+    let mut tool_pids = pool.pids();
+    tool_pids.push(std::process::id());
+    let origin_cpu0 = a.origin_pid.and_then(cpu_secs);
+    let tool_cpu0 = cpu_secs_all(&tool_pids);
+    let started = tokio::time::Instant::now();
+    let pushers = tokio::spawn(http::run(plan));
+    tokio::pin!(pushers);
+    let mut delivered = vec![0u64; pool.len()];
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    let outcome = loop {
+        tokio::select! {
+            o = &mut pushers => break o.map_err(|e| format!("pushers: {e}"))?,
+            l = pool.next() => {
+                let (k, line) = l?;
+                count(&mut delivered, k, &line);
+            }
+            _ = progress.tick() => eprintln!(
+                "pushbench: {:.0} s, {} delivered",
+                started.elapsed().as_secs_f64(),
+                delivered.iter().sum::<u64>()
+            ),
+        }
+    };
+    let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(a.drain_secs);
+    while delivered.iter().sum::<u64>() < ok {
+        match tokio::time::timeout_at(drain_until, pool.next()).await {
+            Ok(l) => {
+                let (k, line) = l?;
+                count(&mut delivered, k, &line);
+            }
+            Err(_) => break,
+        }
+    }
+    let origin_cpu = a
+        .origin_pid
+        .and_then(cpu_secs)
+        .zip(origin_cpu0)
+        .map(|(b, a)| b - a);
+    let tool_cpu = cpu_secs_all(&tool_pids) - tool_cpu0;
+    let window = started.elapsed().as_secs_f64();
+
+    pool.send_all("dump")?;
+    let mut records: Vec<(String, u64)> = Vec::with_capacity(ok as usize);
+    let ends = pool
+        .gather_json("end", |_, line| {
+            if let Some((v, ns)) = line.strip_prefix("R ").and_then(|r| r.split_once(' ')) {
+                if let Ok(ns) = ns.parse() {
+                    records.push((v.to_owned(), ns));
+                }
+            }
+        })
+        .await?;
+    drop(pool);
+    Ok(report(
+        &a, connected, failed, outcome, records, &ends, origin_cpu, tool_cpu, window,
+    ))
+}
+
+/// Takes a worker's `D <count>` line.
+fn count(delivered: &mut [u64], k: usize, line: &str) {
+    if let Some(n) = line.strip_prefix("D ").and_then(|n| n.parse().ok()) {
+        delivered[k] = n;
+    }
+}
+
+/// Matches deliveries to pushes and computes the figures.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    a: &PushArgs,
+    connected: u64,
+    failed: u64,
+    outcome: http::Outcome,
+    records: Vec<(String, u64)>,
+    ends: &[Value],
+    origin_cpu: Option<f64>,
+    tool_cpu: f64,
+    window: f64,
+) -> Value {
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sent_at: HashMap<&str, u64> = HashMap::with_capacity(outcome.sent.len());
+    for s in &outcome.sent {
+        *statuses.entry(s.status.to_string()).or_default() += 1;
+        if let (201, Some(v)) = (s.status, &s.version) {
+            sent_at.insert(v, s.send_ns);
+        }
+    }
+    let ok = statuses.get("201").copied().unwrap_or(0);
+    let first_send = outcome.sent.iter().map(|s| s.send_ns).min().unwrap_or(0);
+    let last_done = outcome.sent.iter().map(|s| s.done_ns).max().unwrap_or(0);
+    let mut lat = Vec::with_capacity(records.len());
+    let (mut unmatched, mut duplicates, mut last_delivery) = (0u64, 0u64, 0u64);
+    let mut seen: HashMap<&str, ()> = HashMap::with_capacity(records.len());
+    for (v, ns) in &records {
+        if seen.insert(v.as_str(), ()).is_some() {
+            duplicates += 1;
+            continue;
+        }
+        match sent_at.get(v.as_str()) {
+            Some(&t) => {
+                lat.push(ns.saturating_sub(t) as f64 / 1e6);
+                last_delivery = last_delivery.max(*ns);
+            }
+            None => unmatched += 1,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let matched = lat.len() as u64;
+    let span = last_delivery.saturating_sub(first_send) as f64 / 1e9;
+    let post_span = last_done.saturating_sub(first_send) as f64 / 1e9;
+    let mut lags: Vec<f64> = outcome.sent.iter().map(|s| s.lag_ns as f64 / 1e6).collect();
+    lags.sort_by(f64::total_cmp);
+    let sum = |k: &str| ends.iter().filter_map(|e| e[k].as_u64()).sum::<u64>();
+    let non_201: u64 = statuses
+        .iter()
+        .filter(|(k, _)| k.as_str() != "201")
+        .map(|(_, n)| n)
+        .sum();
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    put("cmd", "push".into());
+    put("devices", a.devices.into());
+    put("devices_connected", connected.into());
+    put("devices_failed", failed.into());
+    put("pushes", a.pushes.into());
+    put("concurrency", a.concurrency.into());
+    put("body_bytes", a.body_bytes.into());
+    put("rate", json!(a.rate));
+    put("status_201", ok.into());
+    put("statuses", json!(statuses));
+    put("errors", (non_201).into());
+    put("io_errors", outcome.io_errors.into());
+    put("delivered", matched.into());
+    put("missing", ok.saturating_sub(matched).into());
+    put("duplicates", duplicates.into());
+    put("unmatched", unmatched.into());
+    put("bad_payload", sum("bad_payload").into());
+    put("device_errors", (sum("errors") + sum("unexpected")).into());
+    put("devices_closed", sum("closed").into());
+    put("elapsed_s", r3(span).into());
+    put(
+        "deliveries_per_s",
+        r3(if span > 0.0 {
+            matched as f64 / span
+        } else {
+            0.0
+        })
+        .into(),
+    );
+    put(
+        "posts_per_s",
+        r3(if post_span > 0.0 {
+            outcome.sent.len() as f64 / post_span
+        } else {
+            0.0
+        })
+        .into(),
+    );
+    let p = |x: f64| json!(percentile(&lat, x).map(r3));
+    put("p50_ms", p(50.0));
+    put("p99_ms", p(99.0));
+    put("max_ms", json!(lat.last().copied().map(r3)));
+    if a.rate.is_some() {
+        put("p99_send_lag_ms", json!(percentile(&lags, 99.0).map(r3)));
+        put("max_send_lag_ms", json!(lags.last().copied().map(r3)));
+    }
+    put("origin_cpu_s", json!(origin_cpu.map(r3)));
+    put("tool_cpu_s", r3(tool_cpu).into());
+    put("window_s", r3(window).into());
+    let first_error = outcome.first_error.clone().or_else(|| {
+        ends.iter()
+            .find_map(|e| e["first_error"].as_str().map(str::to_owned))
+    });
+    put("first_error", json!(first_error));
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(path_of("http://127.0.0.1:8080/p/abc"), "/p/abc");
+        assert_eq!(path_of("http://h"), "/");
+        let (host, addr) = app_addr("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(host, "127.0.0.1:8080");
+        assert_eq!(addr.port(), 8080);
+        assert!(app_addr("https://x").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Load benchmark of the origin: builds release, then runs the issue's
+# scenarios, each against a fresh origin (temp data dir, free ports, stopped
+# at exit), printing one JSON result line per scenario, tagged "scenario":
+#
+#   a  connect 15,000 WebSocket devices: devices/s and origin RSS per device
+#   b  push to 10,000 devices, empty bodies, as fast as possible
+#   c  the same with 2 KiB aes128gcm bodies
+#   d  open loop: 5,000 pushes/s for 5 s; p99 POST→delivery latency
+#
+#   scripts/bench.sh [scenario letters...]      (default: a b c d)
+#
+# Environment (defaults in brackets): CONNECT_DEVICES [15000],
+# PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
+# BODY_BYTES [2048], CONCURRENCY [64], RATE [5000], RATE_SECS [5],
+# BENCH_TIMEOUT [240] seconds per scenario, ORIGIN_LOG [warn],
+# BENCH_RESULTS (a file that also receives the result lines).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+case ":$PATH:" in
+  *":$HOME/.cargo/bin:"*) ;;
+  *) export PATH="$HOME/.cargo/bin:$PATH" ;;
+esac
+
+CONNECT_DEVICES="${CONNECT_DEVICES:-15000}"
+PUSH_DEVICES="${PUSH_DEVICES:-10000}"
+PUSHES_EMPTY="${PUSHES_EMPTY:-200000}"
+PUSHES_BODY="${PUSHES_BODY:-100000}"
+BODY_BYTES="${BODY_BYTES:-2048}"
+CONCURRENCY="${CONCURRENCY:-64}"
+RATE="${RATE:-5000}"
+RATE_SECS="${RATE_SECS:-5}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-240}"
+export ORIGIN_LOG="${ORIGIN_LOG:-warn}"
+scenarios=("$@")
+((${#scenarios[@]})) || scenarios=(a b c d)
+
+echo "==== build (release) ====" >&2
+cargo build --release -p bench -p origin >&2 || exit 1
+BIN="$ROOT/target/release"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pushbench.XXXXXX")"
+ORIGIN_PID=
+APP=
+WS=
+
+stop_origin() {
+  [[ -n "$ORIGIN_PID" ]] || return 0
+  kill -TERM "$ORIGIN_PID" 2>/dev/null
+  for _ in $(seq 50); do
+    kill -0 "$ORIGIN_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$ORIGIN_PID" 2>/dev/null
+  wait "$ORIGIN_PID" 2>/dev/null
+  ORIGIN_PID=
+}
+
+cleanup() {
+  trap - INT TERM EXIT
+  stop_origin
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS.
+start_origin() {
+  local name="$1" dir="$WORK/$1"
+  mkdir -p "$dir/data"
+  "$BIN/origin" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
+    --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \
+    >"$dir/stdout" 2>"$dir/origin.log" &
+  ORIGIN_PID=$!
+  local line=
+  for _ in $(seq 100); do
+    line="$(grep -m1 '^origin ready' "$dir/stdout" 2>/dev/null)" && break
+    kill -0 "$ORIGIN_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$line" ]]; then
+    echo "bench: the origin did not start for $name:" >&2
+    cat "$dir/origin.log" >&2
+    stop_origin
+    return 1
+  fi
+  APP="$(sed -E 's/.* app=([^ ]+).*/\1/' <<<"$line")"
+  WS="$(sed -E 's/.* ws=([^ ]+).*/\1/' <<<"$line")"
+  echo "bench: $name: origin $ORIGIN_PID app=$APP ws=$WS" >&2
+}
+
+failures=0
+# Runs one scenario against a fresh origin: name, then pushbench arguments
+# (@APP@ stands for the application API's URL).
+run() {
+  local name="$1"
+  shift
+  echo "==== $name ====" >&2
+  start_origin "$name" || { failures=$((failures + 1)); return; }
+  local out rc args=()
+  for a in "$@"; do args+=("${a//@APP@/http://$APP}"); done
+  out="$("$BIN/pushbench" --scenario "$name" --timeout-secs "$BENCH_TIMEOUT" "${args[@]}" \
+    --ws "$WS" --origin-pid "$ORIGIN_PID")"
+  rc=$?
+  [[ -n "$out" ]] || out="{\"scenario\":\"$name\",\"error\":\"pushbench exited $rc without a result\"}"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
+  ((rc == 0)) || failures=$((failures + 1))
+  if [[ -s "$WORK/$name/origin.log" ]]; then
+    echo "bench: $name: origin log (last lines):" >&2
+    tail -5 "$WORK/$name/origin.log" >&2
+  fi
+  stop_origin
+}
+
+for s in "${scenarios[@]}"; do
+  case "$s" in
+    a) run a-connect-15k connect --devices "$CONNECT_DEVICES" --src-base 2 ;;
+    b) run b-push-empty push --devices "$PUSH_DEVICES" --pushes "$PUSHES_EMPTY" \
+         --concurrency "$CONCURRENCY" --app @APP@ --src-base 20 ;;
+    c) run c-push-2k push --devices "$PUSH_DEVICES" --pushes "$PUSHES_BODY" \
+         --concurrency "$CONCURRENCY" --body-bytes "$BODY_BYTES" --app @APP@ --src-base 40 ;;
+    d) run d-open-loop-5k push --devices "$PUSH_DEVICES" --pushes "$((RATE * RATE_SECS))" \
+         --rate "$RATE" --concurrency "$CONCURRENCY" --app @APP@ --src-base 60 ;;
+    *) echo "bench: unknown scenario $s (a b c d)" >&2; failures=$((failures + 1)) ;;
+  esac
+done
+((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2
+exit $((failures > 0))

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The one test command (CI runs it through .ci/run). Stops at the first failure.
+#
+#   1 setup        scripts/setup.sh (seconds when everything is installed)
+#   2 fmt          cargo fmt --all --check
+#   3 clippy       cargo clippy --workspace --all-targets -- -D warnings
+#   4 test         cargo test --workspace
+#   5 wasm32       the shared crate builds for wasm32-unknown-unknown on its own;
+#                  clippy of the edge (and shared) as compiled for wasm32
+#   6 fuzz smoke   scripts/fuzz-smoke.sh, else scripts/fuzz.sh (its short default run)
+#   7 edge         build the Worker and run the edge smoke test under wrangler dev
+#
+# For local use only, TEST_SKIP="fmt clippy ..." (names: setup fmt clippy test
+# wasm fuzz edge) skips steps, loudly. CI never sets it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+case ":$PATH:" in
+  *":$HOME/.cargo/bin:"*) ;;
+  *) export PATH="$HOME/.cargo/bin:$PATH" ;;
+esac
+
+total_start=$SECONDS
+step_start=
+step() {
+  if [[ -n "$step_start" ]]; then
+    printf -- '---- done in %d s\n' "$((SECONDS - step_start))"
+  fi
+  step_start=$SECONDS
+  printf '\n==== %s ====\n' "$*"
+}
+skipped() {
+  if [[ " ${TEST_SKIP:-} " == *" $1 "* ]]; then
+    echo "SKIPPED (TEST_SKIP=${TEST_SKIP})"
+    return 0
+  fi
+  return 1
+}
+trap 'rc=$?; if ((rc != 0)); then printf "\n==== FAILED (exit %d) after %d s ====\n" "$rc" "$((SECONDS - total_start))"; fi' EXIT
+
+step "1/7 setup (scripts/setup.sh)"
+skipped setup || bash scripts/setup.sh
+
+step "2/7 cargo fmt --all --check"
+skipped fmt || cargo fmt --all --check
+
+step "3/7 cargo clippy --workspace --all-targets -- -D warnings"
+skipped clippy || cargo clippy --workspace --all-targets -- -D warnings
+
+step "4/7 cargo test --workspace"
+skipped test || cargo test --workspace
+
+step "5/7 wasm32: shared builds; clippy of edge + shared for wasm32"
+if ! skipped wasm; then
+  scripts/tools/wasm-cargo build -p shared --target wasm32-unknown-unknown
+  scripts/tools/wasm-cargo clippy -p edge -p shared --target wasm32-unknown-unknown -- -D warnings
+fi
+
+step "6/7 fuzz smoke"
+if skipped fuzz; then
+  :
+elif [[ -f scripts/fuzz-smoke.sh ]]; then
+  bash scripts/fuzz-smoke.sh
+elif [[ -f scripts/fuzz.sh ]]; then
+  bash scripts/fuzz.sh
+else
+  echo "no scripts/fuzz-smoke.sh or scripts/fuzz.sh: skipped"
+fi
+
+step "7/7 edge: build + smoke test under wrangler dev"
+if ! skipped edge; then
+  bash scripts/build-edge.sh
+  EDGE_SMOKE_SKIP_BUILD=1 node --test tests/edge/
+fi
+
+step "all passed in $((SECONDS - total_start)) s${TEST_SKIP:+ (but TEST_SKIP=$TEST_SKIP)}"
