@@ -147,6 +147,9 @@ async fn sweep(state: Arc<State>) {
     loop {
         tick.tick().await;
         state.rate.prune();
+        state.list_rate.prune();
+        state.create_rate.prune();
+        sweep_lists(&state).await;
         loop {
             let ids = match state.store.expired(now(), 1000) {
                 Ok(ids) => ids,
@@ -175,6 +178,36 @@ async fn sweep(state: Arc<State>) {
             if n < 1000 {
                 break;
             }
+        }
+    }
+}
+
+/// Drops list members past their `expires`, and list messages past their grace.
+async fn sweep_lists(state: &State) {
+    loop {
+        let (msgs, members) = match state.store.expired_list_items(now(), 1000) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("list sweep: {e}");
+                return;
+            }
+        };
+        if msgs.is_empty() && members.is_empty() {
+            return;
+        }
+        let full = msgs.len() == 1000 || members.len() == 1000;
+        let mut ops: Vec<Op> = msgs.into_iter().map(Op::DeleteListMessage).collect();
+        ops.extend(
+            members
+                .into_iter()
+                .map(|(list, push)| Op::RemoveMembers(list, vec![push])),
+        );
+        if let Err(e) = state.committer.write(ops).await {
+            tracing::error!("list sweep: {e}");
+            return;
+        }
+        if !full {
+            return;
         }
     }
 }

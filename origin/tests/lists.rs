@@ -366,3 +366,33 @@ async fn copies_survive_a_restart_with_the_same_version() {
     assert_eq!(d.recv().await.unwrap()["version"], n["version"]);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn members_drop_out_when_they_expire() {
+    let o = start_with(&temp_dir("list-expiry"), &[], |s| s.sweep_secs = Some(1)).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, e) = d.register(None).await;
+    let (_, stays) = d.register(None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let soon = shared::list::format_expires(now as i64 + 2);
+    let r = create(&o, &json!({ e: {"expires": soon}, stays: {} }), None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let page = request("GET", &list, &[], b"").await;
+    assert_eq!(page.header("member-count"), Some("1"));
+    assert_eq!(page.json().as_object().unwrap().len(), 1);
+    assert_eq!(
+        request("POST", &list, &[("ttl", "60")], b"").await.status,
+        201
+    );
+    assert!(d.recv().await.is_some());
+    assert!(
+        d.recv_within(Duration::from_millis(300)).await.is_none(),
+        "only the member that stays"
+    );
+    o.stop().await;
+}

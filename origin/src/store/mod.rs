@@ -213,6 +213,8 @@ pub enum Op {
     RemoveMembers(Token, Vec<Token>),
     /// Store a list message (or update its counters).
     PutListMessage(Box<ListMessage>),
+    /// Remove a list message's record and acknowledgements (after its grace period).
+    DeleteListMessage(Token),
     /// A member acknowledged its copy of a list message.
     AckCopy {
         /// The list message.
@@ -221,6 +223,9 @@ pub enum Op {
         push: Token,
     },
 }
+
+/// List messages past their grace period, and (list, push) members past their `expires`.
+pub type ExpiredListItems = (Vec<Token>, Vec<(Token, Token)>);
 
 /// The storage backend.
 pub trait Store: Send + Sync + 'static {
@@ -287,4 +292,7 @@ pub trait Store: Send + Sync + 'static {
     fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError>;
     /// How many members acknowledged their copy of a list message.
     fn copies_acked(&self, list_message: &Token) -> Result<u64, StoreError>;
+    /// Up to `limit` list messages past their grace period, and members
+    /// (list, push) past their `expires`.
+    fn expired_list_items(&self, now: u64, limit: usize) -> Result<ExpiredListItems, StoreError>;
 }

@@ -2,7 +2,8 @@
 
 use super::codec;
 use super::{
-    List, ListMember, ListMessage, Message, Op, Store, StoreError, Subscription, UserAgent,
+    ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreError, Subscription,
+    UserAgent,
 };
 use crate::tokens::Token;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -41,6 +42,10 @@ const LIST_MSGS: Table = TableDefinition::new("list_messages");
 const LIST_MSG_SEQ: Table = TableDefinition::new("list_message_seq");
 /// list message ‖ push → (): acknowledged copies.
 const COPY_ACKS: Table = TableDefinition::new("copy_acks");
+/// (expires + grace) ‖ list message id → (): when a list message's record goes.
+const LIST_MSG_EXPIRY: Table = TableDefinition::new("list_message_expiry");
+/// expires ‖ list ‖ push → (): when a member drops out.
+const MEMBER_EXPIRY: Table = TableDefinition::new("member_expiry");
 /// name → counter.
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
@@ -153,6 +158,15 @@ struct Tables<'t> {
     list_msgs: redb::Table<'t, &'static [u8], &'static [u8]>,
     list_msg_seq: redb::Table<'t, &'static [u8], &'static [u8]>,
     copy_acks: redb::Table<'t, &'static [u8], &'static [u8]>,
+    list_msg_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
+    member_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+/// How long a list message's status outlives its TTL.
+pub const LIST_MESSAGE_GRACE: u64 = 24 * 3600;
+
+fn member_expiry_key(expires: i64, list: &Token, push: &Token) -> [u8; 40] {
+    cat(&[&(expires.max(0) as u64).to_be_bytes(), list, push])
 }
 
 /// Keys of a table in `[prefix, prefix‖ff…)`.
@@ -306,10 +320,41 @@ impl Tables<'_> {
 
     fn remove_member(&mut self, list: &Token, push: &Token) -> Result<bool, StoreError> {
         let mk: [u8; 32] = cat(&[list, push]);
-        let existed = self.members.remove(&mk[..]).map_err(err)?.is_some();
+        let old = self
+            .members
+            .remove(&mk[..])
+            .map_err(err)?
+            .map(|g| g.value().to_vec());
+        let existed = old.is_some();
+        if let Some(e) = old
+            .map(|o| codec::read_member(&o))
+            .transpose()?
+            .and_then(|m| m.expires)
+        {
+            self.member_expiry
+                .remove(&member_expiry_key(e, list, push)[..])
+                .map_err(err)?;
+        }
         let sk: [u8; 32] = cat(&[push, list]);
         self.sub_lists.remove(&sk[..]).map_err(err)?;
         Ok(existed)
+    }
+
+    fn delete_list_message(&mut self, id: &Token) -> Result<(), StoreError> {
+        let Some(raw) = self.list_msgs.remove(&id[..]).map_err(err)? else {
+            return Ok(());
+        };
+        let m = codec::read_list_message(raw.value())?;
+        drop(raw);
+        self.list_msg_seq
+            .remove(&msg_key(&m.list, m.seq)[..])
+            .map_err(err)?;
+        let ek: [u8; 24] = cat(&[&(m.expires + LIST_MESSAGE_GRACE).to_be_bytes(), id]);
+        self.list_msg_expiry.remove(&ek[..]).map_err(err)?;
+        for a in keys_with_prefix(&self.copy_acks, id)? {
+            self.copy_acks.remove(&a[..]).map_err(err)?;
+        }
+        Ok(())
     }
 
     fn delete_list(&mut self, list: &Token) -> Result<(), StoreError> {
@@ -323,9 +368,8 @@ impl Tables<'_> {
             self.owner_lists.remove(&ok[..]).map_err(err)?;
         }
         for k in keys_with_prefix(&self.members, list)? {
-            self.members.remove(&k[..]).map_err(err)?;
-            let sk: [u8; 32] = cat(&[&k[16..32], list]);
-            self.sub_lists.remove(&sk[..]).map_err(err)?;
+            let push: Token = k[16..32].try_into().expect("16 bytes");
+            self.remove_member(list, &push)?;
         }
         for k in keys_with_prefix(&self.list_msg_seq, list)? {
             let id = self
@@ -363,9 +407,21 @@ impl Tables<'_> {
                         .members
                         .insert(&mk[..], &codec::member(m)[..])
                         .map_err(err)?
-                        .is_some();
-                    if !old {
-                        added += 1;
+                        .map(|g| g.value().to_vec());
+                    match old {
+                        None => added += 1,
+                        Some(o) => {
+                            if let Some(e) = codec::read_member(&o)?.expires {
+                                self.member_expiry
+                                    .remove(&member_expiry_key(e, list, &m.push)[..])
+                                    .map_err(err)?;
+                            }
+                        }
+                    }
+                    if let Some(e) = m.expires {
+                        self.member_expiry
+                            .insert(&member_expiry_key(e, list, &m.push)[..], &[][..])
+                            .map_err(err)?;
                     }
                     let sk: [u8; 32] = cat(&[&m.push, list]);
                     self.sub_lists.insert(&sk[..], &[][..]).map_err(err)?;
@@ -387,7 +443,10 @@ impl Tables<'_> {
                     .map_err(err)?;
                 let sk = msg_key(&m.list, m.seq);
                 self.list_msg_seq.insert(&sk[..], &m.id[..]).map_err(err)?;
+                let ek: [u8; 24] = cat(&[&(m.expires + LIST_MESSAGE_GRACE).to_be_bytes(), &m.id]);
+                self.list_msg_expiry.insert(&ek[..], &[][..]).map_err(err)?;
             }
+            Op::DeleteListMessage(id) => self.delete_list_message(id)?,
             Op::AckCopy { list_message, push } => {
                 let k: [u8; 32] = cat(&[list_message, push]);
                 self.copy_acks.insert(&k[..], &[][..]).map_err(err)?;
@@ -436,6 +495,8 @@ impl Store for RedbStore {
                 list_msgs: txn.open_table(LIST_MSGS).map_err(err)?,
                 list_msg_seq: txn.open_table(LIST_MSG_SEQ).map_err(err)?,
                 copy_acks: txn.open_table(COPY_ACKS).map_err(err)?,
+                list_msg_expiry: txn.open_table(LIST_MSG_EXPIRY).map_err(err)?,
+                member_expiry: txn.open_table(MEMBER_EXPIRY).map_err(err)?,
             };
             for op in ops {
                 t.apply(op)?;
@@ -645,5 +706,27 @@ impl Store for RedbStore {
         let t = txn.open_table(COPY_ACKS).map_err(err)?;
         let end = prefix_end(list_message);
         Ok(t.range(&list_message[..]..&end[..]).map_err(err)?.count() as u64)
+    }
+
+    fn expired_list_items(&self, now: u64, limit: usize) -> Result<ExpiredListItems, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let end = (now + 1).to_be_bytes();
+        let mut msgs = Vec::new();
+        let t = txn.open_table(LIST_MSG_EXPIRY).map_err(err)?;
+        for kv in t.range(&[][..]..&end[..]).map_err(err)?.take(limit) {
+            let (k, _) = kv.map_err(err)?;
+            msgs.push(k.value()[8..24].try_into().expect("16 bytes"));
+        }
+        let mut members = Vec::new();
+        let t = txn.open_table(MEMBER_EXPIRY).map_err(err)?;
+        for kv in t.range(&[][..]..&end[..]).map_err(err)?.take(limit) {
+            let (k, _) = kv.map_err(err)?;
+            let k = k.value();
+            members.push((
+                k[8..24].try_into().expect("16 bytes"),
+                k[24..40].try_into().expect("16 bytes"),
+            ));
+        }
+        Ok((msgs, members))
     }
 }
