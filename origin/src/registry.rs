@@ -24,8 +24,27 @@ pub enum Outbound {
         /// The member.
         member: Box<crate::store::ListMember>,
     },
-    /// Close: a newer connection took over this user agent.
+    /// Close the connection.
+    Close(CloseReason),
+}
+
+/// Why the service closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A newer connection took over this user agent.
     Replaced,
+    /// The service is shutting down: reconnect (WebSocket close 1001, Going Away).
+    ShuttingDown,
+}
+
+impl CloseReason {
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Replaced => 1000,
+            CloseReason::ShuttingDown => 1001,
+        }
+    }
 }
 
 /// The sending side of a connection's queue.
@@ -78,7 +97,7 @@ impl Registry {
             .insert(uaid, handle);
         match old {
             Some(old) => {
-                let _ = old.tx.try_send(Outbound::Replaced);
+                let _ = old.tx.try_send(Outbound::Close(CloseReason::Replaced));
             }
             None => {
                 self.count.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +146,7 @@ impl Registry {
     pub fn close_all(&self) {
         for s in self.shards.iter() {
             for h in s.lock().expect("registry lock").values() {
-                let _ = h.tx.try_send(Outbound::Replaced);
+                let _ = h.tx.try_send(Outbound::Close(CloseReason::ShuttingDown));
             }
         }
     }

@@ -11,6 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -135,10 +136,18 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
         _ = h2_loop => {}
         _ = shutdown.wait_for(|s| *s) => {}
     }
+    // Stop accepting (the accept loops and their listeners are gone now),
+    // close every device connection with a reconnect hint, let each store
+    // what it held, and wait for those writes to commit.
+    state.shutting_down.store(true, Ordering::Release);
     sweeper.abort();
     state.registry.close_all();
-    // Give connections a moment to store what they hold.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (!state.registry.is_empty() || state.background.load(Ordering::Acquire) > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Removes expired messages (sending 410 receipts for them) and old rate windows.

@@ -34,6 +34,10 @@ pub struct State {
     pub create_rate: RateLimiter,
     /// Parsed list pushes.
     pub list_cache: crate::fanout::Cache,
+    /// Set once shutdown has begun (`/ready` answers 503).
+    pub shutting_down: std::sync::atomic::AtomicBool,
+    /// Background writes not yet committed (shutdown waits for them).
+    pub background: std::sync::atomic::AtomicUsize,
 }
 
 /// Unix seconds now.
@@ -65,6 +69,8 @@ impl State {
             list_rate,
             create_rate,
             list_cache: Default::default(),
+            shutting_down: Default::default(),
+            background: Default::default(),
             config,
             store,
             committer,
@@ -129,21 +135,19 @@ impl State {
         if ops.is_empty() {
             return;
         }
-        let state = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = state.committer.write(ops).await {
-                tracing::error!("storing unacknowledged messages: {e}");
-            }
-        });
+        self.write_later(ops);
     }
 
     /// Writes without waiting for the commit (acknowledgements, clean-ups).
     pub fn write_later(self: &Arc<Self>, ops: Vec<Op>) {
+        use std::sync::atomic::Ordering;
         let state = self.clone();
+        state.background.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             if let Err(e) = state.committer.write(ops).await {
                 tracing::error!("background store write: {e}");
             }
+            state.background.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

@@ -146,3 +146,43 @@ async fn try_request(endpoint: &str) -> Option<Resp> {
         body: bytes::Bytes::new(),
     })
 }
+
+/// SIGTERM: the service stops accepting, closes devices with a reconnect
+/// hint (1001), stores what was written but not acknowledged, and exits 0.
+#[tokio::test]
+async fn graceful_shutdown_keeps_unacknowledged_messages() {
+    let dir = temp_dir("sigterm");
+    let ports = (free_port(), free_port(), free_port());
+    let mut o = spawn(&dir, ports);
+    let mut d = device(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    let r = request("POST", &endpoint, &[("ttl", "3600")], b"").await;
+    assert_eq!(r.status, 201);
+    let n = d
+        .recv()
+        .await
+        .expect("delivered directly, not acknowledged");
+    let pid = o.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = o.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        d.recv_within(Duration::from_secs(1)).await.is_none(),
+        "closed"
+    );
+
+    let mut o = spawn(&dir, ports);
+    let mut d = device(&o, Some(&uaid)).await;
+    let again = d
+        .recv()
+        .await
+        .expect("stored at shutdown, delivered after restart");
+    assert_eq!(again["version"], n["version"]);
+    o.child.kill().unwrap();
+    o.child.wait().unwrap();
+}

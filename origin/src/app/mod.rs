@@ -23,7 +23,7 @@ where
 {
     crate::metrics::inc(&state.metrics.app_requests);
     let path = req.uri().path().to_owned();
-    if !matches!(path.as_str(), "/health" | "/metrics") {
+    if !matches!(path.as_str(), "/health" | "/ready" | "/metrics") {
         if let Some(secret) = state.config.edge_secret.clone() {
             return match edge::check(&state, &secret, req).await {
                 Ok(req) => dispatch(state, req, path).await,
@@ -54,13 +54,31 @@ where
         (["health"], Method::GET) => {
             with_body(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
         }
+        (["ready"], Method::GET) => {
+            if state
+                .shutting_down
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                let body = r#"{"status":"shutting down"}"#;
+                with_body(StatusCode::SERVICE_UNAVAILABLE, "application/json", body)
+            } else {
+                with_body(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
+            }
+        }
         (["metrics"], Method::GET) => with_body(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             crate::server::render_metrics(&state),
         ),
         (
-            ["p", _] | ["m", _] | ["lists", _] | ["l", _] | ["lm", _] | ["health"] | ["metrics"],
+            ["p", _]
+            | ["m", _]
+            | ["lists", _]
+            | ["l", _]
+            | ["lm", _]
+            | ["health"]
+            | ["ready"]
+            | ["metrics"],
             m,
         ) => error(&AppError::Method(m.to_string())),
         _ => error(&AppError::NotFound(path.chars().take(100).collect())),

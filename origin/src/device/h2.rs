@@ -381,7 +381,7 @@ async fn monitor(
                         push_one(&state, &mut respond, m, &inflight, receipts);
                     }
                 }
-                Some(Outbound::Replaced) | None => break,
+                Some(Outbound::Close(_)) | None => break,
             },
             _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => break,
         }

@@ -161,7 +161,7 @@ impl Conn {
                 }
                 Incoming::Close => {
                     let mut out = Vec::new();
-                    ws_frame::close(&mut out);
+                    ws_frame::close(1000, &mut out);
                     let _ = write_all(&self.stream, &out).await;
                     return Ok(false);
                 }
@@ -213,9 +213,15 @@ impl Conn {
                         Box::pin(self.send_message(Arc::new(push.copy_for(&member)))).await?;
                         self.pull_if_pending(rx).await?;
                     }
-                    Some(Outbound::Replaced) | None => {
+                    Some(Outbound::Close(reason)) => {
                         let mut out = Vec::new();
-                        ws_frame::close(&mut out);
+                        ws_frame::close(reason.code(), &mut out);
+                        let _ = write_all(&self.stream, &out).await;
+                        return Ok(());
+                    }
+                    None => {
+                        let mut out = Vec::new();
+                        ws_frame::close(1000, &mut out);
                         let _ = write_all(&self.stream, &out).await;
                         return Ok(());
                     }

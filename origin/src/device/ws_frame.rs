@@ -160,9 +160,9 @@ pub fn pong(payload: &[u8], out: &mut Vec<u8>) {
     encode(OpCode::Control(Control::Pong), payload, out);
 }
 
-/// Appends a close frame.
-pub fn close(out: &mut Vec<u8>) {
-    encode(OpCode::Control(Control::Close), &1000u16.to_be_bytes(), out);
+/// Appends a close frame with a status code.
+pub fn close(code: u16, out: &mut Vec<u8>) {
+    encode(OpCode::Control(Control::Close), &code.to_be_bytes(), out);
 }
 
 #[cfg(test)]
