@@ -20,7 +20,7 @@ cd "$ROOT"
 
 WORKER_BUILD_VERSION=0.8.7
 CARGO_FUZZ_VERSION=0.13.2
-APT_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy lld-22 firefox-esr)
+APT_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy lld-22 firefox-esr openssl)
 MIN_RUSTC_WEB=1.91.0
 
 case ":$PATH:" in

@@ -4,14 +4,16 @@
 #   1 setup        scripts/setup.sh (seconds when everything is installed)
 #   2 fmt          cargo fmt --all --check
 #   3 clippy       cargo clippy --workspace --all-targets -- -D warnings
-#   4 test         cargo test --workspace
-#   5 wasm32       the shared crate builds for wasm32-unknown-unknown on its own;
+#   4 test         cargo test --workspace (unit, RFC vectors, property tests, and the
+#                  origin's integration tests over real sockets)
+#   5 e2e          Firefox ESR and the npm web-push library against the origin binary
+#   6 wasm32       the shared crate builds for wasm32-unknown-unknown on its own;
 #                  clippy of the edge (and shared) as compiled for wasm32
-#   6 fuzz smoke   scripts/fuzz-smoke.sh, else scripts/fuzz.sh (its short default run)
-#   7 edge         build the Worker and run the edge smoke test under wrangler dev
+#   7 fuzz smoke   scripts/fuzz-smoke.sh, else scripts/fuzz.sh (its short default run)
+#   8 edge         build the Worker and run the edge tests under wrangler dev
 #
 # For local use only, TEST_SKIP="fmt clippy ..." (names: setup fmt clippy test
-# wasm fuzz edge) skips steps, loudly. CI never sets it.
+# e2e wasm fuzz edge) skips steps, loudly. CI never sets it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,25 +42,28 @@ skipped() {
 }
 trap 'rc=$?; if ((rc != 0)); then printf "\n==== FAILED (exit %d) after %d s ====\n" "$rc" "$((SECONDS - total_start))"; fi' EXIT
 
-step "1/7 setup (scripts/setup.sh)"
+step "1/8 setup (scripts/setup.sh)"
 skipped setup || bash scripts/setup.sh
 
-step "2/7 cargo fmt --all --check"
+step "2/8 cargo fmt --all --check"
 skipped fmt || cargo fmt --all --check
 
-step "3/7 cargo clippy --workspace --all-targets -- -D warnings"
+step "3/8 cargo clippy --workspace --all-targets -- -D warnings"
 skipped clippy || cargo clippy --workspace --all-targets -- -D warnings
 
-step "4/7 cargo test --workspace"
+step "4/8 cargo test --workspace"
 skipped test || cargo test --workspace
 
-step "5/7 wasm32: shared builds; clippy of edge + shared for wasm32"
+step "5/8 end-to-end: Firefox ESR and npm web-push against the origin (tests/js)"
+skipped e2e || E2E_SKIP_BUILD=1 node --test tests/js/
+
+step "6/8 wasm32: shared builds; clippy of edge + shared for wasm32"
 if ! skipped wasm; then
   scripts/tools/wasm-cargo build -p shared --target wasm32-unknown-unknown
   scripts/tools/wasm-cargo clippy -p edge -p shared --target wasm32-unknown-unknown -- -D warnings
 fi
 
-step "6/7 fuzz smoke"
+step "7/8 fuzz smoke"
 if skipped fuzz; then
   :
 elif [[ -f scripts/fuzz-smoke.sh ]]; then
@@ -69,7 +74,7 @@ else
   echo "no scripts/fuzz-smoke.sh or scripts/fuzz.sh: skipped"
 fi
 
-step "7/7 edge: build + smoke test under wrangler dev"
+step "8/8 edge: build + smoke test under wrangler dev"
 if ! skipped edge; then
   bash scripts/build-edge.sh
   EDGE_SMOKE_SKIP_BUILD=1 node --test tests/edge/

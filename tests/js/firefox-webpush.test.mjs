@@ -104,6 +104,7 @@ async function send(env, sub, text, options) {
   const res = await webPush.sendNotification(sub, text, options);
   assert.equal(res.statusCode, 201, `push answered ${res.statusCode}: ${res.body}`);
   assert.ok(res.headers.location, "201 carries a Location");
+  assert.equal(res.headers.ttl, String(options.TTL), "201 echoes the TTL used");
   return res;
 }
 
@@ -165,6 +166,7 @@ test("Firefox receives VAPID-signed aes128gcm messages from web-push; another ke
       const problem = JSON.parse(err.body);
       assert.equal(problem.errno, 109, `problem: ${err.body}`);
       assert.equal(problem.status, 401);
+      for (const member of ["type", "title", "detail"]) assert.equal(typeof problem[member], "string", `problem.${member}: ${err.body}`);
       await sleep(QUIET_MS);
       assert.deepEqual(env.page.find((e) => e.kind === "push").map((e) => e.text), [first, second, EMPTY_MARKER],
         "each message arrived once, in order, and the refused one never");
