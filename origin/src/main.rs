@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> std::process::ExitCode {
-    let store = match RedbStore::open(&config.data_dir) {
+    let store = match RedbStore::open(&config.data_dir, config.limits.max_stored_per_subscription) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!("opening the store in {}: {e}", config.data_dir.display());

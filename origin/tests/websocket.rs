@@ -234,3 +234,34 @@ async fn protocol_violations_close_the_connection_and_service_lives_on() {
     assert_eq!(d.uaid.len(), 32);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_keeps_its_newest_messages_up_to_the_limit() {
+    let o = start_in(&temp_dir("ws-cap"), &["max_stored_per_subscription=3"]).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bodies = Vec::new();
+    for i in 0..5 {
+        let body = aes128gcm_body(100 + i);
+        let r = request(
+            "POST",
+            &endpoint,
+            &[("ttl", "600"), ("content-encoding", "aes128gcm")],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        bodies.push(body);
+    }
+    assert_eq!(metric(&o, "push_stored_messages").await, 3);
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    for want in &bodies[2..] {
+        let n = d.recv().await.unwrap();
+        assert_eq!(&b64::decode(n["data"].as_str().unwrap()).unwrap(), want);
+    }
+    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    o.stop().await;
+}

@@ -42,6 +42,8 @@ const LIST_MSGS: Table = TableDefinition::new("list_messages");
 const LIST_MSG_SEQ: Table = TableDefinition::new("list_message_seq");
 /// list message ‖ push → (): acknowledged copies.
 const COPY_ACKS: Table = TableDefinition::new("copy_acks");
+/// push ‖ seq → (): a subscription's stored messages, oldest first.
+const PUSH_MSGS: Table = TableDefinition::new("push_messages");
 /// (expires + grace) ‖ list message id → (): when a list message's record goes.
 const LIST_MSG_EXPIRY: Table = TableDefinition::new("list_message_expiry");
 /// expires ‖ list ‖ push → (): when a member drops out.
@@ -87,11 +89,13 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 pub struct RedbStore {
     db: Database,
     seq: AtomicU64,
+    max_per_subscription: usize,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+    /// Opens (or creates) the store in `dir`, keeping at most
+    /// `max_per_subscription` undelivered messages for one subscription.
+    pub fn open(dir: &Path, max_per_subscription: usize) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(err)?;
         let db = Database::builder()
             .create(dir.join("push.redb"))
@@ -125,6 +129,7 @@ impl RedbStore {
         Ok(RedbStore {
             db,
             seq: AtomicU64::new(seq + 1),
+            max_per_subscription: max_per_subscription.max(1),
         })
     }
 
@@ -160,6 +165,9 @@ struct Tables<'t> {
     copy_acks: redb::Table<'t, &'static [u8], &'static [u8]>,
     list_msg_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     member_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
+    push_msgs: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// Most messages kept for one subscription.
+    max_per_push: usize,
 }
 
 /// How long a list message's status outlives its TTL.
@@ -191,6 +199,9 @@ impl Tables<'_> {
         drop(raw);
         self.ids.remove(&m.id[..]).map_err(err)?;
         self.expiry.remove(&expiry_key(&m)[..]).map_err(err)?;
+        self.push_msgs
+            .remove(&msg_key(&m.push, m.seq)[..])
+            .map_err(err)?;
         if let Some(t) = &m.topic {
             let tk = topic_key(&m.push, t);
             let same = self
@@ -239,6 +250,18 @@ impl Tables<'_> {
         self.expiry
             .insert(&expiry_key(m)[..], &m.id[..])
             .map_err(err)?;
+        self.push_msgs
+            .insert(&msg_key(&m.push, m.seq)[..], &[][..])
+            .map_err(err)?;
+        // Over the subscription's limit: the oldest go first.
+        let held = keys_with_prefix(&self.push_msgs, &m.push)?;
+        for k in held
+            .iter()
+            .take(held.len().saturating_sub(self.max_per_push))
+        {
+            let seq = u64::from_be_bytes(k[16..24].try_into().expect("8 bytes"));
+            self.remove_message_at(&msg_key(&m.uaid, seq))?;
+        }
         Ok(())
     }
 
@@ -497,6 +520,8 @@ impl Store for RedbStore {
                 copy_acks: txn.open_table(COPY_ACKS).map_err(err)?,
                 list_msg_expiry: txn.open_table(LIST_MSG_EXPIRY).map_err(err)?,
                 member_expiry: txn.open_table(MEMBER_EXPIRY).map_err(err)?,
+                push_msgs: txn.open_table(PUSH_MSGS).map_err(err)?,
+                max_per_push: self.max_per_subscription,
             };
             for op in ops {
                 t.apply(op)?;

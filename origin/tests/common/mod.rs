@@ -59,7 +59,7 @@ pub async fn start_with(
     };
     adjust(&mut settings);
     let config = Config::from_settings(settings).unwrap();
-    let store = Arc::new(RedbStore::open(dir).unwrap());
+    let store = Arc::new(RedbStore::open(dir, config.limits.max_stored_per_subscription).unwrap());
     start(config, store).await.unwrap()
 }
 
