@@ -7,14 +7,24 @@
 #   b  push to 10,000 devices, empty bodies, as fast as possible
 #   c  the same with 2 KiB aes128gcm bodies
 #   d  open loop: 5,000 pushes/s for 5 s; p99 POST→delivery latency
+#   e  one list push (2 KiB compact JWE) to 15,000 connected devices against
+#      15,000 single 2 KiB pushes to the same devices (ratio ≥ 20 wanted)
+#   f  a list of 1,000,000 offline subscriptions: the push's 201 latency
+#      (≤ 50 ms wanted), then 15,000 reconnect (all copies in ≤ 3 s wanted)
 #
-#   scripts/bench.sh [scenario letters...]      (default: a b c d)
+#   scripts/bench.sh [scenario letters...]      (default: a b c d e f)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000],
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
-# BODY_BYTES [2048], CONCURRENCY [64], RATE [5000], RATE_SECS [5],
+# BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
+# LIST_DEVICES [15000], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
+# LIST_CHUNK [50000] members per list request, OFFLINE_TIMEOUT [1500] s,
 # BENCH_TIMEOUT [240] seconds per scenario, ORIGIN_LOG [warn],
-# BENCH_RESULTS (a file that also receives the result lines).
+# BENCH_RESULTS (a file that also receives the result lines),
+# ORIGIN_BIN (an origin binary to use instead of building one),
+# QUIET_WAIT [30]: before each scenario, wait up to this many seconds for a
+# second in which the machine is at least 90% idle (other programs' CPU use
+# skews every figure; the result lines report it as "other_cpu_s").
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,17 +40,28 @@ PUSH_DEVICES="${PUSH_DEVICES:-10000}"
 PUSHES_EMPTY="${PUSHES_EMPTY:-200000}"
 PUSHES_BODY="${PUSHES_BODY:-100000}"
 BODY_BYTES="${BODY_BYTES:-2048}"
-CONCURRENCY="${CONCURRENCY:-64}"
+CONCURRENCY="${CONCURRENCY:-32}"
 RATE="${RATE:-5000}"
 RATE_SECS="${RATE_SECS:-5}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-240}"
+LIST_DEVICES="${LIST_DEVICES:-15000}"
+OFFLINE_MEMBERS="${OFFLINE_MEMBERS:-1000000}"
+RECONNECT="${RECONNECT:-15000}"
+LIST_CHUNK="${LIST_CHUNK:-50000}"
+OFFLINE_TIMEOUT="${OFFLINE_TIMEOUT:-1500}"
 export ORIGIN_LOG="${ORIGIN_LOG:-warn}"
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(a b c d)
+((${#scenarios[@]})) || scenarios=(a b c d e f)
 
-echo "==== build (release) ====" >&2
-cargo build --release -p bench -p origin >&2 || exit 1
 BIN="$ROOT/target/release"
+if [[ -n "${ORIGIN_BIN:-}" ]]; then
+  echo "==== build pushbench (release); origin: $ORIGIN_BIN ====" >&2
+  cargo build --release -p bench >&2 || exit 1
+else
+  echo "==== build (release) ====" >&2
+  cargo build --release -p bench -p origin >&2 || exit 1
+  ORIGIN_BIN="$BIN/origin"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pushbench.XXXXXX")"
 ORIGIN_PID=
@@ -71,7 +92,7 @@ trap 'exit 130' INT TERM
 start_origin() {
   local name="$1" dir="$WORK/$1"
   mkdir -p "$dir/data"
-  "$BIN/origin" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
+  "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
     --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \
     >"$dir/stdout" 2>"$dir/origin.log" &
   ORIGIN_PID=$!
@@ -92,17 +113,39 @@ start_origin() {
   echo "bench: $name: origin $ORIGIN_PID app=$APP ws=$WS" >&2
 }
 
+# Waits (at most QUIET_WAIT s) for a second with the CPUs ≥ 90% idle.
+wait_quiet() {
+  local deadline=$((SECONDS + ${QUIET_WAIT:-30})) a b idle
+  while :; do
+    read -ra a < <(grep '^cpu ' /proc/stat)
+    sleep 1
+    read -ra b < <(grep '^cpu ' /proc/stat)
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    idle=$(((b[4] - a[4] + b[5] - a[5]) * 100 / (total > 0 ? total : 1)))
+    if ((idle >= 90)); then
+      echo "bench: machine ${idle}% idle" >&2
+      return
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "bench: machine still busy (${idle}% idle); measuring anyway" >&2
+      return
+    fi
+  done
+}
+
 failures=0
 # Runs one scenario against a fresh origin: name, then pushbench arguments
 # (@APP@ stands for the application API's URL).
 run() {
   local name="$1"
   shift
-  echo "==== $name ====" >&2
+  echo "==== $name ($(cut -d' ' -f1-3 /proc/loadavg) load before) ====" >&2
   start_origin "$name" || { failures=$((failures + 1)); return; }
+  wait_quiet
   local out rc args=()
   for a in "$@"; do args+=("${a//@APP@/http://$APP}"); done
-  out="$("$BIN/pushbench" --scenario "$name" --timeout-secs "$BENCH_TIMEOUT" "${args[@]}" \
+  out="$("$BIN/pushbench" --scenario "$name" --timeout-secs "${TIMEOUT:-$BENCH_TIMEOUT}" "${args[@]}" \
     --ws "$WS" --origin-pid "$ORIGIN_PID")"
   rc=$?
   [[ -n "$out" ]] || out="{\"scenario\":\"$name\",\"error\":\"pushbench exited $rc without a result\"}"
@@ -125,7 +168,13 @@ for s in "${scenarios[@]}"; do
          --concurrency "$CONCURRENCY" --body-bytes "$BODY_BYTES" --app @APP@ --src-base 40 ;;
     d) run d-open-loop-5k push --devices "$PUSH_DEVICES" --pushes "$((RATE * RATE_SECS))" \
          --rate "$RATE" --concurrency "$CONCURRENCY" --app @APP@ --src-base 60 ;;
-    *) echo "bench: unknown scenario $s (a b c d)" >&2; failures=$((failures + 1)) ;;
+    e) run e-list-vs-single list --devices "$LIST_DEVICES" --concurrency "$CONCURRENCY" \
+         --body-bytes "$BODY_BYTES" --single-body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
+         --app @APP@ --src-base 80 ;;
+    f) TIMEOUT="$OFFLINE_TIMEOUT" run f-offline-list offline-list --members "$OFFLINE_MEMBERS" \
+         --reconnect "$RECONNECT" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
+         --connect-concurrency 256 --app @APP@ --src-base 100 ;;
+    *) echo "bench: unknown scenario $s (a b c d e f)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

@@ -3,7 +3,7 @@
 
 use crate::pool::{DeviceOpts, Pool};
 use crate::realtime_ns;
-use crate::stats::{cpu_secs, cpu_secs_all, r3, rss_bytes};
+use crate::stats::{r3, rss_bytes, CpuWindow};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -31,8 +31,7 @@ pub async fn run(a: ConnectArgs, timeout_secs: u64) -> Result<Value, String> {
     let mut tool_pids = pool.pids();
     tool_pids.push(std::process::id());
     let rss_before = a.origin_pid.and_then(rss_bytes);
-    let origin_cpu0 = a.origin_pid.and_then(cpu_secs);
-    let tool_cpu0 = cpu_secs_all(&tool_pids);
+    let cpu = CpuWindow::start(a.origin_pid, tool_pids);
     eprintln!(
         "pushbench: connecting {} devices over {} workers",
         a.devices,
@@ -40,24 +39,10 @@ pub async fn run(a: ConnectArgs, timeout_secs: u64) -> Result<Value, String> {
     );
     let t0 = realtime_ns();
     pool.send_all("connect")?;
-    let done = pool.gather_json("done", |_, _| {}).await?;
-    let connected: u64 = done.iter().filter_map(|d| d["connected"].as_u64()).sum();
-    let failed: u64 = done.iter().filter_map(|d| d["failed"].as_u64()).sum();
-    let finished = done
-        .iter()
-        .filter_map(|d| d["finished_ns"].as_u64())
-        .max()
-        .unwrap_or(t0);
-    let first_error = done
-        .iter()
-        .find_map(|d| d["first_error"].as_str().map(str::to_owned));
-    let elapsed = finished.saturating_sub(t0) as f64 / 1e9;
-    let origin_cpu = a
-        .origin_pid
-        .and_then(cpu_secs)
-        .zip(origin_cpu0)
-        .map(|(b, a)| b - a);
-    let tool_cpu = cpu_secs_all(&tool_pids) - tool_cpu0;
+    let mut setup = pool.setup().await?;
+    let (connected, failed) = (setup.connected, setup.failed);
+    let elapsed = setup.finished_ns.saturating_sub(t0) as f64 / 1e9;
+    let cpu = cpu.finish();
     eprintln!("pushbench: {connected} connected, {failed} failed in {elapsed:.3} s; settling");
     tokio::time::sleep(Duration::from_millis(a.settle_ms)).await;
     let rss_after = a.origin_pid.and_then(rss_bytes);
@@ -69,7 +54,7 @@ pub async fn run(a: ConnectArgs, timeout_secs: u64) -> Result<Value, String> {
         (Some(b), Some(a)) if connected > 0 => Some((a as f64 - b as f64) / connected as f64),
         _ => None,
     };
-    Ok(json!({
+    let mut line = json!({
         "cmd": "connect",
         "devices": a.devices,
         "workers": pool.len(),
@@ -81,8 +66,9 @@ pub async fn run(a: ConnectArgs, timeout_secs: u64) -> Result<Value, String> {
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
         "rss_per_device_bytes": per_device.map(|x| x.round()),
-        "origin_cpu_s": origin_cpu.map(r3),
-        "tool_cpu_s": r3(tool_cpu),
-        "first_error": first_error,
-    }))
+        "phases": setup.phase_figures(),
+        "first_error": setup.first_error,
+    });
+    line.as_object_mut().expect("object").extend(cpu);
+    Ok(line)
 }

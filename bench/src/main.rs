@@ -6,6 +6,7 @@
 
 mod connect;
 mod http;
+mod list;
 mod pool;
 mod push;
 mod stats;
@@ -42,6 +43,10 @@ enum Cmd {
     Connect(connect::ConnectArgs),
     /// Pushes to N devices; deliveries per second and POST→delivery latency.
     Push(push::PushArgs),
+    /// One push to a list of N connected devices against N single pushes.
+    List(list::ListArgs),
+    /// A list of M offline subscriptions: push latency, then K reconnect.
+    OfflineList(list::OfflineArgs),
     /// A worker process holding devices (started by the other commands).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -80,6 +85,14 @@ fn main() -> ExitCode {
         Cmd::Push(a) => (
             "push",
             rt().block_on(bounded(timeout, push::run(a, timeout))),
+        ),
+        Cmd::List(a) => (
+            "list",
+            rt().block_on(bounded(timeout, list::run_list(a, timeout))),
+        ),
+        Cmd::OfflineList(a) => (
+            "offline-list",
+            rt().block_on(bounded(timeout, list::run_offline(a, timeout))),
         ),
     };
     let (mut line, code) = match result {

@@ -24,9 +24,13 @@ pub struct DeviceOpts {
     /// Worker k connects from 127.0.0.<src-base + k>.
     #[arg(long, default_value_t = 2)]
     pub src_base: u8,
-    /// Devices setting up at once in each worker.
-    #[arg(long, default_value_t = 256)]
+    /// TCP + WebSocket handshakes in flight at once, over all workers. Keep it
+    /// under the origin's listen backlog, or SYNs are dropped and retried 1 s later.
+    #[arg(long, default_value_t = 96)]
     pub connect_concurrency: usize,
+    /// Devices setting up (handshake, hello, register) at once, over all workers.
+    #[arg(long, default_value_t = 1024)]
+    pub setup_concurrency: usize,
 }
 
 impl DeviceOpts {
@@ -40,6 +44,44 @@ impl DeviceOpts {
 struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
+}
+
+/// What the workers report once their devices are set up.
+#[derive(Debug, Default)]
+pub struct Setup {
+    /// Devices registered.
+    pub connected: u64,
+    /// Devices that failed.
+    pub failed: u64,
+    /// When the last device finished (realtime ns).
+    pub finished_ns: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
+    /// Per device, ms: TCP + WebSocket handshake, hello, register.
+    pub phases_ms: [Vec<f64>; 3],
+    /// Push endpoints by device index (if asked for).
+    pub endpoints: Vec<(usize, String)>,
+    /// Uaids by device index (ephemeral workers).
+    pub uaids: Vec<(usize, String)>,
+}
+
+impl Setup {
+    /// p50/p99/max of each phase, for the result line.
+    pub fn phase_figures(&mut self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (name, v) in ["connect", "hello", "register"]
+            .iter()
+            .zip(&mut self.phases_ms)
+        {
+            v.sort_by(f64::total_cmp);
+            let p = |x| crate::stats::percentile(v, x).map(crate::stats::r3);
+            m.insert(
+                (*name).into(),
+                serde_json::json!({"p50_ms": p(50.0), "p99_ms": p(99.0), "max_ms": v.last().copied().map(crate::stats::r3)}),
+            );
+        }
+        Value::Object(m)
+    }
 }
 
 /// Running workers.
@@ -64,6 +106,20 @@ impl Pool {
         endpoints: bool,
         timeout_secs: u64,
     ) -> Result<Pool, String> {
+        Self::spawn_with(o, devices, body_bytes, endpoints, timeout_secs, |_| {
+            Vec::new()
+        })
+    }
+
+    /// Like [`Pool::spawn`], with more arguments for worker k: `extra(k)`.
+    pub fn spawn_with(
+        o: &DeviceOpts,
+        devices: usize,
+        body_bytes: usize,
+        endpoints: bool,
+        timeout_secs: u64,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Pool, String> {
         let ws = o.ws_addr()?;
         let n = devices.div_ceil(o.per_worker.max(1)).max(o.workers).max(1);
         if usize::from(o.src_base) + n > 255 || o.src_base == 0 {
@@ -87,7 +143,14 @@ impl Pool {
                 .arg(format!("--devices={share}"))
                 .arg(format!("--first-index={first}"))
                 .arg(format!("--src={src}"))
-                .arg(format!("--connect-concurrency={}", o.connect_concurrency))
+                .arg(format!(
+                    "--connect-concurrency={}",
+                    o.connect_concurrency.div_ceil(n)
+                ))
+                .arg(format!(
+                    "--setup-concurrency={}",
+                    o.setup_concurrency.div_ceil(n)
+                ))
                 .arg(format!("--body-bytes={body_bytes}"))
                 .arg(format!("--timeout-secs={}", timeout_secs + 10))
                 .stdin(Stdio::piped())
@@ -96,6 +159,7 @@ impl Pool {
             if endpoints {
                 cmd.arg("--endpoints");
             }
+            cmd.args(extra(k));
             let mut child = cmd.spawn().map_err(|e| format!("spawning a worker: {e}"))?;
             let stdout = child.stdout.take().expect("piped");
             let stdin = child.stdin.take();
@@ -147,6 +211,8 @@ impl Pool {
 
     /// Waits for one line starting with `prefix` from every worker, handing
     /// other lines to `other`; returns the rest of each such line by worker.
+    /// Use it only for a reply each worker sends last (lines after it from a
+    /// quicker worker would be handed to `other`).
     pub async fn gather(
         &mut self,
         prefix: &str,
@@ -161,6 +227,57 @@ impl Pool {
             }
         }
         Ok(got.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Waits until every worker has set up its devices, showing progress.
+    pub async fn setup(&mut self) -> Result<Setup, String> {
+        let mut r = Setup::default();
+        let mut finished = vec![false; self.len()];
+        let mut progress = vec![(0u64, 0u64); self.len()];
+        let mut last = Instant::now();
+        while finished.iter().any(|f| !f) {
+            let (k, line) = self.next().await?;
+            let bad = || format!("worker {k}: unexpected line {line:?}");
+            if let Some(rest) = line.strip_prefix("done ") {
+                let v: Value = serde_json::from_str(rest).map_err(|_| bad())?;
+                r.connected += v["connected"].as_u64().unwrap_or(0);
+                r.failed += v["failed"].as_u64().unwrap_or(0);
+                r.finished_ns = r.finished_ns.max(v["finished_ns"].as_u64().unwrap_or(0));
+                if r.first_error.is_none() {
+                    r.first_error = v["first_error"].as_str().map(str::to_owned);
+                }
+            } else if line == "setup-end" {
+                finished[k] = true;
+            } else if let Some(rest) = line.strip_prefix("T ") {
+                let mut f = rest
+                    .split(' ')
+                    .map(|x| x.parse::<f64>().map(|us| us / 1000.0));
+                for phase in &mut r.phases_ms {
+                    phase.push(f.next().and_then(Result::ok).ok_or_else(bad)?);
+                }
+            } else if let Some((i, url)) = line.strip_prefix("E ").and_then(|r| r.split_once(' ')) {
+                let i = i.parse().map_err(|_| bad())?;
+                let url = match url.split_once(' ') {
+                    Some((url, uaid)) => {
+                        r.uaids.push((i, uaid.to_owned()));
+                        url
+                    }
+                    None => url,
+                };
+                r.endpoints.push((i, url.to_owned()));
+            } else if let Some(rest) = line.strip_prefix("P ") {
+                let mut f = rest.split(' ').map(|x| x.parse().unwrap_or(0));
+                progress[k] = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+                if last.elapsed() >= Duration::from_millis(900) {
+                    last = Instant::now();
+                    let (c, e) = progress.iter().fold((0, 0), |(c, e), p| (c + p.0, e + p.1));
+                    eprintln!("pushbench: {c} devices registered, {e} failed");
+                }
+            }
+        }
+        r.endpoints.sort();
+        r.uaids.sort();
+        Ok(r)
     }
 
     /// Like [`Pool::gather`] for lines of the form `prefix {json}`.

@@ -3,7 +3,7 @@
 
 use crate::http::{self, Plan};
 use crate::pool::{DeviceOpts, Pool};
-use crate::stats::{cpu_secs, cpu_secs_all, percentile, r3};
+use crate::stats::{percentile, r3, CpuWindow};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -43,7 +43,7 @@ pub struct PushArgs {
 }
 
 /// `host:port` of an `http://` URL, and its address.
-fn app_addr(url: &str) -> Result<(String, SocketAddr), String> {
+pub fn app_addr(url: &str) -> Result<(String, SocketAddr), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("--app {url:?}: only http:// URLs"))?;
@@ -57,7 +57,7 @@ fn app_addr(url: &str) -> Result<(String, SocketAddr), String> {
 }
 
 /// The path of a push endpoint URL (`/p/…`).
-fn path_of(url: &str) -> String {
+pub fn path_of(url: &str) -> String {
     let after = url.find("://").map_or(0, |i| i + 3);
     url[after..]
         .find('/')
@@ -79,24 +79,11 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
         pool.len()
     );
     pool.send_all("connect")?;
-    let done = pool.gather_json("done", |_, _| {}).await?;
-    let connected: u64 = done.iter().filter_map(|d| d["connected"].as_u64()).sum();
-    let failed: u64 = done.iter().filter_map(|d| d["failed"].as_u64()).sum();
-    let mut endpoints: Vec<(usize, String)> = Vec::with_capacity(connected as usize);
-    pool.gather("endpoints-end", |_, line| {
-        if let Some((i, url)) = line.strip_prefix("E ").and_then(|r| r.split_once(' ')) {
-            if let Ok(i) = i.parse() {
-                endpoints.push((i, path_of(url)));
-            }
-        }
-    })
-    .await?;
-    endpoints.sort();
+    let setup = pool.setup().await?;
+    let (connected, failed, endpoints) = (setup.connected, setup.failed, setup.endpoints);
     if endpoints.is_empty() {
-        let e = done
-            .iter()
-            .find_map(|d| d["first_error"].as_str().map(str::to_owned));
-        return Err(format!("no device registered: {}", e.unwrap_or_default()));
+        let e = setup.first_error.unwrap_or_default();
+        return Err(format!("no device registered: {e}"));
     }
     eprintln!(
         "pushbench: {connected} devices ready ({failed} failed); {} pushes over {} connections{}",
@@ -107,7 +94,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
     let plan = Arc::new(Plan {
         addr,
         host,
-        paths: endpoints.into_iter().map(|(_, p)| p).collect(),
+        paths: endpoints.iter().map(|(_, url)| path_of(url)).collect(),
         body,
         pushes: a.pushes,
         concurrency: a.concurrency,
@@ -116,8 +103,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
 
     let mut tool_pids = pool.pids();
     tool_pids.push(std::process::id());
-    let origin_cpu0 = a.origin_pid.and_then(cpu_secs);
-    let tool_cpu0 = cpu_secs_all(&tool_pids);
+    let cpu = CpuWindow::start(a.origin_pid, tool_pids);
     let started = tokio::time::Instant::now();
     let pushers = tokio::spawn(http::run(plan));
     tokio::pin!(pushers);
@@ -148,13 +134,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
             Err(_) => break,
         }
     }
-    let origin_cpu = a
-        .origin_pid
-        .and_then(cpu_secs)
-        .zip(origin_cpu0)
-        .map(|(b, a)| b - a);
-    let tool_cpu = cpu_secs_all(&tool_pids) - tool_cpu0;
-    let window = started.elapsed().as_secs_f64();
+    let cpu = cpu.finish();
 
     pool.send_all("dump")?;
     let mut records: Vec<(String, u64)> = Vec::with_capacity(ok as usize);
@@ -168,9 +148,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
         })
         .await?;
     drop(pool);
-    Ok(report(
-        &a, connected, failed, outcome, records, &ends, origin_cpu, tool_cpu, window,
-    ))
+    Ok(report(&a, connected, failed, outcome, records, &ends, cpu))
 }
 
 /// Takes a worker's `D <count>` line.
@@ -181,7 +159,6 @@ fn count(delivered: &mut [u64], k: usize, line: &str) {
 }
 
 /// Matches deliveries to pushes and computes the figures.
-#[allow(clippy::too_many_arguments)]
 fn report(
     a: &PushArgs,
     connected: u64,
@@ -189,9 +166,7 @@ fn report(
     outcome: http::Outcome,
     records: Vec<(String, u64)>,
     ends: &[Value],
-    origin_cpu: Option<f64>,
-    tool_cpu: f64,
-    window: f64,
+    cpu: Map<String, Value>,
 ) -> Value {
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut sent_at: HashMap<&str, u64> = HashMap::with_capacity(outcome.sent.len());
@@ -282,14 +257,12 @@ fn report(
         put("p99_send_lag_ms", json!(percentile(&lags, 99.0).map(r3)));
         put("max_send_lag_ms", json!(lags.last().copied().map(r3)));
     }
-    put("origin_cpu_s", json!(origin_cpu.map(r3)));
-    put("tool_cpu_s", r3(tool_cpu).into());
-    put("window_s", r3(window).into());
     let first_error = outcome.first_error.clone().or_else(|| {
         ends.iter()
             .find_map(|e| e["first_error"].as_str().map(str::to_owned))
     });
     put("first_error", json!(first_error));
+    m.extend(cpu);
     Value::Object(m)
 }
 

@@ -1,11 +1,17 @@
 //! A worker process: holds a share of the devices, each on its own
 //! WebSocket, and talks to the parent in lines.
 //!
-//! Parent → worker (stdin): `connect`, `dump`, `quit` (or end of input).
+//! Parent → worker (stdin): `connect`, `dump`, `clear` (forget the
+//! notifications received so far), `expect <bytes>` (the decoded size of
+//! notification data from now on, 0 for none), `quit` (or end of input).
 //! Worker → parent (stdout):
 //! - `ready` once started;
-//! - `done {json}` when every device has registered or failed;
-//! - `E <device index> <push endpoint>` per device after `done`, if asked;
+//! - `done {json}` when every device has registered or failed, then
+//!   `T <connect µs> <hello µs> <register µs>` per device (the phases of its
+//!   setup: TCP + WebSocket handshake, hello round trip, register round trip),
+//!   `E <device index> <push endpoint>[ <uaid>]` per device if asked (the
+//!   uaid with `--ephemeral`), and `setup-end`;
+//! - `P <connected> <failed>` every second until then;
 //! - `D <count>` every 50 ms while the count of notifications received changes;
 //! - on `dump`: `R <version> <receive time, ns since the epoch>` per
 //!   notification, then `end {json}` with the worker's counters.
@@ -41,9 +47,12 @@ pub struct WorkerArgs {
     /// Source address of the device connections.
     #[arg(long)]
     pub src: Option<IpAddr>,
-    /// Devices setting up at once.
-    #[arg(long, default_value_t = 256)]
+    /// TCP + WebSocket handshakes in flight at once.
+    #[arg(long, default_value_t = 48)]
     pub connect_concurrency: usize,
+    /// Devices setting up (handshake, hello, register) at once.
+    #[arg(long, default_value_t = 512)]
+    pub setup_concurrency: usize,
     /// Expected body size of notifications (0: none), to check `data`.
     #[arg(long, default_value_t = 0)]
     pub body_bytes: usize,
@@ -53,6 +62,15 @@ pub struct WorkerArgs {
     /// Exits after this many seconds whatever happens.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Each device disconnects once registered (subscriptions made cheaply);
+    /// its uaid is reported with its endpoint.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Resume devices instead of making new ones: a file of lines
+    /// `<device index> <uaid>`; each device says hello with its uaid and does
+    /// not register (`--devices` is ignored).
+    #[arg(long)]
+    pub uaids: Option<std::path::PathBuf>,
 }
 
 /// Everything the worker counts.
@@ -68,7 +86,8 @@ struct Tally {
     first_error: Option<String>,
     finished_ns: u64,
     records: Vec<(String, u64)>,
-    endpoints: Vec<(usize, String)>,
+    endpoints: Vec<(usize, String, Option<String>)>,
+    phases: Vec<[u32; 3]>,
 }
 
 impl Tally {
@@ -80,14 +99,23 @@ impl Tally {
     }
 }
 
+/// How many devices may be in each setup stage at once.
+struct Limits {
+    /// Devices between start and registered.
+    setup: Semaphore,
+    /// Devices in the TCP + WebSocket handshake.
+    connect: Semaphore,
+}
+
 /// Settings every device of the worker shares.
 struct DevCfg {
     ws: SocketAddr,
     host: String,
     src: Option<IpAddr>,
-    data_len: Option<usize>,
+    data_len: std::cell::Cell<Option<usize>>,
     endpoints: bool,
     total: usize,
+    ephemeral: bool,
 }
 
 /// Runs a worker to its end.
@@ -112,42 +140,73 @@ async fn main(a: WorkerArgs) {
         }
         let _ = tx.send("quit".into());
     });
+    let resume: Option<Vec<(usize, String)>> = match &a.uaids {
+        None => None,
+        Some(path) => match read_uaids(path) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("pushbench worker: {}: {e}", path.display());
+                return;
+            }
+        },
+    };
+    let devices = resume.as_ref().map_or(a.devices, Vec::len);
     let cfg = Rc::new(DevCfg {
         ws: a.ws,
         host: a.ws.to_string(),
         src: a.src,
-        data_len: (a.body_bytes > 0).then(|| (a.body_bytes * 4).div_ceil(3)),
+        data_len: std::cell::Cell::new(data_len(a.body_bytes)),
         endpoints: a.endpoints,
-        total: a.devices,
+        total: devices,
+        ephemeral: a.ephemeral,
     });
     let tally = Rc::new(RefCell::new(Tally::default()));
     let done = Rc::new(Notify::new());
-    let sem = Rc::new(Semaphore::new(a.connect_concurrency.max(1)));
+    let sem = Rc::new(Limits {
+        setup: Semaphore::new(a.setup_concurrency.max(1)),
+        connect: Semaphore::new(a.connect_concurrency.max(1)),
+    });
     let deadline = tokio::time::sleep(Duration::from_secs(a.timeout_secs));
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reported = 0;
     let mut started = false;
+    let mut setup_done = false;
+    let mut ticks = 0u64;
     emit("ready");
     loop {
         tokio::select! {
             cmd = cmds.recv() => match cmd.as_deref().map(str::trim) {
                 Some("connect") if !started => {
                     started = true;
-                    if a.devices == 0 {
+                    if devices == 0 {
                         done.notify_one();
                     }
-                    for i in 0..a.devices {
+                    for i in 0..devices {
                         let (cfg, tally, sem, done) = (cfg.clone(), tally.clone(), sem.clone(), done.clone());
-                        tokio::task::spawn_local(device(a.first_index + i, cfg, tally, sem, done));
+                        let (idx, uaid) = match &resume {
+                            Some(r) => (r[i].0, Some(r[i].1.clone())),
+                            None => (a.first_index + i, None),
+                        };
+                        tokio::task::spawn_local(device(idx, uaid, cfg, tally, sem, done));
                     }
                 }
                 Some("dump") => dump(&tally.borrow()),
+                Some("clear") => {
+                    let mut t = tally.borrow_mut();
+                    t.records.clear();
+                    t.delivered = 0;
+                    t.bad_payload = 0;
+                }
+                Some(c) if c.starts_with("expect ") => {
+                    cfg.data_len.set(data_len(c[7..].trim().parse().unwrap_or(0)));
+                }
                 Some("quit") | None => break,
                 Some(other) => eprintln!("pushbench worker: unknown command {other:?}"),
             },
             _ = done.notified() => {
+                setup_done = true;
                 let t = tally.borrow();
                 emit(&format!(
                     "done {}",
@@ -158,20 +217,30 @@ async fn main(a: WorkerArgs) {
                         "first_error": t.first_error,
                     })
                 ));
-                if cfg.endpoints {
-                    let mut out = io::BufWriter::new(io::stdout().lock());
-                    for (i, e) in &t.endpoints {
-                        let _ = writeln!(out, "E {i} {e}");
-                    }
-                    let _ = writeln!(out, "endpoints-end");
-                    let _ = out.flush();
+                let mut out = io::BufWriter::new(io::stdout().lock());
+                for [c, h, r] in &t.phases {
+                    let _ = writeln!(out, "T {c} {h} {r}");
+                }
+                for (i, e, u) in &t.endpoints {
+                    let _ = match u {
+                        Some(u) => writeln!(out, "E {i} {e} {u}"),
+                        None => writeln!(out, "E {i} {e}"),
+                    };
+                }
+                let _ = writeln!(out, "setup-end");
+                if out.flush().is_err() {
+                    std::process::exit(1);
                 }
             }
             _ = tick.tick() => {
-                let d = tally.borrow().delivered;
-                if d != reported {
-                    reported = d;
-                    emit(&format!("D {d}"));
+                ticks += 1;
+                let t = tally.borrow();
+                if t.delivered != reported {
+                    reported = t.delivered;
+                    emit(&format!("D {reported}"));
+                }
+                if started && !setup_done && ticks.is_multiple_of(20) {
+                    emit(&format!("P {} {}", t.connected, t.failed));
                 }
             }
             _ = &mut deadline => {
@@ -180,6 +249,27 @@ async fn main(a: WorkerArgs) {
             }
         }
     }
+}
+
+/// Base64url length of `bytes` bytes of data (None for none).
+fn data_len(bytes: usize) -> Option<usize> {
+    (bytes > 0).then(|| (bytes * 4).div_ceil(3))
+}
+
+/// Reads `<device index> <uaid>` lines.
+fn read_uaids(path: &std::path::Path) -> io::Result<Vec<(usize, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (i, u) = l
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| io::Error::other(format!("bad line {l:?}")))?;
+            let i = i.parse().map_err(io::Error::other)?;
+            Ok((i, u.to_owned()))
+        })
+        .collect()
 }
 
 /// Writes every record and then the counters.
@@ -210,21 +300,28 @@ fn dump(t: &Tally) {
 /// One device: set up under the semaphore, then serve until the end.
 async fn device(
     idx: usize,
+    resume: Option<String>,
     cfg: Rc<DevCfg>,
     tally: Rc<RefCell<Tally>>,
-    sem: Rc<Semaphore>,
+    sem: Rc<Limits>,
     done: Rc<Notify>,
 ) {
-    let permit = sem.acquire().await.expect("semaphore open");
-    let setup = tokio::time::timeout(SETUP_TIMEOUT, setup(&cfg, idx)).await;
+    let permit = sem.setup.acquire().await.expect("semaphore open");
+    let setup = tokio::time::timeout(
+        SETUP_TIMEOUT,
+        setup(&cfg, &sem.connect, idx, resume.as_deref()),
+    )
+    .await;
     drop(permit);
     let ready = {
         let mut t = tally.borrow_mut();
         let r = match setup {
-            Ok(Ok((stream, buf, endpoint))) => {
+            Ok(Ok((stream, buf, endpoint, uaid, phases))) => {
                 t.connected += 1;
+                t.phases.push(phases);
                 if cfg.endpoints {
-                    t.endpoints.push((idx, endpoint));
+                    let uaid = cfg.ephemeral.then_some(uaid);
+                    t.endpoints.push((idx, endpoint, uaid));
                 }
                 Some((stream, buf))
             }
@@ -249,6 +346,12 @@ async fn device(
     let Some((mut stream, mut buf)) = ready else {
         return;
     };
+    if cfg.ephemeral {
+        let mut close = Vec::new();
+        ws::encode(op::CLOSE, &[], &mut close);
+        let _ = stream.write_all(&close).await;
+        return;
+    }
     if let Err(e) = serve(&mut stream, &mut buf, &cfg, &tally).await {
         tally.borrow_mut().error(e);
     }
@@ -267,14 +370,36 @@ struct ServerMsg<'a> {
     data: Option<&'a str>,
     #[serde(rename = "pushEndpoint")]
     push_endpoint: Option<String>,
+    uaid: Option<String>,
 }
 
-/// Connects, says hello, registers one channel; returns the push endpoint.
-async fn setup(cfg: &DevCfg, idx: usize) -> io::Result<(TcpStream, Vec<u8>, String)> {
+/// A connected, registered device: its socket, unread bytes, push endpoint,
+/// uaid, and how long each setup phase took (µs).
+type Ready = (TcpStream, Vec<u8>, String, String, [u32; 3]);
+
+/// Connects (holding a `connect` permit until the handshake is done), says
+/// hello, registers one channel; or, resuming `uaid`, says hello with it and
+/// does not register.
+async fn setup(
+    cfg: &DevCfg,
+    connect: &Semaphore,
+    idx: usize,
+    resume: Option<&str>,
+) -> io::Result<Ready> {
+    let us = |since: std::time::Instant| since.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let permit = connect.acquire().await.expect("semaphore open");
+    let t0 = std::time::Instant::now();
     let mut s = ws::connect_tcp(cfg.ws, cfg.src).await?;
     let mut buf = Vec::with_capacity(1024);
     ws::handshake(&mut s, &cfg.host, &mut buf).await?;
-    send_text(&mut s, br#"{"messageType":"hello","use_webpush":true}"#).await?;
+    drop(permit);
+    let connected = us(t0);
+    let t1 = std::time::Instant::now();
+    let hello_msg = match resume {
+        Some(u) => format!(r#"{{"messageType":"hello","use_webpush":true,"uaid":"{u}"}}"#),
+        None => r#"{"messageType":"hello","use_webpush":true}"#.to_owned(),
+    };
+    send_text(&mut s, hello_msg.as_bytes()).await?;
     let reply = next_text(&mut s, &mut buf).await?;
     let m: ServerMsg = serde_json::from_slice(&reply).map_err(io::Error::other)?;
     if m.message_type != Some("hello") || m.status != Some(200) {
@@ -283,6 +408,17 @@ async fn setup(cfg: &DevCfg, idx: usize) -> io::Result<(TcpStream, Vec<u8>, Stri
             String::from_utf8_lossy(&reply)
         )));
     }
+    let uaid = m.uaid.unwrap_or_default();
+    let hello = us(t1);
+    if let Some(u) = resume {
+        if uaid != u {
+            return Err(io::Error::other(format!(
+                "uaid {u} not resumed: got {uaid}"
+            )));
+        }
+        return Ok((s, buf, String::new(), uaid, [connected, hello, 0]));
+    }
+    let t2 = std::time::Instant::now();
     let reg = format!(
         r#"{{"messageType":"register","channelID":"{}"}}"#,
         channel_id(idx)
@@ -291,7 +427,7 @@ async fn setup(cfg: &DevCfg, idx: usize) -> io::Result<(TcpStream, Vec<u8>, Stri
     let reply = next_text(&mut s, &mut buf).await?;
     let m: ServerMsg = serde_json::from_slice(&reply).map_err(io::Error::other)?;
     match (m.message_type, m.status, m.push_endpoint) {
-        (Some("register"), Some(200), Some(e)) => Ok((s, buf, e)),
+        (Some("register"), Some(200), Some(e)) => Ok((s, buf, e, uaid, [connected, hello, us(t2)])),
         _ => Err(io::Error::other(format!(
             "register refused: {}",
             String::from_utf8_lossy(&reply)
@@ -401,7 +537,7 @@ fn on_text(text: &[u8], now: u64, cfg: &DevCfg, tally: &RefCell<Tally>, out: &mu
     match (m.message_type, m.channel_id, m.version) {
         (Some("notification"), Some(ch), Some(v)) => {
             t.delivered += 1;
-            if m.data.map(str::len) != cfg.data_len {
+            if m.data.map(str::len) != cfg.data_len.get() {
                 t.bad_payload += 1;
             }
             t.records.push((v.to_owned(), now));

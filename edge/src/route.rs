@@ -1,276 +1,218 @@
-//! The edge's routing and validation, as plain functions.
-//!
-//! Nothing here touches the Workers runtime: a request comes in as a
-//! [`RequestHead`] (method, path, a header lookup) and leaves as a [`Reply`]
-//! (status, headers, body). `lib.rs` adapts both to `worker`'s types on wasm32;
-//! natively this module is built and unit-tested with the rest of the workspace.
+//! Which resource a request is for: the origin's application routes
+//! (origin/src/app/mod.rs), and the edge's own.
 
-use shared::headers::Ttl;
-use shared::problem::{Problem, ProblemSource, CONTENT_TYPE as PROBLEM_JSON};
+use crate::reply::EdgeError;
 use shared::Limits;
-use std::fmt;
 
-/// `application/json`.
-pub const JSON: &str = "application/json";
+/// Path of the benchmark route (answers only when `EDGE_BENCH` is `1`).
+pub const BENCH_PATH: &str = "/_bench/validate";
 
-/// What the edge needs to know about a request to route it.
-pub struct RequestHead<'a> {
-    /// The method, upper case as sent (`GET`, `POST`, …).
-    pub method: &'a str,
-    /// The URL path, without query.
-    pub path: &'a str,
-    /// Looks a header up by name (case-insensitive, as HTTP headers are).
-    pub header: &'a dyn Fn(&str) -> Option<String>,
-}
-
-/// The edge's answer, ready to be turned into a runtime response.
+/// A request's destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// HTTP status code.
-    pub status: u16,
-    /// Header fields besides `Content-Type`.
-    pub headers: Vec<(&'static str, String)>,
-    /// The `Content-Type` of `body`.
-    pub content_type: &'static str,
-    /// The body.
-    pub body: String,
+pub enum Route {
+    /// `GET /health`: the edge's own liveness.
+    Health,
+    /// `POST /_bench/validate`: times the list push validation (benchmarks only).
+    Bench,
+    /// An application request, checked and forwarded to the origin.
+    App(AppRoute),
 }
 
-impl Reply {
-    /// A JSON reply.
-    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            content_type: JSON,
-            body: value.to_string(),
-        }
-    }
-
-    /// The problem+json reply for `err` (with `Retry-After` where it has one).
-    pub fn problem<E: ProblemSource + ?Sized>(err: &E) -> Reply {
-        let p = Problem::from_error(err);
-        let mut headers = Vec::new();
-        if let Some(secs) = p.retry_after {
-            headers.push(("Retry-After", secs.to_string()));
-        }
-        Reply {
-            status: p.status,
-            headers,
-            content_type: PROBLEM_JSON,
-            body: p.to_json(),
-        }
-    }
-
-    /// Adds a header field.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
-
-/// Errors of the edge's own making (the protocol's errors come from `shared`).
+/// The application API (PROTOCOL §3, §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EdgeError {
-    /// No resource at this path.
-    NotFound,
-    /// The resource exists but does not take this method.
-    MethodNotAllowed {
-        /// The methods it takes, for `Allow`.
-        allow: &'static str,
+pub enum AppRoute {
+    /// `POST /p/<token>`: a push to one subscription.
+    Push,
+    /// `DELETE /m/<token>`: cancels a stored message.
+    CancelMessage,
+    /// `POST /lists/<partition>`: creates a list.
+    CreateList,
+    /// `GET /l/<token>`: reads a list (paged).
+    ReadList,
+    /// `PATCH /l/<token>`: amends a list with a merge patch.
+    AmendList,
+    /// `DELETE /l/<token>`: deletes a list.
+    DeleteList,
+    /// `POST /l/<token>`: a push to every member of a list.
+    PushList {
+        /// The list's token, as in the path (rate limits count per list).
+        list: String,
     },
+    /// `GET /lm/<token>`: a list message's delivery status.
+    ListMessageStatus,
 }
 
-impl fmt::Display for EdgeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// What an application request's body is, for reading and checking it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// None is read or forwarded (`GET`, `DELETE`).
+    Ignored,
+    /// A push message (at most `max_message_bytes`).
+    Message,
+    /// A list document or merge patch (at most `max_list_body_bytes` as sent).
+    Document,
+}
+
+impl BodyKind {
+    /// The most bytes of body worth reading: one over the limit is enough
+    /// for `shared` to refuse the body as too large.
+    pub fn read_cap(self, limits: &Limits) -> usize {
         match self {
-            EdgeError::NotFound => f.write_str("there is no resource at this URL"),
-            EdgeError::MethodNotAllowed { allow } => {
-                write!(f, "this resource only takes {allow}")
-            }
+            BodyKind::Ignored => 0,
+            BodyKind::Message => limits.max_message_bytes.saturating_add(1),
+            BodyKind::Document => limits.max_list_body_bytes.saturating_add(1),
         }
     }
 }
 
-impl ProblemSource for EdgeError {
-    fn status(&self) -> u16 {
+impl AppRoute {
+    /// What the body is.
+    pub fn body(&self) -> BodyKind {
         match self {
-            EdgeError::NotFound => 404,
-            EdgeError::MethodNotAllowed { .. } => 405,
-        }
-    }
-    fn kind(&self) -> &'static str {
-        match self {
-            EdgeError::NotFound => "not-found",
-            EdgeError::MethodNotAllowed { .. } => "method-not-allowed",
-        }
-    }
-    fn title(&self) -> &'static str {
-        match self {
-            EdgeError::NotFound => "Not found",
-            EdgeError::MethodNotAllowed { .. } => "Method not allowed",
+            AppRoute::Push | AppRoute::PushList { .. } => BodyKind::Message,
+            AppRoute::CreateList | AppRoute::AmendList => BodyKind::Document,
+            AppRoute::CancelMessage
+            | AppRoute::ReadList
+            | AppRoute::DeleteList
+            | AppRoute::ListMessageStatus => BodyKind::Ignored,
         }
     }
 }
 
-/// The edge's configuration, from the Worker's environment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Config {
-    /// The protocol limits (wrangler var `LIMITS`, JSON; defaults where absent).
-    pub limits: Limits,
-}
-
-impl Config {
-    /// Reads the `LIMITS` var: absent or blank means the defaults; anything
-    /// else must be a JSON object of [`Limits`] fields.
-    pub fn from_vars(limits_json: Option<&str>) -> Result<Config, String> {
-        let limits = match limits_json.map(str::trim) {
-            None | Some("") => Limits::default(),
-            Some(s) => serde_json::from_str(s).map_err(|e| format!("LIMITS: {e}"))?,
+/// Routes a request by method and path (without query), as the origin does:
+/// exactly two path segments for application resources; an unknown path is
+/// `404`, a known resource with another method `405`.
+pub fn route(method: &str, path: &str, bench: bool) -> Result<Route, EdgeError> {
+    if bench && path == BENCH_PATH {
+        return match method {
+            "POST" => Ok(Route::Bench),
+            _ => Err(not_allowed(method, "POST")),
         };
-        Ok(Config { limits })
+    }
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let app = |r: AppRoute| Ok(Route::App(r));
+    match (segments.as_slice(), method) {
+        (["p", _], "POST") => app(AppRoute::Push),
+        (["p", _], m) => Err(not_allowed(m, "POST")),
+        (["m", _], "DELETE") => app(AppRoute::CancelMessage),
+        (["m", _], m) => Err(not_allowed(m, "DELETE")),
+        (["lists", _], "POST") => app(AppRoute::CreateList),
+        (["lists", _], m) => Err(not_allowed(m, "POST")),
+        (["l", _], "GET") => app(AppRoute::ReadList),
+        (["l", _], "PATCH") => app(AppRoute::AmendList),
+        (["l", _], "DELETE") => app(AppRoute::DeleteList),
+        (["l", token], "POST") => app(AppRoute::PushList {
+            list: (*token).to_owned(),
+        }),
+        (["l", _], m) => Err(not_allowed(m, "GET, PATCH, DELETE, POST")),
+        (["lm", _], "GET") => app(AppRoute::ListMessageStatus),
+        (["lm", _], m) => Err(not_allowed(m, "GET")),
+        (["health"], "GET" | "HEAD") => Ok(Route::Health),
+        (["health"], m) => Err(not_allowed(m, "GET, HEAD")),
+        // The origin's /metrics is for its operator, not for the public.
+        _ => Err(EdgeError::NotFound(path.chars().take(100).collect())),
     }
 }
 
-/// Routes one request.
-pub fn route(req: &RequestHead<'_>, cfg: &Config) -> Reply {
-    match req.path {
-        "/health" => match req.method {
-            "GET" | "HEAD" => Reply::json(200, &serde_json::json!({ "status": "ok" })),
-            _ => method_not_allowed("GET, HEAD"),
-        },
-        "/validate/ttl" => match req.method {
-            "POST" => validate_ttl(req, cfg),
-            _ => method_not_allowed("POST"),
-        },
-        _ => Reply::problem(&EdgeError::NotFound),
+fn not_allowed(method: &str, allow: &'static str) -> EdgeError {
+    EdgeError::Method {
+        method: method.chars().take(16).collect(),
+        allow,
     }
 }
 
-fn method_not_allowed(allow: &'static str) -> Reply {
-    Reply::problem(&EdgeError::MethodNotAllowed { allow }).with_header("Allow", allow)
-}
-
-/// Smoke route: runs the shared `TTL` rule and echoes the value used.
-fn validate_ttl(req: &RequestHead<'_>, cfg: &Config) -> Reply {
-    let raw = (req.header)("TTL");
-    match Ttl::parse(raw.as_deref(), cfg.limits.max_ttl_secs) {
-        Ok(Ttl(secs)) => Reply::json(200, &serde_json::json!({ "ttl": secs }))
-            .with_header("TTL", secs.to_string()),
-        Err(e) => Reply::problem(&e),
+/// The origin (`scheme://host[:port]`) of an absolute URL: the VAPID `aud`
+/// of the resources the edge serves is the origin of the request's URL.
+pub fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
-    fn call(method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-        call_with(method, path, headers, &Config::default())
+    #[test]
+    fn application_routes() {
+        let r = |m, p| route(m, p, false);
+        assert_eq!(r("POST", "/p/abc"), Ok(Route::App(AppRoute::Push)));
+        assert_eq!(
+            r("DELETE", "/m/abc"),
+            Ok(Route::App(AppRoute::CancelMessage))
+        );
+        assert_eq!(r("POST", "/lists/0"), Ok(Route::App(AppRoute::CreateList)));
+        assert_eq!(r("GET", "/l/x"), Ok(Route::App(AppRoute::ReadList)));
+        assert_eq!(r("PATCH", "/l/x"), Ok(Route::App(AppRoute::AmendList)));
+        assert_eq!(r("DELETE", "/l/x"), Ok(Route::App(AppRoute::DeleteList)));
+        assert_eq!(
+            r("POST", "/l/x"),
+            Ok(Route::App(AppRoute::PushList { list: "x".into() }))
+        );
+        assert_eq!(
+            r("GET", "/lm/x"),
+            Ok(Route::App(AppRoute::ListMessageStatus))
+        );
+        assert_eq!(r("GET", "/health"), Ok(Route::Health));
     }
 
-    fn call_with(method: &str, path: &str, headers: &[(&str, &str)], cfg: &Config) -> Reply {
-        let owned: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |name: &str| {
-            owned
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert_eq!(
+            route("GET", "/metrics", false),
+            Err(EdgeError::NotFound("/metrics".into()))
+        );
+        assert!(matches!(
+            route("POST", "/p/a/b", false),
+            Err(EdgeError::NotFound(_))
+        ));
+        assert_eq!(
+            route("GET", "/p/abc", false),
+            Err(EdgeError::Method {
+                method: "GET".into(),
+                allow: "POST"
+            })
+        );
+        assert!(matches!(
+            route("PUT", "/l/x", false),
+            Err(EdgeError::Method { .. })
+        ));
+        let long = format!("/{}", "x".repeat(500));
+        let Err(EdgeError::NotFound(p)) = route("GET", &long, false) else {
+            panic!()
         };
-        route(
-            &RequestHead {
-                method,
-                path,
-                header: &lookup,
-            },
-            cfg,
-        )
-    }
-
-    fn body(r: &Reply) -> Value {
-        serde_json::from_str(&r.body).expect("JSON body")
-    }
-
-    fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
-        r.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        assert_eq!(p.len(), 100);
     }
 
     #[test]
-    fn health() {
-        let r = call("GET", "/health", &[]);
-        assert_eq!(r.status, 200);
-        assert_eq!(r.content_type, JSON);
-        assert_eq!(body(&r), serde_json::json!({ "status": "ok" }));
+    fn bench_route_only_when_enabled() {
+        assert!(matches!(
+            route("POST", BENCH_PATH, false),
+            Err(EdgeError::NotFound(_))
+        ));
+        assert_eq!(route("POST", BENCH_PATH, true), Ok(Route::Bench));
     }
 
     #[test]
-    fn ttl_is_echoed() {
-        let r = call("POST", "/validate/ttl", &[("ttl", "60")]);
-        assert_eq!(r.status, 200);
-        assert_eq!(body(&r), serde_json::json!({ "ttl": 60 }));
-        assert_eq!(header(&r, "TTL"), Some("60"));
+    fn bodies() {
+        let l = Limits::default();
+        assert_eq!(AppRoute::Push.body().read_cap(&l), 4097);
+        assert_eq!(AppRoute::ReadList.body().read_cap(&l), 0);
+        assert_eq!(
+            AppRoute::AmendList.body().read_cap(&l),
+            l.max_list_body_bytes + 1
+        );
     }
 
     #[test]
-    fn ttl_is_lowered_to_the_configured_maximum() {
-        let r = call("POST", "/validate/ttl", &[("TTL", "99999999999")]);
-        assert_eq!(body(&r)["ttl"], Limits::default().max_ttl_secs);
-
-        let cfg = Config::from_vars(Some(r#"{"max_ttl_secs": 100}"#)).unwrap();
-        let r = call_with("POST", "/validate/ttl", &[("TTL", "3600")], &cfg);
-        assert_eq!(body(&r)["ttl"], 100);
-        assert_eq!(header(&r, "TTL"), Some("100"));
-    }
-
-    #[test]
-    fn missing_ttl_is_a_400_problem() {
-        let r = call("POST", "/validate/ttl", &[]);
-        assert_eq!(r.status, 400);
-        assert_eq!(r.content_type, PROBLEM_JSON);
-        let b = body(&r);
-        assert_eq!(b["status"], 400);
-        assert_eq!(b["type"], "/problems/missing-ttl");
-        assert_eq!(b["errno"], 111);
-    }
-
-    #[test]
-    fn garbage_ttl_is_a_400_problem() {
-        for bad in ["soon", "-1", "1.5", "", "0x10"] {
-            let r = call("POST", "/validate/ttl", &[("TTL", bad)]);
-            assert_eq!(r.status, 400, "TTL {bad:?}");
-            assert_eq!(r.content_type, PROBLEM_JSON);
-            assert_eq!(body(&r)["type"], "/problems/invalid-ttl", "TTL {bad:?}");
-        }
-    }
-
-    #[test]
-    fn unknown_path_is_a_404_problem() {
-        let r = call("GET", "/nope", &[]);
-        assert_eq!(r.status, 404);
-        assert_eq!(r.content_type, PROBLEM_JSON);
-        assert_eq!(body(&r)["status"], 404);
-    }
-
-    #[test]
-    fn wrong_method_is_a_405_problem_with_allow() {
-        let r = call("GET", "/validate/ttl", &[]);
-        assert_eq!(r.status, 405);
-        assert_eq!(header(&r, "Allow"), Some("POST"));
-        assert_eq!(body(&r)["status"], 405);
-    }
-
-    #[test]
-    fn config_defaults_and_errors() {
-        assert_eq!(Config::from_vars(None).unwrap(), Config::default());
-        assert_eq!(Config::from_vars(Some(" ")).unwrap(), Config::default());
-        assert!(Config::from_vars(Some("{\"max_ttl\": 1}")).is_err());
-        assert!(Config::from_vars(Some("not json")).is_err());
+    fn origins() {
+        assert_eq!(
+            origin_of("http://127.0.0.1:8787/p/x?y"),
+            "http://127.0.0.1:8787"
+        );
+        assert_eq!(origin_of("https://push.example"), "https://push.example");
+        assert_eq!(origin_of("https://a.b?q"), "https://a.b");
     }
 }

@@ -63,6 +63,9 @@ pub struct Settings {
     /// Refuse application requests that carry no valid edge mark (`true`/`false`). Default false.
     #[arg(long, env = "ORIGIN_BEHIND_EDGE")]
     pub behind_edge: Option<bool>,
+    /// Listen backlog of each listener (pending connections the kernel queues). Default 4096.
+    #[arg(long, env = "ORIGIN_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Log format: `text` or `json`. Default text.
     #[arg(long, env = "ORIGIN_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -111,6 +114,8 @@ pub struct Config {
     pub edge_secret: Option<Vec<u8>>,
     /// Whether unmarked application requests are refused.
     pub behind_edge: bool,
+    /// Listen backlog.
+    pub listen_backlog: u32,
     /// `text` or `json`.
     pub log_format: String,
     /// Protocol limits.
@@ -167,7 +172,10 @@ impl Config {
                 hello_timeout_secs,
                 partitions,
                 log_format,
-                limits
+                limits,
+                edge_secret,
+                behind_edge,
+                listen_backlog
             );
         }
         let limits = apply_overrides(s.limits.unwrap_or_default(), &s.limit)?;
@@ -210,6 +218,7 @@ impl Config {
             log_format: s.log_format.unwrap_or_else(|| "text".into()),
             edge_secret,
             behind_edge,
+            listen_backlog: s.listen_backlog.unwrap_or(4096).max(1),
             limits,
         })
     }
@@ -261,7 +270,7 @@ mod tests {
         let f = dir.join("c.toml");
         std::fs::write(
             &f,
-            "queue_depth = 7\npublic_url = \"https://push.example/\"\n[limits]\nmax_message_bytes = 8192\n",
+            "queue_depth = 7\npublic_url = \"https://push.example/\"\nedge_secret = \"s\"\nlisten_backlog = 9\n[limits]\nmax_message_bytes = 8192\n",
         )
         .unwrap();
         let s = Settings {
@@ -275,6 +284,8 @@ mod tests {
         assert_eq!(c.public_url, "https://push.example");
         assert_eq!(c.limits.max_message_bytes, 8192);
         assert_eq!(c.limits.max_ttl_secs, 60);
+        assert_eq!(c.edge_secret.as_deref(), Some(&b"s"[..]));
+        assert_eq!(c.listen_backlog, 9);
         let bad = Settings {
             limit: vec!["nope=1".into()],
             ..Default::default()

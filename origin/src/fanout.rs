@@ -15,7 +15,6 @@ use crate::tokens::Token;
 use bytes::Bytes;
 use shared::jwe::{Alg, CompactTemplate, JsonTemplate, CONTENT_TYPE_COMPACT, CONTENT_TYPE_JSON};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Members read from the store per batch.
@@ -61,26 +60,29 @@ impl ListPush {
     }
 
     /// Whether a member's key fits this message's algorithms (when known).
+    /// A member with no key gets the JWE with an empty key (PROTOCOL §4).
     pub fn key_fits(&self, m: &ListMember) -> bool {
-        let key_len = m
-            .encrypted_key
-            .as_deref()
-            .map_or(0, shared::b64::decoded_len);
+        let Some(key) = m.key_for(self.msg.seq).0 else {
+            return true;
+        };
+        let key_len = shared::b64::decoded_len(key);
         let (alg, enc): (Option<Alg>, _) = match &self.template {
             Template::Empty => return true,
             Template::Compact(t) => (Some(t.alg), t.enc),
-            Template::Json(t) => (t.shared_alg.or_else(|| header_alg(m)), t.enc),
+            Template::Json(t) => (t.shared_alg.or_else(|| header_alg(m, self.msg.seq)), t.enc),
         };
         alg.is_none_or(|a| a.key_len_fits(enc, key_len))
     }
 
     /// A member's copy as a message, its body assembled now.
     pub fn copy_for(&self, m: &ListMember) -> Message {
+        // The key the member had when the message was pushed.
+        let (key, header) = m.key_for(self.msg.seq);
         let (encoding, body) = match &self.template {
             Template::Empty => (Encoding::None, Bytes::new()),
             Template::Compact(t) => {
                 let mut out = Vec::new();
-                t.write_member(m.encrypted_key.as_deref().unwrap_or(""), &mut out);
+                t.write_member(key.unwrap_or(""), &mut out);
                 (
                     Encoding::Jose(CONTENT_TYPE_COMPACT.into()),
                     Bytes::from(out),
@@ -88,7 +90,7 @@ impl ListPush {
             }
             Template::Json(t) => {
                 let mut out = Vec::new();
-                t.write_member(m.encrypted_key.as_deref(), m.header.as_deref(), &mut out);
+                t.write_member(key, header, &mut out);
                 (Encoding::Jose(CONTENT_TYPE_JSON.into()), Bytes::from(out))
             }
         };
@@ -114,8 +116,8 @@ impl ListPush {
     }
 }
 
-fn header_alg(m: &ListMember) -> Option<Alg> {
-    let h: serde_json::Value = serde_json::from_str(m.header.as_deref()?).ok()?;
+fn header_alg(m: &ListMember, seq: u64) -> Option<Alg> {
+    let h: serde_json::Value = serde_json::from_str(m.key_for(seq).1?).ok()?;
     Alg::from_name(h.get("alg")?.as_str()?)
 }
 
@@ -170,7 +172,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
                     member: Box::new(m),
                 };
                 if h.tx.try_send(out).is_err() {
-                    h.lists_pending.store(true, Ordering::Release);
+                    h.mark_pending();
                 }
             }
         }

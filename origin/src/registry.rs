@@ -24,8 +24,20 @@ pub enum Outbound {
         /// The member.
         member: Box<crate::store::ListMember>,
     },
+    /// Fetch what is pending (stored messages, list copies): sent after
+    /// setting `pending`, in case the queue drained in between.
+    Nudge,
     /// Close the connection.
     Close(CloseReason),
+}
+
+impl ConnHandle {
+    /// Marks that something did not fit the queue, and nudges the connection.
+    pub fn mark_pending(&self) {
+        self.pending
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.tx.try_send(Outbound::Nudge);
+    }
 }
 
 /// Why the service closes a connection.
@@ -54,9 +66,9 @@ pub struct ConnHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Distinguishes connections of the same user agent over time.
     pub id: u64,
-    /// Set when a list copy did not fit the queue: the connection fetches
-    /// its pending list messages once its queue is empty.
-    pub lists_pending: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a message or list copy did not fit the queue: the connection
+    /// fetches its stored messages and pending list copies once its queue is empty.
+    pub pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 const SHARDS: usize = 64;

@@ -32,9 +32,9 @@ impl Listeners {
     /// configuration is updated to the addresses bound (and default URLs to match).
     pub async fn bind(c: &mut Config) -> std::io::Result<Listeners> {
         let l = Listeners {
-            app: TcpListener::bind(c.app_listen).await?,
-            ws: TcpListener::bind(c.ws_listen).await?,
-            h2: TcpListener::bind(c.h2_listen).await?,
+            app: listen(c.app_listen, c.listen_backlog)?,
+            ws: listen(c.ws_listen, c.listen_backlog)?,
+            h2: listen(c.h2_listen, c.listen_backlog)?,
         };
         let (app, h2) = (l.app.local_addr()?, l.h2.local_addr()?);
         if c.public_url == format!("http://{}", c.app_listen) {
@@ -48,6 +48,18 @@ impl Listeners {
         c.h2_listen = h2;
         Ok(l)
     }
+}
+
+/// Binds a listener with a backlog that holds a reconnect storm.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// A running service.
@@ -143,7 +155,7 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     sweeper.abort();
     state.registry.close_all();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while (!state.registry.is_empty() || state.background.load(Ordering::Acquire) > 0)
+    while (!state.registry.is_empty() || state.committer.pending() > 0)
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -36,8 +36,6 @@ pub struct State {
     pub list_cache: crate::fanout::Cache,
     /// Set once shutdown has begun (`/ready` answers 503).
     pub shutting_down: std::sync::atomic::AtomicBool,
-    /// Background writes not yet committed (shutdown waits for them).
-    pub background: std::sync::atomic::AtomicUsize,
 }
 
 /// Unix seconds now.
@@ -70,7 +68,6 @@ impl State {
             create_rate,
             list_cache: Default::default(),
             shutting_down: Default::default(),
-            background: Default::default(),
             config,
             store,
             committer,
@@ -109,12 +106,16 @@ impl State {
             .write(vec![Op::PutMessage(Box::new((*stored).clone()))])
             .await?;
         inc(&self.metrics.pushes_stored);
-        // The device may have connected while the commit ran: hand it over.
-        if let Some(tx) = self.registry.get(&stored.uaid) {
-            let _ = tx.try_send(Outbound::Message {
+        // The device may have connected while the commit ran, or its queue
+        // was full: hand the message over, or have it fetched once the queue drains.
+        if let Some(h) = self.registry.handle(&stored.uaid) {
+            let out = Outbound::Message {
                 msg: stored,
                 written: None,
-            });
+            };
+            if h.tx.try_send(out).is_err() {
+                h.mark_pending();
+            }
         }
         Ok(Outcome::Stored)
     }
@@ -138,16 +139,9 @@ impl State {
         self.write_later(ops);
     }
 
-    /// Writes without waiting for the commit (acknowledgements, clean-ups).
-    pub fn write_later(self: &Arc<Self>, ops: Vec<Op>) {
-        use std::sync::atomic::Ordering;
-        let state = self.clone();
-        state.background.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            if let Err(e) = state.committer.write(ops).await {
-                tracing::error!("background store write: {e}");
-            }
-            state.background.fetch_sub(1, Ordering::AcqRel);
-        });
+    /// Writes without waiting for the commit (acknowledgements, clean-ups);
+    /// shutdown waits until the committer has none pending.
+    pub fn write_later(&self, ops: Vec<Op>) {
+        self.committer.enqueue(ops);
     }
 }

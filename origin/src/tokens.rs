@@ -29,22 +29,34 @@ pub fn decode(s: &str) -> Option<Token> {
     b64::decode_exact::<16>(s)
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends a token as a lowercase hyphenated UUID (Firefox's channelID form).
+pub fn push_uuid(t: &Token, out: &mut String) {
+    for (i, b) in t.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+}
+
 /// Formats a token as a lowercase hyphenated UUID (Firefox's channelID form).
 pub fn to_uuid(t: &Token) -> String {
-    let h: String = t.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut s = String::with_capacity(36);
+    push_uuid(t, &mut s);
+    s
 }
 
 /// Formats a token as 32 hex digits (the form of a uaid).
 pub fn to_hex(t: &Token) -> String {
-    t.iter().map(|b| format!("{b:02x}")).collect()
+    let mut s = String::with_capacity(32);
+    for b in t {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// Parses a UUID, hyphenated or not, or 32 hex digits.

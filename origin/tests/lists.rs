@@ -396,3 +396,79 @@ async fn members_drop_out_when_they_expire() {
     );
     o.stop().await;
 }
+
+#[tokio::test]
+async fn keys_keep_their_time_and_keyless_members_get_an_empty_key() {
+    let o = start_fresh("list-rotate").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, e) = d.register(None).await;
+    let (_, keyless) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    let k1 = b64::encode(&[1; 24]);
+    let k2 = b64::encode(&[2; 24]);
+    let r = create(
+        &o,
+        &json!({ e.clone(): {"encrypted_key": k1}, keyless.clone(): {} }),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    let template = jwe_compact_template();
+    let push = || {
+        request(
+            "POST",
+            &list,
+            &[("ttl", "600"), ("content-type", "application/jose")],
+            template.as_bytes(),
+        )
+    };
+    let first = push().await;
+    assert_eq!(first.status, 201);
+    // Rotate the member's key; the first message keeps the key of its time.
+    let patch = json!({ e.clone(): {"encrypted_key": k2} });
+    let r = request(
+        "PATCH",
+        &list,
+        &[("content-type", PATCH)],
+        patch.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(push().await.status, 201);
+
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        let n = d
+            .recv()
+            .await
+            .expect("four copies: two messages, two subscriptions");
+        let copy = String::from_utf8(b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+        keys.push((
+            n["channelID"].as_str().unwrap().to_owned(),
+            copy.split('.').nth(1).unwrap().to_owned(),
+        ));
+    }
+    let keyed: Vec<&str> = keys
+        .iter()
+        .filter(|(_, k)| !k.is_empty())
+        .map(|(_, k)| k.as_str())
+        .collect();
+    assert_eq!(
+        keyed,
+        vec![k1.as_str(), k2.as_str()],
+        "old message, old key; new message, new key"
+    );
+    assert_eq!(
+        keys.iter().filter(|(_, k)| k.is_empty()).count(),
+        2,
+        "the keyless member gets an empty key"
+    );
+    let s = request("GET", first.header("location").unwrap(), &[], b"")
+        .await
+        .json();
+    assert_eq!(s["failed"], 0);
+    o.stop().await;
+}

@@ -24,12 +24,22 @@ struct Origin {
     ws: String,
 }
 
+impl Drop for Origin {
+    /// A failing test must not leave its origin running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn(dir: &std::path::Path, ports: (u16, u16, u16)) -> Origin {
     let mut child = Command::new(env!("CARGO_BIN_EXE_origin"))
         .args(["--data-dir", dir.to_str().unwrap()])
         .args(["--app-listen", &format!("127.0.0.1:{}", ports.0)])
         .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
         .args(["--h2-listen", &format!("127.0.0.1:{}", ports.2)])
+        // More than the 170 messages the crash test stores for one subscription.
+        .args(["--limit", "max_stored_per_subscription=1000"])
         .env("ORIGIN_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -265,3 +265,30 @@ async fn a_subscription_keeps_its_newest_messages_up_to_the_limit() {
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn messages_that_overflow_the_queue_still_arrive_on_the_same_connection() {
+    let o = start_with(&temp_dir("ws-overflow"), &[], |s| s.queue_depth = Some(1)).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let mut sends = Vec::new();
+    for _ in 0..60 {
+        let e = endpoint.clone();
+        sends.push(tokio::spawn(async move {
+            request("POST", &e, &[("ttl", "600")], b"").await.status
+        }));
+    }
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 60 {
+        let Some(n) = d.recv_within(Duration::from_secs(5)).await else {
+            break;
+        };
+        got.insert(n["version"].as_str().unwrap().to_owned());
+        d.ack(&n).await;
+    }
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 201);
+    }
+    assert_eq!(got.len(), 60, "every message on the open connection");
+    o.stop().await;
+}

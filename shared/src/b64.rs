@@ -36,6 +36,11 @@ pub fn encode(bytes: &[u8]) -> String {
     LENIENT.encode(bytes)
 }
 
+/// Appends base64url without padding to `out`.
+pub fn encode_into(bytes: &[u8], out: &mut String) {
+    LENIENT.encode_string(bytes, out);
+}
+
 /// Whether `s` is non-padded base64url text that decodes cleanly.
 ///
 /// Checks the alphabet and the length without allocating; the last

@@ -216,8 +216,8 @@ pub enum MemberPatch {
         expires: Field<i64>,
         /// `encrypted_key` change.
         encrypted_key: Field<String>,
-        /// `header` change.
-        header: Field<String>,
+        /// `header` change: a merge patch (RFC 7396) to the member's header.
+        header: Field<Value>,
     },
 }
 
@@ -229,8 +229,9 @@ impl MemberPatch {
         }
     }
 
-    /// Applies an upsert to the member as it is (`None` if new); `None` for a removal.
-    pub fn apply(self, old: Option<Member>) -> Option<Member> {
+    /// Applies an upsert to the member as it is (`None` if new); `Ok(None)`
+    /// for a removal. The header is merged as RFC 7396 says, then checked.
+    pub fn apply(self, old: Option<Member>, limits: &Limits) -> Result<Option<Member>, Rejection> {
         let MemberPatch::Upsert {
             uri,
             expires,
@@ -238,7 +239,7 @@ impl MemberPatch {
             header,
         } = self
         else {
-            return None;
+            return Ok(None);
         };
         let old = old.unwrap_or(Member {
             uri: String::new(),
@@ -246,12 +247,47 @@ impl MemberPatch {
             encrypted_key: None,
             header: None,
         });
-        Some(Member {
+        let header = match header {
+            Field::Keep => old.header,
+            Field::Clear => None,
+            Field::Set(patch) => {
+                let mut target = old
+                    .header
+                    .as_deref()
+                    .and_then(|h| serde_json::from_str(h).ok())
+                    .unwrap_or(Value::Object(Default::default()));
+                merge_patch(&mut target, &patch);
+                match &target {
+                    Value::Object(o) if o.is_empty() => None,
+                    _ => Some(parse_header(&target, limits)?),
+                }
+            }
+        };
+        Ok(Some(Member {
             uri,
             expires: expires.apply(old.expires),
             encrypted_key: encrypted_key.apply(old.encrypted_key),
-            header: header.apply(old.header),
-        })
+            header,
+        }))
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7396 §2) to `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let t = target.as_object_mut().expect("an object");
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }
 
@@ -426,7 +462,10 @@ fn parse_entry(
             Field::Keep => Field::Keep,
             Field::Clear => Field::Clear,
         };
-        let header = field(&obj, "header", |v| parse_header(v, limits))?;
+        let header = field(&obj, "header", |v| match v {
+            Value::Object(_) => Ok(v.clone()),
+            _ => Err(Rejection::BadHeader("must be a JSON object".into())),
+        })?;
         Ok((expires, encrypted_key, header))
     })();
     match parsed {
@@ -533,14 +572,20 @@ fn parse_entries(
 /// Parses a list document (the body of a create). `now` is Unix seconds.
 pub fn parse_document(doc: &[u8], now: i64, limits: &Limits) -> Result<Parsed<Member>, ListError> {
     let p = parse_entries(doc, false, now, limits)?;
-    Ok(Parsed {
-        accepted: p
-            .accepted
-            .into_iter()
-            .filter_map(|m| m.apply(None))
-            .collect(),
-        rejected: p.rejected,
-    })
+    let mut rejected = p.rejected;
+    let mut accepted = Vec::with_capacity(p.accepted.len());
+    for m in p.accepted {
+        let uri = m.uri().to_owned();
+        match m.apply(None, limits) {
+            Ok(Some(member)) => accepted.push(member),
+            Ok(None) => {}
+            Err(reason) => rejected.push(Rejected {
+                uri: uri.chars().take(256).collect(),
+                reason,
+            }),
+        }
+    }
+    Ok(Parsed { accepted, rejected })
 }
 
 /// Parses a merge patch to a list. `now` is Unix seconds.
@@ -683,7 +728,11 @@ mod tests {
             encrypted_key: None,
             header: Some("{}".into()),
         };
-        let new = p.accepted[1].clone().apply(Some(old)).unwrap();
+        let new = p.accepted[1]
+            .clone()
+            .apply(Some(old), &Limits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(new.expires, None);
         assert_eq!(new.encrypted_key.as_deref(), Some(key.as_str()));
         assert_eq!(new.header.as_deref(), Some("{}"));
@@ -695,6 +744,40 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn header_patches_merge_as_rfc7396_says() {
+        let old = Member {
+            uri: U1.into(),
+            expires: None,
+            encrypted_key: None,
+            header: Some(r#"{"alg":"A256KW","kid":"old"}"#.into()),
+        };
+        let patch = |h: &str| {
+            let doc = format!(r#"{{"{U1}": {{"header": {h}}}}}"#);
+            parse_patch(doc.as_bytes(), NOW, &Limits::default())
+                .unwrap()
+                .accepted
+                .remove(0)
+        };
+        let l = Limits::default();
+        let m = patch(r#"{"kid":"new"}"#)
+            .apply(Some(old.clone()), &l)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.header.as_deref(), Some(r#"{"alg":"A256KW","kid":"new"}"#));
+        let m = patch(r#"{"kid":null}"#)
+            .apply(Some(old.clone()), &l)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.header.as_deref(), Some(r#"{"alg":"A256KW"}"#));
+        let m = patch("null").apply(Some(old.clone()), &l).unwrap().unwrap();
+        assert_eq!(m.header, None);
+        assert!(patch(r#"{"alg":"RSA1_5"}"#).apply(Some(old), &l).is_err());
+        let mut v = serde_json::json!({"a": {"b": 1, "c": 2}, "d": 3});
+        super::merge_patch(&mut v, &serde_json::json!({"a": {"b": null}, "d": [1]}));
+        assert_eq!(v, serde_json::json!({"a": {"c": 2}, "d": [1]}));
     }
 
     #[test]

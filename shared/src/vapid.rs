@@ -180,11 +180,11 @@ impl Credentials {
         }))
     }
 
-    /// Verifies the ES256 signature and the claims: `aud` is `audience` (the
-    /// push resource's origin, `scheme://host[:port]`), `exp` is after `now`
-    /// and at most `vapid_max_exp_secs` (plus skew) ahead, `sub` if present is
-    /// `mailto:` or `https:`.
-    pub fn verify(&self, audience: &str, now: u64, limits: &Limits) -> Result<Claims, VapidError> {
+    /// The token's signed part and signature, checked for form: three
+    /// base64url parts, a JSON header with `alg` ES256, a raw (r‖s) or DER
+    /// signature. For runtimes that verify ECDSA with the platform's crypto
+    /// (WebCrypto in a Worker) before [`Self::verify_claims`].
+    pub fn signed(&self) -> Result<Signed<'_>, VapidError> {
         let mut parts = self.token.split('.');
         let (Some(h), Some(c), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -204,11 +204,35 @@ impl Credentials {
             _ => Signature::from_der(&sig_bytes),
         }
         .map_err(|_| VapidError::Signature)?;
-        let key = VerifyingKey::from_sec1_bytes(&self.key.0).map_err(|_| VapidError::BadKey)?;
-        let signed_len = h.len() + 1 + c.len();
-        key.verify(&self.token.as_bytes()[..signed_len], &sig)
-            .map_err(|_| VapidError::Signature)?;
+        Ok(Signed {
+            input: &self.token.as_bytes()[..h.len() + 1 + c.len()],
+            signature: sig.to_bytes().into(),
+            claims: c,
+        })
+    }
 
+    /// Verifies the ES256 signature and the claims:  `aud` is `audience` (the
+    /// push resource's origin, `scheme://host[:port]`), `exp` is after `now`
+    /// and at most `vapid_max_exp_secs` (plus skew) ahead, `sub` if present is
+    /// `mailto:` or `https:`.
+    pub fn verify(&self, audience: &str, now: u64, limits: &Limits) -> Result<Claims, VapidError> {
+        let signed = self.signed()?;
+        let key = VerifyingKey::from_sec1_bytes(&self.key.0).map_err(|_| VapidError::BadKey)?;
+        let sig = Signature::from_slice(&signed.signature).map_err(|_| VapidError::Signature)?;
+        key.verify(signed.input, &sig)
+            .map_err(|_| VapidError::Signature)?;
+        self.verify_claims(audience, now, limits)
+    }
+
+    /// The claims rules of [`Self::verify`], for a token whose signature
+    /// ([`Self::signed`]) was verified elsewhere.
+    pub fn verify_claims(
+        &self,
+        audience: &str,
+        now: u64,
+        limits: &Limits,
+    ) -> Result<Claims, VapidError> {
+        let c = self.token.split('.').nth(1).unwrap_or("");
         let claims: Claims = b64::decode(c)
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(VapidError::BadToken(
@@ -233,6 +257,17 @@ impl Credentials {
         }
         Ok(claims)
     }
+}
+
+/// What a VAPID signature covers, and the signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signed<'a> {
+    /// `base64url(header) "." base64url(claims)`, the ES256 signing input.
+    pub input: &'a [u8],
+    /// The signature as r‖s (IEEE P1363, what WebCrypto takes).
+    pub signature: [u8; 64],
+    /// The claims part, base64url.
+    pub claims: &'a str,
 }
 
 /// Origins compare by scheme and host case-insensitively; one trailing `/` is ignored.

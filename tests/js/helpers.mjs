@@ -21,6 +21,17 @@ const LOG_LIMIT = 2_000_000;
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Races `promise` against a timer of `ms`; resolves with `onTimeout` if the
+ * timer wins. Unlike racing sleep(), the timer is cleared when the promise
+ * wins, so it does not keep the process alive.
+ */
+export function within(promise, ms, onTimeout = "timeout") {
+  let timer;
+  const timeout = new Promise((r) => { timer = setTimeout(() => r(onTimeout), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** Polls `fn` until it returns a truthy value; throws after `timeoutMs`. */
 export async function waitUntil(fn, { timeoutMs = 10_000, intervalMs = 100, what = "condition" } = {}) {
   const deadline = Date.now() + timeoutMs;
@@ -77,10 +88,9 @@ export async function killGroup(child, { signal = "SIGTERM", timeoutMs = STOP_TI
   }
   const exited = new Promise((resolve) => child.once("exit", resolve));
   try { process.kill(-child.pid, signal); } catch { /* gone */ }
-  const timer = sleep(timeoutMs).then(() => "timeout");
-  if ((await Promise.race([exited, timer])) === "timeout") {
+  if ((await within(exited, timeoutMs)) === "timeout") {
     try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
-    await Promise.race([exited, sleep(timeoutMs)]);
+    await within(exited, timeoutMs);
   }
   try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
 }

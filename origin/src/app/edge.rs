@@ -27,9 +27,23 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = req.into_parts();
-    let max = state.config.limits.max_list_body_bytes;
+    // A push body is held to the message limit, a list document to its own.
+    let limits = &state.config.limits;
+    let is_push = parts.method == http::Method::POST
+        && (parts.uri.path().starts_with("/p/") || parts.uri.path().starts_with("/l/"));
+    let max = if is_push {
+        limits.max_message_bytes
+    } else {
+        limits.max_list_body_bytes
+    };
     let body = match read_body(body, max).await {
         Ok(Some(b)) => b,
+        Ok(None) if is_push => {
+            return Err(error(&shared::push::PushError::TooLarge {
+                len: max + 1,
+                max,
+            }))
+        }
         Ok(None) => return Err(error(&ListError::TooLarge(max))),
         Err(e) => return Err(error(&e)),
     };

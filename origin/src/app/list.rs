@@ -101,8 +101,10 @@ fn authorized_list<B>(state: &State, token: &str, req: &Request<B>) -> Result<Li
         .list(&t)
         .map_err(store_err)?
         .ok_or(AppError::NotFound("no such list".into()))?;
+    // Credentials sent are always checked; an owned list requires its owner's.
+    let key = verified_key(state, req)?;
     if let Some(owner) = &list.owner {
-        match verified_key(state, req)? {
+        match key {
             None => return Err(VapidError::Required.into()),
             Some(k) if &k != owner => return Err(VapidError::KeyMismatch.into()),
             Some(_) => {}
@@ -174,6 +176,24 @@ fn member_of(sub: &Subscription, m: doc::Member, joined: u64) -> ListMember {
         expires: m.expires,
         encrypted_key: m.encrypted_key,
         header: m.header,
+        previous: Vec::new(),
+    }
+}
+
+/// Carries an amended member's history over: it keeps its join point, and a
+/// changed key or header applies from `now_seq` on, earlier list messages
+/// keeping the key of their time.
+fn keep_history(m: &mut ListMember, old: ListMember, now_seq: u64) {
+    m.joined = old.joined;
+    m.previous = old.previous;
+    if (&old.encrypted_key, &old.header) != (&m.encrypted_key, &m.header) {
+        m.previous.push(crate::store::KeyVersion {
+            until: now_seq,
+            encrypted_key: old.encrypted_key,
+            header: old.header,
+        });
+        let excess = m.previous.len().saturating_sub(ListMember::KEY_HISTORY);
+        m.previous.drain(..excess);
     }
 }
 
@@ -351,18 +371,25 @@ where
                         .store
                         .list_member(&list.token, &sub.push)
                         .map_err(store_err)?;
-                    let joined = old.as_ref().map_or(joined, |o| o.joined);
-                    if old.is_none() {
-                        added += 1;
-                    }
-                    let old_doc = old.map(|o| doc::Member {
+                    let is_new = old.is_none();
+                    let old_doc = old.as_ref().map(|o| doc::Member {
                         uri: uri.clone(),
                         expires: o.expires,
-                        encrypted_key: o.encrypted_key,
-                        header: o.header,
+                        encrypted_key: o.encrypted_key.clone(),
+                        header: o.header.clone(),
                     });
-                    let merged = upsert.apply(old_doc).expect("an upsert");
-                    upserts.push(member_of(&sub, merged, joined));
+                    match upsert.apply(old_doc, limits) {
+                        Ok(Some(merged)) => {
+                            added += usize::from(is_new);
+                            let mut m = member_of(&sub, merged, joined);
+                            if let Some(old) = old {
+                                keep_history(&mut m, old, joined);
+                            }
+                            upserts.push(m);
+                        }
+                        Ok(None) => {}
+                        Err(r) => rejected.push(reject(&uri, r)),
+                    }
                 }
             },
         }
@@ -449,10 +476,6 @@ where
         authorization: header(&req, "authorization"),
     };
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
-    if list.owner.is_none() {
-        // Owned lists were verified above; others verify any token sent.
-        super::check_vapid(state, &req, meta.vapid.as_ref())?;
-    }
     state
         .list_rate
         .check(&list.token)

@@ -321,7 +321,7 @@ async fn monitor(
             ConnHandle {
                 tx: tx.clone(),
                 id,
-                lists_pending: Arc::default(),
+                pending: Arc::default(),
             },
         );
     }
@@ -381,6 +381,7 @@ async fn monitor(
                         push_one(&state, &mut respond, m, &inflight, receipts);
                     }
                 }
+                Some(Outbound::Nudge) => {}
                 Some(Outbound::Close(_)) | None => break,
             },
             _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => break,

@@ -96,8 +96,8 @@ struct Conn {
     /// The queue's sending side, registered at hello.
     tx: mpsc::Sender<Outbound>,
     id: u64,
-    /// Set by a fan-out that found the queue full.
-    lists_pending: Arc<AtomicBool>,
+    /// Set by a sender that found the queue full.
+    pending: Arc<AtomicBool>,
 }
 
 /// Serves one device connection to its end.
@@ -118,7 +118,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         inflight: HashMap::new(),
         tx,
         id,
-        lists_pending: Arc::default(),
+        pending: Arc::default(),
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -213,6 +213,7 @@ impl Conn {
                         Box::pin(self.send_message(Arc::new(push.copy_for(&member)))).await?;
                         self.pull_if_pending(rx).await?;
                     }
+                    Some(Outbound::Nudge) => self.pull_if_pending(rx).await?,
                     Some(Outbound::Close(reason)) => {
                         let mut out = Vec::new();
                         ws_frame::close(reason.code(), &mut out);
@@ -248,10 +249,12 @@ impl Conn {
         }
     }
 
-    /// Once the queue is empty, fetches list copies that did not fit it.
+    /// Once the queue is empty, fetches what did not fit it: stored
+    /// messages and pending list copies.
     async fn pull_if_pending(&mut self, rx: &mpsc::Receiver<Outbound>) -> io::Result<()> {
-        if rx.is_empty() && self.lists_pending.swap(false, Ordering::AcqRel) {
+        if rx.is_empty() && self.pending.swap(false, Ordering::AcqRel) {
             if let Some(uaid) = self.session.uaid() {
+                Box::pin(self.drain(uaid)).await?;
                 Box::pin(self.send_pending_copies(uaid)).await?;
             }
         }
@@ -311,10 +314,9 @@ impl Conn {
                             kind: UaKind::WebSocket,
                             created: now(),
                         };
-                        st.committer
-                            .write(vec![Op::PutUa(ua.clone())])
-                            .await
-                            .map_err(store_err)?;
+                        // Not awaited: the register that follows waits for its own
+                        // commit, which comes after this one (the committer keeps order).
+                        st.committer.enqueue(vec![Op::PutUa(ua.clone())]);
                         ua.uaid
                     }
                 };
@@ -325,7 +327,7 @@ impl Conn {
                     ConnHandle {
                         tx: self.tx.clone(),
                         id: self.id,
-                        lists_pending: self.lists_pending.clone(),
+                        pending: self.pending.clone(),
                     },
                 );
                 if known.is_some() {

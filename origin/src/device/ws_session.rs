@@ -5,7 +5,9 @@
 use crate::store::{Encoding, Message};
 use crate::tokens::{self, Token};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+#[cfg(test)]
+use serde_json::Value;
 use shared::b64;
 use shared::vapid::PublicKey;
 
@@ -213,27 +215,42 @@ pub fn unregister_reply(channel_id: &str, status: u16) -> String {
     .to_string()
 }
 
-/// A `notification` for a message.
+/// A `notification` for a message, written straight into one buffer (it
+/// is on the path of every delivery).
 pub fn notification(m: &Message) -> String {
-    let mut n = json!({
-        "messageType": "notification",
-        "channelID": tokens::to_uuid(&m.channel),
-        "version": tokens::encode(&m.id),
-    });
+    let mut n = String::with_capacity(160 + m.body.len() / 3 * 4);
+    n.push_str(r#"{"messageType":"notification","channelID":""#);
+    tokens::push_uuid(&m.channel, &mut n);
+    n.push_str(r#"","version":""#);
+    n.push_str(&tokens::encode(&m.id));
+    n.push('"');
     if !m.body.is_empty() {
-        n["data"] = Value::String(b64::encode(&m.body));
-        let headers = match &m.encoding {
-            Encoding::Aes128gcm => json!({"encoding": "aes128gcm"}),
+        n.push_str(r#","data":""#);
+        b64::encode_into(&m.body, &mut n);
+        n.push_str(r#"","headers":"#);
+        let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
+        match &m.encoding {
+            Encoding::Aes128gcm => n.push_str(r#"{"encoding":"aes128gcm"}"#),
             Encoding::Aesgcm {
                 encryption,
                 crypto_key,
-            } => json!({"encoding": "aesgcm", "encryption": encryption, "crypto_key": crypto_key}),
-            Encoding::Jose(ct) => json!({"content_type": ct}),
-            Encoding::None | Encoding::Receipt => json!({}),
-        };
-        n["headers"] = headers;
+            } => {
+                n.push_str(r#"{"encoding":"aesgcm","encryption":"#);
+                n.push_str(&json(encryption));
+                n.push_str(r#","crypto_key":"#);
+                n.push_str(&json(crypto_key));
+                n.push('}');
+            }
+            Encoding::Jose(ct) => {
+                n.push_str(r#"{"content_type":"#);
+                n.push_str(&json(ct));
+                n.push('}');
+            }
+            Encoding::None | Encoding::Receipt => n.push_str("{}"),
+        }
     }
-    n.to_string()
+    n.push('}');
+    n
 }
 
 #[cfg(test)]

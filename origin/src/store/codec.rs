@@ -2,8 +2,8 @@
 //! length-prefixed ones. A leading version byte leaves room to evolve.
 
 use super::{
-    Encoding, List, ListBody, ListMember, ListMessage, Message, StoreError, Subscription, UaKind,
-    UserAgent,
+    Encoding, KeyVersion, List, ListBody, ListMember, ListMessage, Message, StoreError,
+    Subscription, UaKind, UserAgent,
 };
 use crate::tokens::Token;
 use bytes::Bytes;
@@ -288,7 +288,13 @@ pub fn member(m: &ListMember) -> Vec<u8> {
         .u64(m.joined)
         .opt_bytes(m.expires.map(|e| e.to_be_bytes()).as_ref().map(|b| &b[..]))
         .opt_bytes(m.encrypted_key.as_deref().map(str::as_bytes))
-        .opt_bytes(m.header.as_deref().map(str::as_bytes));
+        .opt_bytes(m.header.as_deref().map(str::as_bytes))
+        .u8(m.previous.len() as u8);
+    for v in &m.previous {
+        w.u64(v.until)
+            .opt_bytes(v.encrypted_key.as_deref().map(str::as_bytes))
+            .opt_bytes(v.header.as_deref().map(str::as_bytes));
+    }
     w.0
 }
 
@@ -309,6 +315,18 @@ pub fn read_member(b: &[u8]) -> Result<ListMember, StoreError> {
         },
         encrypted_key: r.opt_string()?,
         header: r.opt_string()?,
+        previous: {
+            let n = r.u8()?;
+            let mut v = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                v.push(KeyVersion {
+                    until: r.u64()?,
+                    encrypted_key: r.opt_string()?,
+                    header: r.opt_string()?,
+                });
+            }
+            v
+        },
     })
 }
 
@@ -414,6 +432,11 @@ mod tests {
             expires: Some(-1),
             encrypted_key: Some("k".into()),
             header: None,
+            previous: vec![KeyVersion {
+                until: 4,
+                encrypted_key: None,
+                header: Some("{}".into()),
+            }],
         };
         assert_eq!(read_member(&member(&mb)).unwrap(), mb);
         let lm = ListMessage {

@@ -148,6 +148,33 @@ pub struct ListMember {
     pub encrypted_key: Option<String>,
     /// Its per-recipient JWE header, JSON text.
     pub header: Option<String>,
+    /// Keys it had before (oldest first), for list messages sent before a
+    /// change: a copy is always assembled with the key of its time.
+    pub previous: Vec<KeyVersion>,
+}
+
+/// A member's key and header as they were until a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyVersion {
+    /// The message sequence at which it was replaced.
+    pub until: u64,
+    /// The JWE Encrypted Key, base64url.
+    pub encrypted_key: Option<String>,
+    /// The per-recipient header, JSON text.
+    pub header: Option<String>,
+}
+
+impl ListMember {
+    /// How many earlier keys a member keeps.
+    pub const KEY_HISTORY: usize = 8;
+
+    /// The key and header to use for a list message of sequence `seq`.
+    pub fn key_for(&self, seq: u64) -> (Option<&str>, Option<&str>) {
+        match self.previous.iter().find(|v| seq < v.until) {
+            Some(v) => (v.encrypted_key.as_deref(), v.header.as_deref()),
+            None => (self.encrypted_key.as_deref(), self.header.as_deref()),
+        }
+    }
 }
 
 /// The body of a list push, stored once for all members.

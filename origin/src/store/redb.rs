@@ -118,6 +118,9 @@ impl RedbStore {
                 LIST_MSGS,
                 LIST_MSG_SEQ,
                 COPY_ACKS,
+                LIST_MSG_EXPIRY,
+                MEMBER_EXPIRY,
+                PUSH_MSGS,
             ] {
                 txn.open_table(t).map_err(err)?;
             }
@@ -753,5 +756,32 @@ impl Store for RedbStore {
             ));
         }
         Ok((msgs, members))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_store_answers_every_read() {
+        let dir = std::env::temp_dir().join(format!(
+            "redb-fresh-{}",
+            crate::tokens::to_hex(&crate::tokens::new_token())
+        ));
+        let s = RedbStore::open(&dir, 10).unwrap();
+        let t = [1u8; 16];
+        assert!(s.subscription(&t).unwrap().is_none());
+        assert!(s.messages(&t, 0, 0, 10).unwrap().is_empty());
+        assert!(s.expired(0, 10).unwrap().is_empty());
+        assert_eq!(
+            s.expired_list_items(u64::MAX / 2, 10).unwrap(),
+            (vec![], vec![])
+        );
+        assert!(s.list_members(&t, None, 10).unwrap().is_empty());
+        assert!(s.lists_of(&t).unwrap().is_empty());
+        assert_eq!(s.owned_lists(&[4; 65]).unwrap(), 0);
+        assert_eq!(s.copies_acked(&t).unwrap(), 0);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,0 +1,158 @@
+//! The edge's configuration, read from the Worker's environment (wrangler.toml
+//! `[vars]`, `--var`, secrets).
+
+use shared::Limits;
+
+/// Names of the Worker's bindings and variables (see wrangler.toml).
+pub mod vars {
+    /// Base URL of the origin's application API (`scheme://host[:port]`).
+    pub const ORIGIN_URL: &str = "ORIGIN_URL";
+    /// The protocol limits, a JSON object of `shared::Limits` fields.
+    pub const LIMITS: &str = "LIMITS";
+    /// The HMAC key of the mark on forwarded requests (a secret).
+    pub const EDGE_HMAC_SECRET: &str = "EDGE_HMAC_SECRET";
+    /// Seconds per rate-limit window (default 60; the `*_per_minute` limits count per window).
+    pub const RATE_WINDOW_SECS: &str = "RATE_WINDOW_SECS";
+    /// `"1"` turns on the benchmark route `POST /_bench/validate` (never in production).
+    pub const EDGE_BENCH: &str = "EDGE_BENCH";
+    /// The Durable Object namespace that keeps the rate-limit windows.
+    pub const RATE_LIMITER: &str = "RATE_LIMITER";
+}
+
+/// Why the environment does not make a usable configuration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `LIMITS` is not a JSON object of known limits.
+    #[error("LIMITS: {0}")]
+    Limits(String),
+    /// `ORIGIN_URL` is missing or not an `http(s)://host[:port]` URL.
+    #[error("ORIGIN_URL must be http(s)://host[:port], not {0:?}")]
+    OriginUrl(String),
+    /// No `EDGE_HMAC_SECRET`.
+    #[error("EDGE_HMAC_SECRET is not set (wrangler secret put EDGE_HMAC_SECRET, or --var for local runs)")]
+    MissingSecret,
+    /// `RATE_WINDOW_SECS` is not a positive whole number.
+    #[error("RATE_WINDOW_SECS must be a whole number of seconds above 0, not {0:?}")]
+    RateWindow(String),
+}
+
+/// Everything the edge reads from its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where validated requests go, without a trailing slash.
+    pub origin_url: String,
+    /// The key of the mark (PROTOCOL §5).
+    pub secret: Vec<u8>,
+    /// The protocol limits; the origin must run with the same.
+    pub limits: Limits,
+    /// Length of a rate-limit window in seconds.
+    pub rate_window_secs: u64,
+    /// Whether the benchmark route answers.
+    pub bench: bool,
+}
+
+impl Config {
+    /// Builds the configuration from a variable lookup.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let limits = match get(vars::LIMITS).as_deref().map(str::trim) {
+            None | Some("") => Limits::default(),
+            Some(s) => serde_json::from_str(s).map_err(|e| ConfigError::Limits(e.to_string()))?,
+        };
+        let origin_url = get(vars::ORIGIN_URL).unwrap_or_default();
+        let origin_url = origin_url.trim().trim_end_matches('/').to_owned();
+        let authority = origin_url
+            .strip_prefix("https://")
+            .or_else(|| origin_url.strip_prefix("http://"));
+        if !authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#'])) {
+            return Err(ConfigError::OriginUrl(origin_url));
+        }
+        let secret = get(vars::EDGE_HMAC_SECRET)
+            .filter(|s| !s.is_empty())
+            .ok_or(ConfigError::MissingSecret)?
+            .into_bytes();
+        let rate_window_secs = match get(vars::RATE_WINDOW_SECS).as_deref().map(str::trim) {
+            None | Some("") => 60,
+            Some(s) => s
+                .parse::<u64>()
+                .ok()
+                .filter(|w| *w > 0)
+                .ok_or_else(|| ConfigError::RateWindow(s.to_owned()))?,
+        };
+        let bench = get(vars::EDGE_BENCH).is_some_and(|v| v.trim() == "1");
+        Ok(Config {
+            origin_url,
+            secret,
+            limits,
+            rate_window_secs,
+            bench,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A configuration as the tests use it.
+    pub(crate) fn config() -> Config {
+        Config::from_env(env(&[])).unwrap()
+    }
+
+    pub(crate) fn env(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut vars: Vec<(String, String)> = vec![
+            ("ORIGIN_URL".into(), "http://127.0.0.1:8080/".into()),
+            ("EDGE_HMAC_SECRET".into(), "s3cret".into()),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config();
+        assert_eq!(c.origin_url, "http://127.0.0.1:8080");
+        assert_eq!(c.secret, b"s3cret");
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.rate_window_secs, 60);
+        assert!(!c.bench);
+    }
+
+    #[test]
+    fn values() {
+        let c = Config::from_env(env(&[
+            ("LIMITS", r#"{"max_ttl_secs": 100}"#),
+            ("RATE_WINDOW_SECS", "5"),
+            ("EDGE_BENCH", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.limits.max_ttl_secs, 100);
+        assert_eq!(c.rate_window_secs, 5);
+        assert!(c.bench);
+    }
+
+    #[test]
+    fn errors() {
+        let bad = |k: &str, v: &str| Config::from_env(env(&[(k, v)])).unwrap_err();
+        assert!(matches!(
+            bad("LIMITS", r#"{"max_ttl": 1}"#),
+            ConfigError::Limits(_)
+        ));
+        assert!(matches!(bad("LIMITS", "nope"), ConfigError::Limits(_)));
+        assert!(matches!(
+            bad("ORIGIN_URL", "ftp://x"),
+            ConfigError::OriginUrl(_)
+        ));
+        assert!(matches!(
+            bad("ORIGIN_URL", "http://x/base"),
+            ConfigError::OriginUrl(_)
+        ));
+        assert_eq!(bad("EDGE_HMAC_SECRET", ""), ConfigError::MissingSecret);
+        assert!(matches!(
+            bad("RATE_WINDOW_SECS", "0"),
+            ConfigError::RateWindow(_)
+        ));
+    }
+}

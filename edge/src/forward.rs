@@ -1,0 +1,122 @@
+//! The request the edge sends the origin (PROTOCOL §5): the same method,
+//! path and query on `ORIGIN_URL`, the application server's header fields,
+//! the exact body bytes, and the mark over all of that.
+
+use crate::config::Config;
+use shared::mark;
+
+/// Header fields not forwarded: hop-by-hop fields (RFC 9110 §7.6.1), those
+/// the runtime sets itself, any mark the client sent (the edge's replaces it).
+const DROPPED: &[&str] = &[
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    mark::HEADER,
+];
+
+/// Whether a header field goes on to the origin.
+pub fn forwards(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    // cf-* fields are the platform's own (cf-connecting-ip, cf-ray, …).
+    !DROPPED.contains(&name.as_str()) && !name.starts_with("cf-")
+}
+
+/// A request for the origin, ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// `ORIGIN_URL` + path and query.
+    pub url: String,
+    /// Header fields, the mark among them.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Builds the forwarded request. `path_and_query` is the request's, as the
+/// origin will see it; `body` is exactly what will be sent; `vapid_key` is
+/// the key whose token the edge verified, if any.
+pub fn prepare<'h>(
+    cfg: &Config,
+    method: &str,
+    path_and_query: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    body: &[u8],
+    vapid_key: Option<&str>,
+    now: u64,
+) -> Outgoing {
+    let mut out: Vec<(String, String)> = headers
+        .into_iter()
+        .filter(|(k, _)| forwards(k))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let value = mark::sign(&cfg.secret, method, path_and_query, now, vapid_key, body);
+    out.push((mark::HEADER.to_owned(), value));
+    Outgoing {
+        url: format!("{}{}", cfg.origin_url, path_and_query),
+        headers: out,
+    }
+}
+
+/// The path and query of an absolute URL (`/` if it has no path).
+pub fn path_and_query(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let rest = rest.split('#').next().unwrap_or("");
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => &rest[i..],
+        _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::config;
+
+    #[test]
+    fn marks_what_it_forwards() {
+        let cfg = config();
+        let out = prepare(
+            &cfg,
+            "POST",
+            "/p/abc?x=1",
+            [
+                ("Host", "edge.example"),
+                ("TTL", "60"),
+                ("cf-connecting-ip", "1.2.3.4"),
+                ("Push-Edge-Mark", "forged"),
+                ("content-length", "4"),
+                ("authorization", "vapid t=a, k=b"),
+            ],
+            b"body",
+            Some("KEY"),
+            1000,
+        );
+        assert_eq!(out.url, "http://127.0.0.1:8080/p/abc?x=1");
+        let names: Vec<&str> = out.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["TTL", "authorization", mark::HEADER]);
+        let m = mark::verify(
+            b"s3cret",
+            Some(&out.headers[2].1),
+            "POST",
+            "/p/abc?x=1",
+            b"body",
+            1001,
+        )
+        .unwrap();
+        assert_eq!(m.vapid_key.as_deref(), Some("KEY"));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(path_and_query("http://h:1/p/x?y=2#f"), "/p/x?y=2");
+        assert_eq!(path_and_query("https://h"), "/");
+        assert_eq!(path_and_query("https://h/"), "/");
+        assert_eq!(path_and_query("https://h?q"), "/");
+    }
+}

@@ -1,0 +1,185 @@
+//! Rate limits at the edge (PROTOCOL §4, amplification): pushes per list
+//! and list creations per VAPID key, counted in fixed clock windows (a
+//! minute, as at the origin) by a Durable Object per limited thing, so that
+//! every isolate of the edge counts in one place.
+//!
+//! This module is the arithmetic and the message format between the Worker
+//! and the object; the object itself (lib.rs) only stores a [`Window`].
+
+use serde::{Deserialize, Serialize};
+use shared::Limits;
+
+/// What a request counts against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// Pushes to one list (`list_pushes_per_minute`), by the list's token.
+    ListPush(String),
+    /// Lists created by one VAPID key (`list_creations_per_minute`), by the key.
+    ListCreation(String),
+}
+
+impl RateKey {
+    /// The name of the Durable Object that counts for this key.
+    pub fn object_name(&self) -> String {
+        match self {
+            RateKey::ListPush(list) => format!("list-push:{list}"),
+            RateKey::ListCreation(key) => format!("list-create:{key}"),
+        }
+    }
+
+    /// Events allowed per window.
+    pub fn limit(&self, limits: &Limits) -> u32 {
+        match self {
+            RateKey::ListPush(_) => limits.list_pushes_per_minute,
+            RateKey::ListCreation(_) => limits.list_creations_per_minute,
+        }
+    }
+
+    /// What is limited, in the origin's words for its 429.
+    pub fn what(&self) -> &'static str {
+        match self {
+            RateKey::ListPush(_) => "list",
+            RateKey::ListCreation(_) => "VAPID key's list creations",
+        }
+    }
+
+    /// The request to the counting object.
+    pub fn hit(&self, limits: &Limits, window_secs: u64) -> Hit {
+        Hit {
+            limit: self.limit(limits),
+            window_secs,
+        }
+    }
+}
+
+/// A request to count one event (the body the Worker sends the object).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Events allowed per window.
+    pub limit: u32,
+    /// Window length, seconds.
+    pub window_secs: u64,
+}
+
+/// The object's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Counted; go on.
+    Allowed,
+    /// Over the limit until the window ends.
+    Limited {
+        /// Seconds until then (`Retry-After`).
+        retry_after: u64,
+    },
+}
+
+/// The events counted in one window, as the object stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Unix second the window began.
+    pub start: u64,
+    /// Unix second it ends (and the object may forget it).
+    pub ends: u64,
+    /// Events counted.
+    pub count: u32,
+}
+
+/// Counts one event at `now` (Unix seconds) against the stored window.
+/// Returns the window to store, if it changed, and the verdict. A refused
+/// event is not counted, as at the origin.
+pub fn count(stored: Option<Window>, now: u64, hit: Hit) -> (Option<Window>, Verdict) {
+    let w = hit.window_secs.max(1);
+    let start = now - now % w;
+    let current = match stored {
+        Some(s) if s.start == start => s,
+        _ => Window {
+            start,
+            ends: start + w,
+            count: 0,
+        },
+    };
+    if current.count >= hit.limit {
+        let retry_after = current.ends.saturating_sub(now).max(1);
+        let changed = (Some(current) != stored).then_some(current);
+        return (changed, Verdict::Limited { retry_after });
+    }
+    let next = Window {
+        count: current.count + 1,
+        ..current
+    };
+    (Some(next), Verdict::Allowed)
+}
+
+/// Whether a stored window is over at `now`, so the object can drop its storage.
+pub fn expired(stored: Option<Window>, now: u64) -> bool {
+    stored.is_none_or(|s| now >= s.ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HIT: Hit = Hit {
+        limit: 2,
+        window_secs: 60,
+    };
+
+    #[test]
+    fn fixed_windows() {
+        let t = 1_700_000_020; // 40 s into a minute
+        let (w, v) = count(None, t, HIT);
+        assert_eq!(v, Verdict::Allowed);
+        let w = w.unwrap();
+        assert_eq!((w.start, w.ends, w.count), (t - 40, t + 20, 1));
+        let (w2, v) = count(Some(w), t + 1, HIT);
+        assert_eq!(v, Verdict::Allowed);
+        let (w3, v) = count(w2, t + 5, HIT);
+        assert_eq!(v, Verdict::Limited { retry_after: 15 });
+        assert_eq!(w3, None, "a refusal stores nothing");
+        // The next window starts afresh.
+        let (w4, v) = count(w2, t + 20, HIT);
+        assert_eq!(v, Verdict::Allowed);
+        assert_eq!(w4.unwrap().count, 1);
+        assert!(!expired(w2, t + 19));
+        assert!(expired(w2, t + 20));
+        assert!(expired(None, t));
+    }
+
+    #[test]
+    fn zero_limit_refuses_everything() {
+        let (w, v) = count(
+            None,
+            100,
+            Hit {
+                limit: 0,
+                window_secs: 10,
+            },
+        );
+        assert_eq!(v, Verdict::Limited { retry_after: 10 });
+        assert!(w.is_some());
+    }
+
+    #[test]
+    fn keys_and_wire_format() {
+        let l = Limits {
+            list_pushes_per_minute: 3,
+            list_creations_per_minute: 4,
+            ..Limits::default()
+        };
+        let p = RateKey::ListPush("abc".into());
+        let c = RateKey::ListCreation("KEY".into());
+        assert_ne!(p.object_name(), c.object_name());
+        assert_eq!(p.hit(&l, 60).limit, 3);
+        assert_eq!(c.hit(&l, 60).limit, 4);
+        let v: Verdict = serde_json::from_str(
+            &serde_json::to_string(&Verdict::Limited { retry_after: 3 }).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v, Verdict::Limited { retry_after: 3 });
+        assert_eq!(
+            serde_json::to_string(&Verdict::Allowed).unwrap(),
+            "\"allowed\""
+        );
+    }
+}
