@@ -18,9 +18,9 @@ use std::future::Future;
 
 /// Verifies VAPID credentials (signature and claims) for an audience.
 ///
-/// [`SharedVerifier`] is `shared`'s own verification, everything in wasm.
-/// The trait lets the runtime hand the ECDSA step to the platform's crypto
-/// (WebCrypto) once `shared` offers its claims check apart from the signature.
+/// [`SharedVerifier`] is `shared`'s own verification, everything in wasm
+/// (native tests use it); the Worker's runtime hands the ECDSA step to the
+/// platform's crypto (WebCrypto) and keeps `shared`'s form and claims rules.
 pub trait Verifier {
     /// Verifies `c` for `audience` at `now`.
     fn verify(

@@ -23,23 +23,21 @@ use worker::{
 struct WebCryptoVerifier;
 
 impl Verifier for WebCryptoVerifier {
-    fn verify(
+    async fn verify(
         &self,
         c: &shared::vapid::Credentials,
         audience: &str,
         now: u64,
         limits: &shared::Limits,
-    ) -> impl std::future::Future<Output = std::result::Result<(), shared::vapid::VapidError>> {
-        async move {
-            use shared::vapid::VapidError;
-            let signed = c.signed()?;
-            match ecdsa_p256_verify(&c.key.0, signed.input, &signed.signature).await {
-                Ok(true) => {}
-                Ok(false) => return Err(VapidError::Signature),
-                Err(_) => return Err(VapidError::BadKey),
-            }
-            c.verify_claims(audience, now, limits).map(|_| ())
+    ) -> std::result::Result<(), shared::vapid::VapidError> {
+        use shared::vapid::VapidError;
+        let signed = c.signed()?;
+        match ecdsa_p256_verify(&c.key.0, signed.input, &signed.signature).await {
+            Ok(true) => {}
+            Ok(false) => return Err(VapidError::Signature),
+            Err(_) => return Err(VapidError::BadKey),
         }
+        c.verify_claims(audience, now, limits).map(|_| ())
     }
 }
 
