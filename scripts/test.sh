@@ -74,7 +74,7 @@ else
   echo "no scripts/fuzz-smoke.sh or scripts/fuzz.sh: skipped"
 fi
 
-step "8/8 edge: build + smoke test under wrangler dev"
+step "8/8 edge: build, then its tests under wrangler dev with a real origin"
 if ! skipped edge; then
   bash scripts/build-edge.sh
   EDGE_SMOKE_SKIP_BUILD=1 node --test tests/edge/
