@@ -167,7 +167,7 @@ async function startOrigin({ publicUrl, secret, limits, behindEdge }) {
   };
 }
 
-async function startEdge({ port, originUrl, secret, vars }) {
+async function startEdge({ port, originUrl, secret, vars, publicUrl }) {
   const persist = await mkdtemp(path.join(tmpdir(), "edge-e2e-wrangler-"));
   const inspectorPort = await freePort();
   const allVars = { ORIGIN_URL: originUrl, EDGE_HMAC_SECRET: secret, ...vars };
@@ -176,6 +176,10 @@ async function startEdge({ port, originUrl, secret, vars }) {
     WRANGLER, "dev", "--ip", "127.0.0.1", "--port", String(port),
     "--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false",
     "--persist-to", persist,
+    // Behind a front (e.g. TLS): the Worker sees request URLs on the front's
+    // origin, as a deployed Worker sees its route's, so the VAPID `aud` it
+    // checks is the public one.
+    ...(publicUrl ? ["--local-upstream", new URL(publicUrl).host, "--upstream-protocol", new URL(publicUrl).protocol.slice(0, -1)] : []),
     ...Object.entries(allVars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ], {
     cwd: ROOT,
@@ -208,10 +212,12 @@ async function startEdge({ port, originUrl, secret, vars }) {
 /**
  * Origin (behind the edge: --edge-secret, --behind-edge true, --public-url
  * = the edge's URL) and edge (wrangler dev) on free ports. `limits` go to
- * both; `edgeLimits` / `originLimits` override one side. Returns
- * { edge, origin, secret, limits, stop() }.
+ * both; `edgeLimits` / `originLimits` override one side. `publicUrl`
+ * (default: the edge's own URL) is where clients reach the edge, e.g. a TLS
+ * front forwarding to `edge.url`: the origin's --public-url and the edge's
+ * request origin. Returns { edge, origin, secret, limits, stop() }.
  */
-export async function startStack({ limits = {}, edgeLimits = {}, originLimits = {}, vars = {}, behindEdge = true } = {}) {
+export async function startStack({ limits = {}, edgeLimits = {}, originLimits = {}, vars = {}, behindEdge = true, publicUrl } = {}) {
   const secret = `e2e-${crypto.randomBytes(12).toString("hex")}`;
   const port = await freePort();
   const edgeUrl = `http://127.0.0.1:${port}`;
@@ -222,9 +228,9 @@ export async function startStack({ limits = {}, edgeLimits = {}, originLimits = 
     if (process.env.EDGE_TEST_VERBOSE === "1") console.log(`---- wrangler\n${logs[0]}\n---- origin\n${logs[1]}`);
   };
   try {
-    stack.origin = await startOrigin({ publicUrl: edgeUrl, secret, limits: { ...limits, ...originLimits }, behindEdge });
+    stack.origin = await startOrigin({ publicUrl: publicUrl ?? edgeUrl, secret, limits: { ...limits, ...originLimits }, behindEdge });
     stack.edge = await startEdge({
-      port, originUrl: stack.origin.url, secret,
+      port, originUrl: stack.origin.url, secret, publicUrl,
       vars: { LIMITS: JSON.stringify({ ...limits, ...edgeLimits }), ...vars },
     });
   } catch (e) {
