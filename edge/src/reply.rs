@@ -8,7 +8,7 @@
 
 use crate::config::ConfigError;
 use shared::list::{self, ListError, Rejected};
-use shared::problem::{errno, Problem, ProblemSource, CONTENT_TYPE as PROBLEM_JSON};
+use shared::problem::{errno, Problem, ProblemSource, ServiceError, CONTENT_TYPE as PROBLEM_JSON};
 use shared::push::PushError;
 use shared::vapid::VapidError;
 
@@ -76,16 +76,16 @@ impl Reply {
     }
 }
 
-/// Errors the edge answers from its own code. The first three mirror the
-/// origin's own errors of the same kind (origin/src/app/response.rs), word
-/// for word, so that an application server sees one service.
+/// Errors the edge answers from its own code. The first three are worded by
+/// `shared::problem::ServiceError`, as the origin's are, so that an
+/// application server sees one service.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EdgeError {
     /// No route (the path, shortened).
-    #[error("no resource at {0}")]
+    #[error("{}", ServiceError::NotFound(.0.clone()))]
     NotFound(String),
     /// The route exists, the method does not.
-    #[error("{method} is not allowed on this resource")]
+    #[error("{}", ServiceError::Method(.method.clone()))]
     Method {
         /// The method sent.
         method: String,
@@ -93,7 +93,7 @@ pub enum EdgeError {
         allow: &'static str,
     },
     /// Over a rate limit.
-    #[error("too many messages for this {what}; retry after {retry_after} s")]
+    #[error("{}", rate_limited(.what, .retry_after))]
     RateLimited {
         /// What is limited.
         what: &'static str,
@@ -108,32 +108,49 @@ pub enum EdgeError {
     Misconfigured(#[from] ConfigError),
 }
 
+/// The shared wording of a rate limit (for `EdgeError`'s message).
+fn rate_limited(what: &&'static str, retry_after: &u64) -> ServiceError {
+    ServiceError::RateLimited {
+        what,
+        retry_after: *retry_after,
+    }
+}
+
+impl EdgeError {
+    /// The shared wording of the errors the origin also answers.
+    fn service(&self) -> Option<ServiceError> {
+        match self {
+            EdgeError::NotFound(p) => Some(ServiceError::NotFound(p.clone())),
+            EdgeError::Method { method, .. } => Some(ServiceError::Method(method.clone())),
+            EdgeError::RateLimited { what, retry_after } => Some(ServiceError::RateLimited {
+                what,
+                retry_after: *retry_after,
+            }),
+            EdgeError::OriginUnreachable | EdgeError::Misconfigured(_) => None,
+        }
+    }
+}
+
 impl ProblemSource for EdgeError {
     fn status(&self) -> u16 {
         match self {
-            EdgeError::NotFound(_) => 404,
-            EdgeError::Method { .. } => 405,
-            EdgeError::RateLimited { .. } => 429,
             EdgeError::OriginUnreachable => 502,
             EdgeError::Misconfigured(_) => 500,
+            other => other.service().map_or(500, |s| s.status()),
         }
     }
     fn kind(&self) -> &'static str {
         match self {
-            EdgeError::NotFound(_) => "not-found",
-            EdgeError::Method { .. } => "method-not-allowed",
-            EdgeError::RateLimited { .. } => "rate-limited",
             EdgeError::OriginUnreachable => "origin-unreachable",
             EdgeError::Misconfigured(_) => "edge-misconfigured",
+            other => other.service().map_or("edge-error", |s| s.kind()),
         }
     }
     fn title(&self) -> &'static str {
         match self {
-            EdgeError::NotFound(_) => "Not found",
-            EdgeError::Method { .. } => "Method not allowed",
-            EdgeError::RateLimited { .. } => "Too many requests",
             EdgeError::OriginUnreachable => "Origin unreachable",
             EdgeError::Misconfigured(_) => "Edge misconfigured",
+            other => other.service().map_or("Edge error", |s| s.title()),
         }
     }
     fn errno(&self) -> Option<u16> {

@@ -56,6 +56,56 @@ pub trait ProblemSource: Display {
     }
 }
 
+/// Errors of a service's resources rather than of the protocol's rules,
+/// worded once so that the edge and the origin answer alike.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// No resource at this path (the path, shortened).
+    #[error("no resource at {0}")]
+    NotFound(String),
+    /// The resource exists, the method does not.
+    #[error("{0} is not allowed on this resource")]
+    Method(String),
+    /// Over a rate limit.
+    #[error("too many messages for this {what}; retry after {retry_after} s")]
+    RateLimited {
+        /// What is limited.
+        what: &'static str,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+}
+
+impl ProblemSource for ServiceError {
+    fn status(&self) -> u16 {
+        match self {
+            ServiceError::NotFound(_) => 404,
+            ServiceError::Method(_) => 405,
+            ServiceError::RateLimited { .. } => 429,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            ServiceError::NotFound(_) => "not-found",
+            ServiceError::Method(_) => "method-not-allowed",
+            ServiceError::RateLimited { .. } => "rate-limited",
+        }
+    }
+    fn title(&self) -> &'static str {
+        match self {
+            ServiceError::NotFound(_) => "Not found",
+            ServiceError::Method(_) => "Method not allowed",
+            ServiceError::RateLimited { .. } => "Too many requests",
+        }
+    }
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
 /// A problem details object, ready to serialize.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Problem {

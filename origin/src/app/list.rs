@@ -95,12 +95,12 @@ fn verified_key<B>(state: &State, req: &Request<B>) -> Result<Option<[u8; 65]>> 
 
 /// The list named by `token`, if the request may act on it.
 fn authorized_list<B>(state: &State, token: &str, req: &Request<B>) -> Result<List> {
-    let t = tokens::decode(token).ok_or(AppError::NotFound("no such list".into()))?;
+    let t = tokens::decode(token).ok_or(AppError::not_found("no such list"))?;
     let list = state
         .store
         .list(&t)
         .map_err(store_err)?
-        .ok_or(AppError::NotFound("no such list".into()))?;
+        .ok_or(AppError::not_found("no such list"))?;
     // Credentials sent are always checked; an owned list requires its owner's.
     let key = verified_key(state, req)?;
     if let Some(owner) = &list.owner {
@@ -219,26 +219,16 @@ where
         .parse()
         .ok()
         .filter(|p| *p < state.config.partitions)
-        .ok_or(AppError::NotFound(
-            "no such list registration service".into(),
-        ))?;
+        .ok_or(AppError::not_found("no such list registration service"))?;
     let owner = verified_key(state, &req)?;
     let (_, body) = read_document(req, doc::CONTENT_TYPE, limits).await?;
     if let Some(k) = &owner {
         let key_id: Token = k[1..17].try_into().expect("16 bytes");
-        state
-            .create_rate
-            .check(&key_id)
-            .map_err(|retry_after| AppError::RateLimited {
-                what: "VAPID key's list creations",
-                retry_after,
-            })?;
+        state.create_rate.check(&key_id).map_err(|retry_after| {
+            AppError::rate_limited("VAPID key's list creations", retry_after)
+        })?;
         if state.store.owned_lists(k).map_err(store_err)? >= limits.max_lists_per_key {
-            return Err(AppError::RateLimited {
-                what: "VAPID key (lists per key)",
-                retry_after: 3600,
-            }
-            .into());
+            return Err(AppError::rate_limited("VAPID key (lists per key)", 3600).into());
         }
     }
     let parsed = doc::parse_document(&body, now() as i64, limits)?;
@@ -479,10 +469,7 @@ where
     state
         .list_rate
         .check(&list.token)
-        .map_err(|retry_after| AppError::RateLimited {
-            what: "list",
-            retry_after,
-        })?;
+        .map_err(|retry_after| AppError::rate_limited("list", retry_after))?;
     let t = now();
     let msg = ListMessage {
         id: new_token(),

@@ -80,8 +80,10 @@ where
             | ["ready"]
             | ["metrics"],
             m,
-        ) => error(&AppError::Method(m.to_string())),
-        _ => error(&AppError::NotFound(path.chars().take(100).collect())),
+        ) => error(&AppError::method(m.to_string())),
+        _ => error(&AppError::not_found(
+            path.chars().take(100).collect::<String>(),
+        )),
     }
 }
 

@@ -114,10 +114,7 @@ where
     state
         .rate
         .check(&sub.push)
-        .map_err(|retry_after| AppError::RateLimited {
-            what: "subscription",
-            retry_after,
-        })?;
+        .map_err(|retry_after| AppError::rate_limited("subscription", retry_after))?;
     let encoding = match payload {
         Payload::Empty => Encoding::None,
         Payload::Aes128gcm => Encoding::Aes128gcm,

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use shared::problem::{errno, Problem, ProblemSource, CONTENT_TYPE};
+use shared::problem::{errno, Problem, ProblemSource, ServiceError, CONTENT_TYPE};
 
 /// The response body type of the application API.
 pub type Body = Full<Bytes>;
@@ -11,12 +11,9 @@ pub type Body = Full<Bytes>;
 /// Errors the origin finds beyond the protocol crate's rules.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// No route.
-    #[error("no resource at {0}")]
-    NotFound(String),
-    /// The route exists, the method does not.
-    #[error("{0} is not allowed on this resource")]
-    Method(String),
+    /// No route, wrong method, over a rate limit: worded in `shared`, as the edge words them.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// Unknown push resource.
     #[error("no such subscription")]
     UnknownSubscription,
@@ -29,50 +26,52 @@ pub enum AppError {
     /// The request body could not be read.
     #[error("the request body could not be read")]
     Body,
-    /// Over a rate limit.
-    #[error("too many messages for this {what}; retry after {retry_after} s")]
-    RateLimited {
-        /// What is limited.
-        what: &'static str,
-        /// Seconds.
-        retry_after: u64,
-    },
     /// Storage failed.
     #[error("the service could not store the request; retry later")]
     Store,
 }
 
+impl AppError {
+    /// No resource at `path`.
+    pub fn not_found(path: impl Into<String>) -> AppError {
+        ServiceError::NotFound(path.into()).into()
+    }
+    /// `method` is not allowed here.
+    pub fn method(method: impl Into<String>) -> AppError {
+        ServiceError::Method(method.into()).into()
+    }
+    /// Over the rate limit of `what`.
+    pub fn rate_limited(what: &'static str, retry_after: u64) -> AppError {
+        ServiceError::RateLimited { what, retry_after }.into()
+    }
+}
+
 impl ProblemSource for AppError {
     fn status(&self) -> u16 {
         match self {
-            AppError::NotFound(_) | AppError::UnknownSubscription | AppError::UnknownMessage => 404,
-            AppError::Method(_) => 405,
+            AppError::Service(e) => e.status(),
+            AppError::UnknownSubscription | AppError::UnknownMessage => 404,
             AppError::BadReceipt | AppError::Body => 400,
-            AppError::RateLimited { .. } => 429,
             AppError::Store => 503,
         }
     }
     fn kind(&self) -> &'static str {
         match self {
-            AppError::NotFound(_) => "not-found",
-            AppError::Method(_) => "method-not-allowed",
+            AppError::Service(e) => e.kind(),
             AppError::UnknownSubscription => "unknown-subscription",
             AppError::UnknownMessage => "unknown-message",
             AppError::BadReceipt => "bad-push-receipt",
             AppError::Body => "unreadable-body",
-            AppError::RateLimited { .. } => "rate-limited",
             AppError::Store => "store-unavailable",
         }
     }
     fn title(&self) -> &'static str {
         match self {
-            AppError::NotFound(_) => "Not found",
-            AppError::Method(_) => "Method not allowed",
+            AppError::Service(e) => e.title(),
             AppError::UnknownSubscription => "Unknown subscription",
             AppError::UnknownMessage => "Unknown message",
             AppError::BadReceipt => "Bad Push-Receipt",
             AppError::Body => "Unreadable body",
-            AppError::RateLimited { .. } => "Too many requests",
             AppError::Store => "Storage unavailable",
         }
     }
@@ -85,7 +84,7 @@ impl ProblemSource for AppError {
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
-            AppError::RateLimited { retry_after, .. } => Some(*retry_after),
+            AppError::Service(e) => e.retry_after(),
             AppError::Store => Some(1),
             _ => None,
         }
