@@ -139,6 +139,29 @@ impl State {
         self.write_later(ops);
     }
 
+    /// A device acknowledged `msg` (`delivered`), or refused it: the stored
+    /// copy goes, a list copy is marked acknowledged, and on delivery the
+    /// application server's receipt is sent.
+    pub fn acknowledged(self: &Arc<Self>, msg: &Message, delivered: bool) {
+        crate::metrics::inc(&self.metrics.messages_acked);
+        let mut ops = Vec::new();
+        if msg.seq != 0 {
+            ops.push(Op::DeleteMessage(msg.id));
+        }
+        if let Some(lm) = msg.list_message {
+            ops.push(Op::AckCopy {
+                list_message: lm,
+                push: msg.push,
+            });
+        }
+        if !ops.is_empty() {
+            self.write_later(ops);
+        }
+        if let (Some(receipt), true) = (msg.receipt, delivered) {
+            crate::app::receipt::send(self, msg, receipt, 204);
+        }
+    }
+
     /// Writes without waiting for the commit (acknowledgements, clean-ups);
     /// shutdown waits until the committer has none pending.
     pub fn write_later(&self, ops: Vec<Op>) {

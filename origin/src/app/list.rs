@@ -13,7 +13,7 @@ use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
 use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
 use shared::problem::Problem;
-use shared::push::{validate_list_push, ListPayload, PushError, PushHeaders};
+use shared::push::{validate_list_push, ListPayload, PushError};
 use shared::vapid::{Credentials, VapidError};
 use shared::{links, Limits};
 use std::sync::Arc;
@@ -455,16 +455,7 @@ where
             len: limits.max_message_bytes + 1,
             max: limits.max_message_bytes,
         })?;
-    let headers = PushHeaders {
-        ttl: header(&req, "ttl"),
-        urgency: header(&req, "urgency"),
-        topic: header(&req, "topic"),
-        content_encoding: header(&req, "content-encoding"),
-        content_type: header(&req, "content-type"),
-        encryption: header(&req, "encryption"),
-        crypto_key: header(&req, "crypto-key"),
-        authorization: header(&req, "authorization"),
-    };
+    let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     state
         .list_rate

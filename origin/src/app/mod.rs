@@ -105,6 +105,20 @@ where
     }
 }
 
+/// The header fields the push rules read.
+pub fn push_headers<B>(req: &Request<B>) -> shared::push::PushHeaders<'_> {
+    shared::push::PushHeaders {
+        ttl: header(req, "ttl"),
+        urgency: header(req, "urgency"),
+        topic: header(req, "topic"),
+        content_encoding: header(req, "content-encoding"),
+        content_type: header(req, "content-type"),
+        encryption: header(req, "encryption"),
+        crypto_key: header(req, "crypto-key"),
+        authorization: header(req, "authorization"),
+    }
+}
+
 /// A request header as text.
 pub fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())

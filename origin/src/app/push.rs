@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use shared::links;
 use shared::problem::ProblemSource;
-use shared::push::{validate_push, Payload, PushError, PushHeaders};
+use shared::push::{validate_push, Payload, PushError};
 use shared::vapid::VapidError;
 
 /// Handles a push to the subscription named by `token`.
@@ -82,16 +82,7 @@ where
             len: limits.max_message_bytes + 1,
             max: limits.max_message_bytes,
         })?;
-    let headers = PushHeaders {
-        ttl: header(&req, "ttl"),
-        urgency: header(&req, "urgency"),
-        topic: header(&req, "topic"),
-        content_encoding: header(&req, "content-encoding"),
-        content_type: header(&req, "content-type"),
-        encryption: header(&req, "encryption"),
-        crypto_key: header(&req, "crypto-key"),
-        authorization: header(&req, "authorization"),
-    };
+    let headers = super::push_headers(&req);
     let (meta, payload) = validate_push(&headers, &body, limits)?;
     let sub = state
         .store

@@ -495,21 +495,5 @@ fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
             _ => return,
         },
     };
-    inc(&state.metrics.messages_acked);
-    let mut ops = Vec::new();
-    if msg.seq != 0 {
-        ops.push(Op::DeleteMessage(msg.id));
-    }
-    if let Some(lm) = msg.list_message {
-        ops.push(Op::AckCopy {
-            list_message: lm,
-            push: msg.push,
-        });
-    }
-    if !ops.is_empty() {
-        state.write_later(ops);
-    }
-    if let Some(r) = msg.receipt {
-        receipt::send(state, &msg, r, 204);
-    }
+    state.acknowledged(&msg, true);
 }

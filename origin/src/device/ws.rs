@@ -406,23 +406,7 @@ impl Conn {
                 _ => return,
             },
         };
-        inc(&self.state.metrics.messages_acked);
-        let mut ops = Vec::new();
-        if msg.seq != 0 {
-            ops.push(Op::DeleteMessage(msg.id));
-        }
-        if let Some(lm) = msg.list_message {
-            ops.push(Op::AckCopy {
-                list_message: lm,
-                push: msg.push,
-            });
-        }
-        if !ops.is_empty() {
-            self.state.write_later(ops);
-        }
-        if let (Some(receipt), true) = (msg.receipt, delivered) {
-            crate::app::receipt::send(&self.state, &msg, receipt, 204);
-        }
+        self.state.acknowledged(&msg, delivered);
     }
 
     /// Sends the user agent's stored messages, oldest first.
