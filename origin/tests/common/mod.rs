@@ -59,7 +59,18 @@ pub async fn start_with(
     };
     adjust(&mut settings);
     let config = Config::from_settings(settings).unwrap();
-    let store = Arc::new(RedbStore::open(dir, config.limits.max_stored_per_subscription).unwrap());
+    // A service stopped in this process may still be letting go of the same
+    // store (its last tasks end asynchronously): wait for the file lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match RedbStore::open(dir, config.limits.max_stored_per_subscription) {
+            Ok(s) => break Arc::new(s),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("opening the store: {e}"),
+        }
+    };
     start(config, store).await.unwrap()
 }
 
