@@ -2,7 +2,7 @@
 //! delete lists of subscriptions, push one message to all members, and
 //! report a list message's delivery.
 
-use super::response::{empty, error, with_body, AppError, Body};
+use super::response::{empty, error, with_body, AppError, Body, Refusal};
 use super::{header, read_body};
 use crate::fanout::{self, ListPush};
 use crate::state::{now, State};
@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
 use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
-use shared::problem::Problem;
 use shared::push::{validate_list_push, ListPayload, PushError};
 use shared::vapid::{Credentials, VapidError};
 use shared::{links, Limits};
@@ -20,50 +19,6 @@ use std::sync::Arc;
 
 /// Response header with a list's member count.
 pub const MEMBER_COUNT: &str = "member-count";
-
-/// A refused list request.
-enum Refusal {
-    List(ListError, Vec<Rejected>),
-    Push(PushError),
-    App(AppError),
-}
-
-impl From<ListError> for Refusal {
-    fn from(e: ListError) -> Self {
-        Refusal::List(e, Vec::new())
-    }
-}
-impl From<PushError> for Refusal {
-    fn from(e: PushError) -> Self {
-        Refusal::Push(e)
-    }
-}
-impl From<VapidError> for Refusal {
-    fn from(e: VapidError) -> Self {
-        Refusal::Push(e.into())
-    }
-}
-impl From<AppError> for Refusal {
-    fn from(e: AppError) -> Self {
-        Refusal::App(e)
-    }
-}
-
-impl Refusal {
-    fn response(self) -> Response<Body> {
-        match self {
-            Refusal::List(e, rejected) => {
-                let mut p = Problem::from_error(&e);
-                if !rejected.is_empty() {
-                    p = p.with("members", doc::report(&rejected));
-                }
-                super::response::problem(&p)
-            }
-            Refusal::Push(e) => error(&e),
-            Refusal::App(e) => error(&e),
-        }
-    }
-}
 
 fn store_err<E>(_: E) -> Refusal {
     Refusal::App(AppError::Store)

@@ -1,6 +1,6 @@
 //! `POST` on a push resource: one message to one subscription (PROTOCOL §3).
 
-use super::response::{error, AppError, Body};
+use super::response::{AppError, Body, Refusal};
 use super::{header, multi_url, read_body};
 use crate::state::{now, Outcome, State};
 use crate::store::{Encoding, Message};
@@ -8,7 +8,6 @@ use crate::tokens::{self, new_token};
 use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use shared::links;
-use shared::problem::ProblemSource;
 use shared::push::{validate_push, Payload, PushError};
 use shared::vapid::VapidError;
 
@@ -28,43 +27,6 @@ where
         }
     };
     resp
-}
-
-/// A push refused by the protocol rules or by the origin.
-enum Refusal {
-    Push(PushError),
-    App(AppError),
-}
-
-impl Refusal {
-    fn status(&self) -> u16 {
-        match self {
-            Refusal::Push(e) => e.status(),
-            Refusal::App(e) => e.status(),
-        }
-    }
-    fn response(&self) -> Response<Body> {
-        match self {
-            Refusal::Push(e) => error(e),
-            Refusal::App(e) => error(e),
-        }
-    }
-}
-
-impl From<PushError> for Refusal {
-    fn from(e: PushError) -> Self {
-        Refusal::Push(e)
-    }
-}
-impl From<VapidError> for Refusal {
-    fn from(e: VapidError) -> Self {
-        Refusal::Push(e.into())
-    }
-}
-impl From<AppError> for Refusal {
-    fn from(e: AppError) -> Self {
-        Refusal::App(e)
-    }
 }
 
 async fn accept<B>(state: &State, token: &str, req: Request<B>) -> Result<Response<Body>, Refusal>

@@ -3,7 +3,10 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use shared::list::{ListError, Rejected};
 use shared::problem::{errno, Problem, ProblemSource, ServiceError, CONTENT_TYPE};
+use shared::push::PushError;
+use shared::vapid::VapidError;
 
 /// The response body type of the application API.
 pub type Body = Full<Bytes>;
@@ -87,6 +90,65 @@ impl ProblemSource for AppError {
             AppError::Service(e) => e.retry_after(),
             AppError::Store => Some(1),
             _ => None,
+        }
+    }
+}
+
+/// A refused request: by a protocol rule of `shared` (with, for a list
+/// document, the members refused), or by the origin itself.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A list document or patch.
+    List(ListError, Vec<Rejected>),
+    /// A push's headers, body or VAPID.
+    Push(PushError),
+    /// The origin's own.
+    App(AppError),
+}
+
+impl From<ListError> for Refusal {
+    fn from(e: ListError) -> Self {
+        Refusal::List(e, Vec::new())
+    }
+}
+impl From<PushError> for Refusal {
+    fn from(e: PushError) -> Self {
+        Refusal::Push(e)
+    }
+}
+impl From<VapidError> for Refusal {
+    fn from(e: VapidError) -> Self {
+        Refusal::Push(e.into())
+    }
+}
+impl From<AppError> for Refusal {
+    fn from(e: AppError) -> Self {
+        Refusal::App(e)
+    }
+}
+
+impl Refusal {
+    /// The status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::List(e, _) => e.status(),
+            Refusal::Push(e) => e.status(),
+            Refusal::App(e) => e.status(),
+        }
+    }
+
+    /// The problem+json response (with the refused members' report, if any).
+    pub fn response(&self) -> Response<Body> {
+        match self {
+            Refusal::List(e, rejected) => {
+                let mut p = Problem::from_error(e);
+                if !rejected.is_empty() {
+                    p = p.with("members", shared::list::report(rejected));
+                }
+                problem(&p)
+            }
+            Refusal::Push(e) => error(e),
+            Refusal::App(e) => error(e),
         }
     }
 }
