@@ -184,13 +184,7 @@ impl Refusal {
     pub fn reply(&self) -> Reply {
         match self {
             Refusal::Push(e) => Reply::error(e),
-            Refusal::List(e, rejected) => {
-                let mut p = Problem::from_error(e);
-                if !rejected.is_empty() {
-                    p = p.with("members", list::report(rejected));
-                }
-                Reply::problem(&p)
-            }
+            Refusal::List(e, rejected) => Reply::problem(&list::problem(e, rejected)),
             Refusal::Edge(e) => {
                 let r = Reply::error(e);
                 match e {

@@ -168,6 +168,18 @@ pub fn report(rejected: &[Rejected]) -> Value {
     Value::Array(rejected.iter().map(Rejected::to_json).collect())
 }
 
+/// The problem answering a refused list document: the error, and the
+/// refused members' report under `members` when there are any. The edge and
+/// the origin answer with exactly this.
+pub fn problem(e: &ListError, rejected: &[Rejected]) -> crate::Problem {
+    let p = crate::Problem::from_error(e);
+    if rejected.is_empty() {
+        p
+    } else {
+        p.with("members", report(rejected))
+    }
+}
+
 /// A list member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {

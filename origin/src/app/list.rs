@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
 use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
-use shared::push::{validate_list_push, ListPayload, PushError};
+use shared::push::{validate_list_push, ListPayload};
 use shared::vapid::{Credentials, VapidError};
 use shared::{links, Limits};
 use std::sync::Arc;
@@ -404,12 +404,7 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     let list = authorized_list(state, token, &req)?;
-    let body = read_body(body, limits.max_message_bytes)
-        .await?
-        .ok_or(PushError::TooLarge {
-            len: limits.max_message_bytes + 1,
-            max: limits.max_message_bytes,
-        })?;
+    let body = super::read_push_body(body, limits).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     state

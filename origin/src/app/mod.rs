@@ -119,6 +119,18 @@ pub fn push_headers<B>(req: &Request<B>) -> shared::push::PushHeaders<'_> {
     }
 }
 
+/// Reads a push body (single or list) within the message limit; longer is 413.
+pub async fn read_push_body<B>(body: B, limits: &shared::Limits) -> Result<Bytes, response::Refusal>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let max = limits.max_message_bytes;
+    Ok(read_body(body, max)
+        .await?
+        .ok_or(shared::push::PushError::TooLarge { len: max + 1, max })?)
+}
+
 /// A request header as text.
 pub fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())

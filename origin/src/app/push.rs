@@ -1,14 +1,14 @@
 //! `POST` on a push resource: one message to one subscription (PROTOCOL §3).
 
 use super::response::{AppError, Body, Refusal};
-use super::{header, multi_url, read_body};
+use super::{header, multi_url};
 use crate::state::{now, Outcome, State};
 use crate::store::{Encoding, Message};
 use crate::tokens::{self, new_token};
 use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use shared::links;
-use shared::push::{validate_push, Payload, PushError};
+use shared::push::{validate_push, Payload};
 use shared::vapid::VapidError;
 
 /// Handles a push to the subscription named by `token`.
@@ -38,12 +38,7 @@ where
     let push = tokens::decode(token).ok_or(AppError::UnknownSubscription)?;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
-    let body = read_body(body, limits.max_message_bytes)
-        .await?
-        .ok_or(PushError::TooLarge {
-            len: limits.max_message_bytes + 1,
-            max: limits.max_message_bytes,
-        })?;
+    let body = super::read_push_body(body, limits).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_push(&headers, &body, limits)?;
     let sub = state

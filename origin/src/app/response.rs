@@ -140,13 +140,7 @@ impl Refusal {
     /// The problem+json response (with the refused members' report, if any).
     pub fn response(&self) -> Response<Body> {
         match self {
-            Refusal::List(e, rejected) => {
-                let mut p = Problem::from_error(e);
-                if !rejected.is_empty() {
-                    p = p.with("members", shared::list::report(rejected));
-                }
-                problem(&p)
-            }
+            Refusal::List(e, rejected) => problem(&shared::list::problem(e, rejected)),
             Refusal::Push(e) => error(e),
             Refusal::App(e) => error(e),
         }
