@@ -8,6 +8,7 @@
 //! holds after a crash: every device reconnects and fetches, and a repeated
 //! copy carries the same version ([`copy_id`]).
 
+use crate::metrics;
 use crate::registry::Outbound;
 use crate::state::{now, State};
 use crate::store::{Encoding, ListBody, ListMember, ListMessage, Message, Op, StoreError};
@@ -141,12 +142,45 @@ impl Cache {
     }
 }
 
+/// Members of one fan-out by outcome; [`Tally::flush`] adds them to the
+/// service's counters after each batch, so that `/metrics` moves while it runs.
+#[derive(Default)]
+struct Tally {
+    queued: u64,
+    deferred: u64,
+    offline: u64,
+    failed: u64,
+    flushed: [u64; 4],
+}
+
+impl Tally {
+    fn flush(&mut self, m: &metrics::Metrics) {
+        let now = [self.queued, self.deferred, self.offline, self.failed];
+        let counters = [
+            &m.fanout_queued,
+            &m.fanout_deferred,
+            &m.fanout_offline,
+            &m.fanout_failed,
+        ];
+        for ((c, n), f) in counters.into_iter().zip(now).zip(&mut self.flushed) {
+            metrics::add(c, n - *f);
+            *f = n;
+        }
+    }
+
+    fn members(&self) -> u64 {
+        self.queued + self.deferred + self.offline + self.failed
+    }
+}
+
 /// Sends a list push to every connected member, in batches; offline and
 /// slow members fetch it later. Records the failed count and the end.
 pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
+    let _running = metrics::Running::start(&state.metrics);
+    let started = std::time::Instant::now();
     let list = push.msg.list;
     let mut after: Option<Token> = None;
-    let mut failed = 0u64;
+    let mut tally = Tally::default();
     let t = now();
     loop {
         let batch = match state.store.list_members(&list, after.as_ref(), BATCH) {
@@ -163,23 +197,35 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
                 continue;
             }
             if !push.key_fits(&m) || state.rate.check(&m.push).is_err() {
-                failed += 1;
+                tally.failed += 1;
                 continue;
             }
-            if let Some(h) = state.registry.handle(&m.uaid) {
-                let out = Outbound::Copy {
-                    push: push.clone(),
-                    member: Box::new(m),
-                };
-                if h.tx.try_send(out).is_err() {
-                    h.mark_pending();
+            match state.registry.handle(&m.uaid) {
+                Some(h) => {
+                    let out = Outbound::Copy {
+                        push: push.clone(),
+                        member: Box::new(m),
+                    };
+                    if h.tx.try_send(out).is_ok() {
+                        tally.queued += 1;
+                    } else {
+                        tally.deferred += 1;
+                        h.mark_pending();
+                    }
                 }
+                None => tally.offline += 1,
             }
         }
+        tally.flush(&state.metrics);
         tokio::task::yield_now().await;
     }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    state.metrics.fanout_last_rate.store(
+        (tally.members() as f64 / secs) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut done = push.msg.clone();
-    done.failed = failed;
+    done.failed = tally.failed;
     done.fanout_done = true;
     if let Err(e) = state
         .committer

@@ -1,9 +1,10 @@
 //! Counters and gauges, exposed in Prometheus text format on `/metrics`.
 
+use crate::store::StoreCounts;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The service's counters.
+/// The service's counters, and the gauges it keeps itself.
 #[derive(Default)]
 pub struct Metrics {
     /// Pushes accepted and delivered to a connected device at once.
@@ -14,9 +15,26 @@ pub struct Metrics {
     pub pushes_discarded: AtomicU64,
     /// Pushes refused (4xx).
     pub pushes_refused: AtomicU64,
+    /// List pushes accepted (`201`).
+    pub list_pushes_accepted: AtomicU64,
+    /// List pushes refused (4xx, including `429`).
+    pub list_pushes_refused: AtomicU64,
+    /// Fan-out copies handed to a connected member's queue.
+    pub fanout_queued: AtomicU64,
+    /// Fan-out copies for a connected member whose queue was full (fetched
+    /// once it drains).
+    pub fanout_deferred: AtomicU64,
+    /// Fan-out members not connected (they fetch their copy at `hello`).
+    pub fanout_offline: AtomicU64,
+    /// Fan-out members whose copy failed (key unfit, rate limit).
+    pub fanout_failed: AtomicU64,
+    /// Fan-outs running now (a gauge).
+    pub fanouts_running: AtomicU64,
+    /// Members per second of the last finished fan-out (a gauge).
+    pub fanout_last_rate: AtomicU64,
     /// Application requests seen (any route).
     pub app_requests: AtomicU64,
-    /// Messages written to devices (direct, stored, redelivered).
+    /// Messages written to devices (direct, stored, redelivered, list copies).
     pub messages_sent: AtomicU64,
     /// Messages acknowledged by devices.
     pub messages_acked: AtomicU64,
@@ -35,76 +53,190 @@ pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Adds `n` to a counter.
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts a running fan-out for as long as it lives.
+pub struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    /// Counts one more fan-out running.
+    pub fn start(m: &'a Metrics) -> Running<'a> {
+        inc(&m.fanouts_running);
+        Running(&m.fanouts_running)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What `/metrics` shows besides the counters: read when scraped.
+pub struct Gauges<'a> {
+    /// Connected user agents by `protocol` label.
+    pub connected: &'a [(&'static str, u64)],
+    /// What the store holds.
+    pub store: StoreCounts,
+}
+
+/// One metric family: name, help, type, and its samples by label value.
+struct Family<'a> {
+    name: &'a str,
+    help: &'a str,
+    kind: &'a str,
+    label: Option<&'a str>,
+    samples: Vec<(&'a str, u64)>,
+}
+
 impl Metrics {
-    /// Renders the counters plus the given gauges.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
-        let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
-            (
-                "push_pushes_delivered_total",
-                "Pushes delivered at once to a connected device",
-                &self.pushes_delivered,
+    /// Renders every family in Prometheus text format (version 0.0.4).
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let one = |name, help, kind, value| Family {
+            name,
+            help,
+            kind,
+            label: None,
+            samples: vec![("", value)],
+        };
+        let families = [
+            Family {
+                name: "push_connected_devices",
+                help: "User agents connected now, by device protocol",
+                kind: "gauge",
+                label: Some("protocol"),
+                samples: gauges.connected.to_vec(),
+            },
+            Family {
+                name: "push_pushes_total",
+                help: "Pushes to one subscription, by outcome",
+                kind: "counter",
+                label: Some("outcome"),
+                samples: vec![
+                    ("delivered", v(&self.pushes_delivered)),
+                    ("stored", v(&self.pushes_stored)),
+                    ("discarded", v(&self.pushes_discarded)),
+                    ("refused", v(&self.pushes_refused)),
+                ],
+            },
+            Family {
+                name: "push_list_pushes_total",
+                help: "Pushes to a list, by outcome",
+                kind: "counter",
+                label: Some("outcome"),
+                samples: vec![
+                    ("accepted", v(&self.list_pushes_accepted)),
+                    ("refused", v(&self.list_pushes_refused)),
+                ],
+            },
+            Family {
+                name: "push_fanout_members_total",
+                help: "List members reached by fan-out, by outcome (offline ones fetch at hello)",
+                kind: "counter",
+                label: Some("outcome"),
+                samples: vec![
+                    ("queued", v(&self.fanout_queued)),
+                    ("deferred", v(&self.fanout_deferred)),
+                    ("offline", v(&self.fanout_offline)),
+                    ("failed", v(&self.fanout_failed)),
+                ],
+            },
+            one(
+                "push_fanouts_in_progress",
+                "List pushes whose fan-out is running",
+                "gauge",
+                v(&self.fanouts_running),
             ),
-            (
-                "push_pushes_stored_total",
-                "Pushes stored for a device that was away or busy",
-                &self.pushes_stored,
+            one(
+                "push_fanout_last_members_per_second",
+                "Members per second of the last finished fan-out",
+                "gauge",
+                v(&self.fanout_last_rate),
             ),
-            (
-                "push_pushes_discarded_total",
-                "TTL 0 pushes to a device that was away",
-                &self.pushes_discarded,
+            one(
+                "push_stored_messages",
+                "Messages stored for single subscriptions",
+                "gauge",
+                gauges.store.messages,
             ),
-            (
-                "push_pushes_refused_total",
-                "Pushes refused with a 4xx",
-                &self.pushes_refused,
+            one(
+                "push_stored_list_messages",
+                "List messages stored (one body for all members)",
+                "gauge",
+                gauges.store.list_messages,
             ),
-            (
+            one("push_lists", "Lists", "gauge", gauges.store.lists),
+            one(
+                "push_subscriptions",
+                "Subscriptions",
+                "gauge",
+                gauges.store.subscriptions,
+            ),
+            one(
+                "push_store_bytes",
+                "Size of the store on disk",
+                "gauge",
+                gauges.store.bytes,
+            ),
+            one(
                 "push_app_requests_total",
                 "Requests on the application API",
-                &self.app_requests,
+                "counter",
+                v(&self.app_requests),
             ),
-            (
+            one(
                 "push_messages_sent_total",
                 "Messages written to devices",
-                &self.messages_sent,
+                "counter",
+                v(&self.messages_sent),
             ),
-            (
+            one(
                 "push_messages_acked_total",
                 "Messages acknowledged by devices",
-                &self.messages_acked,
+                "counter",
+                v(&self.messages_acked),
             ),
-            (
+            one(
                 "push_messages_expired_total",
                 "Stored messages that expired undelivered",
-                &self.messages_expired,
+                "counter",
+                v(&self.messages_expired),
             ),
-            (
-                "push_ws_connections_total",
-                "WebSocket device connections accepted",
-                &self.ws_connections,
-            ),
-            (
-                "push_h2_connections_total",
-                "HTTP/2 device connections accepted",
-                &self.h2_connections,
-            ),
-            (
+            Family {
+                name: "push_device_connections_total",
+                help: "Device connections accepted, by protocol",
+                kind: "counter",
+                label: Some("protocol"),
+                samples: vec![
+                    ("websocket", v(&self.ws_connections)),
+                    ("http2", v(&self.h2_connections)),
+                ],
+            },
+            one(
                 "push_edge_refused_total",
                 "Application requests refused for their edge mark",
-                &self.edge_refused,
+                "counter",
+                v(&self.edge_refused),
             ),
         ];
-        for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        let mut out = String::with_capacity(4096);
+        for f in families {
+            let (name, help, kind) = (f.name, f.help, f.kind);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (value, n) in f.samples {
+                match f.label {
+                    Some(label) => {
+                        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{name} {n}");
+                    }
+                }
+            }
         }
         out
     }

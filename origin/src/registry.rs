@@ -69,6 +69,30 @@ pub struct ConnHandle {
     /// Set when a message or list copy did not fit the queue: the connection
     /// fetches its stored messages and pending list copies once its queue is empty.
     pub pending: Arc<std::sync::atomic::AtomicBool>,
+    /// The device protocol of the connection.
+    pub protocol: Protocol,
+}
+
+/// The device protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The Firefox (autopush) WebSocket protocol.
+    WebSocket = 0,
+    /// RFC 8030 over HTTP/2.
+    Http2 = 1,
+}
+
+impl Protocol {
+    /// Every protocol, in metric order.
+    pub const ALL: [Protocol; 2] = [Protocol::WebSocket, Protocol::Http2];
+
+    /// The `protocol` label of its metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::WebSocket => "websocket",
+            Protocol::Http2 => "http2",
+        }
+    }
 }
 
 const SHARDS: usize = 64;
@@ -77,7 +101,7 @@ const SHARDS: usize = 64;
 pub struct Registry {
     shards: Box<[Mutex<HashMap<Token, ConnHandle>>]>,
     next_id: AtomicU64,
-    count: AtomicUsize,
+    count: [AtomicUsize; 2],
 }
 
 impl Default for Registry {
@@ -85,7 +109,7 @@ impl Default for Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             next_id: AtomicU64::new(1),
-            count: AtomicUsize::new(0),
+            count: Default::default(),
         }
     }
 }
@@ -102,18 +126,15 @@ impl Registry {
 
     /// Registers a connection; a previous one of the same user agent is told to close.
     pub fn insert(&self, uaid: Token, handle: ConnHandle) {
+        self.count[handle.protocol as usize].fetch_add(1, Ordering::Relaxed);
         let old = self
             .shard(&uaid)
             .lock()
             .expect("registry lock")
             .insert(uaid, handle);
-        match old {
-            Some(old) => {
-                let _ = old.tx.try_send(Outbound::Close(CloseReason::Replaced));
-            }
-            None => {
-                self.count.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(old) = old {
+            self.count[old.protocol as usize].fetch_sub(1, Ordering::Relaxed);
+            let _ = old.tx.try_send(Outbound::Close(CloseReason::Replaced));
         }
     }
 
@@ -121,8 +142,9 @@ impl Registry {
     pub fn remove(&self, uaid: &Token, id: u64) {
         let mut shard = self.shard(uaid).lock().expect("registry lock");
         if shard.get(uaid).is_some_and(|h| h.id == id) {
-            shard.remove(uaid);
-            self.count.fetch_sub(1, Ordering::Relaxed);
+            if let Some(h) = shard.remove(uaid) {
+                self.count[h.protocol as usize].fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -146,7 +168,12 @@ impl Registry {
 
     /// How many user agents are connected.
     pub fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        Protocol::ALL.iter().map(|&p| self.connected(p)).sum()
+    }
+
+    /// How many user agents are connected over `protocol`.
+    pub fn connected(&self, protocol: Protocol) -> usize {
+        self.count[protocol as usize].load(Ordering::Relaxed)
     }
 
     /// Whether none is connected.

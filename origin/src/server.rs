@@ -4,7 +4,8 @@
 use crate::app;
 use crate::config::Config;
 use crate::device;
-use crate::metrics::inc;
+use crate::metrics::{inc, Gauges};
+use crate::registry::Protocol;
 use crate::state::{now, State};
 use crate::store::{Op, Store};
 use hyper::service::service_fn;
@@ -235,13 +236,9 @@ async fn sweep_lists(state: &State) {
 
 /// The `/metrics` text.
 pub fn render_metrics(state: &State) -> String {
-    let stored = state.store.message_count().unwrap_or(0);
-    state.metrics.render(&[
-        (
-            "push_connected_devices",
-            "User agents connected now",
-            state.registry.len() as u64,
-        ),
-        ("push_stored_messages", "Messages in the store", stored),
-    ])
+    let connected = Protocol::ALL.map(|p| (p.label(), state.registry.connected(p) as u64));
+    state.metrics.render(&Gauges {
+        connected: &connected,
+        store: state.store.counts().unwrap_or_default(),
+    })
 }

@@ -114,13 +114,16 @@ export function buildEdge() {
   if (b.status !== 0) throw new Error(`scripts/build-edge.sh failed (${b.status}, ${b.error ?? "no error"})`);
 }
 
-/** The origin's /metrics as { name: number } (unlabelled series). */
+/** The origin's /metrics as { name: number }: each sample, and each family's sum. */
 async function scrape(app) {
   const r = await fetch(`http://${app}/metrics`, { signal: AbortSignal.timeout(5_000) });
   const out = {};
   for (const line of (await r.text()).split("\n")) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*) (\S+)$/.exec(line.trim());
-    if (m) out[m[1]] = Number(m[2]);
+    // A labelled sample counts under its full name and in its family's sum.
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line.trim());
+    if (!m) continue;
+    if (m[2]) out[m[1] + m[2]] = Number(m[3]);
+    out[m[1]] = (m[2] ? out[m[1]] ?? 0 : 0) + Number(m[3]);
   }
   return out;
 }

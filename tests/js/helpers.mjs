@@ -156,13 +156,16 @@ export async function startOrigin({ publicUrl, args = [] } = {}) {
     dataDir,
     log,
     child,
-    /** /metrics as { name: number } (unlabelled samples only). */
+    /** /metrics as { name: number }: each sample, and each family's sum. */
     async metrics() {
       const r = await fetch(`http://${ready.app}/metrics`, { signal: AbortSignal.timeout(5_000) });
       const out = {};
       for (const line of (await r.text()).split("\n")) {
-        const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*) (\S+)$/.exec(line.trim());
-        if (m) out[m[1]] = Number(m[2]);
+        // A labelled sample counts under its full name and in its family's sum.
+        const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line.trim());
+        if (!m) continue;
+        if (m[2]) out[m[1] + m[2]] = Number(m[3]);
+        out[m[1]] = (m[2] ? out[m[1]] ?? 0 : 0) + Number(m[3]);
       }
       return out;
     },

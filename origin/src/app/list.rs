@@ -390,8 +390,16 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match push_inner(state, token, req).await {
-        Ok(r) => r,
-        Err(e) => e.response(),
+        Ok(r) => {
+            crate::metrics::inc(&state.metrics.list_pushes_accepted);
+            r
+        }
+        Err(e) => {
+            if e.status() < 500 {
+                crate::metrics::inc(&state.metrics.list_pushes_refused);
+            }
+            e.response()
+        }
     }
 }
 

@@ -67,7 +67,7 @@ where
         }
         (["metrics"], Method::GET) => with_body(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            "text/plain; version=0.0.4; charset=utf-8",
             crate::server::render_metrics(&state),
         ),
         (

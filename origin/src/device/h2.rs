@@ -322,6 +322,7 @@ async fn monitor(
                 tx: tx.clone(),
                 id,
                 pending: Arc::default(),
+                protocol: crate::registry::Protocol::Http2,
             },
         );
     }

@@ -328,6 +328,7 @@ impl Conn {
                         tx: self.tx.clone(),
                         id: self.id,
                         pending: self.pending.clone(),
+                        protocol: crate::registry::Protocol::WebSocket,
                     },
                 );
                 if known.is_some() {

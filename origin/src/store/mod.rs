@@ -254,6 +254,21 @@ pub enum Op {
 /// List messages past their grace period, and (list, push) members past their `expires`.
 pub type ExpiredListItems = (Vec<Token>, Vec<(Token, Token)>);
 
+/// How much the store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Messages stored for single subscriptions.
+    pub messages: u64,
+    /// List messages (each one body for all its members).
+    pub list_messages: u64,
+    /// Lists.
+    pub lists: u64,
+    /// Subscriptions.
+    pub subscriptions: u64,
+    /// Size of the store on disk, in bytes.
+    pub bytes: u64,
+}
+
 /// The storage backend.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of writes in one durable transaction.
@@ -289,8 +304,8 @@ pub trait Store: Send + Sync + 'static {
     fn message(&self, id: &Token) -> Result<Option<Message>, StoreError>;
     /// Ids of up to `limit` messages that expired at or before `now`.
     fn expired(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
-    /// How many messages are stored.
-    fn message_count(&self) -> Result<u64, StoreError>;
+    /// How much the store holds (for `/metrics`).
+    fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// A list.
     fn list(&self, token: &Token) -> Result<Option<List>, StoreError>;
     /// Up to `limit` members of a list after push token `after`, in token order.

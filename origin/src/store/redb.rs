@@ -2,8 +2,8 @@
 
 use super::codec;
 use super::{
-    ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreError, Subscription,
-    UserAgent,
+    ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreCounts, StoreError,
+    Subscription, UserAgent,
 };
 use crate::tokens::Token;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -90,6 +90,7 @@ pub struct RedbStore {
     db: Database,
     seq: AtomicU64,
     max_per_subscription: usize,
+    path: std::path::PathBuf,
 }
 
 impl RedbStore {
@@ -97,9 +98,8 @@ impl RedbStore {
     /// `max_per_subscription` undelivered messages for one subscription.
     pub fn open(dir: &Path, max_per_subscription: usize) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(err)?;
-        let db = Database::builder()
-            .create(dir.join("push.redb"))
-            .map_err(err)?;
+        let path = dir.join("push.redb");
+        let db = Database::builder().create(&path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         let seq = {
             for t in [
@@ -133,6 +133,7 @@ impl RedbStore {
             db,
             seq: AtomicU64::new(seq + 1),
             max_per_subscription: max_per_subscription.max(1),
+            path,
         })
     }
 
@@ -636,10 +637,15 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn message_count(&self) -> Result<u64, StoreError> {
+    fn counts(&self) -> Result<StoreCounts, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(MSGS).map_err(err)?;
-        t.len().map_err(err)
+        Ok(StoreCounts {
+            messages: txn.open_table(MSGS).map_err(err)?.len().map_err(err)?,
+            list_messages: txn.open_table(LIST_MSGS).map_err(err)?.len().map_err(err)?,
+            lists: txn.open_table(LISTS).map_err(err)?.len().map_err(err)?,
+            subscriptions: txn.open_table(SUBS).map_err(err)?.len().map_err(err)?,
+            bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+        })
     }
 
     fn list(&self, token: &Token) -> Result<Option<List>, StoreError> {

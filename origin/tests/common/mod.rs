@@ -263,7 +263,7 @@ pub fn aes128gcm_body(len: usize) -> Vec<u8> {
     b
 }
 
-/// The origin's `/metrics` value of one series.
+/// The origin's `/metrics` value of one sample or family (see [`metric_in`]).
 pub async fn metric(running: &Running, name: &str) -> u64 {
     let r = request(
         "GET",
@@ -273,7 +273,19 @@ pub async fn metric(running: &Running, name: &str) -> u64 {
     )
     .await;
     let text = String::from_utf8(r.body.to_vec()).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in metrics"))
+    metric_in(&text, name).unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}
+
+/// A sample of a Prometheus text page: `name` exactly (`family{label="v"}`),
+/// or the sum of a family's samples.
+pub fn metric_in(text: &str, name: &str) -> Option<u64> {
+    let mut found = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = l.rsplit_once(' ')?;
+        let family = series.split('{').next().unwrap_or(series);
+        if series == name || family == name {
+            *found.get_or_insert(0) += value.parse::<u64>().ok()?;
+        }
+    }
+    found
 }
