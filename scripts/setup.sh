@@ -8,6 +8,7 @@
 #          wasm32 target and std sources: rustup cannot fetch wasm32 here)
 #          rust-web-clippy                          (clippy of the wasm32-only code)
 #          firefox-esr                              (end-to-end browser tests)
+#          podman runc debootstrap                  (the container image and its test)
 #   rustup components: clippy, rustfmt
 #   cargo install (to ~/.cargo/bin): wasm-bindgen-cli (= version in Cargo.lock),
 #          worker-build, cargo-fuzz
@@ -20,7 +21,7 @@ cd "$ROOT"
 
 WORKER_BUILD_VERSION=0.8.7
 CARGO_FUZZ_VERSION=0.13.2
-APT_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy lld-22 firefox-esr openssl)
+APT_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy lld-22 firefox-esr openssl podman runc debootstrap)
 MIN_RUSTC_WEB=1.91.0
 
 case ":$PATH:" in

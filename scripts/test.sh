@@ -11,9 +11,12 @@
 #                  clippy of the edge (and shared) as compiled for wasm32
 #   7 fuzz smoke   scripts/fuzz-smoke.sh, else scripts/fuzz.sh (its short default run)
 #   8 edge         build the Worker and run the edge tests under wrangler dev
+#   9 container    scripts/container-test.sh: the origin's image built (base from
+#                  debootstrap), run under podman, a message pushed through it,
+#                  SIGTERM and a restart on the same volume with nothing lost
 #
 # For local use only, TEST_SKIP="fmt clippy ..." (names: setup fmt clippy test
-# e2e wasm fuzz edge) skips steps, loudly. CI never sets it.
+# e2e wasm fuzz edge container) skips steps, loudly. CI never sets it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,28 +45,28 @@ skipped() {
 }
 trap 'rc=$?; if ((rc != 0)); then printf "\n==== FAILED (exit %d) after %d s ====\n" "$rc" "$((SECONDS - total_start))"; fi' EXIT
 
-step "1/8 setup (scripts/setup.sh)"
+step "1/9 setup (scripts/setup.sh)"
 skipped setup || bash scripts/setup.sh
 
-step "2/8 cargo fmt --all --check"
+step "2/9 cargo fmt --all --check"
 skipped fmt || cargo fmt --all --check
 
-step "3/8 cargo clippy --workspace --all-targets -- -D warnings"
+step "3/9 cargo clippy --workspace --all-targets -- -D warnings"
 skipped clippy || cargo clippy --workspace --all-targets -- -D warnings
 
-step "4/8 cargo test --workspace"
+step "4/9 cargo test --workspace"
 skipped test || cargo test --workspace
 
-step "5/8 end-to-end: Firefox ESR and npm web-push against the origin (tests/js)"
+step "5/9 end-to-end: Firefox ESR and npm web-push against the origin (tests/js)"
 skipped e2e || E2E_SKIP_BUILD=1 node --test tests/js/
 
-step "6/8 wasm32: shared builds; clippy of edge + shared for wasm32"
+step "6/9 wasm32: shared builds; clippy of edge + shared for wasm32"
 if ! skipped wasm; then
   scripts/tools/wasm-cargo build -p shared --target wasm32-unknown-unknown
   scripts/tools/wasm-cargo clippy -p edge -p shared --target wasm32-unknown-unknown -- -D warnings
 fi
 
-step "7/8 fuzz smoke"
+step "7/9 fuzz smoke"
 if skipped fuzz; then
   :
 elif [[ -f scripts/fuzz-smoke.sh ]]; then
@@ -74,10 +77,13 @@ else
   echo "no scripts/fuzz-smoke.sh or scripts/fuzz.sh: skipped"
 fi
 
-step "8/8 edge: build, then its tests under wrangler dev with a real origin"
+step "8/9 edge: build, then its tests under wrangler dev with a real origin"
 if ! skipped edge; then
   bash scripts/build-edge.sh
   EDGE_SMOKE_SKIP_BUILD=1 node --test tests/edge/
 fi
+
+step "9/9 container: build the origin's image, run it, push through it, stop and restart"
+skipped container || bash scripts/container-test.sh
 
 step "all passed in $((SECONDS - total_start)) s${TEST_SKIP:+ (but TEST_SKIP=$TEST_SKIP)}"
