@@ -11,16 +11,22 @@
 #      15,000 single 2 KiB pushes to the same devices (ratio ≥ 20 wanted)
 #   f  a list of 1,000,000 offline subscriptions: the push's 201 latency
 #      (≤ 50 ms wanted), then 15,000 reconnect (all copies in ≤ 3 s wanted)
+#   g  crash test: a list of 200,000 offline subscriptions; kill -9 the origin
+#      right after the push's 201, while its fan-out runs; restart it on the
+#      same store; every member reconnects (15,000 at a time) and must get its
+#      copy exactly once ("crash.every_member_got_it", "duplicates": 0)
 #
-#   scripts/bench.sh [scenario letters...]      (default: a b c d e f)
+#   scripts/bench.sh [scenario letters...]      (default: a b c d e f g)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000],
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
+# CRASH_MEMBERS [200000],
 # LIST_CHUNK [50000] members per list request, OFFLINE_TIMEOUT [1500] s,
 # BENCH_TIMEOUT [240] seconds per scenario, ORIGIN_LOG [warn],
-# BENCH_RESULTS (a file that also receives the result lines),
+# BENCH_RESULTS (a file that also receives the result lines), KEEP_WORK=1
+# (keep the origins' data and logs),
 # ORIGIN_BIN (an origin binary to use instead of building one),
 # QUIET_WAIT [30]: before each scenario, wait up to this many seconds for a
 # second in which the machine is at least 90% idle (other programs' CPU use
@@ -47,11 +53,12 @@ BENCH_TIMEOUT="${BENCH_TIMEOUT:-240}"
 LIST_DEVICES="${LIST_DEVICES:-15000}"
 OFFLINE_MEMBERS="${OFFLINE_MEMBERS:-1000000}"
 RECONNECT="${RECONNECT:-15000}"
+CRASH_MEMBERS="${CRASH_MEMBERS:-200000}"
 LIST_CHUNK="${LIST_CHUNK:-50000}"
 OFFLINE_TIMEOUT="${OFFLINE_TIMEOUT:-1500}"
 export ORIGIN_LOG="${ORIGIN_LOG:-warn}"
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(a b c d e f)
+((${#scenarios[@]})) || scenarios=(a b c d e f g)
 
 BIN="$ROOT/target/release"
 if [[ -n "${ORIGIN_BIN:-}" ]]; then
@@ -69,6 +76,11 @@ APP=
 WS=
 
 stop_origin() {
+  # A restarted origin (scenario g) wrote its pid here.
+  if [[ -n "$ORIGIN_PID" && -s "$WORK/restarted.pid" ]]; then
+    ORIGIN_PID="$(cat "$WORK/restarted.pid")"
+    rm -f "$WORK/restarted.pid"
+  fi
   [[ -n "$ORIGIN_PID" ]] || return 0
   kill -TERM "$ORIGIN_PID" 2>/dev/null
   for _ in $(seq 50); do
@@ -83,7 +95,7 @@ stop_origin() {
 cleanup() {
   trap - INT TERM EXIT
   stop_origin
-  rm -rf "$WORK"
+  if [[ -n "${KEEP_WORK:-}" ]]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -110,6 +122,13 @@ start_origin() {
   fi
   APP="$(sed -E 's/.* app=([^ ]+).*/\1/' <<<"$line")"
   WS="$(sed -E 's/.* ws=([^ ]+).*/\1/' <<<"$line")"
+  # How to start this origin again on the same addresses and store (after a kill).
+  cat >"$WORK/restart.sh" <<EOF
+"$ORIGIN_BIN" --app-listen $APP --ws-listen $WS --h2-listen 127.0.0.1:0 \\
+  --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \\
+  >>"$dir/stdout" 2>>"$dir/origin.log" </dev/null &
+echo \$! >"$WORK/restarted.pid"
+EOF
   echo "bench: $name: origin $ORIGIN_PID app=$APP ws=$WS" >&2
 }
 
@@ -174,7 +193,11 @@ for s in "${scenarios[@]}"; do
     f) TIMEOUT="$OFFLINE_TIMEOUT" run f-offline-list offline-list --members "$OFFLINE_MEMBERS" \
          --reconnect "$RECONNECT" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
          --connect-concurrency 256 --app @APP@ --src-base 100 ;;
-    *) echo "bench: unknown scenario $s (a b c d e f)" >&2; failures=$((failures + 1)) ;;
+    g) TIMEOUT="$OFFLINE_TIMEOUT" run g-crash-during-fanout offline-list --members "$CRASH_MEMBERS" \
+         --reconnect "$RECONNECT" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
+         --connect-concurrency 256 --app @APP@ --src-base 140 \
+         --crash-restart "bash $WORK/restart.sh" ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

@@ -69,6 +69,15 @@ pub struct OfflineArgs {
     /// Worker processes making the subscriptions.
     #[arg(long, default_value_t = 4)]
     pub create_workers: usize,
+    /// Crash test: right after the push's `201`, while its fan-out runs,
+    /// kill the origin (`--origin-pid`) with SIGKILL, run this shell command
+    /// to start it again on the same addresses and data, then reconnect
+    /// every member, `--reconnect` at a time: each must get its copy.
+    #[arg(long)]
+    pub crash_restart: Option<String>,
+    /// How long the restarted origin may take to be ready, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub restart_timeout_secs: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub list: ListOpts,
@@ -630,8 +639,25 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         .map(|e| e["errors"].as_u64().unwrap_or(0) + e["unexpected"].as_u64().unwrap_or(0))
         .sum();
     drop(pool);
+    // Correctness, apart from speed: each device one copy, every count right.
+    let mut problems = Vec::new();
+    if connected != a.devices as u64 || failed > 0 {
+        problems.push(format!("{connected} of {} devices connected", a.devices));
+    }
+    if distinct != connected || dups > 0 || bad1 > 0 || !adds_up(&status) {
+        problems.push(format!(
+            "list push: {distinct} of {connected} devices got it, {dups} duplicates, {bad1} bad, status {status}"
+        ));
+    }
+    if distinct2 != ok || dups2 > 0 || bad2 > 0 || errors > 0 {
+        problems.push(format!(
+            "single pushes: {distinct2} of {ok} delivered, {dups2} duplicates, {bad2} bad, {errors} device errors"
+        ));
+    }
     Ok(json!({
         "cmd": "list",
+        "correct": problems.is_empty(),
+        "problems": problems,
         "devices": a.devices,
         "devices_connected": connected,
         "devices_failed": failed,
@@ -704,19 +730,160 @@ pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, Str
     let (resp, status_path) = push_list(&app, &list, &jwe).await?;
     let push_201_ms = ms(resp.send_ns, resp.done_ns);
     eprintln!("pushbench: list push answered in {push_201_ms} ms");
+
+    // 4. A crash during the fan-out, and a restart.
+    let mut crash = Value::Null;
+    if let Some(cmd) = &a.crash_restart {
+        let pid = a
+            .list
+            .origin_pid
+            .ok_or("--crash-restart needs --origin-pid")?;
+        let at_kill = app.get_json(&status_path).await?;
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        let k0 = realtime_ns();
+        if !killed.success() {
+            return Err(format!("kill -KILL {pid}: {killed}"));
+        }
+        // Its file lock goes only once the process is gone (or a zombie).
+        let dead = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        while !dead() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!("pushbench: origin killed during fan-out: {at_kill}; restarting");
+        let st = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        if !st.success() {
+            return Err(format!("{cmd}: {st}"));
+        }
+        let until = tokio::time::Instant::now() + Duration::from_secs(a.restart_timeout_secs);
+        while !matches!(app.try_request("GET", "/ready", &[], b"").await, Ok(r) if r.status == 200)
+        {
+            if tokio::time::Instant::now() >= until {
+                return Err("the origin did not come back after the kill".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        crash = json!({
+            "status_at_kill": at_kill,
+            "killed_during_fanout": at_kill["fanout_finished"] == false,
+            "back_after_ms": ms(k0, realtime_ns()),
+        });
+    }
     let (after_push, fanout_ns) =
         poll_status(&app, &status_path, 60.0, |s| s["fanout_finished"] == true).await?;
 
-    // 4. Some devices come back.
-    let n = a.reconnect.min(setup.uaids.len());
-    let step = setup.uaids.len() as f64 / n.max(1) as f64;
-    let back: Vec<&(usize, String)> = (0..n)
-        .map(|j| &setup.uaids[((j as f64 * step) as usize).min(setup.uaids.len() - 1)])
-        .collect();
+    // 5. Devices come back: some of them, or after a crash all, in waves.
+    let everyone: Vec<&(usize, String)> = setup.uaids.iter().collect();
+    let waves: Vec<Vec<&(usize, String)>> = if a.crash_restart.is_some() {
+        everyone
+            .chunks(a.reconnect.max(1))
+            .map(<[_]>::to_vec)
+            .collect()
+    } else {
+        let n = a.reconnect.min(everyone.len());
+        let step = everyone.len() as f64 / n.max(1) as f64;
+        vec![(0..n)
+            .map(|j| everyone[((j as f64 * step) as usize).min(everyone.len() - 1)])
+            .collect()]
+    };
+    let origin_pid = a
+        .crash_restart
+        .is_none()
+        .then_some(a.list.origin_pid)
+        .flatten();
+    let mut reconnect = Vec::new();
+    let (mut total, mut total_distinct, mut total_dups, mut worst_ms) = (0u64, 0u64, 0u64, 0f64);
+    for (w, back) in waves.iter().enumerate() {
+        let r = reconnect_wave(&a, back, w, copy_bytes, origin_pid, timeout_secs).await?;
+        total += back.len() as u64;
+        total_distinct += r["devices_with_copy"].as_u64().unwrap_or(0);
+        total_dups += r["duplicates"].as_u64().unwrap_or(0);
+        worst_ms = worst_ms.max(r["start_to_last_copy_ms"].as_f64().unwrap_or(f64::MAX));
+        if waves.len() > 1 {
+            eprintln!("pushbench: wave {}/{}: {r}", w + 1, waves.len());
+        }
+        reconnect.push(r);
+    }
+    let n = total;
+    let distinct = total_distinct;
+    let reconnect_ms = worst_ms;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (final_status, _) = poll_status(&app, &status_path, 5.0, |s| {
+        s["delivered"].as_u64() >= Some(distinct) && adds_up(s)
+    })
+    .await?;
+    let reconnect = if reconnect.len() == 1 {
+        reconnect.pop().expect("one wave")
+    } else {
+        json!({
+            "devices": n,
+            "waves": reconnect.len(),
+            "devices_with_copy": distinct,
+            "duplicates": total_dups,
+            "missing": n.saturating_sub(distinct),
+            "slowest_wave_ms": reconnect_ms,
+            "per_wave": reconnect,
+        })
+    };
+    let mut problems = Vec::new();
+    if distinct != n || total_dups > 0 || !adds_up(&final_status) {
+        problems.push(format!(
+            "{distinct} of {n} reconnecting devices got their copy, {total_dups} duplicates, status {final_status}"
+        ));
+    }
+    if !crash.is_null() {
+        let everyone = distinct == setup.uaids.len() as u64;
+        crash["every_member_got_it"] = everyone.into();
+        if !everyone || crash["killed_during_fanout"] != true {
+            problems.push(format!("crash: {crash}"));
+        }
+    }
+    Ok(json!({
+        "cmd": "offline-list",
+        "correct": problems.is_empty(),
+        "problems": problems,
+        "members": a.members,
+        "jwe_bytes": jwe.len(),
+        "creation": creation,
+        "build": build,
+        "push_201_ms": push_201_ms,
+        "push_201_ok": push_201_ms <= 50.0,
+        "fanout_finished_after_ms": ms(resp.send_ns, fanout_ns),
+        "status_after_push": after_push,
+        "reconnect": reconnect,
+        "reconnect_ok": reconnect_ms <= 3000.0 && distinct == n,
+        "crash": crash,
+        "status_final": final_status,
+        "status_adds_up": adds_up(&final_status),
+    }))
+}
+
+/// Devices that say `hello` again with their uaids and wait for their list
+/// copy: when the last arrived, and whether each got exactly one.
+async fn reconnect_wave(
+    a: &OfflineArgs,
+    back: &[&(usize, String)],
+    wave: usize,
+    copy_bytes: usize,
+    origin_pid: Option<u32>,
+    timeout_secs: u64,
+) -> Result<Value, String> {
+    let n = back.len();
     let mut dev = a.dev.clone();
-    dev.src_base = a.dev.src_base.saturating_add(create.workers as u8);
+    dev.src_base = a.dev.src_base.saturating_add(a.create_workers as u8);
     let workers = n.div_ceil(dev.per_worker.max(1)).max(dev.workers).max(1);
-    let dir = std::env::temp_dir().join(format!("pushbench-uaids-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pushbench-uaids-{}-{wave}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let shares = crate::pool::shares(n, workers);
     let mut first = 0;
@@ -738,7 +905,7 @@ pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, Str
     pool.gather("ready", |_, _| {}).await?;
     let mut tool_pids = pool.pids();
     tool_pids.push(std::process::id());
-    let cpu = CpuWindow::start(a.list.origin_pid, tool_pids);
+    let cpu = CpuWindow::start(origin_pid, tool_pids);
     eprintln!(
         "pushbench: reconnecting {n} devices over {} workers",
         pool.len()
@@ -756,22 +923,16 @@ pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, Str
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let reconnect_cpu = cpu.finish();
+    drop(pool);
     let _ = std::fs::remove_dir_all(&dir);
     let (copies, distinct, dups, last) = tally(records.iter().flatten());
     let sum = |k: &str| ends.iter().filter_map(|e| e[k].as_u64()).sum::<u64>();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (final_status, _) = poll_status(&app, &status_path, 5.0, |s| {
-        s["delivered"].as_u64() >= Some(distinct) && adds_up(s)
-    })
-    .await?;
-    drop(pool);
-    let reconnect_ms = ms(r0, last);
-    let mut reconnect = json!({
+    let mut r = json!({
         "devices": n,
         "resumed": back_setup.connected,
         "failed": back_setup.failed,
         "all_connected_ms": ms(r0, back_setup.finished_ns),
-        "start_to_last_copy_ms": reconnect_ms,
+        "start_to_last_copy_ms": ms(r0, last),
         "copies": copies,
         "devices_with_copy": distinct,
         "duplicates": dups,
@@ -781,25 +942,8 @@ pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, Str
         "device_errors": sum("errors") + sum("unexpected"),
         "first_error": back_setup.first_error,
     });
-    reconnect
-        .as_object_mut()
-        .expect("object")
-        .extend(reconnect_cpu);
-    Ok(json!({
-        "cmd": "offline-list",
-        "members": a.members,
-        "jwe_bytes": jwe.len(),
-        "creation": creation,
-        "build": build,
-        "push_201_ms": push_201_ms,
-        "push_201_ok": push_201_ms <= 50.0,
-        "fanout_finished_after_ms": ms(resp.send_ns, fanout_ns),
-        "status_after_push": after_push,
-        "reconnect": reconnect,
-        "reconnect_ok": reconnect_ms <= 3000.0 && distinct == n as u64,
-        "status_final": final_status,
-        "status_adds_up": adds_up(&final_status),
-    }))
+    r.as_object_mut().expect("object").extend(reconnect_cpu);
+    Ok(r)
 }
 
 #[cfg(test)]

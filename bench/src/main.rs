@@ -96,6 +96,8 @@ fn main() -> ExitCode {
         ),
     };
     let (mut line, code) = match result {
+        // A result may carry a correctness verdict apart from its figures.
+        Ok(v) if v["correct"] == false => (v, ExitCode::FAILURE),
         Ok(v) => (v, ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("pushbench {cmd}: {e}");

@@ -48,6 +48,10 @@ pub struct Settings {
     /// Seconds between sweeps of expired messages. Default 60.
     #[arg(long, env = "ORIGIN_SWEEP_SECS")]
     pub sweep_secs: Option<u64>,
+    /// Seconds to wait at start for the store's file lock, held by a
+    /// previous process that is still exiting. Default 30.
+    #[arg(long, env = "ORIGIN_STORE_LOCK_WAIT_SECS")]
+    pub store_lock_wait_secs: Option<u64>,
     /// Largest WebSocket message a device may send, in bytes. Default 65536.
     #[arg(long, env = "ORIGIN_WS_MAX_MESSAGE")]
     pub ws_max_message: Option<usize>,
@@ -104,6 +108,8 @@ pub struct Config {
     pub commit_batch: usize,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
+    /// Wait for the store's file lock at start, seconds.
+    pub store_lock_wait_secs: u64,
     /// Largest WebSocket message from a device.
     pub ws_max_message: usize,
     /// Hello timeout, seconds.
@@ -168,6 +174,7 @@ impl Config {
                 queue_depth,
                 commit_batch,
                 sweep_secs,
+                store_lock_wait_secs,
                 ws_max_message,
                 hello_timeout_secs,
                 partitions,
@@ -212,6 +219,7 @@ impl Config {
             queue_depth: s.queue_depth.unwrap_or(64).max(1),
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
+            store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
             partitions: s.partitions.unwrap_or(1).max(1),

@@ -236,6 +236,27 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
     }
 }
 
+/// Finishes the fan-outs a crash interrupted. No device is connected yet,
+/// so each reconnecting member fetches its copy at `hello` (with the same
+/// version as any copy sent before the crash); this pass counts the failed
+/// members again and records that the fan-out finished.
+pub async fn resume(state: Arc<State>) {
+    let unfinished = match state.store.unfinished_fanouts() {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!("unfinished fan-outs: {e}");
+            return;
+        }
+    };
+    for msg in unfinished {
+        tracing::info!(list_message = %crate::tokens::encode(&msg.id), "resuming fan-out");
+        match ListPush::new(msg) {
+            Ok(p) => run(state.clone(), Arc::new(p)).await,
+            Err(e) => tracing::error!("unfinished fan-out: {e}"),
+        }
+    }
+}
+
 /// The copies a user agent's subscriptions have waiting from their lists,
 /// skipping acknowledged ones and older copies replaced by the same Topic.
 pub fn pending_copies(state: &State, uaid: &Token) -> Result<Vec<Message>, StoreError> {

@@ -3,6 +3,7 @@
 use origin::config::Config;
 use origin::server::start;
 use origin::store::redb::RedbStore;
+use origin::store::StoreError;
 use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
@@ -29,7 +30,19 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> std::process::ExitCode {
-    let store = match RedbStore::open(&config.data_dir, config.limits.max_stored_per_subscription) {
+    // A previous process that is still exiting (after a crash, or a quick
+    // restart) holds the store's file lock for a moment: wait for it.
+    let lock_wait = std::time::Duration::from_secs(config.store_lock_wait_secs);
+    let deadline = std::time::Instant::now() + lock_wait;
+    let opened = loop {
+        match RedbStore::open(&config.data_dir, config.limits.max_stored_per_subscription) {
+            Err(StoreError::Locked) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            r => break r,
+        }
+    };
+    let store = match opened {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!("opening the store in {}: {e}", config.data_dir.display());

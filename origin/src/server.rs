@@ -91,6 +91,7 @@ pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result
 /// Serves until `shutdown` turns true.
 pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receiver<bool>) {
     let sweeper = tokio::spawn(sweep(state.clone()));
+    tokio::spawn(crate::fanout::resume(state.clone()));
     let app_loop = {
         let state = state.clone();
         async move {

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// The committer has stopped.
     #[error("the store is shutting down")]
     Closed,
+    /// Another process holds the store open.
+    #[error("the store is open in another process (its file lock is held)")]
+    Locked,
 }
 
 /// How a device connects: the protocol its messages travel by.
@@ -323,6 +326,8 @@ pub trait Store: Send + Sync + 'static {
     fn owned_lists(&self, owner: &[u8; 65]) -> Result<usize, StoreError>;
     /// A list message.
     fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError>;
+    /// List messages whose fan-out had not finished (after a crash).
+    fn unfinished_fanouts(&self) -> Result<Vec<ListMessage>, StoreError>;
     /// Unexpired messages of a list with a sequence above `after_seq`, oldest first.
     fn list_messages_since(
         &self,

@@ -49,6 +49,8 @@ const LIST_MSG_EXPIRY: Table = TableDefinition::new("list_message_expiry");
 /// expires ‖ list ‖ push → (): when a member drops out.
 const MEMBER_EXPIRY: Table = TableDefinition::new("member_expiry");
 /// name → counter.
+/// List messages whose fan-out has not finished: id → ().
+const FANOUTS: Table = TableDefinition::new("unfinished_fanouts");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -99,7 +101,10 @@ impl RedbStore {
     pub fn open(dir: &Path, max_per_subscription: usize) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(err)?;
         let path = dir.join("push.redb");
-        let db = Database::builder().create(&path).map_err(err)?;
+        let db = Database::builder().create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            e => err(e),
+        })?;
         let txn = db.begin_write().map_err(err)?;
         let seq = {
             for t in [
@@ -121,6 +126,7 @@ impl RedbStore {
                 LIST_MSG_EXPIRY,
                 MEMBER_EXPIRY,
                 PUSH_MSGS,
+                FANOUTS,
             ] {
                 txn.open_table(t).map_err(err)?;
             }
@@ -170,6 +176,7 @@ struct Tables<'t> {
     list_msg_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     member_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     push_msgs: redb::Table<'t, &'static [u8], &'static [u8]>,
+    fanouts: redb::Table<'t, &'static [u8], &'static [u8]>,
     /// Most messages kept for one subscription.
     max_per_push: usize,
 }
@@ -378,6 +385,7 @@ impl Tables<'_> {
             .map_err(err)?;
         let ek: [u8; 24] = cat(&[&(m.expires + LIST_MESSAGE_GRACE).to_be_bytes(), id]);
         self.list_msg_expiry.remove(&ek[..]).map_err(err)?;
+        self.fanouts.remove(&id[..]).map_err(err)?;
         for a in keys_with_prefix(&self.copy_acks, id)? {
             self.copy_acks.remove(&a[..]).map_err(err)?;
         }
@@ -472,6 +480,11 @@ impl Tables<'_> {
                 self.list_msg_seq.insert(&sk[..], &m.id[..]).map_err(err)?;
                 let ek: [u8; 24] = cat(&[&(m.expires + LIST_MESSAGE_GRACE).to_be_bytes(), &m.id]);
                 self.list_msg_expiry.insert(&ek[..], &[][..]).map_err(err)?;
+                if m.fanout_done {
+                    self.fanouts.remove(&m.id[..]).map_err(err)?;
+                } else {
+                    self.fanouts.insert(&m.id[..], &[][..]).map_err(err)?;
+                }
             }
             Op::DeleteListMessage(id) => self.delete_list_message(id)?,
             Op::AckCopy { list_message, push } => {
@@ -525,6 +538,7 @@ impl Store for RedbStore {
                 list_msg_expiry: txn.open_table(LIST_MSG_EXPIRY).map_err(err)?,
                 member_expiry: txn.open_table(MEMBER_EXPIRY).map_err(err)?,
                 push_msgs: txn.open_table(PUSH_MSGS).map_err(err)?,
+                fanouts: txn.open_table(FANOUTS).map_err(err)?,
                 max_per_push: self.max_per_subscription,
             };
             for op in ops {
@@ -704,6 +718,20 @@ impl Store for RedbStore {
 
     fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError> {
         self.read(LIST_MSGS, id, codec::read_list_message)
+    }
+
+    fn unfinished_fanouts(&self) -> Result<Vec<ListMessage>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let ids = txn.open_table(FANOUTS).map_err(err)?;
+        let msgs = txn.open_table(LIST_MSGS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in ids.iter().map_err(err)? {
+            let (id, _) = row.map_err(err)?;
+            if let Some(raw) = msgs.get(id.value()).map_err(err)? {
+                out.push(codec::read_list_message(raw.value())?);
+            }
+        }
+        Ok(out)
     }
 
     fn list_messages_since(

@@ -65,7 +65,7 @@ pub async fn start_with(
     let store = loop {
         match RedbStore::open(dir, config.limits.max_stored_per_subscription) {
             Ok(s) => break Arc::new(s),
-            Err(_) if std::time::Instant::now() < deadline => {
+            Err(origin::store::StoreError::Locked) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("opening the store: {e}"),
