@@ -49,6 +49,9 @@ pub struct ListArgs {
     /// Size of the aes128gcm body of the single pushes, in bytes.
     #[arg(long, default_value_t = 2048)]
     pub single_body_bytes: usize,
+    /// Only the list push (for profiling): no single pushes after it.
+    #[arg(long)]
+    pub list_only: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub list: ListOpts,
@@ -521,6 +524,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     tool_pids.push(std::process::id());
     let cpu = CpuWindow::start(a.list.origin_pid, tool_pids.clone());
     let mut delivered = vec![0u64; pool.len()];
+    eprintln!("pushbench: list built; pushing");
     let (resp, status_path) = push_list(&app, &list, &jwe).await?;
     let drain = Duration::from_secs(a.list.drain_secs);
     wait_delivered(
@@ -557,6 +561,15 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         "status_adds_up": adds_up(&status),
     });
     list_fig.as_object_mut().expect("object").extend(list_cpu);
+
+    if a.list_only {
+        // Connections close after a pause, apart from the push (for profiling).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(pool);
+        return Ok(
+            json!({"cmd": "list", "devices": a.devices, "list": list_fig, "list_ms": list_from_post_ms}),
+        );
+    }
 
     // 2. The same devices by single pushes.
     pool.send_all(&format!("expect {}", single_body.len()))?;

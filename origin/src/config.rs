@@ -45,6 +45,10 @@ pub struct Settings {
     /// Requests that share one store commit at most. Default 512.
     #[arg(long, env = "ORIGIN_COMMIT_BATCH")]
     pub commit_batch: Option<usize>,
+    /// Milliseconds an acknowledgement's write may wait to share a commit
+    /// with others. Default 100.
+    #[arg(long, env = "ORIGIN_ACK_COMMIT_DELAY_MS")]
+    pub ack_commit_delay_ms: Option<u64>,
     /// Seconds between sweeps of expired messages. Default 60.
     #[arg(long, env = "ORIGIN_SWEEP_SECS")]
     pub sweep_secs: Option<u64>,
@@ -106,6 +110,8 @@ pub struct Config {
     pub queue_depth: usize,
     /// Commit batch size.
     pub commit_batch: usize,
+    /// How long an acknowledgement's write may wait for company, ms.
+    pub ack_commit_delay_ms: u64,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
     /// Wait for the store's file lock at start, seconds.
@@ -173,6 +179,7 @@ impl Config {
                 data_dir,
                 queue_depth,
                 commit_batch,
+                ack_commit_delay_ms,
                 sweep_secs,
                 store_lock_wait_secs,
                 ws_max_message,
@@ -218,6 +225,7 @@ impl Config {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             queue_depth: s.queue_depth.unwrap_or(64).max(1),
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
+            ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),

@@ -14,6 +14,7 @@ use crate::state::{now, State};
 use crate::store::{Encoding, ListBody, ListMember, ListMessage, Message, Op, StoreError};
 use crate::tokens::Token;
 use bytes::Bytes;
+use shared::b64::Spliced;
 use shared::jwe::{Alg, CompactTemplate, JsonTemplate, CONTENT_TYPE_COMPACT, CONTENT_TYPE_JSON};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,8 @@ pub struct ListPush {
     /// The stored record.
     pub msg: ListMessage,
     template: Template,
+    /// The shared parts of the body, base64url-encoded once.
+    encoded: Option<Spliced>,
 }
 
 #[derive(Debug)]
@@ -57,7 +60,22 @@ impl ListPush {
                 JsonTemplate::from_stored(t).map_err(|_| StoreError::Corrupt("list message"))?,
             ),
         };
-        Ok(ListPush { msg, template })
+        let encoded = match &template {
+            Template::Empty => None,
+            Template::Compact(t) => {
+                let [head, _, tail] = t.member_parts("");
+                Some(Spliced::new(head, tail))
+            }
+            Template::Json(t) => Some(Spliced::new(
+                t.as_str().as_bytes(),
+                JsonTemplate::SUFFIX.as_bytes(),
+            )),
+        };
+        Ok(ListPush {
+            msg,
+            template,
+            encoded,
+        })
     }
 
     /// Whether a member's key fits this message's algorithms (when known).
@@ -77,23 +95,58 @@ impl ListPush {
 
     /// A member's copy as a message, its body assembled now.
     pub fn copy_for(&self, m: &ListMember) -> Message {
-        // The key the member had when the message was pushed.
+        let mut body = Vec::new();
+        self.write_body(m, &mut body);
+        Message {
+            body: Bytes::from(body),
+            ..self.copy_head(m)
+        }
+    }
+
+    /// Appends a member's copy's body to `out`: the shared parts with the
+    /// key the member had when the message was pushed.
+    pub fn write_body(&self, m: &ListMember, out: &mut Vec<u8>) {
         let (key, header) = m.key_for(self.msg.seq);
-        let (encoding, body) = match &self.template {
-            Template::Empty => (Encoding::None, Bytes::new()),
-            Template::Compact(t) => {
-                let mut out = Vec::new();
-                t.write_member(key.unwrap_or(""), &mut out);
-                (
-                    Encoding::Jose(CONTENT_TYPE_COMPACT.into()),
-                    Bytes::from(out),
-                )
-            }
-            Template::Json(t) => {
-                let mut out = Vec::new();
-                t.write_member(key, header, &mut out);
-                (Encoding::Jose(CONTENT_TYPE_JSON.into()), Bytes::from(out))
-            }
+        match &self.template {
+            Template::Empty => {}
+            Template::Compact(t) => t.write_member(key.unwrap_or(""), out),
+            Template::Json(t) => t.write_member(key, header, out),
+        }
+    }
+
+    /// Appends the base64url encoding of a member's copy's body to `out`
+    /// (nothing for a message without a body): the shared parts were encoded
+    /// once; only the member's part is encoded now, in `scratch`.
+    pub fn write_body_b64(
+        &self,
+        m: &ListMember,
+        scratch: &mut (Vec<u8>, Vec<u8>),
+        out: &mut Vec<u8>,
+    ) {
+        let Some(enc) = &self.encoded else { return };
+        let (key, header) = m.key_for(self.msg.seq);
+        let (middle, chunk) = scratch;
+        middle.clear();
+        match &self.template {
+            Template::Empty => return,
+            Template::Compact(_) => middle.extend_from_slice(key.unwrap_or("").as_bytes()),
+            Template::Json(t) => t.write_recipient(key, header, middle),
+        }
+        enc.encode_into(middle, chunk, out);
+    }
+
+    /// Whether copies have a body.
+    pub fn has_body(&self) -> bool {
+        self.encoded.is_some()
+    }
+
+    /// A member's copy without its body ([`ListPush::write_body`] writes it):
+    /// what a connection keeps until the copy is acknowledged.
+    pub fn copy_head(&self, m: &ListMember) -> Message {
+        let encoding = match &self.template {
+            Template::Empty => Encoding::None,
+            Template::Compact(_) => Encoding::Jose(CONTENT_TYPE_COMPACT.into()),
+            Template::Json(_) => Encoding::Jose(CONTENT_TYPE_JSON.into()),
         };
         Message {
             id: copy_id(&self.msg.id, &m.push),
@@ -106,7 +159,7 @@ impl ListPush {
             topic: self.msg.topic.clone(),
             receipt: None,
             encoding,
-            body,
+            body: Bytes::new(),
             list_message: Some(self.msg.id),
         }
     }

@@ -59,7 +59,11 @@ pub enum Outcome {
 impl State {
     /// Builds the state over an opened store.
     pub fn new(config: Config, store: Arc<dyn Store>) -> State {
-        let committer = Committer::start(store.clone(), config.commit_batch);
+        let committer = Committer::start(
+            store.clone(),
+            config.commit_batch,
+            std::time::Duration::from_millis(config.ack_commit_delay_ms),
+        );
         let rate = RateLimiter::new(config.limits.subscription_messages_per_minute);
         let list_rate = RateLimiter::new(config.limits.list_pushes_per_minute);
         let create_rate = RateLimiter::new(config.limits.list_creations_per_minute);

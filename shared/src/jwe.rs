@@ -623,21 +623,17 @@ impl JsonTemplate {
         &self.prefix
     }
 
-    /// Appends a member's copy to `out`. `header` is the member's
-    /// per-recipient header as JSON text (checked when the member joined).
-    pub fn write_member(
+    /// The text after every member's recipient object.
+    pub const SUFFIX: &'static str = JSON_SUFFIX;
+
+    /// Appends a member's recipient object alone (between [`Self::as_str`]
+    /// and [`Self::SUFFIX`]) to `out`.
+    pub fn write_recipient(
         &self,
         encrypted_key: Option<&str>,
         header: Option<&str>,
         out: &mut Vec<u8>,
     ) {
-        out.reserve(
-            self.prefix.len()
-                + encrypted_key.map_or(0, |k| k.len() + 20)
-                + header.map_or(0, |h| h.len() + 10)
-                + 4,
-        );
-        out.extend_from_slice(self.prefix.as_bytes());
         out.push(b'{');
         if let Some(k) = encrypted_key.filter(|k| !k.is_empty()) {
             // base64url text needs no JSON escaping.
@@ -653,6 +649,24 @@ impl JsonTemplate {
             out.extend_from_slice(h.as_bytes());
         }
         out.push(b'}');
+    }
+
+    /// Appends a member's copy to `out`. `header` is the member's
+    /// per-recipient header as JSON text (checked when the member joined).
+    pub fn write_member(
+        &self,
+        encrypted_key: Option<&str>,
+        header: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
+        out.reserve(
+            self.prefix.len()
+                + encrypted_key.map_or(0, |k| k.len() + 20)
+                + header.map_or(0, |h| h.len() + 10)
+                + 4,
+        );
+        out.extend_from_slice(self.prefix.as_bytes());
+        self.write_recipient(encrypted_key, header, out);
         out.extend_from_slice(JSON_SUFFIX.as_bytes());
     }
 }

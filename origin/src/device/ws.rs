@@ -4,12 +4,13 @@
 //! buffer and bytes are kept only while a frame is incomplete.
 
 use super::ws_frame::{self, Decoder, Incoming};
-use super::ws_session::{self, Command, Session};
+use super::ws_session::{self, Command, Data, Session};
 use crate::metrics::inc;
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
 use crate::store::{Message, Op, Subscription, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+/// A frame being built, and the two small buffers a list copy's body needs.
+type Scratch = (Vec<u8>, (Vec<u8>, Vec<u8>));
+
+thread_local! {
+    /// Reused by every connection on this thread, so that a delivery
+    /// allocates no buffer.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), (Vec::new(), Vec::new()))) };
+}
+
+/// Scratch buffers larger than this are given back after use.
+const SCRATCH_KEEP: usize = 256 * 1024;
 
 /// Largest handshake request accepted.
 const MAX_HANDSHAKE: usize = 8192;
@@ -210,7 +223,7 @@ impl Conn {
                         self.pull_if_pending(rx).await?;
                     }
                     Some(Outbound::Copy { push, member }) => {
-                        Box::pin(self.send_message(Arc::new(push.copy_for(&member)))).await?;
+                        Box::pin(self.send_copy(&push, &member)).await?;
                         self.pull_if_pending(rx).await?;
                     }
                     Some(Outbound::Nudge) => self.pull_if_pending(rx).await?,
@@ -280,9 +293,65 @@ impl Conn {
         if self.inflight.contains_key(&msg.id) || msg.expires < now() && msg.seq != 0 {
             return Ok(());
         }
-        self.reply(&ws_session::notification(&msg)).await?;
+        self.write_notification(&msg, None).await?;
         inc(&self.state.metrics.messages_sent);
         self.inflight.insert(msg.id, msg);
+        Ok(())
+    }
+
+    /// Sends a list member's copy, its body assembled straight into the
+    /// frame; the connection keeps only its head until it is acknowledged.
+    async fn send_copy(
+        &mut self,
+        push: &crate::fanout::ListPush,
+        member: &crate::store::ListMember,
+    ) -> io::Result<()> {
+        let head = push.copy_head(member);
+        if self.inflight.contains_key(&head.id) {
+            return Ok(());
+        }
+        self.write_notification(&head, Some((push, member))).await?;
+        inc(&self.state.metrics.messages_sent);
+        self.inflight.insert(head.id, Arc::new(head));
+        Ok(())
+    }
+
+    /// Writes the notification frame of `m` (with a list copy's body when
+    /// given). The frame is built in this thread's scratch buffer and
+    /// written at once when the socket takes it all, as it nearly always
+    /// does; otherwise the rest is copied out and awaited.
+    async fn write_notification(
+        &self,
+        m: &Message,
+        copy: Option<(&crate::fanout::ListPush, &crate::store::ListMember)>,
+    ) -> io::Result<()> {
+        let rest = SCRATCH.with(|scratch| {
+            let (frame, parts) = &mut *scratch.borrow_mut();
+            frame.clear();
+            frame.resize(ws_frame::HEADER_ROOM, 0);
+            match copy {
+                Some((push, member)) if push.has_body() => {
+                    let mut write = |out: &mut Vec<u8>| push.write_body_b64(member, parts, out);
+                    ws_session::notification_into(m, Data::Encoded(&mut write), frame);
+                }
+                _ => ws_session::notification_into(m, Data::Raw(&m.body), frame),
+            }
+            let start = ws_frame::finish_text(frame);
+            let rest = match self.stream.try_write(&frame[start..]) {
+                Ok(n) => Ok(frame[start + n..].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(frame[start..].to_vec()),
+                Err(e) => Err(e),
+            };
+            for b in [frame, &mut parts.0, &mut parts.1] {
+                if b.capacity() > SCRATCH_KEEP {
+                    *b = Vec::new();
+                }
+            }
+            rest
+        })?;
+        if !rest.is_empty() {
+            write_all(&self.stream, &rest).await?;
+        }
         Ok(())
     }
 

@@ -150,6 +150,33 @@ pub fn encode(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Bytes to leave before a payload written in place (see [`finish_text`]).
+pub const HEADER_ROOM: usize = 10;
+
+/// Turns `buf` — [`HEADER_ROOM`] bytes, then a text payload written in
+/// place — into a final, unmasked text frame by writing its header just
+/// before the payload. Returns where the frame starts in `buf`.
+pub fn finish_text(buf: &mut [u8]) -> usize {
+    let len = buf.len() - HEADER_ROOM;
+    let mut head = [0u8; HEADER_ROOM];
+    head[0] = 0x81; // FIN, text
+    let n = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    let start = HEADER_ROOM - n;
+    buf[start..HEADER_ROOM].copy_from_slice(&head[..n]);
+    start
+}
+
 /// Appends a text frame.
 pub fn text(payload: &str, out: &mut Vec<u8>) {
     encode(OpCode::Data(Data::Text), payload.as_bytes(), out);
@@ -168,6 +195,19 @@ pub fn close(code: u16, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_in_place_matches_encoder() {
+        for len in [0, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let payload = "x".repeat(len);
+            let mut want = Vec::new();
+            text(&payload, &mut want);
+            let mut buf = vec![0u8; HEADER_ROOM];
+            buf.extend_from_slice(payload.as_bytes());
+            let start = finish_text(&mut buf);
+            assert_eq!(&buf[start..], &want[..], "length {len}");
+        }
+    }
 
     fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [1, 2, 3, 4];

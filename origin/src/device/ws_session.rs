@@ -215,42 +215,65 @@ pub fn unregister_reply(channel_id: &str, status: u16) -> String {
     .to_string()
 }
 
-/// A `notification` for a message, written straight into one buffer (it
-/// is on the path of every delivery).
+/// A `notification` for a message, as a string.
 pub fn notification(m: &Message) -> String {
-    let mut n = String::with_capacity(160 + m.body.len() / 3 * 4);
-    n.push_str(r#"{"messageType":"notification","channelID":""#);
-    tokens::push_uuid(&m.channel, &mut n);
-    n.push_str(r#"","version":""#);
-    n.push_str(&tokens::encode(&m.id));
-    n.push('"');
-    if !m.body.is_empty() {
-        n.push_str(r#","data":""#);
-        b64::encode_into(&m.body, &mut n);
-        n.push_str(r#"","headers":"#);
+    let mut out = Vec::with_capacity(160 + m.body.len() / 3 * 4);
+    notification_into(m, Data::Raw(&m.body), &mut out);
+    String::from_utf8(out).expect("the notification is JSON text")
+}
+
+/// A notification's body.
+pub enum Data<'a> {
+    /// The bytes, to be encoded.
+    Raw(&'a [u8]),
+    /// A writer of the base64url encoding (of a body that is not empty).
+    Encoded(&'a mut dyn FnMut(&mut Vec<u8>)),
+}
+
+/// Appends the `notification` for message `m` with body `body` (which may
+/// live apart from `m`, as a list copy's does) to `out`. It is on the path
+/// of every delivery, so it is written straight into the buffer.
+pub fn notification_into(m: &Message, data: Data, out: &mut Vec<u8>) {
+    let mut head = String::with_capacity(80);
+    head.push_str(r#"{"messageType":"notification","channelID":""#);
+    tokens::push_uuid(&m.channel, &mut head);
+    head.push_str(r#"","version":""#);
+    head.push_str(&tokens::encode(&m.id));
+    head.push('"');
+    out.extend_from_slice(head.as_bytes());
+    let has_body = match &data {
+        Data::Raw(body) => !body.is_empty(),
+        Data::Encoded(_) => true,
+    };
+    if has_body {
+        out.extend_from_slice(br#","data":""#);
+        match data {
+            Data::Raw(body) => b64::encode_into_bytes(body, out),
+            Data::Encoded(write) => write(out),
+        }
+        out.extend_from_slice(br#"","headers":"#);
         let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
         match &m.encoding {
-            Encoding::Aes128gcm => n.push_str(r#"{"encoding":"aes128gcm"}"#),
+            Encoding::Aes128gcm => out.extend_from_slice(br#"{"encoding":"aes128gcm"}"#),
             Encoding::Aesgcm {
                 encryption,
                 crypto_key,
             } => {
-                n.push_str(r#"{"encoding":"aesgcm","encryption":"#);
-                n.push_str(&json(encryption));
-                n.push_str(r#","crypto_key":"#);
-                n.push_str(&json(crypto_key));
-                n.push('}');
+                out.extend_from_slice(br#"{"encoding":"aesgcm","encryption":"#);
+                out.extend_from_slice(json(encryption).as_bytes());
+                out.extend_from_slice(br#","crypto_key":"#);
+                out.extend_from_slice(json(crypto_key).as_bytes());
+                out.push(b'}');
             }
             Encoding::Jose(ct) => {
-                n.push_str(r#"{"content_type":"#);
-                n.push_str(&json(ct));
-                n.push('}');
+                out.extend_from_slice(br#"{"content_type":"#);
+                out.extend_from_slice(json(ct).as_bytes());
+                out.push(b'}');
             }
-            Encoding::None | Encoding::Receipt => n.push_str("{}"),
+            Encoding::None | Encoding::Receipt => out.extend_from_slice(b"{}"),
         }
     }
-    n.push('}');
-    n
+    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -1,9 +1,16 @@
 //! Group commit: one thread applies the writes of many concurrent requests
 //! in one transaction, so that each pays a share of one fsync.
+//!
+//! Writes nobody waits for ([`Committer::enqueue`]: acknowledgements,
+//! clean-ups) may wait up to a delay for company: a burst of them (the acks
+//! of a fan-out) then shares a few large commits instead of many small ones,
+//! and leaves the CPU to the deliveries meanwhile. A write somebody waits for
+//! ends the delay at once.
 
 use super::{Op, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes, and who waits for their commit (nobody, for [`Committer::enqueue`]).
@@ -18,8 +25,10 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the commit thread. At most `max_batch` requests share a commit.
-    pub fn start(store: Arc<dyn Store>, max_batch: usize) -> Committer {
+    /// Starts the commit thread. At most `max_batch` requests share a
+    /// commit; writes nobody waits for may wait `lazy_delay` to share one
+    /// (up to 16 × `max_batch` of them).
+    pub fn start(store: Arc<dyn Store>, max_batch: usize, lazy_delay: Duration) -> Committer {
         let (tx, mut rx) = mpsc::channel::<Request>(64 * 1024);
         let pending = Arc::new(AtomicUsize::new(0));
         let done_count = pending.clone();
@@ -27,11 +36,26 @@ impl Committer {
             .name("committer".into())
             .spawn(move || {
                 let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
+                let max_lazy = max_batch.saturating_mul(16);
                 while let Some(first) = rx.blocking_recv() {
+                    let deadline = Instant::now() + lazy_delay;
+                    let mut waited_for = first.1.is_some();
                     batch.push(first);
-                    while batch.len() < max_batch {
+                    loop {
+                        let limit = if waited_for { max_batch } else { max_lazy };
+                        if batch.len() >= limit {
+                            break;
+                        }
                         match rx.try_recv() {
-                            Ok(r) => batch.push(r),
+                            Ok(r) => {
+                                waited_for |= r.1.is_some();
+                                batch.push(r);
+                            }
+                            Err(mpsc::error::TryRecvError::Empty)
+                                if !waited_for && Instant::now() < deadline =>
+                            {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
                             Err(_) => break,
                         }
                     }
