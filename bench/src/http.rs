@@ -33,6 +33,51 @@ pub struct Plan {
     pub concurrency: usize,
     /// Pushes per second, or as fast as possible.
     pub rate: Option<f64>,
+    /// Each push made as an application server makes it, instead of `body`.
+    pub app_side: Option<AppSide>,
+}
+
+/// An application server's own work for each push, as a Web Push library
+/// (npm `web-push`, say) does it: the plaintext encrypted for the
+/// subscription (RFC 8291: a fresh ECDH key and salt), and a freshly signed
+/// VAPID JWT (RFC 8292). The devices here share one key pair; the work is
+/// the same as for a key of their own.
+pub struct AppSide {
+    vapid: pushclient::vapid::Vapid,
+    ua_public: p256::PublicKey,
+    auth: [u8; 16],
+    plaintext: Vec<u8>,
+    audience: String,
+}
+
+impl AppSide {
+    /// Work for pushes to `app` whose encrypted bodies are `body_bytes` long.
+    pub fn new(app: &str, body_bytes: usize) -> Result<AppSide, String> {
+        // RFC 8188 header (86 bytes with a 65-byte key id), delimiter, tag.
+        let plaintext_len = body_bytes
+            .checked_sub(86 + 1 + 16)
+            .ok_or("--single-body-bytes too small for an encrypted body")?;
+        Ok(AppSide {
+            vapid: pushclient::vapid::Vapid::new(
+                &pushclient::keys::generate(),
+                Some("mailto:bench@example.com".into()),
+            ),
+            ua_public: pushclient::keys::generate().public_key(),
+            auth: pushclient::keys::random(),
+            plaintext: vec![b'x'; plaintext_len],
+            audience: app.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// One push's body and `Authorization` header.
+    fn make(&self) -> Result<(Vec<u8>, String), String> {
+        let body = pushclient::ece::encrypt(&self.plaintext, &self.ua_public, &self.auth)
+            .map_err(|e| format!("encrypt: {e}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok((body, self.vapid.authorization(&self.audience, now)))
+    }
 }
 
 /// One push, as sent and answered.
@@ -163,6 +208,17 @@ async fn pusher(plan: Arc<Plan>, next: Arc<AtomicUsize>, t0: Instant) -> Outcome
             }
         }
         let s = stream.as_mut().expect("connected");
+        // The application's own work counts from when it starts on a push.
+        let start_ns = realtime_ns();
+        let made = match plan.app_side.as_ref().map(AppSide::make).transpose() {
+            Ok(m) => m,
+            Err(e) => {
+                fail(&mut out, e);
+                out.sent.push(failed(lag_ns));
+                continue;
+            }
+        };
+        let body = made.as_ref().map_or(&plan.body[..], |(b, _)| &b[..]);
         req.clear();
         req.extend_from_slice(b"POST ");
         req.extend_from_slice(plan.paths[i % plan.paths.len()].as_bytes());
@@ -170,9 +226,16 @@ async fn pusher(plan: Arc<Plan>, next: Arc<AtomicUsize>, t0: Instant) -> Outcome
         req.extend_from_slice(plan.host.as_bytes());
         req.extend_from_slice(b"\r\nTTL: 60\r\n");
         req.extend_from_slice(encoding.as_bytes());
-        req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", plan.body.len()).as_bytes());
-        req.extend_from_slice(&plan.body);
-        let send_ns = realtime_ns();
+        if let Some((_, authorization)) = &made {
+            req.extend_from_slice(format!("Authorization: {authorization}\r\n").as_bytes());
+        }
+        req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        req.extend_from_slice(body);
+        let send_ns = if made.is_some() {
+            start_ns
+        } else {
+            realtime_ns()
+        };
         match exchange(s, &req, &mut buf).await {
             Ok((status, version, keep)) => {
                 out.sent.push(Sent {

@@ -571,87 +571,62 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         );
     }
 
-    // 2. The same devices by single pushes.
+    // 2. The same devices by single pushes: first bodies made once (the
+    // service's own cost), then as an application server does it with a Web
+    // Push library (RFC 8291 encryption and a VAPID JWT for every push).
     pool.send_all(&format!("expect {}", single_body.len()))?;
     eprintln!(
         "pushbench: list push delivered in {list_from_post_ms} ms; now {} single pushes",
         endpoints.len()
     );
-    let plan = Arc::new(Plan {
-        addr,
-        host,
-        paths: endpoints.iter().map(|(_, url)| path_of(url)).collect(),
-        body: single_body,
-        pushes: endpoints.len(),
-        concurrency: a.concurrency,
-        rate: None,
-    });
-    let cpu = CpuWindow::start(a.list.origin_pid, tool_pids);
-    let outcome = {
-        let pushers = tokio::spawn(http::run(plan));
-        tokio::pin!(pushers);
-        loop {
-            tokio::select! {
-                o = &mut pushers => break o.map_err(|e| format!("pushers: {e}"))?,
-                l = pool.next() => {
-                    let (k, line) = l?;
-                    count(&mut delivered, k, &line);
-                }
-            }
+    let paths: Vec<String> = endpoints.iter().map(|(_, url)| path_of(url)).collect();
+    let mut seen = seen1;
+    let mut bad_before = bad1;
+    let mut singles = Vec::new();
+    for as_apps in [false, true] {
+        let app_side = as_apps
+            .then(|| http::AppSide::new(&a.list.app, a.single_body_bytes))
+            .transpose()?;
+        let plan = Arc::new(Plan {
+            addr,
+            host: host.clone(),
+            paths: paths.clone(),
+            body: single_body.clone(),
+            pushes: endpoints.len(),
+            concurrency: a.concurrency,
+            rate: None,
+            app_side,
+        });
+        let phase = single_phase(
+            &mut pool,
+            plan,
+            &mut delivered,
+            &seen,
+            bad_before,
+            drain,
+            a.list.origin_pid,
+            &tool_pids,
+        )
+        .await?;
+        if as_apps {
+            eprintln!(
+                "pushbench: singles as applications send them: {} ms",
+                phase.ms
+            );
+        } else {
+            eprintln!(
+                "pushbench: singles with ready bodies: {} ms; now as applications send them",
+                phase.ms
+            );
         }
-    };
-    let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
-    wait_delivered(
-        &mut pool,
-        &mut delivered,
-        copies + ok,
-        tokio::time::Instant::now() + drain,
-    )
-    .await?;
-    let single_cpu = cpu.finish();
-    let (records, ends2) = dump(&mut pool).await?;
-    let (copies2, distinct2, dups2, last2) = tally(
-        records
-            .iter()
-            .zip(&seen1)
-            .flat_map(|(r, n)| r[(*n).min(r.len())..].iter()),
-    );
-    let bad2: u64 = ends2
-        .iter()
-        .filter_map(|e| e["bad_payload"].as_u64())
-        .sum::<u64>()
-        - bad1;
-    let first_send = outcome.sent.iter().map(|s| s.send_ns).min().unwrap_or(0);
-    let single_ms = ms(first_send, last2);
-    let mut single_fig = json!({
-        "pushes": outcome.sent.len(),
-        "status_201": ok,
-        "io_errors": outcome.io_errors,
-        "concurrency": a.concurrency,
-        "body_bytes": a.single_body_bytes,
-        "first_post_to_last_delivery_ms": single_ms,
-        "deliveries_per_s": r3(distinct2 as f64 / (single_ms / 1e3).max(1e-9)),
-        "copies": copies2,
-        "distinct": distinct2,
-        "arrivals_after_first_post": spread(first_send, records
-            .iter()
-            .zip(&seen1)
-            .flat_map(|(r, n)| r[(*n).min(r.len())..].iter())),
-        "duplicates": dups2,
-        "missing": ok.saturating_sub(distinct2),
-        "bad_payload": bad2,
-        "first_error": outcome.first_error,
-    });
-    single_fig
-        .as_object_mut()
-        .expect("object")
-        .extend(single_cpu);
-    let ratio = single_ms / list_from_post_ms.max(1e-3);
-    let errors: u64 = ends2
-        .iter()
-        .map(|e| e["errors"].as_u64().unwrap_or(0) + e["unexpected"].as_u64().unwrap_or(0))
-        .sum();
+        seen = phase.seen.clone();
+        bad_before = phase.bad_total;
+        singles.push(phase);
+    }
     drop(pool);
+    let (ready, as_apps) = (&singles[0], &singles[1]);
+    let ratio = ready.ms / list_from_post_ms.max(1e-3);
+    let ratio_apps = as_apps.ms / list_from_post_ms.max(1e-3);
     // Correctness, apart from speed: each device one copy, every count right.
     let mut problems = Vec::new();
     if connected != a.devices as u64 || failed > 0 {
@@ -662,10 +637,8 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             "list push: {distinct} of {connected} devices got it, {dups} duplicates, {bad1} bad, status {status}"
         ));
     }
-    if distinct2 != ok || dups2 > 0 || bad2 > 0 || errors > 0 {
-        problems.push(format!(
-            "single pushes: {distinct2} of {ok} delivered, {dups2} duplicates, {bad2} bad, {errors} device errors"
-        ));
+    for p in &singles {
+        problems.extend(p.problem.clone());
     }
     Ok(json!({
         "cmd": "list",
@@ -677,14 +650,115 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         "jwe_bytes": jwe.len(),
         "build": build,
         "list": list_fig,
-        "single": single_fig,
+        "single": ready.fig,
+        "single_as_apps": as_apps.fig,
         "list_ms": list_from_post_ms,
-        "single_ms": single_ms,
+        "single_ms": ready.ms,
+        "single_as_apps_ms": as_apps.ms,
         "ratio": r3(ratio),
         "ratio_ok": ratio >= 20.0,
-        "device_errors": errors,
+        "ratio_as_apps": r3(ratio_apps),
+        "ratio_as_apps_ok": ratio_apps >= 20.0,
         "first_error": setup.first_error,
     }))
+}
+
+/// One round of single pushes to every device, and what the devices saw.
+struct SinglePhase {
+    fig: Value,
+    ms: f64,
+    /// Records per worker after this round.
+    seen: Vec<usize>,
+    bad_total: u64,
+    problem: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn single_phase(
+    pool: &mut Pool,
+    plan: Arc<Plan>,
+    delivered: &mut [u64],
+    seen_before: &[usize],
+    bad_before: u64,
+    drain: Duration,
+    origin_pid: Option<u32>,
+    tool_pids: &[u32],
+) -> Result<SinglePhase, String> {
+    let as_apps = plan.app_side.is_some();
+    let concurrency = plan.concurrency;
+    let body_bytes = plan.body.len();
+    let cpu = CpuWindow::start(origin_pid, tool_pids.to_vec());
+    let outcome = {
+        let pushers = tokio::spawn(http::run(plan));
+        tokio::pin!(pushers);
+        loop {
+            tokio::select! {
+                o = &mut pushers => break o.map_err(|e| format!("pushers: {e}"))?,
+                l = pool.next() => {
+                    let (k, line) = l?;
+                    count(delivered, k, &line);
+                }
+            }
+        }
+    };
+    let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
+    let before: u64 = seen_before.iter().map(|&n| n as u64).sum();
+    wait_delivered(
+        pool,
+        delivered,
+        before + ok,
+        tokio::time::Instant::now() + drain,
+    )
+    .await?;
+    let cpu = cpu.finish();
+    let (records, ends) = dump(pool).await?;
+    let new = || {
+        records
+            .iter()
+            .zip(seen_before)
+            .flat_map(|(r, n)| r[(*n).min(r.len())..].iter())
+    };
+    let (copies, distinct, dups, last) = tally(new());
+    let bad_total: u64 = ends.iter().filter_map(|e| e["bad_payload"].as_u64()).sum();
+    let bad = bad_total - bad_before;
+    let errors: u64 = ends
+        .iter()
+        .map(|e| e["errors"].as_u64().unwrap_or(0) + e["unexpected"].as_u64().unwrap_or(0))
+        .sum();
+    let first_send = outcome.sent.iter().map(|s| s.send_ns).min().unwrap_or(0);
+    let single_ms = ms(first_send, last);
+    let mut fig = json!({
+        "as_applications_do": as_apps,
+        "pushes": outcome.sent.len(),
+        "status_201": ok,
+        "io_errors": outcome.io_errors,
+        "concurrency": concurrency,
+        "body_bytes": body_bytes,
+        "first_post_to_last_delivery_ms": single_ms,
+        "deliveries_per_s": r3(distinct as f64 / (single_ms / 1e3).max(1e-9)),
+        "copies": copies,
+        "distinct": distinct,
+        "arrivals_after_first_post": spread(first_send, new()),
+        "duplicates": dups,
+        "missing": ok.saturating_sub(distinct),
+        "bad_payload": bad,
+        "device_errors": errors,
+        "first_error": outcome.first_error,
+    });
+    fig.as_object_mut().expect("object").extend(cpu);
+    let problem = (distinct != ok || ok != outcome.sent.len() as u64 || dups > 0 || bad > 0 || errors > 0)
+        .then(|| format!(
+            "single pushes{}: {distinct} of {ok} delivered ({} sent), {dups} duplicates, {bad} bad, {errors} device errors",
+            if as_apps { " as applications" } else { "" },
+            outcome.sent.len()
+        ));
+    Ok(SinglePhase {
+        fig,
+        ms: single_ms,
+        seen: records.iter().map(Vec::len).collect(),
+        bad_total,
+        problem,
+    })
 }
 
 /// `pushbench offline-list`.

@@ -99,6 +99,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
         pushes: a.pushes,
         concurrency: a.concurrency,
         rate: a.rate,
+        app_side: None,
     });
 
     let mut tool_pids = pool.pids();
