@@ -8,7 +8,9 @@
 #   c  the same with 2 KiB aes128gcm bodies
 #   d  open loop: 5,000 pushes/s for 5 s; p99 POST→delivery latency
 #   e  one list push (2 KiB compact JWE) to 15,000 connected devices against
-#      15,000 single 2 KiB pushes to the same devices (ratio ≥ 20 wanted)
+#      15,000 single 2 KiB pushes to the same devices (ratio ≥ 20 wanted),
+#      twice: ready-made bodies ("ratio"), then as applications send them,
+#      with RFC 8291 encryption and a VAPID JWT per push ("ratio_as_apps")
 #   f  a list of 1,000,000 offline subscriptions: the push's 201 latency
 #      (≤ 50 ms wanted), then 15,000 reconnect (all copies in ≤ 3 s wanted)
 #   g  crash test: a list of 200,000 offline subscriptions; kill -9 the origin
