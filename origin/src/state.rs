@@ -166,6 +166,16 @@ impl State {
         }
     }
 
+    /// Waits until writes queued without waiting (acknowledgements) are
+    /// committed, so that a read of what a device still has to get does
+    /// not see messages it already acknowledged.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        if self.committer.pending() == 0 {
+            return Ok(());
+        }
+        self.committer.write(Vec::new()).await
+    }
+
     /// Writes without waiting for the commit (acknowledgements, clean-ups);
     /// shutdown waits until the committer has none pending.
     pub fn write_later(&self, ops: Vec<Op>) {

@@ -292,3 +292,49 @@ async fn messages_that_overflow_the_queue_still_arrive_on_the_same_connection() 
     assert_eq!(got.len(), 60, "every message on the open connection");
     o.stop().await;
 }
+
+#[tokio::test]
+async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
+    // Acknowledgements are committed lazily (they wait to share a commit);
+    // a device that acknowledges and reconnects at once must still not get
+    // the message again, stored or list copy.
+    let o = start_fresh("ws-quick-reconnect").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    let doc = serde_json::json!({ endpoint.as_str(): {} });
+    let url = format!("{}/lists/0", o.state.config.public_url);
+    let r = request(
+        "POST",
+        &url,
+        &[("content-type", "application/push-aggregation+json")],
+        doc.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let list = r.header("location").unwrap().to_owned();
+    assert_eq!(
+        request("POST", &list, &[("ttl", "600")], b"").await.status,
+        201
+    );
+
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    for _ in 0..2 {
+        let n = d
+            .recv()
+            .await
+            .expect("the stored message and the list copy");
+        d.ack(&n).await;
+    }
+    d.close().await;
+    let mut again = Device::connect(&o, Some(&uaid)).await;
+    assert!(again
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    o.stop().await;
+}

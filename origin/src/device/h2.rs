@@ -326,7 +326,8 @@ async fn monitor(
             },
         );
     }
-    // Stored messages first.
+    // Stored messages first (once acknowledgements queued for commit are in).
+    let _ = state.settle().await;
     let mut pushed = 0usize;
     let mut after = 0;
     loop {

@@ -276,6 +276,7 @@ impl Conn {
 
     /// Sends the list copies waiting for this user agent.
     async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
+        self.state.settle().await.map_err(io::Error::other)?;
         let copies = crate::fanout::pending_copies(&self.state, &uaid).map_err(io::Error::other)?;
         for m in copies {
             self.send_message(Arc::new(m)).await?;
@@ -481,6 +482,7 @@ impl Conn {
 
     /// Sends the user agent's stored messages, oldest first.
     async fn drain(&mut self, uaid: Token) -> io::Result<()> {
+        self.state.settle().await.map_err(io::Error::other)?;
         let mut after = 0;
         loop {
             let page = self
