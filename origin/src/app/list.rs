@@ -42,7 +42,7 @@ fn verified_key<B>(state: &State, req: &Request<B>) -> Result<Option<[u8; 65]>> 
     match creds {
         None => Ok(None),
         Some(c) => {
-            c.verify(state.config.push_origin(), now(), limits)?;
+            super::vapid::verify(state, &c)?;
             Ok(Some(c.key.0))
         }
     }

@@ -6,6 +6,7 @@ pub mod message;
 pub mod push;
 pub mod receipt;
 pub mod response;
+pub mod vapid;
 
 use crate::state::State;
 use crate::tokens::Token;
@@ -148,12 +149,7 @@ pub fn check_vapid<B>(
             return Ok(());
         }
     }
-    c.verify(
-        state.config.push_origin(),
-        crate::state::now(),
-        &state.config.limits,
-    )
-    .map(|_| ())
+    vapid::verify(state, c).map(|_| ())
 }
 
 /// The list registration service of a subscription's partition.
