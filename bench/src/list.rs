@@ -826,13 +826,11 @@ pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, Str
             .origin_pid
             .ok_or("--crash-restart needs --origin-pid")?;
         let at_kill = app.get_json(&status_path).await?;
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .map_err(|e| format!("kill: {e}"))?;
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        let killed = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         let k0 = realtime_ns();
-        if !killed.success() {
-            return Err(format!("kill -KILL {pid}: {killed}"));
+        if killed != 0 {
+            return Err(format!("kill -KILL {pid}: {}", io::Error::last_os_error()));
         }
         // Its file lock goes only once the process is gone (or a zombie).
         let dead = || {
@@ -932,7 +930,12 @@ pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, Str
     if !crash.is_null() {
         let everyone = distinct == setup.uaids.len() as u64;
         crash["every_member_got_it"] = everyone.into();
-        if !everyone || crash["killed_during_fanout"] != true {
+        // Only the restarted origin can have finished a fan-out killed midway.
+        crash["fanout_finished_after_restart"] = after_push["fanout_finished"].clone();
+        if !everyone
+            || crash["killed_during_fanout"] != true
+            || after_push["fanout_finished"] != true
+        {
             problems.push(format!("crash: {crash}"));
         }
     }

@@ -46,7 +46,7 @@ pub struct Settings {
     #[arg(long, env = "ORIGIN_COMMIT_BATCH")]
     pub commit_batch: Option<usize>,
     /// Milliseconds an acknowledgement's write may wait to share a commit
-    /// with others. Default 100.
+    /// with others. Default 100, at most 1000.
     #[arg(long, env = "ORIGIN_ACK_COMMIT_DELAY_MS")]
     pub ack_commit_delay_ms: Option<u64>,
     /// Seconds between sweeps of expired messages. Default 60.
@@ -225,7 +225,7 @@ impl Config {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             queue_depth: s.queue_depth.unwrap_or(64).max(1),
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
-            ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100),
+            ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100).min(1000),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),

@@ -228,7 +228,11 @@ impl Tally {
 
 /// Sends a list push to every connected member, in batches; offline and
 /// slow members fetch it later. Records the failed count and the end.
-pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
+///
+/// `mark` is [`crate::registry::Registry::id_mark`] taken once the list
+/// message was durable: a connection with that id or a larger one said
+/// `hello` after it, and so fetched its copy there; it gets none from here.
+pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     let _running = metrics::Running::start(&state.metrics);
     let started = std::time::Instant::now();
     let list = push.msg.list;
@@ -254,6 +258,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
                 continue;
             }
             match state.registry.handle(&m.uaid) {
+                Some(h) if h.id >= mark => tally.offline += 1,
                 Some(h) => {
                     let out = Outbound::Copy {
                         push: push.clone(),
@@ -289,11 +294,12 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>) {
     }
 }
 
-/// Finishes the fan-outs a crash interrupted. No device is connected yet,
-/// so each reconnecting member fetches its copy at `hello` (with the same
-/// version as any copy sent before the crash); this pass counts the failed
-/// members again and records that the fan-out finished.
-pub async fn resume(state: Arc<State>) {
+/// Finishes the fan-outs a crash interrupted. `mark` is taken before the
+/// service accepts its first connection, so every member fetches its copy
+/// at `hello` (with the same version as any copy sent before the crash) and
+/// none is sent from here; this pass counts the failed members again and
+/// records that the fan-out finished.
+pub async fn resume(state: Arc<State>, mark: u64) {
     let unfinished = match state.store.unfinished_fanouts() {
         Ok(u) => u,
         Err(e) => {
@@ -304,7 +310,7 @@ pub async fn resume(state: Arc<State>) {
     for msg in unfinished {
         tracing::info!(list_message = %crate::tokens::encode(&msg.id), "resuming fan-out");
         match ListPush::new(msg) {
-            Ok(p) => run(state.clone(), Arc::new(p)).await,
+            Ok(p) => run(state.clone(), Arc::new(p), mark).await,
             Err(e) => tracing::error!("unfinished fan-out: {e}"),
         }
     }

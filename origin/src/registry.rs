@@ -124,6 +124,12 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The id the next connection will get: connections from now on have
+    /// this id or a larger one.
+    pub fn id_mark(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
     /// Registers a connection; a previous one of the same user agent is told to close.
     pub fn insert(&self, uaid: Token, handle: ConnHandle) {
         self.count[handle.protocol as usize].fetch_add(1, Ordering::Relaxed);

@@ -91,7 +91,9 @@ pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result
 /// Serves until `shutdown` turns true.
 pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receiver<bool>) {
     let sweeper = tokio::spawn(sweep(state.clone()));
-    tokio::spawn(crate::fanout::resume(state.clone()));
+    // Before any connection is accepted: see `fanout::resume`.
+    let mark = state.registry.id_mark();
+    tokio::spawn(crate::fanout::resume(state.clone(), mark));
     let app_loop = {
         let state = state.clone();
         async move {

@@ -170,10 +170,7 @@ impl State {
     /// committed, so that a read of what a device still has to get does
     /// not see messages it already acknowledged.
     pub async fn settle(&self) -> Result<(), StoreError> {
-        if self.committer.pending() == 0 {
-            return Ok(());
-        }
-        self.committer.write(Vec::new()).await
+        self.committer.settle().await
     }
 
     /// Writes without waiting for the commit (acknowledgements, clean-ups);

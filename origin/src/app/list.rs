@@ -444,7 +444,8 @@ where
         .map_err(store_err)?;
     let id = msg.id;
     let lp = Arc::new(ListPush::new(msg).map_err(store_err)?);
-    tokio::spawn(fanout::run(state.clone(), lp));
+    let mark = state.registry.id_mark();
+    tokio::spawn(fanout::run(state.clone(), lp, mark));
     let mut r = empty(StatusCode::CREATED);
     let url = format!("{}/lm/{}", state.config.public_url, tokens::encode(&id));
     r.headers_mut()

@@ -153,7 +153,7 @@ async fn handle(
             Err(_) => problem(&mut respond, DeviceError::Store),
         },
         (Some("m"), Some(id), Method::DELETE) => {
-            acknowledge(&state, id, &inflight);
+            acknowledge(&state, id, &inflight).await;
             reply(&mut respond, status(StatusCode::NO_CONTENT), None)
         }
         (Some("receipts"), None, Method::POST) if segs.len() == 1 => {
@@ -488,11 +488,12 @@ fn push_one(
 }
 
 /// `DELETE` on a pushed message: the user agent acknowledges it.
-fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
+async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
     let held = inflight.lock().expect("inflight lock").remove(&id);
     let msg = match held {
         Some(m) => m,
-        None => match state.store.message(&id) {
+        // Stored; not acknowledged already, with the deletion still queued.
+        None => match state.settle().await.and_then(|()| state.store.message(&id)) {
             Ok(Some(m)) => Arc::new(m),
             _ => return,
         },

@@ -367,6 +367,10 @@ impl Conn {
             Command::Nothing => {}
             Command::Hello { requested } => {
                 let st = &self.state;
+                if requested.is_some() {
+                    // Its record may still be queued for commit (a quick reconnect).
+                    st.settle().await.map_err(store_err)?;
+                }
                 let known = match requested {
                     Some(u) => st
                         .store
@@ -457,22 +461,28 @@ impl Conn {
             }
             Command::Ack(versions) => {
                 for v in versions {
-                    self.acknowledge(v, true);
+                    self.acknowledge(v, true).await;
                 }
             }
-            Command::Nack(v) => self.acknowledge(v, false),
+            Command::Nack(v) => self.acknowledge(v, false).await,
         }
         Ok(())
     }
 
     /// Forgets an acknowledged message, deletes it from the store, and sends
     /// its receipt.
-    fn acknowledge(&mut self, id: Token, delivered: bool) {
+    async fn acknowledge(&mut self, id: Token, delivered: bool) {
         let uaid = self.session.uaid().expect("after hello");
         let msg = match self.inflight.remove(&id) {
             Some(m) => m,
-            // Written by an earlier connection: it must be stored and ours.
-            None => match self.state.store.message(&id) {
+            // Written by an earlier connection: it must be stored and ours
+            // (and not acknowledged already, with the deletion still queued).
+            None => match self
+                .state
+                .settle()
+                .await
+                .and_then(|()| self.state.store.message(&id))
+            {
                 Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
                 _ => return,
             },
@@ -503,9 +513,6 @@ impl Conn {
 
     /// Unregisters, and stores what was written but not acknowledged.
     fn finish(mut self, rx: &mut mpsc::Receiver<Outbound>) {
-        if let Some(uaid) = self.session.uaid() {
-            self.state.registry.remove(&uaid, self.id);
-        }
         rx.close();
         // Queued messages whose sender waits will be stored by that sender.
         let mut unacked: Vec<Arc<Message>> = self.inflight.drain().map(|(_, m)| m).collect();
@@ -515,7 +522,12 @@ impl Conn {
             }
             // List copies are fetched again at the next hello.
         }
+        // Queued for commit before the connection leaves the registry, so
+        // that shutdown (which waits for both) cannot miss them.
         self.state.store_unacked(unacked);
+        if let Some(uaid) = self.session.uaid() {
+            self.state.registry.remove(&uaid, self.id);
+        }
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Committer {
     tx: mpsc::Sender<Request>,
     /// Requests submitted and not yet committed.
     pending: Arc<AtomicUsize>,
+    /// Requests that found the queue full and wait for room off their
+    /// caller's task (their order is no longer guaranteed).
+    overflowing: Arc<AtomicUsize>,
 }
 
 impl Committer {
@@ -65,7 +68,11 @@ impl Committer {
                 }
             })
             .expect("spawn the committer thread");
-        Committer { tx, pending }
+        Committer {
+            tx,
+            pending,
+            overflowing: Arc::default(),
+        }
     }
 
     /// Applies `ops` durably; returns once they are committed.
@@ -89,10 +96,13 @@ impl Committer {
                 // Overloaded: wait for room off this task (order may slip).
                 let tx = self.tx.clone();
                 let pending = self.pending.clone();
+                let overflowing = self.overflowing.clone();
+                overflowing.fetch_add(1, Ordering::AcqRel);
                 tokio::spawn(async move {
                     if tx.send(req).await.is_err() {
                         pending.fetch_sub(1, Ordering::AcqRel);
                     }
+                    overflowing.fetch_sub(1, Ordering::AcqRel);
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -105,6 +115,18 @@ impl Committer {
     /// Requests submitted and not yet committed.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
+    }
+
+    /// Returns once every write queued before the call is committed.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        if self.pending() == 0 {
+            return Ok(());
+        }
+        // Writes that overflowed the queue must be in it before the marker.
+        while self.overflowing.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.write(Vec::new()).await
     }
 }
 

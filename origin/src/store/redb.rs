@@ -407,17 +407,17 @@ impl Tables<'_> {
             self.remove_member(list, &push)?;
         }
         for k in keys_with_prefix(&self.list_msg_seq, list)? {
-            let id = self
+            let id: Option<Token> = self
                 .list_msg_seq
-                .remove(&k[..])
+                .get(&k[..])
                 .map_err(err)?
-                .map(|g| g.value().to_vec());
+                .and_then(|g| g.value().try_into().ok());
             if let Some(id) = id {
-                self.list_msgs.remove(&id[..]).map_err(err)?;
-                for a in keys_with_prefix(&self.copy_acks, &id)? {
-                    self.copy_acks.remove(&a[..]).map_err(err)?;
-                }
+                // Its row, sequence and expiry keys, acks, unfinished mark.
+                self.delete_list_message(&id)?;
             }
+            // A row already gone leaves its sequence key behind: drop it.
+            self.list_msg_seq.remove(&k[..]).map_err(err)?;
         }
         Ok(())
     }
