@@ -30,7 +30,7 @@ pub struct Committer {
 impl Committer {
     /// Starts the commit thread. At most `max_batch` requests share a
     /// commit; writes nobody waits for may wait `lazy_delay` to share one
-    /// (up to 16 × `max_batch` of them).
+    /// (up to 4 × `max_batch` of them).
     pub fn start(store: Arc<dyn Store>, max_batch: usize, lazy_delay: Duration) -> Committer {
         let (tx, mut rx) = mpsc::channel::<Request>(64 * 1024);
         let pending = Arc::new(AtomicUsize::new(0));
@@ -39,7 +39,7 @@ impl Committer {
             .name("committer".into())
             .spawn(move || {
                 let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
-                let max_lazy = max_batch.saturating_mul(16);
+                let max_lazy = max_batch.saturating_mul(4);
                 while let Some(first) = rx.blocking_recv() {
                     let deadline = Instant::now() + lazy_delay;
                     let mut waited_for = first.1.is_some();
