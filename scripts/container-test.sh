@@ -136,7 +136,7 @@ grep -E '^ *(Compiling origin|Finished)' "$WORK/build.log" | sed 's/^ */  cargo:
 user="$(pm image inspect --format '{{.Config.User}}' "$ORIGIN_IMAGE")"
 health="$(pm image inspect --format '{{.Config.Healthcheck}}' "$ORIGIN_IMAGE")"
 [[ "$user" == 10001:10001 ]] || fail "image user is '$user', not 10001:10001"
-[[ "$health" == *origin-healthcheck* ]] || fail "image has no HEALTHCHECK ($health): built without --format docker?"
+[[ "$health" == *--health-probe* ]] || fail "image has no HEALTHCHECK ($health): built without --format docker?"
 pm image ls --format '  {{.Repository}}:{{.Tag}} {{.Size}}' "$ORIGIN_IMAGE"
 
 # ---------------------------------------------------------------------------

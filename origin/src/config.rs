@@ -89,6 +89,12 @@ pub struct Settings {
     /// Limits from the file.
     #[arg(skip)]
     pub limits: Option<Limits>,
+    /// Instead of serving: ask `GET /health` of the application listener
+    /// this configuration names, and exit 0 on `200`, 1 otherwise (a
+    /// container health check).
+    #[arg(long)]
+    #[serde(skip)]
+    pub health_probe: bool,
 }
 
 /// Resolved configuration.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod fanout;
 pub mod metrics;
+pub mod probe;
 pub mod rate;
 pub mod registry;
 pub mod server;

@@ -1,19 +1,30 @@
 //! Starts the origin: configuration, store, listeners; stops on SIGINT/SIGTERM.
 
-use origin::config::Config;
+use origin::config::{Config, Settings};
 use origin::server::start;
 use origin::store::redb::RedbStore;
 use origin::store::StoreError;
 use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
-    let config = match Config::load() {
+    let settings = <Settings as clap::Parser>::parse();
+    let probe = settings.health_probe;
+    let config = match Config::from_settings(settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("origin: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    if probe {
+        return match origin::probe::health(config.app_listen) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("origin: unhealthy: {e}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORIGIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal (not in files, journald or `podman logs`).

@@ -196,3 +196,25 @@ async fn graceful_shutdown_keeps_unacknowledged_messages() {
     o.child.kill().unwrap();
     o.child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn health_probe_reports_the_service_at_its_configured_address() {
+    let probe = |app: &str| {
+        Command::new(env!("CARGO_BIN_EXE_origin"))
+            .args(["--health-probe"])
+            .env("ORIGIN_APP_LISTEN", app)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+    };
+    let dir = temp_dir("probe");
+    let ports = (free_port(), free_port(), free_port());
+    let down = format!("127.0.0.1:{}", ports.0);
+    assert_eq!(probe(&down), Some(1), "nothing listens yet");
+    let _o = spawn(&dir, ports);
+    assert_eq!(probe(&down), Some(0));
+    // A wildcard listen address is probed on loopback.
+    assert_eq!(probe(&format!("0.0.0.0:{}", ports.0)), Some(0));
+    assert_eq!(probe(&format!("127.0.0.1:{}", free_port())), Some(1));
+}
