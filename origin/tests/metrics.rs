@@ -7,7 +7,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 const AGG: &str = "application/push-aggregation+json";
 
@@ -53,16 +52,7 @@ async fn wait_for(o: &origin::server::Running, name: &str, v: u64) {
 async fn h2_device(
     o: &origin::server::Running,
 ) -> (h2::client::SendRequest<Bytes>, h2::client::ResponseFuture) {
-    let tcp = TcpStream::connect(o.state.config.h2_listen).await.unwrap();
-    let (client, conn) = h2::client::Builder::new()
-        .enable_push(true)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_connect(o.state.config.h2_listen).await;
     let url = format!("{}/subscribe", o.state.config.device_url);
     let (resp, _) = client
         .send_request(http::Request::post(url).body(()).unwrap(), true)

@@ -9,19 +9,9 @@ use h2::client::SendRequest;
 use http::Request;
 use shared::links;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 async fn connect(addr: std::net::SocketAddr) -> SendRequest<Bytes> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (client, conn) = h2::client::Builder::new()
-        .enable_push(true)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client.ready().await.unwrap()
+    h2_connect(addr).await
 }
 
 /// Sends a request with an optional body; returns the response head and body.

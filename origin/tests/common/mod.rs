@@ -289,3 +289,17 @@ pub fn metric_in(text: &str, name: &str) -> Option<u64> {
     }
     found
 }
+
+/// An HTTP/2 (h2c) client connection with server push enabled.
+pub async fn h2_connect(addr: std::net::SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .enable_push(true)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.ready().await.unwrap()
+}
