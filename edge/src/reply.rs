@@ -108,6 +108,17 @@ pub enum EdgeError {
     Misconfigured(#[from] ConfigError),
 }
 
+impl From<shared::route::RouteError> for EdgeError {
+    fn from(e: shared::route::RouteError) -> Self {
+        match e {
+            shared::route::RouteError::NotFound(p) => EdgeError::NotFound(p),
+            shared::route::RouteError::Method { method, allow } => {
+                EdgeError::Method { method, allow }
+            }
+        }
+    }
+}
+
 /// The shared wording of a rate limit (for `EdgeError`'s message).
 fn rate_limited(what: &&'static str, retry_after: &u64) -> ServiceError {
     ServiceError::RateLimited {

@@ -247,16 +247,7 @@ impl Config {
 
     /// The origin of push resources (`scheme://host[:port]`), the VAPID `aud`.
     pub fn push_origin(&self) -> &str {
-        origin_of(&self.public_url)
-    }
-}
-
-/// `scheme://host[:port]` of a URL.
-pub fn origin_of(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(i) => &url[..after_scheme + i],
-        None => url,
+        shared::vapid::origin_of(&self.public_url)
     }
 }
 
@@ -313,6 +304,5 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::from_settings(bad).is_err());
-        assert_eq!(origin_of("https://a.b:8/p/x"), "https://a.b:8");
     }
 }

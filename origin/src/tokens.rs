@@ -32,21 +32,21 @@ pub fn decode(s: &str) -> Option<Token> {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends a token as a lowercase hyphenated UUID (Firefox's channelID form).
-pub fn push_uuid(t: &Token, out: &mut String) {
+pub fn push_uuid(t: &Token, out: &mut Vec<u8>) {
     for (i, b) in t.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            out.push(b'-');
         }
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
     }
 }
 
 /// Formats a token as a lowercase hyphenated UUID (Firefox's channelID form).
 pub fn to_uuid(t: &Token) -> String {
-    let mut s = String::with_capacity(36);
+    let mut s = Vec::with_capacity(36);
     push_uuid(t, &mut s);
-    s
+    String::from_utf8(s).expect("hex and hyphens")
 }
 
 /// Formats a token as 32 hex digits (the form of a uaid).

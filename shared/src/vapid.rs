@@ -270,6 +270,16 @@ pub struct Signed<'a> {
     pub claims: &'a str,
 }
 
+/// The origin (`scheme://host[:port]`) of an absolute URL: the VAPID `aud`
+/// of the resources under it.
+pub fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
 /// Origins compare by scheme and host case-insensitively; one trailing `/` is ignored.
 fn same_origin(a: &str, b: &str) -> bool {
     a.strip_suffix('/')
@@ -295,6 +305,17 @@ pub(crate) mod tests {
         let sig: Signature = sk.sign(signing_input.as_bytes());
         let jwt = format!("{signing_input}.{}", b64::encode(&sig.to_bytes()));
         (format!("vapid t={jwt}, k={pk}"), pk)
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("http://127.0.0.1:8787/p/x?y"),
+            "http://127.0.0.1:8787"
+        );
+        assert_eq!(origin_of("https://push.example"), "https://push.example");
+        assert_eq!(origin_of("https://a.b?q"), "https://a.b");
+        assert_eq!(origin_of("https://a.b:8/p/x"), "https://a.b:8");
     }
 
     const AUD: &str = "https://push.example.net";

@@ -18,6 +18,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import { scrapeMetrics } from "../js/metrics.mjs";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const WRANGLER = path.join(ROOT, "node_modules/wrangler/bin/wrangler.js");
@@ -114,20 +115,6 @@ export function buildEdge() {
   if (b.status !== 0) throw new Error(`scripts/build-edge.sh failed (${b.status}, ${b.error ?? "no error"})`);
 }
 
-/** The origin's /metrics as { name: number }: each sample, and each family's sum. */
-async function scrape(app) {
-  const r = await fetch(`http://${app}/metrics`, { signal: AbortSignal.timeout(5_000) });
-  const out = {};
-  for (const line of (await r.text()).split("\n")) {
-    // A labelled sample counts under its full name and in its family's sum.
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line.trim());
-    if (!m) continue;
-    if (m[2]) out[m[1] + m[2]] = Number(m[3]);
-    out[m[1]] = (m[2] ? out[m[1]] ?? 0 : 0) + Number(m[3]);
-  }
-  return out;
-}
-
 async function startOrigin({ publicUrl, secret, limits, behindEdge }) {
   const dataDir = await mkdtemp(path.join(tmpdir(), "edge-e2e-origin-"));
   const args = [
@@ -157,9 +144,9 @@ async function startOrigin({ publicUrl, secret, limits, behindEdge }) {
     ...ready,
     url: `http://${ready.app}`,
     log,
-    metrics: () => scrape(ready.app),
+    metrics: () => scrapeMetrics(ready.app),
     async metric(name) {
-      const v = (await scrape(ready.app))[name];
+      const v = (await scrapeMetrics(ready.app))[name];
       if (v === undefined) throw new Error(`no metric ${name}`);
       return v;
     },

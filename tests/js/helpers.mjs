@@ -12,6 +12,7 @@ import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { scrapeMetrics } from "./metrics.mjs";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BUILD_TIMEOUT_MS = 15 * 60_000;
@@ -158,16 +159,7 @@ export async function startOrigin({ publicUrl, args = [] } = {}) {
     child,
     /** /metrics as { name: number }: each sample, and each family's sum. */
     async metrics() {
-      const r = await fetch(`http://${ready.app}/metrics`, { signal: AbortSignal.timeout(5_000) });
-      const out = {};
-      for (const line of (await r.text()).split("\n")) {
-        // A labelled sample counts under its full name and in its family's sum.
-        const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line.trim());
-        if (!m) continue;
-        if (m[2]) out[m[1] + m[2]] = Number(m[3]);
-        out[m[1]] = (m[2] ? out[m[1]] ?? 0 : 0) + Number(m[3]);
-      }
-      return out;
+      return scrapeMetrics(ready.app);
     },
     async metric(name) {
       const v = (await origin.metrics())[name];

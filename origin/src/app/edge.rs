@@ -2,13 +2,13 @@
 //! HMAC mark; a valid one vouches for the VAPID key the edge verified.
 
 use super::read_body;
-use super::response::{error, Body};
+use super::response::{error, problem, Body};
 use crate::state::{now, State};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use shared::list::ListError;
 use shared::mark::{self, MarkError};
+use shared::route::BodyKind;
 
 /// The VAPID key a valid mark vouches for (base64url), as a request extension.
 #[derive(Clone, Debug)]
@@ -21,32 +21,23 @@ pub async fn check<B>(
     state: &State,
     secret: &[u8],
     req: Request<B>,
+    kind: BodyKind,
 ) -> Result<Request<Full<Bytes>>, Response<Body>>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = req.into_parts();
-    // A push body is held to the message limit, a list document to its own.
+    // As much body as the route takes; one over its limit is refused now,
+    // as the route's own checks would, since no mark covers a cut body.
     let limits = &state.config.limits;
-    let is_push = parts.method == http::Method::POST
-        && (parts.uri.path().starts_with("/p/") || parts.uri.path().starts_with("/l/"));
-    let max = if is_push {
-        limits.max_message_bytes
-    } else {
-        limits.max_list_body_bytes
-    };
-    let body = match read_body(body, max).await {
-        Ok(Some(b)) => b,
-        Ok(None) if is_push => {
-            return Err(error(&shared::push::PushError::TooLarge {
-                len: max + 1,
-                max,
-            }))
-        }
-        Ok(None) => return Err(error(&ListError::TooLarge(max))),
+    let body = match read_body(body, kind.read_cap(limits)).await {
+        Ok(b) => b,
         Err(e) => return Err(error(&e)),
     };
+    if let Some(p) = kind.over_limit(body.len(), limits) {
+        return Err(problem(&p));
+    }
     let value = parts
         .headers
         .get(mark::HEADER)

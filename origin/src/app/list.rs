@@ -13,6 +13,7 @@ use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
 use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
 use shared::push::{validate_list_push, ListPayload};
+use shared::route::BodyKind;
 use shared::vapid::{Credentials, VapidError};
 use shared::{links, Limits};
 use std::sync::Arc;
@@ -81,9 +82,7 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     doc::check_content_type(header(&req, "content-type"), content_type)?;
-    let raw = read_body(body, limits.max_list_body_bytes)
-        .await?
-        .ok_or(ListError::TooLarge(limits.max_list_body_bytes))?;
+    let raw = read_body(body, BodyKind::Document.read_cap(limits)).await?;
     let decoded = doc::decode_body(header(&req, "content-encoding"), &raw, limits)?;
     Ok((req, Bytes::copy_from_slice(&decoded)))
 }
@@ -412,7 +411,7 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     let list = authorized_list(state, token, &req)?;
-    let body = super::read_push_body(body, limits).await?;
+    let body = read_body(body, BodyKind::Message.read_cap(limits)).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     state

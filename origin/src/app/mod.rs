@@ -12,11 +12,13 @@ use crate::state::State;
 use crate::tokens::Token;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use response::{error, with_body, AppError, Body};
+use shared::route::{AppRoute, RouteError};
 use std::sync::Arc;
 
-/// Routes one application request.
+/// Routes one application request: the origin's own resources, then the
+/// application's by `shared::route` (as the edge routes them).
 pub async fn route<B>(state: Arc<State>, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -24,86 +26,117 @@ where
 {
     crate::metrics::inc(&state.metrics.app_requests);
     let path = req.uri().path().to_owned();
-    if !matches!(path.as_str(), "/health" | "/ready" | "/metrics") {
-        if let Some(secret) = state.config.edge_secret.clone() {
-            return match edge::check(&state, &secret, req).await {
-                Ok(req) => dispatch(state, req, path).await,
-                Err(resp) => resp,
-            };
-        }
+    if let Some(r) = own(&state, req.method(), &path) {
+        return r;
     }
-    dispatch(state, req, path).await
+    let (app, id) = match shared::route::route(req.method().as_str(), &path) {
+        Ok(r) => r,
+        Err(e) => return route_error(e),
+    };
+    match state.config.edge_secret.clone() {
+        Some(secret) => match edge::check(&state, &secret, req, app.body()).await {
+            Ok(req) => dispatch(&state, req, &app, id).await,
+            Err(resp) => resp,
+        },
+        None => dispatch(&state, req, &app, id).await,
+    }
 }
 
-/// Routes a request to its resource's handler.
-async fn dispatch<B>(state: Arc<State>, req: Request<B>, path: String) -> Response<Body>
+/// The origin's own resources, for its operator: `/health`, `/ready`, `/metrics`.
+fn own(state: &State, method: &Method, path: &str) -> Option<Response<Body>> {
+    if !matches!(path, "/health" | "/ready" | "/metrics") {
+        return None;
+    }
+    if method != Method::GET {
+        return Some(route_error(shared::route::not_allowed(
+            method.as_str(),
+            "GET",
+        )));
+    }
+    let shutting_down = state
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Acquire);
+    Some(match path {
+        "/health" => with_body(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+        "/ready" if shutting_down => with_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            r#"{"status":"shutting down"}"#,
+        ),
+        "/ready" => with_body(StatusCode::OK, "application/json", r#"{"status":"ready"}"#),
+        _ => with_body(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::server::render_metrics(state),
+        ),
+    })
+}
+
+/// A `404`, or a `405` with `Allow`.
+fn route_error(e: RouteError) -> Response<Body> {
+    let allow = match &e {
+        RouteError::Method { allow, .. } => Some(*allow),
+        RouteError::NotFound(_) => None,
+    };
+    let mut r = error(&AppError::Service(e.into()));
+    if let Some(a) = allow {
+        r.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static(a));
+    }
+    r
+}
+
+/// Hands a request to its resource's handler.
+async fn dispatch<B>(
+    state: &Arc<State>,
+    req: Request<B>,
+    app: &AppRoute,
+    id: &str,
+) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method().clone();
-    match (segments.as_slice(), method) {
-        (["p", token], Method::POST) => push::handle(&state, token, req).await,
-        (["m", token], Method::DELETE) => message::cancel(&state, token).await,
-        (["lists", partition], Method::POST) => list::create(&state, partition, req).await,
-        (["l", token], Method::GET) => list::read(&state, token, &req),
-        (["l", token], Method::PATCH) => list::amend(&state, token, req).await,
-        (["l", token], Method::DELETE) => list::delete(&state, token, &req).await,
-        (["l", token], Method::POST) => list::push(&state, token, req).await,
-        (["lm", token], Method::GET) => list::status(&state, token),
-        (["health"], Method::GET) => {
-            with_body(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
-        }
-        (["ready"], Method::GET) => {
-            if state
-                .shutting_down
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
-                let body = r#"{"status":"shutting down"}"#;
-                with_body(StatusCode::SERVICE_UNAVAILABLE, "application/json", body)
-            } else {
-                with_body(StatusCode::OK, "application/json", r#"{"status":"ready"}"#)
-            }
-        }
-        (["metrics"], Method::GET) => with_body(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            crate::server::render_metrics(&state),
-        ),
-        (
-            ["p", _]
-            | ["m", _]
-            | ["lists", _]
-            | ["l", _]
-            | ["lm", _]
-            | ["health"]
-            | ["ready"]
-            | ["metrics"],
-            m,
-        ) => error(&AppError::method(m.to_string())),
-        _ => error(&AppError::not_found(
-            path.chars().take(100).collect::<String>(),
-        )),
+    match app {
+        AppRoute::Push => push::handle(state, id, req).await,
+        AppRoute::CancelMessage => message::cancel(state, id).await,
+        AppRoute::CreateList => list::create(state, id, req).await,
+        AppRoute::ReadList => list::read(state, id, &req),
+        AppRoute::AmendList => list::amend(state, id, req).await,
+        AppRoute::DeleteList => list::delete(state, id, &req).await,
+        AppRoute::PushList { .. } => list::push(state, id, req).await,
+        AppRoute::ListMessageStatus => list::status(state, id),
     }
 }
 
-/// Reads a body of at most `max` bytes; `Ok(None)` if it is longer.
-pub async fn read_body<B>(body: B, max: usize) -> Result<Option<Bytes>, AppError>
+/// Reads at most `cap` bytes of a body: a [`shared::route::BodyKind`]'s read cap, one
+/// byte over its limit, which the checks in `shared` then refuse as too
+/// large. A body in one chunk is not copied.
+pub async fn read_body<B>(body: B, cap: usize) -> Result<Bytes, AppError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(Some(c.to_bytes())),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Ok(None)
+    let mut body = std::pin::pin!(body);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    while len < cap {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => return Err(AppError::Body),
+            Some(Ok(frame)) => {
+                if let Ok(d) = frame.into_data() {
+                    let d = d.slice(..d.len().min(cap - len));
+                    len += d.len();
+                    chunks.push(d);
+                }
+            }
         }
-        Err(_) => Err(AppError::Body),
     }
+    Ok(match chunks.len() {
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// The header fields the push rules read.
@@ -118,18 +151,6 @@ pub fn push_headers<B>(req: &Request<B>) -> shared::push::PushHeaders<'_> {
         crypto_key: header(req, "crypto-key"),
         authorization: header(req, "authorization"),
     }
-}
-
-/// Reads a push body (single or list) within the message limit; longer is 413.
-pub async fn read_push_body<B>(body: B, limits: &shared::Limits) -> Result<Bytes, response::Refusal>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let max = limits.max_message_bytes;
-    Ok(read_body(body, max)
-        .await?
-        .ok_or(shared::push::PushError::TooLarge { len: max + 1, max })?)
 }
 
 /// A request header as text.

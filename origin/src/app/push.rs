@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use shared::links;
 use shared::push::{validate_push, Payload};
+use shared::route::BodyKind;
 use shared::vapid::VapidError;
 
 /// Handles a push to the subscription named by `token`.
@@ -38,7 +39,7 @@ where
     let push = tokens::decode(token).ok_or(AppError::UnknownSubscription)?;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
-    let body = super::read_push_body(body, limits).await?;
+    let body = super::read_body(body, BodyKind::Message.read_cap(limits)).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_push(&headers, &body, limits)?;
     let sub = state

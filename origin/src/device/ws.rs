@@ -275,8 +275,8 @@ impl Conn {
     }
 
     /// Sends the list copies waiting for this user agent.
+    /// (Called right after [`Conn::drain`], which settled pending writes.)
     async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
-        self.state.settle().await.map_err(io::Error::other)?;
         let copies = crate::fanout::pending_copies(&self.state, &uaid).map_err(io::Error::other)?;
         for m in copies {
             self.send_message(Arc::new(m)).await?;

@@ -215,13 +215,6 @@ pub fn unregister_reply(channel_id: &str, status: u16) -> String {
     .to_string()
 }
 
-/// A `notification` for a message, as a string.
-pub fn notification(m: &Message) -> String {
-    let mut out = Vec::with_capacity(160 + m.body.len() / 3 * 4);
-    notification_into(m, Data::Raw(&m.body), &mut out);
-    String::from_utf8(out).expect("the notification is JSON text")
-}
-
 /// A notification's body.
 pub enum Data<'a> {
     /// The bytes, to be encoded.
@@ -234,13 +227,11 @@ pub enum Data<'a> {
 /// live apart from `m`, as a list copy's does) to `out`. It is on the path
 /// of every delivery, so it is written straight into the buffer.
 pub fn notification_into(m: &Message, data: Data, out: &mut Vec<u8>) {
-    let mut head = String::with_capacity(80);
-    head.push_str(r#"{"messageType":"notification","channelID":""#);
-    tokens::push_uuid(&m.channel, &mut head);
-    head.push_str(r#"","version":""#);
-    head.push_str(&tokens::encode(&m.id));
-    head.push('"');
-    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(br#"{"messageType":"notification","channelID":""#);
+    tokens::push_uuid(&m.channel, out);
+    out.extend_from_slice(br#"","version":""#);
+    b64::encode_into_bytes(&m.id, out);
+    out.push(b'"');
     let has_body = match &data {
         Data::Raw(body) => !body.is_empty(),
         Data::Encoded(_) => true,
@@ -279,6 +270,13 @@ pub fn notification_into(m: &Message, data: Data, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `notification` for a message, as a string.
+    pub fn notification(m: &Message) -> String {
+        let mut out = Vec::with_capacity(160 + m.body.len() / 3 * 4);
+        notification_into(m, Data::Raw(&m.body), &mut out);
+        String::from_utf8(out).expect("the notification is JSON text")
+    }
 
     #[test]
     fn hello_first() {
