@@ -85,7 +85,11 @@ struct Tally {
     unexpected: u64,
     first_error: Option<String>,
     finished_ns: u64,
-    records: Vec<(String, u64)>,
+    /// Received versions, one after another (see `records`).
+    versions: String,
+    /// Per notification received: where its version ends in `versions`,
+    /// and when it arrived (realtime ns).
+    records: Vec<(usize, u64)>,
     endpoints: Vec<(usize, String, Option<String>)>,
     phases: Vec<[u32; 3]>,
 }
@@ -196,6 +200,7 @@ async fn main(a: WorkerArgs) {
                 Some("clear") => {
                     let mut t = tally.borrow_mut();
                     t.records.clear();
+                    t.versions.clear();
                     t.delivered = 0;
                     t.bad_payload = 0;
                 }
@@ -275,8 +280,10 @@ fn read_uaids(path: &std::path::Path) -> io::Result<Vec<(usize, String)>> {
 /// Writes every record and then the counters.
 fn dump(t: &Tally) {
     let mut out = io::BufWriter::new(io::stdout().lock());
-    for (v, ns) in &t.records {
-        let _ = writeln!(out, "R {v} {ns}");
+    let mut start = 0;
+    for &(end, ns) in &t.records {
+        let _ = writeln!(out, "R {} {ns}", &t.versions[start..end]);
+        start = end;
     }
     let _ = writeln!(
         out,
@@ -489,42 +496,103 @@ async fn next_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> 
     }
 }
 
+thread_local! {
+    /// The worker's read buffer, shared by its devices: a device keeps bytes
+    /// of its own only while a frame is incomplete.
+    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Reads once from `s` into `buf`: `Ok(0)` at end of stream. A read that
+/// does not fill `buf` clears the socket's readiness at once, sparing the
+/// second read that would return `EAGAIN`: on Linux, data arriving later is
+/// a new edge (and tokio keeps a later event's readiness).
+fn read_once(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut got = None;
+    let r = s.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        got = Some(n);
+        if n > 0 && n < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match (got, r) {
+        (Some(n), _) => Ok(n),
+        (None, r) => Err(r.err().unwrap_or_else(|| io::ErrorKind::WouldBlock.into())),
+    }
+}
+
 /// Receives notifications and acknowledges each, until the connection ends.
 async fn serve(
     s: &mut TcpStream,
-    buf: &mut Vec<u8>,
+    pending: &mut Vec<u8>,
     cfg: &DevCfg,
     tally: &RefCell<Tally>,
 ) -> io::Result<()> {
     let mut out = Vec::new();
+    let mut end = false;
+    if !pending.is_empty() {
+        let (used, close) = frames(pending, cfg, tally, &mut out)?;
+        pending.drain(..used);
+        end = close;
+    }
     loop {
-        while let Some(f) = ws::parse(buf).map_err(io::Error::other)? {
-            let now = realtime_ns();
-            let payload = &buf[f.start..f.end];
-            match f.opcode {
-                op::TEXT => on_text(payload, now, cfg, tally, &mut out),
-                op::PING => ws::encode(op::PONG, payload, &mut out),
-                op::CLOSE => {
-                    let mut close = Vec::new();
-                    ws::encode(op::CLOSE, &[], &mut close);
-                    let _ = s.write_all(&close).await;
-                    return Ok(());
-                }
-                _ => {}
-            }
-            buf.drain(..f.end);
-        }
         if !out.is_empty() {
             s.write_all(&out).await?;
             out.clear();
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        if s.read_buf(buf).await? == 0 {
+        if end {
             return Ok(());
         }
+        s.readable().await?;
+        end = READ.with(|b| -> io::Result<bool> {
+            let mut b = b.borrow_mut();
+            let n = match read_once(s, &mut b) {
+                Ok(0) => return Ok(true),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if pending.is_empty() {
+                let (used, close) = frames(&b[..n], cfg, tally, &mut out)?;
+                pending.extend_from_slice(&b[used..n]);
+                Ok(close)
+            } else {
+                pending.extend_from_slice(&b[..n]);
+                let (used, close) = frames(pending, cfg, tally, &mut out)?;
+                pending.drain(..used);
+                Ok(close)
+            }
+        })?;
     }
+}
+
+/// Handles the complete frames at the start of `buf`, queueing replies in
+/// `out`: the bytes used, and whether the server closed.
+fn frames(
+    buf: &[u8],
+    cfg: &DevCfg,
+    tally: &RefCell<Tally>,
+    out: &mut Vec<u8>,
+) -> io::Result<(usize, bool)> {
+    let mut at = 0;
+    while let Some(f) = ws::parse(&buf[at..]).map_err(io::Error::other)? {
+        let payload = &buf[at + f.start..at + f.end];
+        at += f.end;
+        match f.opcode {
+            op::TEXT => on_text(payload, realtime_ns(), cfg, tally, out),
+            op::PING => ws::encode(op::PONG, payload, out),
+            op::CLOSE => {
+                ws::encode(op::CLOSE, &[], out);
+                return Ok((at, true));
+            }
+            _ => {}
+        }
+    }
+    Ok((at, false))
 }
 
 /// Records a notification and queues its acknowledgement.
@@ -540,11 +608,21 @@ fn on_text(text: &[u8], now: u64, cfg: &DevCfg, tally: &RefCell<Tally>, out: &mu
             if m.data.map(str::len) != cfg.data_len.get() {
                 t.bad_payload += 1;
             }
-            t.records.push((v.to_owned(), now));
-            let ack = format!(
+            t.versions.push_str(v);
+            let end = t.versions.len();
+            t.records.push((end, now));
+            let mut ack = [0u8; 256];
+            let mut w = &mut ack[..];
+            if write!(
+                w,
                 r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{v}"}}]}}"#
-            );
-            ws::encode(op::TEXT, ack.as_bytes(), out);
+            )
+            .is_err()
+            {
+                return t.error("version or channel too long");
+            }
+            let len = 256 - w.len();
+            ws::encode(op::TEXT, &ack[..len], out);
         }
         (None, None, None) => {} // a ping, `{}`
         _ => t.unexpected += 1,

@@ -49,6 +49,11 @@ pub struct Settings {
     /// with others. Default 100, at most 1000.
     #[arg(long, env = "ORIGIN_ACK_COMMIT_DELAY_MS")]
     pub ack_commit_delay_ms: Option<u64>,
+    /// Milliseconds WebSocket connections may leave what devices send
+    /// unread while a fan-out's copies wait to be written, so that the
+    /// copies go out first. Default 1000, at most 10000; 0 turns it off.
+    #[arg(long, env = "ORIGIN_FANOUT_READ_PAUSE_MS")]
+    pub fanout_read_pause_ms: Option<u64>,
     /// Seconds between sweeps of expired messages. Default 60.
     #[arg(long, env = "ORIGIN_SWEEP_SECS")]
     pub sweep_secs: Option<u64>,
@@ -118,6 +123,8 @@ pub struct Config {
     pub commit_batch: usize,
     /// How long an acknowledgement's write may wait for company, ms.
     pub ack_commit_delay_ms: u64,
+    /// Longest read pause during a fan-out, ms (0: none).
+    pub fanout_read_pause_ms: u64,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
     /// Wait for the store's file lock at start, seconds.
@@ -186,6 +193,7 @@ impl Config {
                 queue_depth,
                 commit_batch,
                 ack_commit_delay_ms,
+                fanout_read_pause_ms,
                 sweep_secs,
                 store_lock_wait_secs,
                 ws_max_message,
@@ -232,6 +240,7 @@ impl Config {
             queue_depth: s.queue_depth.unwrap_or(64).max(1),
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
             ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100).min(1000),
+            fanout_read_pause_ms: s.fanout_read_pause_ms.unwrap_or(1000).min(10_000),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),

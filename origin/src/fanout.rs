@@ -39,6 +39,17 @@ enum Template {
     Json(JsonTemplate),
 }
 
+/// A member's copy in its connection's queue. While any is queued, reads
+/// are paused ([`crate::burst`]).
+#[derive(Debug)]
+pub struct QueuedCopy {
+    /// The list message with its shared body.
+    pub push: Arc<ListPush>,
+    /// The member.
+    pub member: ListMember,
+    _queued: crate::burst::Queued,
+}
+
 /// The version of a member's copy: the same every time it is sent.
 pub fn copy_id(list_message: &Token, push: &Token) -> Token {
     let mut id = *list_message;
@@ -234,6 +245,7 @@ impl Tally {
 /// `hello` after it, and so fetched its copy there; it gets none from here.
 pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     let _running = metrics::Running::start(&state.metrics);
+    let _hold = state.burst.hold();
     let started = std::time::Instant::now();
     let list = push.msg.list;
     let mut after: Option<Token> = None;
@@ -260,10 +272,11 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
             match state.registry.handle(&m.uaid) {
                 Some(h) if h.id >= mark => tally.offline += 1,
                 Some(h) => {
-                    let out = Outbound::Copy {
+                    let out = Outbound::Copy(Box::new(QueuedCopy {
                         push: push.clone(),
-                        member: Box::new(m),
-                    };
+                        member: m,
+                        _queued: state.burst.queued(),
+                    }));
                     if h.tx.try_send(out).is_ok() {
                         tally.queued += 1;
                     } else {

@@ -5,6 +5,7 @@
 //! or, when the device is away or busy, `store` keeps it until it returns.
 
 pub mod app;
+pub mod burst;
 pub mod config;
 pub mod device;
 pub mod fanout;

@@ -18,12 +18,7 @@ pub enum Outbound {
         written: Option<oneshot::Sender<()>>,
     },
     /// Send a list member's copy of a list message, assembled on the way out.
-    Copy {
-        /// The list message with its shared body.
-        push: Arc<crate::fanout::ListPush>,
-        /// The member.
-        member: Box<crate::store::ListMember>,
-    },
+    Copy(Box<crate::fanout::QueuedCopy>),
     /// Fetch what is pending (stored messages, list copies): sent after
     /// setting `pending`, in case the queue drained in between.
     Nudge,

@@ -32,6 +32,8 @@ pub struct State {
     pub list_rate: RateLimiter,
     /// Per-owner list creation rate.
     pub create_rate: RateLimiter,
+    /// Queued list copies, which pause connections' reads.
+    pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
     pub list_cache: crate::fanout::Cache,
     /// Set once shutdown has begun (`/ready` answers 503).
@@ -71,6 +73,7 @@ impl State {
             list_rate,
             create_rate,
             list_cache: Default::default(),
+            burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),
             config,
             store,

@@ -377,8 +377,8 @@ async fn monitor(
                     }
                     // A refused message's sender stores it (its `written` is dropped).
                 }
-                Some(Outbound::Copy { push, member }) => {
-                    let m = Arc::new(push.copy_for(&member));
+                Some(Outbound::Copy(c)) => {
+                    let m = Arc::new(c.push.copy_for(&c.member));
                     if filter.accepts(&m) {
                         push_one(&state, &mut respond, m, &inflight, receipts);
                     }

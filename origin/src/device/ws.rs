@@ -49,6 +49,29 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads once into `buf`: `Ok(0)` at end of stream. A read that does not
+/// fill `buf` clears the socket's readiness at once, sparing the second
+/// read that would return `EAGAIN`: on Linux, data arriving later is a new
+/// edge (and tokio keeps a later event's readiness).
+fn read_once(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut got = None;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        got = Some(n);
+        if n > 0 && n < buf.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match (got, r) {
+        (Some(n), _) => Ok(n),
+        (None, r) => Err(r.err().unwrap_or_else(|| io::ErrorKind::WouldBlock.into())),
+    }
+}
+
 /// Reads the upgrade request and answers it; `Ok(false)` if it was not one.
 async fn handshake(stream: &TcpStream) -> io::Result<bool> {
     let mut buf = Vec::with_capacity(1024);
@@ -148,7 +171,7 @@ impl Conn {
             self.stream.readable().await?;
             let mut incoming = Vec::new();
             let mut buf = [0u8; 4096];
-            match self.stream.try_read(&mut buf) {
+            match read_once(&self.stream, &mut buf) {
                 Ok(0) => return Ok(None),
                 Ok(n) => {
                     decoder
@@ -213,7 +236,9 @@ impl Conn {
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello")),
         }
         loop {
+            let paused = self.state.burst.reads_paused();
             tokio::select! {
+                biased;
                 out = rx.recv() => match out {
                     Some(Outbound::Message { msg, written }) => {
                         Box::pin(self.send_message(msg)).await?;
@@ -222,8 +247,9 @@ impl Conn {
                         }
                         self.pull_if_pending(rx).await?;
                     }
-                    Some(Outbound::Copy { push, member }) => {
-                        Box::pin(self.send_copy(&push, &member)).await?;
+                    Some(Outbound::Copy(c)) => {
+                        Box::pin(self.send_copy(&c.push, &c.member)).await?;
+                        drop(c);
                         self.pull_if_pending(rx).await?;
                     }
                     Some(Outbound::Nudge) => self.pull_if_pending(rx).await?,
@@ -240,12 +266,13 @@ impl Conn {
                         return Ok(());
                     }
                 },
-                r = self.stream.readable() => {
+                _ = self.state.burst.resumed(), if paused => {}
+                r = self.stream.readable(), if !paused => {
                     r?;
                     let mut incoming = Vec::new();
                     {
                         let mut buf = [0u8; 4096];
-                        match self.stream.try_read(&mut buf) {
+                        match read_once(&self.stream, &mut buf) {
                             Ok(0) => return Ok(()),
                             Ok(n) => decoder
                                 .feed(&buf[..n], self.state.config.ws_max_message, &mut incoming)

@@ -1,0 +1,160 @@
+//! Delivery before bookkeeping. While a fan-out's copies wait in connection
+//! queues, WebSocket connections leave what their devices send unread
+//! (mostly acknowledgements), so that both cores write copies; the reads
+//! follow once every queued copy is written, or after the configured pause.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Copies queued and not yet written, running fan-outs, and the
+/// connections waiting for both to end.
+pub struct Burst {
+    /// Queued copies plus running fan-outs.
+    outstanding: AtomicI64,
+    /// When the current pause ends at the latest, ms after `base`.
+    deadline_ms: AtomicU64,
+    base: Instant,
+    /// The longest pause; zero turns pausing off.
+    pause: Duration,
+    resumed: Notify,
+}
+
+/// Held by a running fan-out: reads stay paused until it is dropped.
+pub struct Hold(Arc<Burst>);
+
+/// Carried by a queued copy: counted until it is dropped (written, or
+/// dropped with its connection's queue).
+#[derive(Debug)]
+pub struct Queued(Arc<Burst>);
+
+impl std::fmt::Debug for Burst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Burst")
+            .field("outstanding", &self.outstanding.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Burst {
+    /// A burst tracker whose pauses last at most `pause`.
+    pub fn new(pause: Duration) -> Arc<Burst> {
+        Arc::new(Burst {
+            outstanding: AtomicI64::new(0),
+            deadline_ms: AtomicU64::new(0),
+            base: Instant::now(),
+            pause,
+            resumed: Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// Starts (or extends) a pause for a fan-out; must be called within
+    /// the tokio runtime, which wakes paused connections when it times out.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if !self.pause.is_zero() {
+            let until = self.now_ms() + self.pause.as_millis() as u64;
+            self.deadline_ms.fetch_max(until, Ordering::AcqRel);
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(me.pause + Duration::from_millis(1)).await;
+                me.resumed.notify_waiters();
+            });
+        }
+        Hold(self.clone())
+    }
+
+    /// Counts one queued copy.
+    pub fn queued(self: &Arc<Self>) -> Queued {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        Queued(self.clone())
+    }
+
+    fn done(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// Whether connections should leave their reads for now.
+    pub fn reads_paused(&self) -> bool {
+        !self.pause.is_zero()
+            && self.outstanding.load(Ordering::Acquire) > 0
+            && self.now_ms() < self.deadline_ms.load(Ordering::Acquire)
+    }
+
+    /// Returns once reads are no longer paused.
+    pub async fn resumed(&self) {
+        loop {
+            let n = self.resumed.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if !self.reads_paused() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pauses_until_the_last_copy_is_written() {
+        let b = Burst::new(Duration::from_secs(10));
+        assert!(!b.reads_paused());
+        let hold = b.hold();
+        let copies: Vec<Queued> = (0..3).map(|_| b.queued()).collect();
+        drop(hold);
+        assert!(b.reads_paused());
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.resumed().await }
+        });
+        drop(copies);
+        assert!(!b.reads_paused());
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
+    }
+
+    #[tokio::test]
+    async fn a_pause_ends_at_its_deadline() {
+        let b = Burst::new(Duration::from_millis(50));
+        let _hold = b.hold();
+        let _copy = b.queued();
+        assert!(b.reads_paused());
+        tokio::time::timeout(Duration::from_secs(2), b.resumed())
+            .await
+            .expect("resumed by the deadline");
+        assert!(!b.reads_paused());
+    }
+
+    #[tokio::test]
+    async fn zero_turns_pausing_off() {
+        let b = Burst::new(Duration::ZERO);
+        let _hold = b.hold();
+        assert!(!b.reads_paused());
+        b.resumed().await;
+    }
+}
