@@ -10,20 +10,25 @@
 #   e  one list push (2 KiB compact JWE) to 15,000 connected devices against
 #      15,000 single 2 KiB pushes to the same devices (ratio ≥ 20 wanted),
 #      twice: ready-made bodies ("ratio"), then as applications send them,
-#      with RFC 8291 encryption and a VAPID JWT per push ("ratio_as_apps")
+#      with RFC 8291 encryption and a VAPID JWT per push ("ratio_as_apps");
+#      the list push is repeated LIST_REPEATS times more, for the median of
+#      its last-copy time ("list.list_repeats")
 #   f  a list of 1,000,000 offline subscriptions: the push's 201 latency
 #      (≤ 50 ms wanted), then 15,000 reconnect (all copies in ≤ 3 s wanted)
 #   g  crash test: a list of 200,000 offline subscriptions; kill -9 the origin
 #      right after the push's 201, while its fan-out runs; restart it on the
 #      same store; every member reconnects (15,000 at a time) and must get its
 #      copy exactly once ("crash.every_member_got_it", "duplicates": 0)
+#   h  the list push of e alone (1 + LIST_REPEATS times), the devices
+#      acknowledging 1 s after each copy arrived, so that their
+#      acknowledgements do not share the two cores with the delivery
 #
-#   scripts/bench.sh [scenario letters...]      (default: a b c d e f g)
+#   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000],
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
-# LIST_DEVICES [15000], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
+# LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
 # CRASH_MEMBERS [200000],
 # LIST_CHUNK [50000] members per list request, OFFLINE_TIMEOUT [1500] s,
 # BENCH_TIMEOUT [240] seconds per scenario, ORIGIN_LOG [warn],
@@ -53,6 +58,7 @@ RATE="${RATE:-5000}"
 RATE_SECS="${RATE_SECS:-5}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-240}"
 LIST_DEVICES="${LIST_DEVICES:-15000}"
+LIST_REPEATS="${LIST_REPEATS:-8}"
 OFFLINE_MEMBERS="${OFFLINE_MEMBERS:-1000000}"
 RECONNECT="${RECONNECT:-15000}"
 CRASH_MEMBERS="${CRASH_MEMBERS:-200000}"
@@ -60,7 +66,7 @@ LIST_CHUNK="${LIST_CHUNK:-50000}"
 OFFLINE_TIMEOUT="${OFFLINE_TIMEOUT:-1500}"
 export ORIGIN_LOG="${ORIGIN_LOG:-warn}"
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(a b c d e f g)
+((${#scenarios[@]})) || scenarios=(a b c d e f g h)
 
 BIN="$ROOT/target/release"
 if [[ -n "${ORIGIN_BIN:-}" ]]; then
@@ -191,7 +197,7 @@ for s in "${scenarios[@]}"; do
          --rate "$RATE" --concurrency "$CONCURRENCY" --app @APP@ --src-base 60 ;;
     e) run e-list-vs-single list --devices "$LIST_DEVICES" --concurrency "$CONCURRENCY" \
          --body-bytes "$BODY_BYTES" --single-body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
-         --app @APP@ --src-base 80 ;;
+         --list-repeats "$LIST_REPEATS" --app @APP@ --src-base 80 ;;
     f) TIMEOUT="$OFFLINE_TIMEOUT" run f-offline-list offline-list --members "$OFFLINE_MEMBERS" \
          --reconnect "$RECONNECT" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
          --connect-concurrency 256 --app @APP@ --src-base 100 ;;
@@ -199,7 +205,10 @@ for s in "${scenarios[@]}"; do
          --reconnect "$RECONNECT" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
          --connect-concurrency 256 --app @APP@ --src-base 140 \
          --crash-restart "bash $WORK/restart.sh" ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g)" >&2; failures=$((failures + 1)) ;;
+    h) run h-list-acks-later list --list-only --devices "$LIST_DEVICES" --body-bytes "$BODY_BYTES" \
+         --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" --ack-delay-ms 1000 \
+         --app @APP@ --src-base 180 ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

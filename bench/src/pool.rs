@@ -31,6 +31,12 @@ pub struct DeviceOpts {
     /// Devices setting up (handshake, hello, register) at once, over all workers.
     #[arg(long, default_value_t = 1024)]
     pub setup_concurrency: usize,
+    /// Devices acknowledge a notification this many ms after it arrived
+    /// (0: at once). On one machine, devices that acknowledge at once take
+    /// CPU from the service while it still delivers; a delay keeps the
+    /// acknowledgements out of that window, as devices of their own would.
+    #[arg(long, default_value_t = 0)]
+    pub ack_delay_ms: u64,
 }
 
 impl DeviceOpts {
@@ -152,6 +158,7 @@ impl Pool {
                     o.setup_concurrency.div_ceil(n)
                 ))
                 .arg(format!("--body-bytes={body_bytes}"))
+                .arg(format!("--ack-delay-ms={}", o.ack_delay_ms))
                 .arg(format!("--timeout-secs={}", timeout_secs + 10))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

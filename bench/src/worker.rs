@@ -53,6 +53,9 @@ pub struct WorkerArgs {
     /// Devices setting up (handshake, hello, register) at once.
     #[arg(long, default_value_t = 512)]
     pub setup_concurrency: usize,
+    /// Acknowledge notifications this many ms after they arrived (0: at once).
+    #[arg(long, default_value_t = 0)]
+    pub ack_delay_ms: u64,
     /// Expected body size of notifications (0: none), to check `data`.
     #[arg(long, default_value_t = 0)]
     pub body_bytes: usize,
@@ -120,6 +123,7 @@ struct DevCfg {
     endpoints: bool,
     total: usize,
     ephemeral: bool,
+    ack_delay: Duration,
 }
 
 /// Runs a worker to its end.
@@ -163,6 +167,7 @@ async fn main(a: WorkerArgs) {
         endpoints: a.endpoints,
         total: devices,
         ephemeral: a.ephemeral,
+        ack_delay: Duration::from_millis(a.ack_delay_ms),
     });
     let tally = Rc::new(RefCell::new(Tally::default()));
     let done = Rc::new(Notify::new());
@@ -541,6 +546,9 @@ async fn serve(
     }
     loop {
         if !out.is_empty() {
+            if !cfg.ack_delay.is_zero() {
+                tokio::time::sleep(cfg.ack_delay).await;
+            }
             s.write_all(&out).await?;
             out.clear();
         }
