@@ -30,6 +30,8 @@ pub struct ListPush {
     template: Template,
     /// The shared parts of the body, base64url-encoded once.
     encoded: Option<Spliced>,
+    /// Every copy's encoding.
+    encoding: Encoding,
 }
 
 #[derive(Debug)]
@@ -82,10 +84,16 @@ impl ListPush {
                 JsonTemplate::SUFFIX.as_bytes(),
             )),
         };
+        let encoding = match &template {
+            Template::Empty => Encoding::None,
+            Template::Compact(_) => Encoding::Jose(CONTENT_TYPE_COMPACT.into()),
+            Template::Json(_) => Encoding::Jose(CONTENT_TYPE_JSON.into()),
+        };
         Ok(ListPush {
             msg,
             template,
             encoded,
+            encoding,
         })
     }
 
@@ -151,16 +159,21 @@ impl ListPush {
         self.encoded.is_some()
     }
 
+    /// Every copy's encoding.
+    pub fn encoding(&self) -> &Encoding {
+        &self.encoding
+    }
+
+    /// The version of `m`'s copy.
+    pub fn copy_id(&self, m: &ListMember) -> Token {
+        copy_id(&self.msg.id, &m.push)
+    }
+
     /// A member's copy without its body ([`ListPush::write_body`] writes it):
     /// what a connection keeps until the copy is acknowledged.
     pub fn copy_head(&self, m: &ListMember) -> Message {
-        let encoding = match &self.template {
-            Template::Empty => Encoding::None,
-            Template::Compact(_) => Encoding::Jose(CONTENT_TYPE_COMPACT.into()),
-            Template::Json(_) => Encoding::Jose(CONTENT_TYPE_JSON.into()),
-        };
         Message {
-            id: copy_id(&self.msg.id, &m.push),
+            id: self.copy_id(m),
             uaid: m.uaid,
             push: m.push,
             channel: m.channel,
@@ -169,7 +182,7 @@ impl ListPush {
             urgency: self.msg.urgency,
             topic: self.msg.topic.clone(),
             receipt: None,
-            encoding,
+            encoding: self.encoding.clone(),
             body: Bytes::new(),
             list_message: Some(self.msg.id),
         }
@@ -269,21 +282,25 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
                 tally.failed += 1;
                 continue;
             }
-            match state.registry.handle(&m.uaid) {
-                Some(h) if h.id >= mark => tally.offline += 1,
-                Some(h) => {
-                    let out = Outbound::Copy(Box::new(QueuedCopy {
-                        push: push.clone(),
-                        member: m,
-                        _queued: state.burst.queued(),
-                    }));
-                    if h.tx.try_send(out).is_ok() {
-                        tally.queued += 1;
-                    } else {
-                        tally.deferred += 1;
-                        h.mark_pending();
-                    }
+            let uaid = m.uaid;
+            let sent = state.registry.with(&uaid, |h| {
+                if h.id >= mark {
+                    return None;
                 }
+                let out = Outbound::Copy(Box::new(QueuedCopy {
+                    push: push.clone(),
+                    member: m,
+                    _queued: state.burst.queued(),
+                }));
+                let queued = h.tx.try_send(out).is_ok();
+                if !queued {
+                    h.mark_pending();
+                }
+                Some(queued)
+            });
+            match sent.flatten() {
+                Some(true) => tally.queued += 1,
+                Some(false) => tally.deferred += 1,
                 None => tally.offline += 1,
             }
         }

@@ -158,6 +158,16 @@ impl Registry {
             .map(|h| h.tx.clone())
     }
 
+    /// Runs `f` on a connected user agent's handle, without cloning it;
+    /// `f` runs under a lock, so it must not block.
+    pub fn with<R>(&self, uaid: &Token, f: impl FnOnce(&ConnHandle) -> R) -> Option<R> {
+        self.shard(uaid)
+            .lock()
+            .expect("registry lock")
+            .get(uaid)
+            .map(f)
+    }
+
     /// The handle of a connected user agent.
     pub fn handle(&self, uaid: &Token) -> Option<ConnHandle> {
         self.shard(uaid)

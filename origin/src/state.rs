@@ -7,6 +7,7 @@ use crate::rate::RateLimiter;
 use crate::registry::{Outbound, Registry};
 use crate::store::committer::Committer;
 use crate::store::{Message, Op, Store, StoreError};
+use crate::tokens::Token;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -167,6 +168,13 @@ impl State {
         if let (Some(receipt), true) = (msg.receipt, delivered) {
             crate::app::receipt::send(self, msg, receipt, 204);
         }
+    }
+
+    /// A device acknowledged (or refused) its copy of `list_message`,
+    /// sent to subscription `push`.
+    pub fn copy_acknowledged(&self, list_message: Token, push: Token) {
+        crate::metrics::inc(&self.metrics.messages_acked);
+        self.write_later(vec![Op::AckCopy { list_message, push }]);
     }
 
     /// Waits until writes queued without waiting (acknowledgements) are

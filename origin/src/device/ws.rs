@@ -5,10 +5,11 @@
 
 use super::ws_frame::{self, Decoder, Incoming};
 use super::ws_session::{self, Command, Data, Session};
+use crate::fanout::ListPush;
 use crate::metrics::inc;
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
-use crate::store::{Message, Op, Subscription, UaKind, UserAgent};
+use crate::store::{Encoding, ListMember, Message, Op, Subscription, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -122,13 +123,30 @@ async fn handshake(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// A notification written and not yet acknowledged.
+enum InFlight {
+    /// A message, stored again if the connection ends first.
+    Message(Arc<Message>),
+    /// A list member's copy, which the device fetches again from its list
+    /// instead: only its ids are kept.
+    Copy { list_message: Token, push: Token },
+}
+
+/// The body of a notification being written.
+enum Body<'a> {
+    /// A message's own body.
+    Raw(&'a [u8]),
+    /// A list member's copy, assembled as it is written.
+    Copy(&'a ListPush, &'a ListMember),
+}
+
 /// The per-connection state the glue keeps beside the [`Session`].
 struct Conn {
     state: Arc<State>,
     stream: TcpStream,
     session: Session,
     /// Messages written and not yet acknowledged, by id.
-    inflight: HashMap<Token, Arc<Message>>,
+    inflight: HashMap<Token, InFlight>,
     /// The queue's sending side, registered at hello.
     tx: mpsc::Sender<Outbound>,
     id: u64,
@@ -321,48 +339,62 @@ impl Conn {
         if self.inflight.contains_key(&msg.id) || msg.expires < now() && msg.seq != 0 {
             return Ok(());
         }
-        self.write_notification(&msg, None).await?;
+        let body = Body::Raw(&msg.body);
+        self.write_notification(&msg.channel, &msg.id, &msg.encoding, body)
+            .await?;
         inc(&self.state.metrics.messages_sent);
-        self.inflight.insert(msg.id, msg);
+        self.inflight.insert(msg.id, InFlight::Message(msg));
         Ok(())
     }
 
     /// Sends a list member's copy, its body assembled straight into the
-    /// frame; the connection keeps only its head until it is acknowledged.
-    async fn send_copy(
-        &mut self,
-        push: &crate::fanout::ListPush,
-        member: &crate::store::ListMember,
-    ) -> io::Result<()> {
-        let head = push.copy_head(member);
-        if self.inflight.contains_key(&head.id) {
+    /// frame; the connection keeps only the copy's ids until it is
+    /// acknowledged.
+    async fn send_copy(&mut self, push: &ListPush, member: &ListMember) -> io::Result<()> {
+        let id = push.copy_id(member);
+        if self.inflight.contains_key(&id) {
             return Ok(());
         }
-        self.write_notification(&head, Some((push, member))).await?;
+        let body = Body::Copy(push, member);
+        self.write_notification(&member.channel, &id, push.encoding(), body)
+            .await?;
         inc(&self.state.metrics.messages_sent);
-        self.inflight.insert(head.id, Arc::new(head));
+        let copy = InFlight::Copy {
+            list_message: push.msg.id,
+            push: member.push,
+        };
+        self.inflight.insert(id, copy);
         Ok(())
     }
 
-    /// Writes the notification frame of `m` (with a list copy's body when
-    /// given). The frame is built in this thread's scratch buffer and
-    /// written at once when the socket takes it all, as it nearly always
-    /// does; otherwise the rest is copied out and awaited.
+    /// Writes a notification frame. The frame is built in this thread's
+    /// scratch buffer and written at once when the socket takes it all, as
+    /// it nearly always does; otherwise the rest is copied out and awaited.
     async fn write_notification(
         &self,
-        m: &Message,
-        copy: Option<(&crate::fanout::ListPush, &crate::store::ListMember)>,
+        channel: &Token,
+        version: &Token,
+        encoding: &Encoding,
+        body: Body<'_>,
     ) -> io::Result<()> {
         let rest = SCRATCH.with(|scratch| {
             let (frame, parts) = &mut *scratch.borrow_mut();
             frame.clear();
             frame.resize(ws_frame::HEADER_ROOM, 0);
-            match copy {
-                Some((push, member)) if push.has_body() => {
+            match body {
+                Body::Copy(push, member) if push.has_body() => {
                     let mut write = |out: &mut Vec<u8>| push.write_body_b64(member, parts, out);
-                    ws_session::notification_into(m, Data::Encoded(&mut write), frame);
+                    let data = Data::Encoded(&mut write);
+                    ws_session::notification_into(channel, version, encoding, data, frame);
                 }
-                _ => ws_session::notification_into(m, Data::Raw(&m.body), frame),
+                Body::Copy(..) => {
+                    let data = Data::Raw(&[]);
+                    ws_session::notification_into(channel, version, encoding, data, frame);
+                }
+                Body::Raw(b) => {
+                    let data = Data::Raw(b);
+                    ws_session::notification_into(channel, version, encoding, data, frame);
+                }
             }
             let start = ws_frame::finish_text(frame);
             let rest = match self.stream.try_write(&frame[start..]) {
@@ -501,7 +533,10 @@ impl Conn {
     async fn acknowledge(&mut self, id: Token, delivered: bool) {
         let uaid = self.session.uaid().expect("after hello");
         let msg = match self.inflight.remove(&id) {
-            Some(m) => m,
+            Some(InFlight::Message(m)) => m,
+            Some(InFlight::Copy { list_message, push }) => {
+                return self.state.copy_acknowledged(list_message, push);
+            }
             // Written by an earlier connection: it must be stored and ours
             // (and not acknowledged already, with the deletion still queued).
             None => match self
@@ -542,7 +577,13 @@ impl Conn {
     fn finish(mut self, rx: &mut mpsc::Receiver<Outbound>) {
         rx.close();
         // Queued messages whose sender waits will be stored by that sender.
-        let mut unacked: Vec<Arc<Message>> = self.inflight.drain().map(|(_, m)| m).collect();
+        let mut unacked: Vec<Arc<Message>> = (self.inflight.drain())
+            .filter_map(|(_, f)| match f {
+                InFlight::Message(m) => Some(m),
+                // Fetched again from its list at the next hello.
+                InFlight::Copy { .. } => None,
+            })
+            .collect();
         while let Ok(out) = rx.try_recv() {
             if let Outbound::Message { msg, written: None } = out {
                 unacked.push(msg);

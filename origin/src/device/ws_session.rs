@@ -2,7 +2,7 @@
 //! commands and replies out. No socket, no store: the glue in `ws.rs`
 //! performs each [`Command`] and reports back.
 
-use crate::store::{Encoding, Message};
+use crate::store::Encoding;
 use crate::tokens::{self, Token};
 use serde::Deserialize;
 use serde_json::json;
@@ -223,14 +223,21 @@ pub enum Data<'a> {
     Encoded(&'a mut dyn FnMut(&mut Vec<u8>)),
 }
 
-/// Appends the `notification` for message `m` with body `body` (which may
-/// live apart from `m`, as a list copy's does) to `out`. It is on the path
-/// of every delivery, so it is written straight into the buffer.
-pub fn notification_into(m: &Message, data: Data, out: &mut Vec<u8>) {
+/// Appends the `notification` of version `version` on `channel` with body
+/// `data` in `encoding` to `out` (a list copy has no
+/// [`crate::store::Message`] of its own). It is on the path of every
+/// delivery, so it is written straight into the buffer.
+pub fn notification_into(
+    channel: &Token,
+    version: &Token,
+    encoding: &Encoding,
+    data: Data,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(br#"{"messageType":"notification","channelID":""#);
-    tokens::push_uuid(&m.channel, out);
+    tokens::push_uuid(channel, out);
     out.extend_from_slice(br#"","version":""#);
-    b64::encode_into_bytes(&m.id, out);
+    b64::encode_into_bytes(version, out);
     out.push(b'"');
     let has_body = match &data {
         Data::Raw(body) => !body.is_empty(),
@@ -243,22 +250,24 @@ pub fn notification_into(m: &Message, data: Data, out: &mut Vec<u8>) {
             Data::Encoded(write) => write(out),
         }
         out.extend_from_slice(br#"","headers":"#);
-        let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
-        match &m.encoding {
+        let json = |s: &str, out: &mut Vec<u8>| {
+            serde_json::to_writer(out, s).expect("a string serializes")
+        };
+        match encoding {
             Encoding::Aes128gcm => out.extend_from_slice(br#"{"encoding":"aes128gcm"}"#),
             Encoding::Aesgcm {
                 encryption,
                 crypto_key,
             } => {
                 out.extend_from_slice(br#"{"encoding":"aesgcm","encryption":"#);
-                out.extend_from_slice(json(encryption).as_bytes());
+                json(encryption, out);
                 out.extend_from_slice(br#","crypto_key":"#);
-                out.extend_from_slice(json(crypto_key).as_bytes());
+                json(crypto_key, out);
                 out.push(b'}');
             }
             Encoding::Jose(ct) => {
                 out.extend_from_slice(br#"{"content_type":"#);
-                out.extend_from_slice(json(ct).as_bytes());
+                json(ct, out);
                 out.push(b'}');
             }
             Encoding::None | Encoding::Receipt => out.extend_from_slice(b"{}"),
@@ -270,11 +279,12 @@ pub fn notification_into(m: &Message, data: Data, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Message;
 
     /// A `notification` for a message, as a string.
     pub fn notification(m: &Message) -> String {
         let mut out = Vec::with_capacity(160 + m.body.len() / 3 * 4);
-        notification_into(m, Data::Raw(&m.body), &mut out);
+        notification_into(&m.channel, &m.id, &m.encoding, Data::Raw(&m.body), &mut out);
         String::from_utf8(out).expect("the notification is JSON text")
     }
 
