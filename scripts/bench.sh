@@ -22,8 +22,12 @@
 #   h  the list push of e alone (1 + LIST_REPEATS times), the devices
 #      acknowledging 1 s after each copy arrived, so that their
 #      acknowledgements do not share the two cores with the delivery
+#   i  the kernel's floor for e on this machine, no origin: bare writes of a
+#      copy-sized frame to LIST_DEVICES loopback sockets, read by bare
+#      clients, first without answers, then with a device-sized `ack` each
+#      (1 + LIST_REPEATS rounds each); hold e and h against it
 #
-#   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h)
+#   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000],
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
@@ -66,7 +70,7 @@ LIST_CHUNK="${LIST_CHUNK:-50000}"
 OFFLINE_TIMEOUT="${OFFLINE_TIMEOUT:-1500}"
 export ORIGIN_LOG="${ORIGIN_LOG:-warn}"
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(a b c d e f g h)
+((${#scenarios[@]})) || scenarios=(a b c d e f g h i)
 
 BIN="$ROOT/target/release"
 if [[ -n "${ORIGIN_BIN:-}" ]]; then
@@ -162,6 +166,21 @@ wait_quiet() {
 }
 
 failures=0
+# Runs one scenario without an origin: name, then pushbench arguments.
+run_bare() {
+  local name="$1"
+  shift
+  echo "==== $name ($(cut -d' ' -f1-3 /proc/loadavg) load before) ====" >&2
+  wait_quiet
+  local out rc
+  out="$("$BIN/pushbench" --scenario "$name" --timeout-secs "${TIMEOUT:-$BENCH_TIMEOUT}" "$@")"
+  rc=$?
+  [[ -n "$out" ]] || out="{\"scenario\":\"$name\",\"error\":\"pushbench exited $rc without a result\"}"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
+  ((rc == 0)) || failures=$((failures + 1))
+}
+
 # Runs one scenario against a fresh origin: name, then pushbench arguments
 # (@APP@ stands for the application API's URL).
 run() {
@@ -208,7 +227,9 @@ for s in "${scenarios[@]}"; do
     h) run h-list-acks-later list --list-only --devices "$LIST_DEVICES" --body-bytes "$BODY_BYTES" \
          --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" --ack-delay-ms 1000 \
          --app @APP@ --src-base 180 ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g h)" >&2; failures=$((failures + 1)) ;;
+    i) run_bare i-floor-no-acks floor --sockets "$LIST_DEVICES" --ack-bytes 0 --rounds "$((LIST_REPEATS + 1))"
+       run_bare i-floor-acks floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))" ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h i)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

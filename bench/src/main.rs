@@ -5,6 +5,7 @@
 //! to stderr.
 
 mod connect;
+mod floor;
 mod http;
 mod list;
 mod pool;
@@ -47,9 +48,15 @@ enum Cmd {
     List(list::ListArgs),
     /// A list of M offline subscriptions: push latency, then K reconnect.
     OfflineList(list::OfflineArgs),
+    /// The kernel's floor for a list push: bare writes of a copy-sized frame
+    /// to N loopback sockets, read (and answered) by bare clients.
+    Floor(floor::FloorArgs),
     /// A worker process holding devices (started by the other commands).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
+    /// A client process of `floor`.
+    #[command(hide = true)]
+    FloorClient(floor::FloorClientArgs),
 }
 
 /// Realtime clock in ns since the epoch (comparable across processes).
@@ -78,6 +85,8 @@ fn main() -> ExitCode {
     };
     let (cmd, result) = match cli.cmd {
         Cmd::Worker(a) => return worker::run(a),
+        Cmd::FloorClient(a) => return floor::client(a),
+        Cmd::Floor(a) => ("floor", floor::run(a)),
         Cmd::Connect(a) => (
             "connect",
             rt().block_on(bounded(timeout, connect::run(a, timeout))),
