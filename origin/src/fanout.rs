@@ -258,7 +258,9 @@ impl Tally {
 /// `hello` after it, and so fetched its copy there; it gets none from here.
 pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     let _running = metrics::Running::start(&state.metrics);
-    let _hold = state.burst.hold();
+    // Reads pause from the first copy queued to the end (a fan-out that
+    // reaches no connection, like one finished after a restart, pauses none).
+    let mut hold = None;
     let started = std::time::Instant::now();
     let list = push.msg.list;
     let mut after: Option<Token> = None;
@@ -287,6 +289,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
                 if h.id >= mark {
                     return None;
                 }
+                hold.get_or_insert_with(|| state.burst.hold());
                 let out = Outbound::Copy(Box::new(QueuedCopy {
                     push: push.clone(),
                     member: m,
@@ -307,6 +310,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         tally.flush(&state.metrics);
         tokio::task::yield_now().await;
     }
+    drop(hold);
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     state.metrics.fanout_last_rate.store(
         (tally.members() as f64 / secs) as u64,
