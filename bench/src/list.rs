@@ -721,6 +721,17 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     }))
 }
 
+/// The records (per worker) after the first `seen` of each worker's.
+fn records_after<'a>(
+    records: &'a [Vec<(String, u64)>],
+    seen: &'a [usize],
+) -> impl Iterator<Item = &'a (String, u64)> {
+    records
+        .iter()
+        .zip(seen)
+        .flat_map(|(r, n)| r[(*n).min(r.len())..].iter())
+}
+
 /// A list push after the first.
 struct ListRound {
     from_201_ms: f64,
@@ -758,11 +769,7 @@ async fn list_round(
     })
     .await?;
     let (records, ends) = dump(pool).await?;
-    let new = records
-        .iter()
-        .zip(seen_before)
-        .flat_map(|(r, n)| r[(*n).min(r.len())..].iter());
-    let (_, distinct, dups, last) = tally(new);
+    let (_, distinct, dups, last) = tally(records_after(&records, seen_before));
     let bad_total: u64 = ends.iter().filter_map(|e| e["bad_payload"].as_u64()).sum();
     let bad = bad_total - bad_before;
     let problem = (distinct != connected || dups > 0 || bad > 0 || !adds_up(&status))
@@ -824,12 +831,7 @@ async fn single_phase(
     .await?;
     let cpu = cpu.finish();
     let (records, ends) = dump(pool).await?;
-    let new = || {
-        records
-            .iter()
-            .zip(seen_before)
-            .flat_map(|(r, n)| r[(*n).min(r.len())..].iter())
-    };
+    let new = || records_after(&records, seen_before);
     let (copies, distinct, dups, last) = tally(new());
     let bad_total: u64 = ends.iter().filter_map(|e| e["bad_payload"].as_u64()).sum();
     let bad = bad_total - bad_before;
