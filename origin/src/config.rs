@@ -314,4 +314,25 @@ mod tests {
         };
         assert!(Config::from_settings(bad).is_err());
     }
+
+    #[test]
+    fn delays_have_defaults_and_caps() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!((c.ack_commit_delay_ms, c.fanout_read_pause_ms), (100, 1000));
+        let s = Settings {
+            ack_commit_delay_ms: Some(5_000),
+            fanout_read_pause_ms: Some(99_999),
+            ..Default::default()
+        };
+        let c = Config::from_settings(s).unwrap();
+        assert_eq!(
+            (c.ack_commit_delay_ms, c.fanout_read_pause_ms),
+            (1000, 10_000)
+        );
+        let off = Settings {
+            fanout_read_pause_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(Config::from_settings(off).unwrap().fanout_read_pause_ms, 0);
+    }
 }
