@@ -53,13 +53,16 @@ impl Burst {
         self.base.elapsed().as_millis() as u64
     }
 
-    /// Starts (or extends) a pause for a fan-out; must be called within
-    /// the tokio runtime, which wakes paused connections when it times out.
+    /// Holds reads paused for a fan-out. A pause starts with a burst (when
+    /// nothing was outstanding) and lasts at most `pause` however many
+    /// fan-outs join the burst, so that a stream of fan-outs cannot keep
+    /// reads waiting. Must be called within the tokio runtime, which wakes
+    /// paused connections when the pause runs out.
     pub fn hold(self: &Arc<Self>) -> Hold {
-        self.outstanding.fetch_add(1, Ordering::AcqRel);
-        if !self.pause.is_zero() {
+        let before = self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if before == 0 && !self.pause.is_zero() {
             let until = self.now_ms() + self.pause.as_millis() as u64;
-            self.deadline_ms.fetch_max(until, Ordering::AcqRel);
+            self.deadline_ms.store(until, Ordering::Release);
             let me = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(me.pause + Duration::from_millis(1)).await;
@@ -148,6 +151,20 @@ mod tests {
             .await
             .expect("resumed by the deadline");
         assert!(!b.reads_paused());
+    }
+
+    #[tokio::test]
+    async fn later_fan_outs_do_not_extend_a_pause() {
+        let b = Burst::new(Duration::from_millis(2000));
+        let first = b.hold();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let second = b.hold();
+        assert!(b.reads_paused(), "the burst's pause runs");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!b.reads_paused(), "over at the first fan-out's deadline");
+        drop((first, second));
+        let _third = b.hold();
+        assert!(b.reads_paused(), "a new burst pauses again");
     }
 
     #[tokio::test]

@@ -50,8 +50,9 @@ pub struct Settings {
     #[arg(long, env = "ORIGIN_ACK_COMMIT_DELAY_MS")]
     pub ack_commit_delay_ms: Option<u64>,
     /// Milliseconds WebSocket connections may leave what devices send
-    /// unread while a fan-out's copies wait to be written, so that the
-    /// copies go out first. Default 1000, at most 10000; 0 turns it off.
+    /// unread while fan-outs' copies wait to be written, so that the copies
+    /// go out first (counted from the start of the burst, however many
+    /// fan-outs join it). Default 1000, at most 10000; 0 turns it off.
     #[arg(long, env = "ORIGIN_FANOUT_READ_PAUSE_MS")]
     pub fanout_read_pause_ms: Option<u64>,
     /// Seconds between sweeps of expired messages. Default 60.
