@@ -421,6 +421,12 @@ async fn poll_status(
     }
 }
 
+/// Whether a list message's fan-out is finished, its counts add up, and
+/// `connected` devices acknowledged it.
+fn delivered_to_all(s: &Value, connected: u64) -> bool {
+    s["fanout_finished"] == true && adds_up(s) && s["delivered"].as_u64() == Some(connected)
+}
+
 /// Whether the status counts add up to the members.
 fn adds_up(s: &Value) -> bool {
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
@@ -451,6 +457,20 @@ async fn wait_delivered(
         }
     }
     Ok(())
+}
+
+/// Waits until the workers report `more` notifications beyond the first
+/// `seen` of each, or `drain` passes.
+async fn wait_more(
+    pool: &mut Pool,
+    delivered: &mut [u64],
+    seen: &[usize],
+    more: u64,
+    drain: Duration,
+) -> Result<(), String> {
+    let before: u64 = seen.iter().map(|&n| n as u64).sum();
+    let until = tokio::time::Instant::now() + drain;
+    wait_delivered(pool, delivered, before + more, until).await
 }
 
 /// Every record (`R` lines) of every worker, by worker, and the counters.
@@ -540,10 +560,8 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     )
     .await?;
     let list_cpu = cpu.finish();
-    let (status, _) = poll_status(&app, &status_path, 5.0, |s| {
-        s["fanout_finished"] == true && adds_up(s) && s["delivered"].as_u64() == Some(connected)
-    })
-    .await?;
+    let (status, _) =
+        poll_status(&app, &status_path, 5.0, |s| delivered_to_all(s, connected)).await?;
     let (records, ends1) = dump(&mut pool).await?;
     let seen1: Vec<usize> = records.iter().map(Vec::len).collect();
     let (copies, distinct, dups, last) = tally(records.iter().flatten());
@@ -755,19 +773,10 @@ async fn list_round(
     connected: u64,
     drain: Duration,
 ) -> Result<ListRound, String> {
-    let before: u64 = seen_before.iter().map(|&n| n as u64).sum();
     let (resp, status_path) = push_list(app, list, jwe).await?;
-    wait_delivered(
-        pool,
-        delivered,
-        before + connected,
-        tokio::time::Instant::now() + drain,
-    )
-    .await?;
-    let (status, _) = poll_status(app, &status_path, 5.0, |s| {
-        s["fanout_finished"] == true && adds_up(s) && s["delivered"].as_u64() == Some(connected)
-    })
-    .await?;
+    wait_more(pool, delivered, seen_before, connected, drain).await?;
+    let (status, _) =
+        poll_status(app, &status_path, 5.0, |s| delivered_to_all(s, connected)).await?;
     let (records, ends) = dump(pool).await?;
     let (_, distinct, dups, last) = tally(records_after(&records, seen_before));
     let bad_total: u64 = ends.iter().filter_map(|e| e["bad_payload"].as_u64()).sum();
@@ -821,14 +830,7 @@ async fn single_phase(
         }
     };
     let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
-    let before: u64 = seen_before.iter().map(|&n| n as u64).sum();
-    wait_delivered(
-        pool,
-        delivered,
-        before + ok,
-        tokio::time::Instant::now() + drain,
-    )
-    .await?;
+    wait_more(pool, delivered, seen_before, ok, drain).await?;
     let cpu = cpu.finish();
     let (records, ends) = dump(pool).await?;
     let new = || records_after(&records, seen_before);

@@ -615,11 +615,15 @@ struct Note<'a> {
 /// pass over its bytes (no copy of, and no UTF-8 check over, the data);
 /// `None` for anything else, which [`on_text`] leaves to serde.
 fn scan_notification(text: &[u8]) -> Option<Note<'_>> {
-    /// The string that starts `b` (its opening quote already read), and the rest after its closing quote.
-    fn string(b: &[u8]) -> Option<(&str, &[u8])> {
+    /// The bytes of the string that starts `b` (its opening quote already
+    /// read, no escapes in it), and the rest after its closing quote.
+    fn until_quote(b: &[u8]) -> Option<(&[u8], &[u8])> {
         let i = memchr::memchr2(b'"', b'\\', b)?;
-        (b[i] == b'"').then_some(())?;
-        Some((std::str::from_utf8(&b[..i]).ok()?, &b[i + 1..]))
+        (b[i] == b'"').then_some((&b[..i], &b[i + 1..]))
+    }
+    fn string(b: &[u8]) -> Option<(&str, &[u8])> {
+        let (s, rest) = until_quote(b)?;
+        Some((std::str::from_utf8(s).ok()?, rest))
     }
     let rest = text.strip_prefix(br#"{"messageType":"notification","channelID":""#)?;
     let (channel, rest) = string(rest)?;
@@ -627,11 +631,9 @@ fn scan_notification(text: &[u8]) -> Option<Note<'_>> {
     let (version, rest) = string(rest)?;
     let data_len = match rest.strip_prefix(br#","data":""#) {
         Some(rest) => {
-            let i = memchr::memchr2(b'"', b'\\', rest)?;
-            (rest[i] == b'"').then_some(())?;
-            let tail = &rest[i + 1..];
+            let (data, tail) = until_quote(rest)?;
             (tail.starts_with(br#","headers":{"#) && tail.ends_with(b"}}")).then_some(())?;
-            Some(i)
+            Some(data.len())
         }
         None => (rest == b"}").then_some(None)?,
     };

@@ -15,6 +15,8 @@ pub struct Burst {
     outstanding: AtomicI64,
     /// When the current pause ends at the latest, ms after `base`.
     deadline_ms: AtomicU64,
+    /// When reads will have had a pause's length since the current one.
+    rested_ms: AtomicU64,
     base: Instant,
     /// The longest pause; zero turns pausing off.
     pause: Duration,
@@ -43,6 +45,7 @@ impl Burst {
         Arc::new(Burst {
             outstanding: AtomicI64::new(0),
             deadline_ms: AtomicU64::new(0),
+            rested_ms: AtomicU64::new(0),
             base: Instant::now(),
             pause,
             resumed: Notify::new(),
@@ -55,14 +58,18 @@ impl Burst {
 
     /// Holds reads paused for a fan-out. A pause starts with a burst (when
     /// nothing was outstanding) and lasts at most `pause` however many
-    /// fan-outs join the burst, so that a stream of fan-outs cannot keep
-    /// reads waiting. Must be called within the tokio runtime, which wakes
+    /// fan-outs join the burst; while copies stay queued past it (a stream
+    /// of fan-outs, or a stalled connection's queue), the next pause starts
+    /// no sooner than `pause` after it ended, so reads always get at least
+    /// half the time. Must be called within the tokio runtime, which wakes
     /// paused connections when the pause runs out.
     pub fn hold(self: &Arc<Self>) -> Hold {
         let before = self.outstanding.fetch_add(1, Ordering::AcqRel);
-        if before == 0 && !self.pause.is_zero() {
-            let until = self.now_ms() + self.pause.as_millis() as u64;
-            self.deadline_ms.store(until, Ordering::Release);
+        let (now, pause_ms) = (self.now_ms(), self.pause.as_millis() as u64);
+        let rested = now >= self.rested_ms.load(Ordering::Acquire);
+        if (before == 0 || rested) && pause_ms > 0 {
+            self.deadline_ms.store(now + pause_ms, Ordering::Release);
+            self.rested_ms.store(now + 2 * pause_ms, Ordering::Release);
             let me = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(me.pause + Duration::from_millis(1)).await;
@@ -165,6 +172,18 @@ mod tests {
         drop((first, second));
         let _third = b.hold();
         assert!(b.reads_paused(), "a new burst pauses again");
+    }
+
+    #[tokio::test]
+    async fn copies_stuck_past_a_pause_do_not_stop_the_next() {
+        let b = Burst::new(Duration::from_millis(300));
+        let _stuck = b.queued();
+        drop(b.hold());
+        assert!(b.reads_paused());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!b.reads_paused(), "the pause ran out");
+        let _next = b.hold();
+        assert!(b.reads_paused(), "a later burst pauses again");
     }
 
     #[tokio::test]

@@ -151,19 +151,13 @@ impl State {
     /// copy goes, a list copy is marked acknowledged, and on delivery the
     /// application server's receipt is sent.
     pub fn acknowledged(self: &Arc<Self>, msg: &Message, delivered: bool) {
-        crate::metrics::inc(&self.metrics.messages_acked);
-        let mut ops = Vec::new();
-        if msg.seq != 0 {
-            ops.push(Op::DeleteMessage(msg.id));
-        }
         if let Some(lm) = msg.list_message {
-            ops.push(Op::AckCopy {
-                list_message: lm,
-                push: msg.push,
-            });
+            // A list copy is never stored on its own and has no receipt.
+            return self.copy_acknowledged(lm, msg.push);
         }
-        if !ops.is_empty() {
-            self.write_later(ops);
+        crate::metrics::inc(&self.metrics.messages_acked);
+        if msg.seq != 0 {
+            self.write_later(vec![Op::DeleteMessage(msg.id)]);
         }
         if let (Some(receipt), true) = (msg.receipt, delivered) {
             crate::app::receipt::send(self, msg, receipt, 204);
