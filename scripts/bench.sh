@@ -24,8 +24,10 @@
 #      acknowledgements do not share the two cores with the delivery
 #   i  the kernel's floor for e on this machine, no origin: bare writes of a
 #      copy-sized frame to LIST_DEVICES loopback sockets, read by bare
-#      clients, first without answers, then with a device-sized `ack` each
-#      (1 + LIST_REPEATS rounds each); hold e and h against it
+#      clients, first without answers, then with a device-sized `ack` each,
+#      then with answers and the written sockets watched by an epoll thread
+#      as an event-driven server's are (1 + LIST_REPEATS rounds each); hold e
+#      and h against it
 #
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
@@ -228,7 +230,9 @@ for s in "${scenarios[@]}"; do
          --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" --ack-delay-ms 1000 \
          --app @APP@ --src-base 180 ;;
     i) run_bare i-floor-no-acks floor --sockets "$LIST_DEVICES" --ack-bytes 0 --rounds "$((LIST_REPEATS + 1))"
-       run_bare i-floor-acks floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))" ;;
+       run_bare i-floor-acks floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))"
+       run_bare i-floor-acks-watched floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))" \
+         --watcher ;;
     *) echo "bench: unknown scenario $s (a b c d e f g h i)" >&2; failures=$((failures + 1)) ;;
   esac
 done

@@ -38,6 +38,11 @@ pub struct FloorArgs {
     /// Client k connects from 127.0.0.<src-base + k>.
     #[arg(long, default_value_t = 220)]
     pub src_base: u8,
+    /// Also watch the written sockets for input with an epoll set and a
+    /// thread blocked on it, as an event-driven server does: each answer
+    /// then wakes that thread.
+    #[arg(long)]
+    pub watcher: bool,
 }
 
 /// Options of the hidden `floor-client`.
@@ -110,6 +115,10 @@ pub fn run(a: FloorArgs) -> Result<Value, String> {
     for (_, lines) in &mut clients {
         expect_line(lines, "ready")?;
     }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if a.watcher {
+        watch(&socks, stop.clone()).map_err(e("epoll"))?;
+    }
     let frame = vec![b'x'; a.frame_bytes];
     let mut rounds = Vec::new();
     for _ in 0..a.rounds {
@@ -132,6 +141,7 @@ pub fn run(a: FloorArgs) -> Result<Value, String> {
         }
         rounds.push(crate::stats::r3((last.saturating_sub(t0)) as f64 / 1e6));
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(socks);
     for (mut child, _) in clients {
         let _ = child.wait();
@@ -143,6 +153,7 @@ pub fn run(a: FloorArgs) -> Result<Value, String> {
         "sockets": a.sockets,
         "frame_bytes": a.frame_bytes,
         "ack_bytes": a.ack_bytes,
+        "watcher": a.watcher,
         "first_write_to_last_read_ms": rounds,
         "median_ms": crate::stats::percentile(&sorted, 50.0).map(crate::stats::r3),
         "min_ms": sorted.first(),
@@ -151,6 +162,49 @@ pub fn run(a: FloorArgs) -> Result<Value, String> {
 }
 
 /// The rest of the next line from a client, which must start with `prefix`.
+/// Puts `socks` in an epoll set (edge-triggered, input and output, as tokio
+/// registers a socket) and starts a thread that waits on it until `stop`.
+fn watch(
+    socks: &[TcpStream],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: epoll_create1 has no preconditions.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ep` was just created and is owned by nothing else.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for (i, s) in socks.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: i as u64,
+        };
+        // SAFETY: both descriptors are open; `ev` is a valid event.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) }
+            < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    std::thread::spawn(move || {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: `events` is valid for its length.
+            unsafe {
+                libc::epoll_wait(
+                    ep.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    100,
+                )
+            };
+        }
+    });
+    Ok(())
+}
+
 fn expect_line(
     lines: &mut std::io::Lines<BufReader<std::process::ChildStdout>>,
     prefix: &str,

@@ -10,6 +10,7 @@ mod http;
 mod list;
 mod pool;
 mod push;
+mod served;
 mod stats;
 mod worker;
 mod ws;

@@ -16,6 +16,7 @@
 //! - on `dump`: `R <version> <receive time, ns since the epoch>` per
 //!   notification, then `end {json}` with the worker's counters.
 
+use crate::served::{Handler, Served};
 use crate::ws::{self, op};
 use crate::{emit, realtime_ns};
 use serde::Deserialize;
@@ -170,6 +171,17 @@ async fn main(a: WorkerArgs) {
         ack_delay: Duration::from_millis(a.ack_delay_ms),
     });
     let tally = Rc::new(RefCell::new(Tally::default()));
+    let served = match Served::new(cfg.ack_delay) {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            eprintln!("pushbench worker: epoll: {e}");
+            return;
+        }
+    };
+    tokio::task::spawn_local({
+        let (served, h) = (served.clone(), Devices(cfg.clone(), tally.clone()));
+        async move { served.run(&h).await }
+    });
     let done = Rc::new(Notify::new());
     let sem = Rc::new(Limits {
         setup: Semaphore::new(a.setup_concurrency.max(1)),
@@ -193,12 +205,13 @@ async fn main(a: WorkerArgs) {
                         done.notify_one();
                     }
                     for i in 0..devices {
-                        let (cfg, tally, sem, done) = (cfg.clone(), tally.clone(), sem.clone(), done.clone());
+                        let (cfg, tally, sem, done, served) =
+                            (cfg.clone(), tally.clone(), sem.clone(), done.clone(), served.clone());
                         let (idx, uaid) = match &resume {
                             Some(r) => (r[i].0, Some(r[i].1.clone())),
                             None => (a.first_index + i, None),
                         };
-                        tokio::task::spawn_local(device(idx, uaid, cfg, tally, sem, done));
+                        tokio::task::spawn_local(device(idx, uaid, cfg, tally, sem, done, served));
                     }
                 }
                 Some("dump") => dump(&tally.borrow()),
@@ -309,7 +322,7 @@ fn dump(t: &Tally) {
     }
 }
 
-/// One device: set up under the semaphore, then serve until the end.
+/// One device: set up under the semaphore, then handed to [`Served`].
 async fn device(
     idx: usize,
     resume: Option<String>,
@@ -317,6 +330,7 @@ async fn device(
     tally: Rc<RefCell<Tally>>,
     sem: Rc<Limits>,
     done: Rc<Notify>,
+    served: Rc<Served>,
 ) {
     let permit = sem.setup.acquire().await.expect("semaphore open");
     let setup = tokio::time::timeout(
@@ -355,7 +369,7 @@ async fn device(
         }
         r
     };
-    let Some((mut stream, mut buf)) = ready else {
+    let Some((mut stream, buf)) = ready else {
         return;
     };
     if cfg.ephemeral {
@@ -364,10 +378,28 @@ async fn device(
         let _ = stream.write_all(&close).await;
         return;
     }
-    if let Err(e) = serve(&mut stream, &mut buf, &cfg, &tally).await {
-        tally.borrow_mut().error(e);
+    let h = Devices(cfg, tally);
+    if let Err(e) = stream.into_std().and_then(|s| served.add(s, buf, &h)) {
+        h.ended(Some(e));
     }
-    tally.borrow_mut().closed += 1;
+}
+
+/// What served devices do with what they receive: record notifications and
+/// acknowledge them (see [`frames`]).
+struct Devices(Rc<DevCfg>, Rc<RefCell<Tally>>);
+
+impl Handler for Devices {
+    fn frames(&self, buf: &[u8], out: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+        frames(buf, &self.0, &self.1, out)
+    }
+
+    fn ended(&self, error: Option<io::Error>) {
+        let mut t = self.1.borrow_mut();
+        if let Some(e) = error {
+            t.error(e);
+        }
+        t.closed += 1;
+    }
 }
 
 /// A server message, as far as devices look at it.
@@ -498,83 +530,6 @@ async fn next_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> 
         if s.read_buf(buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-    }
-}
-
-thread_local! {
-    /// The worker's read buffer, shared by its devices: a device keeps bytes
-    /// of its own only while a frame is incomplete.
-    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
-}
-
-/// Reads once from `s` into `buf`: `Ok(0)` at end of stream. A read that
-/// does not fill `buf` clears the socket's readiness at once, sparing the
-/// second read that would return `EAGAIN`: on Linux, data arriving later is
-/// a new edge (and tokio keeps a later event's readiness).
-fn read_once(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut got = None;
-    let r = s.try_io(tokio::io::Interest::READABLE, || {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        got = Some(n);
-        if n > 0 && n < buf.len() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(())
-    });
-    match (got, r) {
-        (Some(n), _) => Ok(n),
-        (None, r) => Err(r.err().unwrap_or_else(|| io::ErrorKind::WouldBlock.into())),
-    }
-}
-
-/// Receives notifications and acknowledges each, until the connection ends.
-async fn serve(
-    s: &mut TcpStream,
-    pending: &mut Vec<u8>,
-    cfg: &DevCfg,
-    tally: &RefCell<Tally>,
-) -> io::Result<()> {
-    let mut out = Vec::new();
-    let mut end = false;
-    if !pending.is_empty() {
-        let (used, close) = frames(pending, cfg, tally, &mut out)?;
-        pending.drain(..used);
-        end = close;
-    }
-    loop {
-        if !out.is_empty() {
-            if !cfg.ack_delay.is_zero() {
-                tokio::time::sleep(cfg.ack_delay).await;
-            }
-            s.write_all(&out).await?;
-            out.clear();
-        }
-        if end {
-            return Ok(());
-        }
-        s.readable().await?;
-        end = READ.with(|b| -> io::Result<bool> {
-            let mut b = b.borrow_mut();
-            let n = match read_once(s, &mut b) {
-                Ok(0) => return Ok(true),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            if pending.is_empty() {
-                let (used, close) = frames(&b[..n], cfg, tally, &mut out)?;
-                pending.extend_from_slice(&b[used..n]);
-                Ok(close)
-            } else {
-                pending.extend_from_slice(&b[..n]);
-                let (used, close) = frames(pending, cfg, tally, &mut out)?;
-                pending.drain(..used);
-                Ok(close)
-            }
-        })?;
     }
 }
 

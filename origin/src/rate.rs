@@ -1,14 +1,13 @@
 //! Fixed-window rate limits kept in memory (per subscription, per list).
 
-use crate::tokens::Token;
-use std::collections::HashMap;
+use crate::tokens::{Token, TokenMap};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SHARDS: usize = 16;
 
 /// Per key: the minute counted and the events in it.
-type Windows = HashMap<Token, (u64, u32)>;
+type Windows = TokenMap<(u64, u32)>;
 
 /// At most `per_minute` events per key in each clock minute.
 pub struct RateLimiter {
@@ -21,7 +20,9 @@ impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Windows::default()))
+                .collect(),
         }
     }
 

@@ -1,8 +1,7 @@
 //! Which user agents are connected now, and the bounded queue of each.
 
 use crate::store::Message;
-use crate::tokens::Token;
-use std::collections::HashMap;
+use crate::tokens::{Token, TokenMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -94,7 +93,7 @@ const SHARDS: usize = 64;
 
 /// Connected user agents by uaid.
 pub struct Registry {
-    shards: Box<[Mutex<HashMap<Token, ConnHandle>>]>,
+    shards: Box<[Mutex<TokenMap<ConnHandle>>]>,
     next_id: AtomicU64,
     count: [AtomicUsize; 2],
 }
@@ -102,7 +101,9 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(TokenMap::default()))
+                .collect(),
             next_id: AtomicU64::new(1),
             count: Default::default(),
         }
@@ -110,7 +111,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn shard(&self, uaid: &Token) -> &Mutex<HashMap<Token, ConnHandle>> {
+    fn shard(&self, uaid: &Token) -> &Mutex<TokenMap<ConnHandle>> {
         &self.shards[uaid[0] as usize % SHARDS]
     }
 

@@ -9,6 +9,43 @@ use shared::b64;
 /// A 128-bit random token.
 pub type Token = [u8; 16];
 
+/// A map keyed by tokens, hashed by [`TokenHasher`].
+pub type TokenMap<V> = std::collections::HashMap<Token, V, BuildTokenHasher>;
+
+/// Builds [`TokenHasher`]s.
+pub type BuildTokenHasher = std::hash::BuildHasherDefault<TokenHasher>;
+
+/// Hashes a token by its last eight bytes, which are random already: the
+/// tokens such maps are keyed by are drawn by the service (or are the XOR of
+/// two such), so a keyed hash against chosen keys would buy nothing. The
+/// last bytes, because shards are picked by the first.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        match bytes.len().checked_sub(8) {
+            Some(at) => {
+                let mut tail = [0u8; 8];
+                tail.copy_from_slice(&bytes[at..]);
+                self.0 ^= u64::from_le_bytes(tail);
+            }
+            None => {
+                for &b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ u64::from(b);
+                }
+            }
+        }
+    }
+
+    /// The length prefix of a slice: the same for every token.
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A fresh token from the operating system's CSPRNG.
 pub fn new_token() -> Token {
     let mut t = [0u8; 16];
@@ -86,5 +123,24 @@ mod tests {
         assert_eq!(from_uuid(&to_hex(&t)), Some(t));
         assert_eq!(decode("short"), None);
         assert_eq!(from_uuid("zz"), None);
+    }
+
+    #[test]
+    fn token_maps_spread_by_the_last_bytes() {
+        use std::hash::BuildHasher;
+        let tokens: Vec<Token> = (0..10_000).map(|_| new_token()).collect();
+        let mut map = TokenMap::default();
+        for (i, t) in tokens.iter().enumerate() {
+            map.insert(*t, i);
+        }
+        assert!(tokens.iter().enumerate().all(|(i, t)| map[t] == i));
+        // Tokens of one shard (same first byte) hash apart by their last bytes.
+        let hash = |t: Token| BuildTokenHasher::default().hash_one(t);
+        let t = new_token();
+        let (mut first, mut last) = (t, t);
+        first[0] ^= 1;
+        last[15] ^= 1;
+        assert_eq!(hash(t), hash(first));
+        assert_ne!(hash(t), hash(last));
     }
 }

@@ -10,9 +10,8 @@ use crate::metrics::inc;
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
 use crate::store::{Encoding, ListMember, Message, Op, Subscription, UaKind, UserAgent};
-use crate::tokens::{self, new_token, Token};
+use crate::tokens::{self, new_token, Token, TokenMap};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -146,7 +145,7 @@ struct Conn {
     stream: TcpStream,
     session: Session,
     /// Messages written and not yet acknowledged, by id.
-    inflight: HashMap<Token, InFlight>,
+    inflight: TokenMap<InFlight>,
     /// The queue's sending side, registered at hello.
     tx: mpsc::Sender<Outbound>,
     id: u64,
@@ -169,7 +168,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         state,
         stream,
         session: Session::new(),
-        inflight: HashMap::new(),
+        inflight: TokenMap::default(),
         tx,
         id,
         pending: Arc::default(),
@@ -310,7 +309,12 @@ impl Conn {
     /// Once the queue is empty, fetches what did not fit it: stored
     /// messages and pending list copies.
     async fn pull_if_pending(&mut self, rx: &mpsc::Receiver<Outbound>) -> io::Result<()> {
-        if rx.is_empty() && self.pending.swap(false, Ordering::AcqRel) {
+        // The flag first: it is this connection's own, while the queue's
+        // state is shared with its senders.
+        if self.pending.load(Ordering::Acquire)
+            && rx.is_empty()
+            && self.pending.swap(false, Ordering::AcqRel)
+        {
             if let Some(uaid) = self.session.uaid() {
                 Box::pin(self.drain(uaid)).await?;
                 Box::pin(self.send_pending_copies(uaid)).await?;
