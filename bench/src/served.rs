@@ -348,13 +348,18 @@ mod tests {
         (served, h, server)
     }
 
-    #[test]
-    fn answers_each_frame_and_ends_when_closed() {
+    /// Runs `f` as a worker does: one thread, local tasks.
+    fn on_one_thread(f: impl std::future::Future<Output = ()>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, async {
+        tokio::task::LocalSet::new().block_on(&rt, f);
+    }
+
+    #[test]
+    fn answers_each_frame_and_ends_when_closed() {
+        on_one_thread(async {
             let (_served, h, mut server) = served_pair(Duration::ZERO).await;
             // Bytes read during setup are answered at once, a partial frame kept.
             assert_eq!(read_n(&mut server, 10), b"ack:early\n");
@@ -376,11 +381,7 @@ mod tests {
 
     #[test]
     fn holds_answers_back_by_the_delay() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, async {
+        on_one_thread(async {
             let t0 = std::time::Instant::now();
             let (_served, _h, mut server) = served_pair(Duration::from_millis(200)).await;
             let got = tokio::task::spawn_blocking(move || read_n(&mut server, 10))
