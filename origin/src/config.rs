@@ -55,6 +55,11 @@ pub struct Settings {
     /// fan-outs join it). Default 1000, at most 10000; 0 turns it off.
     #[arg(long, env = "ORIGIN_FANOUT_READ_PAUSE_MS")]
     pub fanout_read_pause_ms: Option<u64>,
+    /// Memory the store may use to cache its file's pages, in MiB: the
+    /// origin's resident memory grows by up to this much as the store grows.
+    /// Default 1024, at least 1.
+    #[arg(long, env = "ORIGIN_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
     /// Seconds between sweeps of expired messages. Default 60.
     #[arg(long, env = "ORIGIN_SWEEP_SECS")]
     pub sweep_secs: Option<u64>,
@@ -126,6 +131,8 @@ pub struct Config {
     pub ack_commit_delay_ms: u64,
     /// Longest read pause during a fan-out, ms (0: none).
     pub fanout_read_pause_ms: u64,
+    /// The store's page cache, bytes.
+    pub store_cache_bytes: usize,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
     /// Wait for the store's file lock at start, seconds.
@@ -195,6 +202,7 @@ impl Config {
                 commit_batch,
                 ack_commit_delay_ms,
                 fanout_read_pause_ms,
+                store_cache_mb,
                 sweep_secs,
                 store_lock_wait_secs,
                 ws_max_message,
@@ -242,6 +250,11 @@ impl Config {
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
             ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100).min(1000),
             fanout_read_pause_ms: s.fanout_read_pause_ms.unwrap_or(1000).min(10_000),
+            store_cache_bytes: s
+                .store_cache_mb
+                .unwrap_or(1024)
+                .max(1)
+                .saturating_mul(1 << 20),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
@@ -335,5 +348,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Config::from_settings(off).unwrap().fanout_read_pause_ms, 0);
+    }
+
+    #[test]
+    fn store_cache_in_mib() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(c.store_cache_bytes, 1 << 30);
+        let s = Settings {
+            store_cache_mb: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(Config::from_settings(s).unwrap().store_cache_bytes, 1 << 20);
     }
 }

@@ -97,11 +97,18 @@ pub struct RedbStore {
 
 impl RedbStore {
     /// Opens (or creates) the store in `dir`, keeping at most
-    /// `max_per_subscription` undelivered messages for one subscription.
-    pub fn open(dir: &Path, max_per_subscription: usize) -> Result<RedbStore, StoreError> {
+    /// `max_per_subscription` undelivered messages for one subscription and
+    /// at most `cache_bytes` of the file's pages in memory.
+    pub fn open(
+        dir: &Path,
+        max_per_subscription: usize,
+        cache_bytes: usize,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(err)?;
         let path = dir.join("push.redb");
-        let db = Database::builder().create(&path).map_err(|e| match e {
+        let mut builder = Database::builder();
+        builder.set_cache_size(cache_bytes);
+        let db = builder.create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
             e => err(e),
         })?;
@@ -803,7 +810,7 @@ mod tests {
             "redb-fresh-{}",
             crate::tokens::to_hex(&crate::tokens::new_token())
         ));
-        let s = RedbStore::open(&dir, 10).unwrap();
+        let s = RedbStore::open(&dir, 10, 1 << 20).unwrap();
         let t = [1u8; 16];
         assert!(s.subscription(&t).unwrap().is_none());
         assert!(s.messages(&t, 0, 0, 10).unwrap().is_empty());

@@ -63,7 +63,8 @@ pub async fn start_with(
     // store (its last tasks end asynchronously): wait for the file lock.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let store = loop {
-        match RedbStore::open(dir, config.limits.max_stored_per_subscription) {
+        let max = config.limits.max_stored_per_subscription;
+        match RedbStore::open(dir, max, config.store_cache_bytes) {
             Ok(s) => break Arc::new(s),
             Err(origin::store::StoreError::Locked) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
