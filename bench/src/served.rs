@@ -99,9 +99,11 @@ impl Served {
             closing: false,
             watch_out: false,
         }));
-        drop(devices);
         if has_bytes {
-            self.serve(idx, &mut [0u8; 0], false, h);
+            let d = devices[idx].as_mut().expect("just added");
+            let start = d.out.len();
+            let result = feed(d, &[], h).and_then(|()| self.answer(idx, d, start, false));
+            conclude(&mut devices, idx, result, h);
             if !self.ack_delay.is_zero() {
                 self.added_delayed.notify_one();
             }
@@ -145,56 +147,39 @@ impl Served {
         let Some(d) = devices.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
-        let mut replies = Vec::new();
+        let start = d.out.len();
         let result = (|| -> io::Result<bool> {
-            if !d.pending.is_empty() && !d.closing {
-                let (used, close) = h.frames(&d.pending, &mut replies)?;
-                d.pending.drain(..used);
-                d.closing |= close;
-            }
-            while !d.closing && !buf.is_empty() {
+            while !d.closing {
                 let Some(n) = read(&d.stream, buf)? else {
                     break;
                 };
                 if n == 0 {
                     return Ok(true);
                 }
-                if d.pending.is_empty() {
-                    let (used, close) = h.frames(&buf[..n], &mut replies)?;
-                    d.pending.extend_from_slice(&buf[used..n]);
-                    d.closing = close;
-                } else {
-                    d.pending.extend_from_slice(&buf[..n]);
-                    let (used, close) = h.frames(&d.pending, &mut replies)?;
-                    d.pending.drain(..used);
-                    d.closing = close;
-                }
+                feed(d, &buf[..n], h)?;
                 if n < buf.len() {
                     break;
                 }
             }
-            if !replies.is_empty() && !self.ack_delay.is_zero() && !d.closing {
-                let due = Instant::now() + self.ack_delay;
-                self.delayed.borrow_mut().push_back((due, idx, replies));
-                return Ok(false);
-            }
-            d.out.extend_from_slice(&replies);
-            if writable || !replies.is_empty() {
-                self.flush(idx, d)?;
-            }
-            Ok(d.closing && d.out.is_empty())
+            self.answer(idx, d, start, writable)
         })();
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                devices[idx] = None;
-                h.ended(None);
-            }
-            Err(e) => {
-                devices[idx] = None;
-                h.ended(Some(e));
-            }
+        conclude(&mut devices, idx, result, h);
+    }
+
+    /// Writes the replies the handler appended to `d.out` from `start` (or
+    /// holds them back by the delay); `Ok(true)` once the device is done.
+    fn answer(&self, idx: usize, d: &mut Device, start: usize, writable: bool) -> io::Result<bool> {
+        let replied = d.out.len() > start;
+        if replied && !self.ack_delay.is_zero() && !d.closing {
+            let due = Instant::now() + self.ack_delay;
+            let replies = d.out.split_off(start);
+            self.delayed.borrow_mut().push_back((due, idx, replies));
+            return Ok(false);
         }
+        if writable || replied {
+            self.flush(idx, d)?;
+        }
+        Ok(d.closing && d.out.is_empty())
     }
 
     /// Writes the replies whose delay is over.
@@ -216,10 +201,8 @@ impl Served {
                 continue;
             };
             d.out.extend_from_slice(&replies);
-            if let Err(e) = self.flush(idx, d) {
-                devices[idx] = None;
-                h.ended(Some(e));
-            }
+            let result = self.flush(idx, d).map(|()| false);
+            conclude(&mut devices, idx, result, h);
         }
     }
 
@@ -259,6 +242,43 @@ impl Served {
         }
         Ok(())
     }
+}
+
+/// Forgets device `idx` if it is done or failed.
+fn conclude(
+    devices: &mut [Option<Device>],
+    idx: usize,
+    result: io::Result<bool>,
+    h: &impl Handler,
+) {
+    match result {
+        Ok(false) => {}
+        Ok(true) => {
+            devices[idx] = None;
+            h.ended(None);
+        }
+        Err(e) => {
+            devices[idx] = None;
+            h.ended(Some(e));
+        }
+    }
+}
+
+/// Hands the handler the frames of `new` after the bytes `d` kept, with its
+/// replies going to `d.out`; keeps an incomplete frame's bytes.
+fn feed(d: &mut Device, new: &[u8], h: &impl Handler) -> io::Result<()> {
+    let close = if d.pending.is_empty() {
+        let (used, close) = h.frames(new, &mut d.out)?;
+        d.pending.extend_from_slice(&new[used..]);
+        close
+    } else {
+        d.pending.extend_from_slice(new);
+        let (used, close) = h.frames(&d.pending, &mut d.out)?;
+        d.pending.drain(..used);
+        close
+    };
+    d.closing |= close;
+    Ok(())
 }
 
 /// One `recv` into `buf`: `Some(0)` at end of stream, `None` when there is

@@ -124,7 +124,7 @@ impl ListPush {
 
     /// Appends a member's copy's body to `out`: the shared parts with the
     /// key the member had when the message was pushed.
-    pub fn write_body(&self, m: &ListMember, out: &mut Vec<u8>) {
+    fn write_body(&self, m: &ListMember, out: &mut Vec<u8>) {
         let (key, header) = m.key_for(self.msg.seq);
         match &self.template {
             Template::Empty => {}
@@ -169,9 +169,8 @@ impl ListPush {
         copy_id(&self.msg.id, &m.push)
     }
 
-    /// A member's copy without its body ([`ListPush::write_body`] writes it):
-    /// what a connection keeps until the copy is acknowledged.
-    pub fn copy_head(&self, m: &ListMember) -> Message {
+    /// A member's copy without its body ([`ListPush::write_body`] writes it).
+    fn copy_head(&self, m: &ListMember) -> Message {
         Message {
             id: self.copy_id(m),
             uaid: m.uaid,

@@ -24,18 +24,10 @@ pub struct TokenHasher(u64);
 
 impl std::hash::Hasher for TokenHasher {
     fn write(&mut self, bytes: &[u8]) {
-        match bytes.len().checked_sub(8) {
-            Some(at) => {
-                let mut tail = [0u8; 8];
-                tail.copy_from_slice(&bytes[at..]);
-                self.0 ^= u64::from_le_bytes(tail);
-            }
-            None => {
-                for &b in bytes {
-                    self.0 = self.0.rotate_left(8) ^ u64::from(b);
-                }
-            }
-        }
+        let mut tail = [0u8; 8];
+        let n = bytes.len().min(8);
+        tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+        self.0 ^= u64::from_le_bytes(tail);
     }
 
     /// The length prefix of a slice: the same for every token.

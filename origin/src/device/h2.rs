@@ -6,7 +6,7 @@ use crate::metrics::inc;
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
 use crate::store::{Encoding, Message, Op, Subscription, UaKind, UserAgent};
-use crate::tokens::{self, new_token, Token};
+use crate::tokens::{self, new_token, Token, TokenMap};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -14,13 +14,12 @@ use shared::headers::Urgency;
 use shared::links;
 use shared::problem::{Problem, ProblemSource};
 use shared::vapid::PublicKey;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Messages pushed on this connection and not yet acknowledged.
-type Inflight = Arc<Mutex<HashMap<Token, Arc<Message>>>>;
+type Inflight = Arc<Mutex<TokenMap<Arc<Message>>>>;
 
 /// Largest subscribe request body.
 const MAX_SUBSCRIBE_BODY: usize = 4096;

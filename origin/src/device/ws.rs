@@ -181,25 +181,30 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
 }
 
 impl Conn {
-    /// Reads what the socket has; `None` at end of stream.
+    /// Waits for the socket, then reads what it has; `None` at end of stream.
     async fn read_some(&mut self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
-        let max = self.state.config.ws_max_message;
         loop {
             self.stream.readable().await?;
-            let mut incoming = Vec::new();
-            let mut buf = [0u8; 4096];
-            match read_once(&self.stream, &mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    decoder
-                        .feed(&buf[..n], max, &mut incoming)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    return Ok(Some(incoming));
-                }
+            match self.read_ready(decoder) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                r => return r,
             }
         }
+    }
+
+    /// Reads once and decodes the frames completed: `None` at end of
+    /// stream, `WouldBlock` if there was nothing to read after all.
+    fn read_ready(&self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
+        let mut buf = [0u8; 4096];
+        let n = read_once(&self.stream, &mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut incoming = Vec::new();
+        decoder
+            .feed(&buf[..n], self.state.config.ws_max_message, &mut incoming)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Some(incoming))
     }
 
     /// Handles what the device sent; `false` once it closed.
@@ -286,18 +291,12 @@ impl Conn {
                 _ = self.state.burst.resumed(), if paused => {}
                 r = self.stream.readable(), if !paused => {
                     r?;
-                    let mut incoming = Vec::new();
-                    {
-                        let mut buf = [0u8; 4096];
-                        match read_once(&self.stream, &mut buf) {
-                            Ok(0) => return Ok(()),
-                            Ok(n) => decoder
-                                .feed(&buf[..n], self.state.config.ws_max_message, &mut incoming)
-                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                            Err(e) => return Err(e),
-                        }
-                    }
+                    let incoming = match self.read_ready(&mut decoder) {
+                        Ok(Some(incoming)) => incoming,
+                        Ok(None) => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    };
                     if !Box::pin(self.handle_incoming(incoming)).await? {
                         return Ok(());
                     }
