@@ -29,6 +29,11 @@
 #      as an event-driven server's are (1 + LIST_REPEATS rounds each); hold e
 #      and h against it
 #
+#   j  e's list push (list only) and i's two floors with answers, alternated
+#      J_ROUNDS times, then one line of their medians and ratios per round
+#      and overall: the machine's speed moves within minutes, the ratio much
+#      less (not in the default run)
+#
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000],
@@ -36,7 +41,7 @@
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
 # CRASH_MEMBERS [200000],
-# LIST_CHUNK [50000] members per list request, OFFLINE_TIMEOUT [1500] s,
+# J_ROUNDS [3], LIST_CHUNK [50000] members per list request, OFFLINE_TIMEOUT [1500] s,
 # BENCH_TIMEOUT [240] seconds per scenario, ORIGIN_LOG [warn],
 # BENCH_RESULTS (a file that also receives the result lines), KEEP_WORK=1
 # (keep the origins' data and logs),
@@ -168,6 +173,44 @@ wait_quiet() {
 }
 
 failures=0
+LAST_OUT=
+# The median of the last scenario's result line ("median_ms"), or nothing.
+last_median() { grep -o '"median_ms":[0-9.]*' <<<"$LAST_OUT" | head -1 | cut -d: -f2; }
+
+# Scenario j: the list push and its floors, alternated; one summary line.
+list_against_floor() {
+  local rounds="${J_ROUNDS:-3}" r list=() acks=() watched=()
+  for r in $(seq "$rounds"); do
+    run "j-list-$r" list --list-only --devices "$LIST_DEVICES" --body-bytes "$BODY_BYTES" \
+      --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" --app @APP@ --src-base 80
+    list+=("$(last_median)")
+    run_bare "j-floor-acks-$r" floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))"
+    acks+=("$(last_median)")
+    run_bare "j-floor-acks-watched-$r" floor --sockets "$LIST_DEVICES" \
+      --rounds "$((LIST_REPEATS + 1))" --watcher
+    watched+=("$(last_median)")
+  done
+  local out
+  out="$(awk -v l="${list[*]}" -v a="${acks[*]}" -v w="${watched[*]}" '
+    function med(v, n,   i, j, t) {
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+      return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    function arr(v, n,   i, s) { s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? "," : "") v[i]; return "[" s "]" }
+    BEGIN {
+      n = split(l, L, " "); split(a, A, " "); split(w, W, " ")
+      for (i = 1; i <= n; i++) {
+        if (L[i] == "" || A[i] + 0 <= 0 || W[i] + 0 <= 0) { bad = 1; continue }
+        RA[i] = sprintf("%.3f", L[i] / A[i]); RW[i] = sprintf("%.3f", L[i] / W[i])
+      }
+      if (bad || n == 0) { print "{\"scenario\":\"j-list-against-floor\",\"error\":\"a round gave no median\"}"; exit }
+      printf "{\"scenario\":\"j-list-against-floor\",\"rounds\":%d,\"list_median_ms\":%s,\"floor_acks_median_ms\":%s,\"floor_acks_watched_median_ms\":%s,\"ratio_to_floor_acks\":%s,\"ratio_to_floor_acks_watched\":%s,\"median_ratio_to_floor_acks\":%s,\"median_ratio_to_floor_acks_watched\":%s}\n",
+        n, arr(L, n), arr(A, n), arr(W, n), arr(RA, n), arr(RW, n), med(RA, n), med(RW, n)
+    }')"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
+  grep -q '"error"' <<<"$out" && failures=$((failures + 1))
+}
 # Runs one scenario without an origin: name, then pushbench arguments.
 run_bare() {
   local name="$1"
@@ -179,6 +222,7 @@ run_bare() {
   rc=$?
   [[ -n "$out" ]] || out="{\"scenario\":\"$name\",\"error\":\"pushbench exited $rc without a result\"}"
   echo "$out"
+  LAST_OUT="$out"
   [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
   ((rc == 0)) || failures=$((failures + 1))
 }
@@ -198,6 +242,7 @@ run() {
   rc=$?
   [[ -n "$out" ]] || out="{\"scenario\":\"$name\",\"error\":\"pushbench exited $rc without a result\"}"
   echo "$out"
+  LAST_OUT="$out"
   [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
   ((rc == 0)) || failures=$((failures + 1))
   if [[ -s "$WORK/$name/origin.log" ]]; then
@@ -233,7 +278,8 @@ for s in "${scenarios[@]}"; do
        run_bare i-floor-acks floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))"
        run_bare i-floor-acks-watched floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))" \
          --watcher ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g h i)" >&2; failures=$((failures + 1)) ;;
+    j) list_against_floor ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h i j)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2
