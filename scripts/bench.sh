@@ -215,6 +215,7 @@ list_against_floor() {
 run_bare() {
   local name="$1"
   shift
+  LAST_OUT=
   echo "==== $name ($(cut -d' ' -f1-3 /proc/loadavg) load before) ====" >&2
   wait_quiet
   local out rc
@@ -232,6 +233,7 @@ run_bare() {
 run() {
   local name="$1"
   shift
+  LAST_OUT=
   echo "==== $name ($(cut -d' ' -f1-3 /proc/loadavg) load before) ====" >&2
   start_origin "$name" || { failures=$((failures + 1)); return; }
   wait_quiet
