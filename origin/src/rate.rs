@@ -1,23 +1,30 @@
 //! Fixed-window rate limits kept in memory (per subscription, per list).
 
-use crate::tokens::{Token, TokenMap};
+use crate::tokens::{BuildTokenHasher, Token};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SHARDS: usize = 16;
 
 /// Per key: the minute counted and the events in it.
-type Windows = TokenMap<(u64, u32)>;
+type Windows<S> = HashMap<Token, (u64, u32), S>;
 
 /// At most `per_minute` events per key in each clock minute.
-pub struct RateLimiter {
+///
+/// Keys drawn by the service (push and list tokens) are hashed as they are
+/// ([`crate::tokens::TokenHasher`], the default). Keys a client chooses,
+/// such as its VAPID key, need a keyed hash (`RateLimiter<RandomState>`):
+/// with the plain one, a client could pick keys that all collide.
+pub struct RateLimiter<S = BuildTokenHasher> {
     per_minute: u32,
-    shards: Box<[Mutex<Windows>]>,
+    shards: Box<[Mutex<Windows<S>>]>,
 }
 
-impl RateLimiter {
+impl<S: BuildHasher + Default> RateLimiter<S> {
     /// A limiter of `per_minute` events per key.
-    pub fn new(per_minute: u32) -> RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter<S> {
         RateLimiter {
             per_minute,
             shards: (0..SHARDS)
@@ -63,12 +70,22 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limits_per_key() {
-        let r = RateLimiter::new(2);
+    fn limits<S: BuildHasher + Default>(r: RateLimiter<S>) {
         assert!(r.check(&[1; 16]).is_ok());
         assert!(r.check(&[1; 16]).is_ok());
         assert!(r.check(&[1; 16]).is_err());
         assert!(r.check(&[2; 16]).is_ok());
+        r.prune();
+        assert!(r.check(&[1; 16]).is_err(), "this minute's windows stay");
+    }
+
+    #[test]
+    fn limits_per_key() {
+        limits(RateLimiter::<BuildTokenHasher>::new(2));
+    }
+
+    #[test]
+    fn a_keyed_limiter_limits_alike() {
+        limits(RateLimiter::<std::hash::RandomState>::new(2));
     }
 }

@@ -31,8 +31,9 @@ pub struct State {
     pub rate: RateLimiter,
     /// Per-list push rate.
     pub list_rate: RateLimiter,
-    /// Per-owner list creation rate.
-    pub create_rate: RateLimiter,
+    /// Per-owner list creation rate, keyed by the client's VAPID key (so
+    /// hashed with a per-process secret).
+    pub create_rate: RateLimiter<std::hash::RandomState>,
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.

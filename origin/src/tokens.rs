@@ -17,8 +17,9 @@ pub type BuildTokenHasher = std::hash::BuildHasherDefault<TokenHasher>;
 
 /// Hashes a token by its last eight bytes, which are random already: the
 /// tokens such maps are keyed by are drawn by the service (or are the XOR of
-/// two such), so a keyed hash against chosen keys would buy nothing. The
-/// last bytes, because shards are picked by the first.
+/// two such), so a keyed hash against chosen keys would buy nothing. Only
+/// for such keys: a map keyed by anything a client chooses needs a keyed
+/// hash. The last bytes, because shards are picked by the first.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct TokenHasher(u64);
 

@@ -242,6 +242,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     let o = start_in(&temp_dir("rate"), &["subscription_messages_per_minute=3"]).await;
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
+    early_in_a_minute().await;
     for _ in 0..3 {
         assert_eq!(
             request("POST", &endpoint, &[("ttl", "60")], b"")

@@ -307,6 +307,7 @@ async fn ownership_key_restriction_and_bad_input() {
     assert_eq!(r.status, 400);
     assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
     // Two pushes a minute, then 429 with Retry-After.
+    early_in_a_minute().await;
     assert_eq!(push(b"", None).await.status, 201);
     assert_eq!(push(b"", None).await.status, 201);
     let r = push(b"", None).await;
@@ -470,5 +471,32 @@ async fn keys_keep_their_time_and_keyless_members_get_an_empty_key() {
         .await
         .json();
     assert_eq!(s["failed"], 0);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn list_creations_are_limited_per_vapid_key() {
+    let o = start_in(
+        &temp_dir("list-create-rate"),
+        &["list_creations_per_minute=2"],
+    )
+    .await;
+    let aud = o.state.config.public_url.clone();
+    let (first, second) = (Vapid::new(21), Vapid::new(22));
+    let mut d = Device::connect(&o, None).await;
+    let (_, member) = d.register(None).await;
+    let doc = json!({ member.clone(): {} });
+    early_in_a_minute().await;
+    for _ in 0..2 {
+        let r = create(&o, &doc, Some(&first.header(&aud))).await;
+        assert_eq!(r.status, 201, "{:?}", r.json());
+    }
+    let r = create(&o, &doc, Some(&first.header(&aud))).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    // Another key counts on its own.
+    let r = create(&o, &doc, Some(&second.header(&aud))).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
     o.stop().await;
 }

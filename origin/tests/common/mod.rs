@@ -304,3 +304,15 @@ pub async fn h2_connect(addr: std::net::SocketAddr) -> h2::client::SendRequest<B
     });
     client.ready().await.unwrap()
 }
+
+/// Waits, if need be, until a clock minute has at least five seconds left,
+/// so that a test's rate window cannot end halfway.
+pub async fn early_in_a_minute() {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if secs % 60 >= 55 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - secs % 60)).await;
+    }
+}
