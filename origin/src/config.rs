@@ -60,6 +60,14 @@ pub struct Settings {
     /// Default 1024, at least 1.
     #[arg(long, env = "ORIGIN_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
+    /// Streams one HTTP/2 device connection may have open at once (its
+    /// monitors and requests). Default 100, at least 1.
+    #[arg(long, env = "ORIGIN_H2_MAX_STREAMS")]
+    pub h2_max_streams: Option<u32>,
+    /// Largest header list of an HTTP/2 device request, bytes. Default
+    /// 16384, at least 1024.
+    #[arg(long, env = "ORIGIN_H2_MAX_HEADER_BYTES")]
+    pub h2_max_header_bytes: Option<u32>,
     /// Seconds between sweeps of expired messages. Default 60.
     #[arg(long, env = "ORIGIN_SWEEP_SECS")]
     pub sweep_secs: Option<u64>,
@@ -133,6 +141,10 @@ pub struct Config {
     pub fanout_read_pause_ms: u64,
     /// The store's page cache, bytes.
     pub store_cache_bytes: usize,
+    /// Concurrent streams per HTTP/2 device connection.
+    pub h2_max_streams: u32,
+    /// Largest HTTP/2 device request header list, bytes.
+    pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
     /// Wait for the store's file lock at start, seconds.
@@ -203,6 +215,8 @@ impl Config {
                 ack_commit_delay_ms,
                 fanout_read_pause_ms,
                 store_cache_mb,
+                h2_max_streams,
+                h2_max_header_bytes,
                 sweep_secs,
                 store_lock_wait_secs,
                 ws_max_message,
@@ -255,6 +269,8 @@ impl Config {
                 .unwrap_or(1024)
                 .max(1)
                 .saturating_mul(1 << 20),
+            h2_max_streams: s.h2_max_streams.unwrap_or(100).max(1),
+            h2_max_header_bytes: s.h2_max_header_bytes.unwrap_or(16 << 10).max(1024),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
@@ -359,5 +375,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Config::from_settings(s).unwrap().store_cache_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn h2_device_limits() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!((c.h2_max_streams, c.h2_max_header_bytes), (100, 16384));
+        let s = Settings {
+            h2_max_streams: Some(0),
+            h2_max_header_bytes: Some(10),
+            ..Default::default()
+        };
+        let c = Config::from_settings(s).unwrap();
+        assert_eq!((c.h2_max_streams, c.h2_max_header_bytes), (1, 1024));
     }
 }

@@ -500,3 +500,50 @@ async fn list_creations_are_limited_per_vapid_key() {
     assert_eq!(r.status, 201, "{:?}", r.json());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn removing_non_members_makes_no_room() {
+    let o = start_in(&temp_dir("list-room"), &["max_list_members=3"]).await;
+    let mut d = Device::connect(&o, None).await;
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        subs.push(d.register(None).await.1);
+    }
+    let r = create(
+        &o,
+        &json!({ subs[0].clone(): {}, subs[1].clone(): {} }),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    let patch = |doc: Value| {
+        let list = list.clone();
+        async move {
+            request(
+                "PATCH",
+                &list,
+                &[("content-type", PATCH)],
+                doc.to_string().as_bytes(),
+            )
+            .await
+        }
+    };
+    // Two more members, and two removals of URIs that are not members: 4 > 3.
+    let base = o.state.config.public_url.clone();
+    let strangers = [
+        format!("{base}/p/AAAAAAAAAAAAAAAAAAAAAA"),
+        format!("{base}/p/BBBBBBBBBBBBBBBBBBBBBB"),
+    ];
+    let r = patch(json!({
+        subs[2].clone(): {}, subs[3].clone(): {},
+        strangers[0].clone(): null, strangers[1].clone(): null,
+    }))
+    .await;
+    assert_eq!(r.status, 413, "{:?}", r.json());
+    // Removing a member does make room.
+    let r = patch(json!({ subs[0].clone(): null, subs[2].clone(): {}, subs[3].clone(): {} })).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["members"], 3);
+    o.stop().await;
+}

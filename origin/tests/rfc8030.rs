@@ -39,7 +39,18 @@ fn links_of(parts: &http::response::Parts) -> Vec<(String, String)> {
         .get_all("link")
         .iter()
         .flat_map(|v| links::parse(v.to_str().unwrap()))
+        .map(|(u, r)| (u.to_owned(), r.to_owned()))
         .collect()
+}
+
+/// Subscribes in a set of its own; returns the `201`'s head.
+async fn subscribe(c: &mut SendRequest<Bytes>, device_url: &str) -> http::response::Parts {
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
+    let (parts, _) = send(c, req, None).await;
+    assert_eq!(parts.status, 201);
+    parts
 }
 
 #[tokio::test]
@@ -49,11 +60,7 @@ async fn subscribe_push_ack_receipt() {
     let mut ua = connect(o.state.config.h2_listen).await;
 
     // Subscribe.
-    let req = Request::post(format!("{device_url}/subscribe"))
-        .body(())
-        .unwrap();
-    let (parts, _) = send(&mut ua, req, None).await;
-    assert_eq!(parts.status, 201);
+    let parts = subscribe(&mut ua, &device_url).await;
     let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
     let ls = links_of(&parts);
     let find = |rel: &str| {
@@ -256,5 +263,19 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
     s.send_data(Bytes::from_static(br#"{"vapid":"not a key"}"#), true)
         .unwrap();
     assert_eq!(fut.await.unwrap().status(), 400);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_connection_is_told_the_configured_stream_limit() {
+    let o = start_with(&temp_dir("h2-streams"), &[], |s| {
+        s.h2_max_streams = Some(2);
+    })
+    .await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    subscribe(&mut ua, &device_url).await;
+    // The server's SETTINGS carried the limit.
+    assert_eq!(ua.current_max_send_streams(), 2);
     o.stop().await;
 }

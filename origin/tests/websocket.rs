@@ -338,3 +338,31 @@ async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
         .is_none());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once() {
+    let o = start_fresh("ws-many-acks").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    let n = d.recv().await.expect("delivered");
+    let mut updates: Vec<serde_json::Value> = (0..300u32)
+        .map(|i| {
+            let version = b64::encode(&[&i.to_be_bytes()[..], &[9; 12]].concat());
+            serde_json::json!({"channelID": n["channelID"], "version": version})
+        })
+        .collect();
+    let mine = serde_json::json!({"channelID": n["channelID"], "version": n["version"]});
+    updates.insert(150, mine.clone());
+    updates.push(mine);
+    d.send(serde_json::json!({"messageType": "ack", "updates": updates}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&o, "push_messages_acked_total").await, 1);
+    // The connection still answers.
+    let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    assert!(d.recv().await.is_some());
+    o.stop().await;
+}

@@ -35,6 +35,10 @@ pub enum HeaderError {
     /// A key parameter is malformed.
     #[error("{0}")]
     InvalidKeyParam(&'static str),
+    /// An `aesgcm` key header is longer than `max_auth_header_bytes`: it is
+    /// stored with every message, so it may not grow a message past its limit.
+    #[error("the {0} header may be at most {1} bytes")]
+    KeyHeaderTooLong(&'static str, usize),
 }
 
 impl ProblemSource for HeaderError {
@@ -53,7 +57,9 @@ impl ProblemSource for HeaderError {
             HeaderError::UnsupportedEncoding(_) => "unsupported-encoding",
             HeaderError::MissingEncoding => "missing-encoding",
             HeaderError::MissingSalt | HeaderError::MissingDh => "missing-crypto-key",
-            HeaderError::InvalidKeyParam(_) => "invalid-crypto-key",
+            HeaderError::InvalidKeyParam(_) | HeaderError::KeyHeaderTooLong(..) => {
+                "invalid-crypto-key"
+            }
         }
     }
     fn title(&self) -> &'static str {
@@ -65,7 +71,9 @@ impl ProblemSource for HeaderError {
             HeaderError::UnsupportedEncoding(_) => "Unsupported content coding",
             HeaderError::MissingEncoding => "Unencrypted message body",
             HeaderError::MissingSalt | HeaderError::MissingDh => "Missing encryption keys",
-            HeaderError::InvalidKeyParam(_) => "Invalid encryption keys",
+            HeaderError::InvalidKeyParam(_) | HeaderError::KeyHeaderTooLong(..) => {
+                "Invalid encryption keys"
+            }
         }
     }
     fn errno(&self) -> Option<u16> {
@@ -233,11 +241,18 @@ pub struct AesgcmParams {
 }
 
 impl AesgcmParams {
-    /// Checks `Encryption: salt=…` (16 bytes) and `Crypto-Key: dh=…` (65 bytes, 0x04 first).
+    /// Checks `Encryption: salt=…` (16 bytes) and `Crypto-Key: dh=…` (65
+    /// bytes, 0x04 first), each header at most `max` bytes.
     pub fn parse(
         encryption: Option<&str>,
         crypto_key: Option<&str>,
+        max: usize,
     ) -> Result<AesgcmParams, HeaderError> {
+        for (name, v) in [("Encryption", encryption), ("Crypto-Key", crypto_key)] {
+            if v.is_some_and(|v| v.len() > max) {
+                return Err(HeaderError::KeyHeaderTooLong(name, max));
+            }
+        }
         let encryption = encryption.ok_or(HeaderError::MissingSalt)?;
         let salt = param(encryption, "salt").ok_or(HeaderError::MissingSalt)?;
         b64::decode_exact::<16>(salt).ok_or(HeaderError::InvalidKeyParam(
@@ -325,19 +340,28 @@ mod tests {
         let salt = crate::b64::encode(&[7u8; 16]);
         let ck = format!("dh={dh};p256ecdsa=abc");
         let enc = format!("salt={salt}");
-        let p = AesgcmParams::parse(Some(&enc), Some(&ck)).unwrap();
+        let p = AesgcmParams::parse(Some(&enc), Some(&ck), 4096).unwrap();
         assert_eq!(p.crypto_key, ck);
         assert_eq!(
-            AesgcmParams::parse(None, Some(&ck)),
+            AesgcmParams::parse(None, Some(&ck), 4096),
             Err(HeaderError::MissingSalt)
         );
         assert_eq!(
-            AesgcmParams::parse(Some(&enc), Some("p256ecdsa=abc")),
+            AesgcmParams::parse(Some(&enc), Some("p256ecdsa=abc"), 4096),
             Err(HeaderError::MissingDh)
         );
-        assert!(AesgcmParams::parse(Some("salt=AAAA"), Some(&ck)).is_err());
+        assert!(AesgcmParams::parse(Some("salt=AAAA"), Some(&ck), 4096).is_err());
         let bad_dh = format!("dh={}", crate::b64::encode(&[5u8; 65]));
-        assert!(AesgcmParams::parse(Some(&enc), Some(&bad_dh)).is_err());
+        assert!(AesgcmParams::parse(Some(&enc), Some(&bad_dh), 4096).is_err());
+        let long = format!("{enc};x={}", "a".repeat(100));
+        assert_eq!(
+            AesgcmParams::parse(Some(&long), Some(&ck), 100),
+            Err(HeaderError::KeyHeaderTooLong("Encryption", 100))
+        );
+        assert_eq!(
+            AesgcmParams::parse(Some(&enc), Some(&ck), ck.len() - 1),
+            Err(HeaderError::KeyHeaderTooLong("Crypto-Key", ck.len() - 1))
+        );
         assert_eq!(param("a=1, b=\"2\"", "B"), Some("2"));
     }
 }

@@ -46,6 +46,18 @@ pub struct Limits {
     pub clock_skew_secs: u64,
 }
 
+impl Limits {
+    /// Longest JSON text of one member's value in a list document: room for
+    /// the largest `encrypted_key` and `header` twice over (whitespace),
+    /// plus 1 KiB. A longer one is refused unread, so that a document's
+    /// members cannot grow into more memory than the document takes.
+    pub fn max_member_value_bytes(&self) -> usize {
+        (self.max_encrypted_key_chars + self.max_member_header_bytes)
+            .saturating_mul(2)
+            .saturating_add(1024)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

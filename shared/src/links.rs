@@ -18,7 +18,9 @@ pub fn link(uri: &str, rel: &str) -> String {
 
 /// The `(uri, rel)` pairs of one or more `Link` header values, in order.
 /// A link with several relation types (`rel="a b"`) yields one pair each.
-pub fn parse(value: &str) -> Vec<(String, String)> {
+/// Both borrow from `value`, so that a long URI with many relation types
+/// costs no copy per pair.
+pub fn parse(value: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     let mut rest = value;
     while let Some(start) = rest.find('<') {
@@ -42,7 +44,7 @@ pub fn parse(value: &str) -> Vec<(String, String)> {
             if let Some((k, v)) = p.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("rel") {
                     for r in v.trim().trim_matches('"').split_ascii_whitespace() {
-                        out.push((uri.to_owned(), r.to_owned()));
+                        out.push((uri, r));
                     }
                 }
             }
@@ -57,8 +59,8 @@ pub fn find<'a, I: IntoIterator<Item = &'a str>>(values: I, rel: &str) -> Option
     values
         .into_iter()
         .flat_map(parse)
-        .find(|(_, r)| r == rel)
-        .map(|(u, _)| u)
+        .find(|&(_, r)| r == rel)
+        .map(|(u, _)| u.to_owned())
 }
 
 #[cfg(test)]
@@ -74,15 +76,12 @@ mod tests {
         );
         assert_eq!(
             parse(&v),
-            vec![
-                ("/p/abc".into(), REL_PUSH.into()),
-                ("https://x/l?a=1,2".into(), REL_MULTI.into())
-            ]
+            vec![("/p/abc", REL_PUSH), ("https://x/l?a=1,2", REL_MULTI)]
         );
         assert_eq!(find([v.as_str()], REL_MULTI).unwrap(), "https://x/l?a=1,2");
         assert_eq!(
             parse(r#"</a>; title="x, y"; rel="next prev""#),
-            vec![("/a".into(), "next".into()), ("/a".into(), "prev".into())]
+            vec![("/a", "next"), ("/a", "prev")]
         );
         assert!(parse("garbage <").is_empty());
     }

@@ -108,6 +108,9 @@ pub enum Rejection {
     /// The member's value is not an object (or `null` in a patch).
     #[error("a member's value must be an object{0}")]
     NotAnObject(&'static str),
+    /// The member's value is longer than [`Limits::max_member_value_bytes`].
+    #[error("a member's value may be at most {0} bytes of JSON")]
+    ValueTooLarge(usize),
     /// The same URI twice in one document.
     #[error("the URI appears more than once")]
     Duplicate,
@@ -134,6 +137,7 @@ impl Rejection {
             Rejection::BadEncryptedKey(_) => "bad-encrypted-key",
             Rejection::BadHeader(_) => "bad-header",
             Rejection::NotAnObject(_) => "not-an-object",
+            Rejection::ValueTooLarge(_) => "value-too-large",
             Rejection::Duplicate => "duplicate",
             Rejection::Unknown => "unknown",
             Rejection::Gone => "gone",
@@ -163,20 +167,34 @@ impl Rejected {
     }
 }
 
-/// The report of refused members, as a problem's `members` value.
+/// Refused members a report lists one by one, at most: a document of many
+/// small refused entries must not make an answer many times its size. The
+/// count of all of them is given beside the report.
+pub const MAX_REPORTED: usize = 1000;
+
+/// The report of refused members (the first [`MAX_REPORTED`]), as a
+/// problem's `members` value.
 pub fn report(rejected: &[Rejected]) -> Value {
-    Value::Array(rejected.iter().map(Rejected::to_json).collect())
+    Value::Array(
+        rejected
+            .iter()
+            .take(MAX_REPORTED)
+            .map(Rejected::to_json)
+            .collect(),
+    )
 }
 
 /// The problem answering a refused list document: the error, and the
-/// refused members' report under `members` when there are any. The edge and
-/// the origin answer with exactly this.
+/// refused members' report under `members` (with their number under
+/// `refused`) when there are any. The edge and the origin answer with
+/// exactly this.
 pub fn problem(e: &ListError, rejected: &[Rejected]) -> crate::Problem {
     let p = crate::Problem::from_error(e);
     if rejected.is_empty() {
         p
     } else {
         p.with("members", report(rejected))
+            .with("refused", rejected.len().into())
     }
 }
 
@@ -511,13 +529,25 @@ impl<'de> Visitor<'de> for Entries<'_> {
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
         let max = self.limits.max_list_members;
+        let value_max = self.limits.max_member_value_bytes();
         while let Some(uri) = map.next_key::<String>()? {
-            let value: Value = map.next_value()?;
+            // Read as text first: a value is made into JSON objects only once
+            // its length is known to be a member's.
+            let raw: &serde_json::value::RawValue = map.next_value()?;
             if accepted.len() + rejected.len() >= max {
                 self.overflow.set(true);
                 return Err(de::Error::custom("too many members"));
             }
-            match parse_entry(uri, value, self.patch, self.now, self.limits) {
+            let entry = if raw.get().len() > value_max {
+                Err(Rejected {
+                    uri: uri.chars().take(256).collect(),
+                    reason: Rejection::ValueTooLarge(value_max),
+                })
+            } else {
+                let value: Value = serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+                parse_entry(uri, value, self.patch, self.now, self.limits)
+            };
+            match entry {
                 Ok(m) => accepted.push(m),
                 Err(r) => rejected.push(r),
             }
@@ -722,6 +752,49 @@ mod tests {
                 Err(ListError::Json(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_value_longer_than_a_member_can_be_is_refused_unread() {
+        let l = Limits::default();
+        let big = format!("[{}0]", "0,".repeat(l.max_member_value_bytes()));
+        let doc =
+            format!(r#"{{"https://a/1":{{}},"https://a/2":{big},"https://a/3":{{"x":{big}}}}}"#);
+        let p = parse_document(doc.as_bytes(), NOW, &l).unwrap();
+        assert_eq!(p.accepted.len(), 1);
+        let kinds: Vec<_> = p
+            .rejected
+            .iter()
+            .map(|r| (r.uri.as_str(), r.reason.kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("https://a/2", "value-too-large"),
+                ("https://a/3", "value-too-large")
+            ]
+        );
+        // Malformed JSON inside a value is still the document's error.
+        let bad = r#"{"https://a/1":{"x":[1,}}"#;
+        assert!(matches!(
+            parse_document(bad.as_bytes(), NOW, &l),
+            Err(ListError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn a_report_lists_its_first_members_and_counts_all() {
+        let rejected: Vec<Rejected> = (0..MAX_REPORTED + 500)
+            .map(|i| Rejected {
+                uri: format!("x{i}"),
+                reason: Rejection::MalformedUri("bad"),
+            })
+            .collect();
+        let p = problem(&ListError::Rejected(rejected.len()), &rejected).to_json();
+        let v: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["members"].as_array().unwrap().len(), MAX_REPORTED);
+        assert_eq!(v["members"][0]["uri"], "x0");
+        assert_eq!(v["refused"], MAX_REPORTED + 500);
     }
 
     #[test]

@@ -199,9 +199,11 @@ pub fn validate_push(
                 Aes128gcmHeader::parse_webpush(body)?;
                 Payload::Aes128gcm
             }
-            Some(ContentEncoding::Aesgcm) => {
-                Payload::Aesgcm(AesgcmParams::parse(h.encryption, h.crypto_key)?)
-            }
+            Some(ContentEncoding::Aesgcm) => Payload::Aesgcm(AesgcmParams::parse(
+                h.encryption,
+                h.crypto_key,
+                limits.max_auth_header_bytes,
+            )?),
             None => match jose_form(h.content_type) {
                 Some(false) => {
                     CompactJwe::parse(body, false)?;

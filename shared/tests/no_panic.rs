@@ -130,7 +130,7 @@ proptest! {
             let _ = Urgency::parse(Some(&v));
             let _ = Topic::parse(Some(&v));
             let _ = ContentEncoding::parse(Some(&v));
-            let _ = AesgcmParams::parse(Some(&v), Some(&v));
+            let _ = AesgcmParams::parse(Some(&v), Some(&v), 4096);
             let _ = links::parse(&v);
             let _ = b64::decode(&v);
             let _ = b64::is_canonical(&v);

@@ -296,7 +296,7 @@ where
     let mut rejected = parsed.rejected;
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
-    let mut added = 0usize;
+    let (mut added, mut removed) = (0usize, 0usize);
     let joined = state.store.next_seq();
     for p in parsed.accepted {
         let uri = p.uri().to_owned();
@@ -304,7 +304,12 @@ where
             MemberPatch::Remove(_) => {
                 let prefix = format!("{}/p/", state.config.public_url);
                 match uri.strip_prefix(&prefix).and_then(tokens::decode) {
-                    Some(push) => removals.push(push),
+                    Some(push) => {
+                        // Only a member's removal makes room for another.
+                        let member = state.store.list_member(&list.token, &push);
+                        removed += usize::from(member.map_err(store_err)?.is_some());
+                        removals.push(push);
+                    }
                     None => rejected.push(reject(&uri, Rejection::Unknown)),
                 }
             }
@@ -338,7 +343,7 @@ where
             },
         }
     }
-    let after = (list.members as usize + added).saturating_sub(removals.len());
+    let after = (list.members as usize + added).saturating_sub(removed);
     if after > limits.max_list_members {
         return Err(ListError::TooManyMembers(limits.max_list_members).into());
     }
@@ -360,6 +365,7 @@ where
         "members": count,
         "applied": n_up + n_rm,
         "rejected": doc::report(&rejected),
+        "refused": rejected.len(),
     });
     let mut r = with_body(StatusCode::OK, "application/json", report.to_string());
     r.headers_mut().insert(MEMBER_COUNT, count.into());

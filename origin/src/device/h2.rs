@@ -27,7 +27,12 @@ const MAX_SUBSCRIBE_BODY: usize = 4096;
 /// Serves one HTTP/2 connection (prior knowledge, h2c).
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut conn) = h2::server::handshake(stream).await else {
+    let c = &state.config;
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(c.h2_max_streams)
+        .max_header_list_size(c.h2_max_header_bytes)
+        .handshake(stream);
+    let Ok(mut conn) = handshake.await else {
         return;
     };
     inc(&state.metrics.h2_connections);

@@ -522,18 +522,26 @@ impl Conn {
                 .await?;
             }
             Command::Ack(versions) => {
+                // A version given twice counts once: the store is settled
+                // once per `ack`, so a repeat could find its message still there.
+                let mut seen = std::collections::HashSet::with_capacity(versions.len());
+                let mut settled = false;
                 for v in versions {
-                    self.acknowledge(v, true).await;
+                    if seen.insert(v) {
+                        self.acknowledge(v, true, &mut settled).await;
+                    }
                 }
             }
-            Command::Nack(v) => self.acknowledge(v, false).await,
+            Command::Nack(v) => self.acknowledge(v, false, &mut false).await,
         }
         Ok(())
     }
 
     /// Forgets an acknowledged message, deletes it from the store, and sends
-    /// its receipt.
-    async fn acknowledge(&mut self, id: Token, delivered: bool) {
+    /// its receipt. `settled` is shared by the versions of one `ack`, so that
+    /// however many of them this connection did not write, the store's
+    /// queued writes are waited for once.
+    async fn acknowledge(&mut self, id: Token, delivered: bool, settled: &mut bool) {
         let uaid = self.session.uaid().expect("after hello");
         let msg = match self.inflight.remove(&id) {
             Some(InFlight::Message(m)) => m,
@@ -542,15 +550,18 @@ impl Conn {
             }
             // Written by an earlier connection: it must be stored and ours
             // (and not acknowledged already, with the deletion still queued).
-            None => match self
-                .state
-                .settle()
-                .await
-                .and_then(|()| self.state.store.message(&id))
-            {
-                Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
-                _ => return,
-            },
+            None => {
+                if !*settled {
+                    if self.state.settle().await.is_err() {
+                        return;
+                    }
+                    *settled = true;
+                }
+                match self.state.store.message(&id) {
+                    Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
+                    _ => return,
+                }
+            }
         };
         self.state.acknowledged(&msg, delivered);
     }

@@ -9,5 +9,5 @@ fuzz_target!(|data: &str| {
     let _ = Urgency::parse(Some(data));
     let _ = Topic::parse(Some(data));
     let _ = ContentEncoding::parse(Some(data));
-    let _ = AesgcmParams::parse(Some(a), Some(b));
+    let _ = AesgcmParams::parse(Some(a), Some(b), 4096);
 });
