@@ -38,8 +38,8 @@ impl RateKey {
     /// What is limited, in the origin's words for its 429.
     pub fn what(&self) -> &'static str {
         match self {
-            RateKey::ListPush(_) => "list",
-            RateKey::ListCreation(_) => "VAPID key's list creations",
+            RateKey::ListPush(_) => "pushes to this list",
+            RateKey::ListCreation(_) => "list creations by this VAPID key",
         }
     }
 

@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(r.header("allow"), Some("POST"));
         assert_eq!(body(&r)["detail"], "PUT is not allowed on this resource");
         let r = Refusal::from(EdgeError::RateLimited {
-            what: "list",
+            what: "pushes to this list",
             retry_after: 7,
         })
         .reply();
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(b["title"], "Too many requests");
         assert_eq!(
             b["detail"],
-            "too many messages for this list; retry after 7 s"
+            "over the limit of pushes to this list; retry after 7 s"
         );
         assert!(b.get("errno").is_none());
     }

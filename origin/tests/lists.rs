@@ -547,3 +547,32 @@ async fn removing_non_members_makes_no_room() {
     assert_eq!(r.json()["members"], 3);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn lists_without_a_vapid_key_are_bounded_together() {
+    let o = start_in(&temp_dir("list-unowned"), &["max_lists_per_key=2"]).await;
+    let aud = o.state.config.public_url.clone();
+    let mut d = Device::connect(&o, None).await;
+    let (_, member) = d.register(None).await;
+    let doc = json!({ member.clone(): {} });
+    let mut lists = Vec::new();
+    for _ in 0..2 {
+        let r = create(&o, &doc, None).await;
+        assert_eq!(r.status, 201, "{:?}", r.json());
+        lists.push(r.header("location").unwrap().to_owned());
+    }
+    let r = create(&o, &doc, None).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("lists without a VAPID key"), "{detail}");
+    // A key's own lists count apart.
+    let owner = Vapid::new(31);
+    let r = create(&o, &doc, Some(&owner.header(&aud))).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    // Deleting one makes room again.
+    assert_eq!(request("DELETE", &lists[0], &[], b"").await.status, 204);
+    let r = create(&o, &doc, None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    o.stop().await;
+}

@@ -24,7 +24,8 @@ pub struct Limits {
     pub max_lists_per_key: usize,
     /// Pushes to one list in a minute. 60.
     pub list_pushes_per_minute: u32,
-    /// Lists one VAPID key may create in a minute. 60.
+    /// Lists one VAPID key may create in a minute (lists without one, all
+    /// together). 60.
     pub list_creations_per_minute: u32,
     /// Messages one subscription accepts in a minute (list copies count). 600.
     pub subscription_messages_per_minute: u32,

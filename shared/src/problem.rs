@@ -67,9 +67,9 @@ pub enum ServiceError {
     #[error("{0} is not allowed on this resource")]
     Method(String),
     /// Over a rate limit.
-    #[error("too many messages for this {what}; retry after {retry_after} s")]
+    #[error("over the limit of {what}; retry after {retry_after} s")]
     RateLimited {
-        /// What is limited.
+        /// What is limited, as a phrase ("pushes to this list").
         what: &'static str,
         /// Seconds until a retry may succeed.
         retry_after: u64,

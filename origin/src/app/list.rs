@@ -6,7 +6,7 @@ use super::response::{empty, error, with_body, AppError, Body, Refusal};
 use super::{header, read_body};
 use crate::fanout::{self, ListPush};
 use crate::state::{now, State};
-use crate::store::{List, ListBody, ListMember, ListMessage, Op, Subscription};
+use crate::store::{List, ListBody, ListMember, ListMessage, Op, Subscription, NO_OWNER};
 use crate::tokens::{self, new_token, Token};
 use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
@@ -176,14 +176,26 @@ where
         .ok_or(AppError::not_found("no such list registration service"))?;
     let owner = verified_key(state, &req)?;
     let (_, body) = read_document(req, doc::CONTENT_TYPE, limits).await?;
-    if let Some(k) = &owner {
-        let key_id: Token = k[1..17].try_into().expect("16 bytes");
-        state.create_rate.check(&key_id).map_err(|retry_after| {
-            AppError::rate_limited("VAPID key's list creations", retry_after)
-        })?;
-        if state.store.owned_lists(k).map_err(store_err)? >= limits.max_lists_per_key {
-            return Err(AppError::rate_limited("VAPID key (lists per key)", 3600).into());
-        }
+    // Lists without a VAPID key are counted together, as the service's own.
+    let (counted, creations, held) = match &owner {
+        Some(k) => (
+            k,
+            "list creations by this VAPID key",
+            "lists owned by this VAPID key",
+        ),
+        None => (
+            &NO_OWNER,
+            "list creations without a VAPID key",
+            "lists without a VAPID key",
+        ),
+    };
+    let key_id: Token = counted[1..17].try_into().expect("16 bytes");
+    state
+        .create_rate
+        .check(&key_id)
+        .map_err(|retry_after| AppError::rate_limited(creations, retry_after))?;
+    if state.store.owned_lists(counted).map_err(store_err)? >= limits.max_lists_per_key {
+        return Err(AppError::rate_limited(held, 3600).into());
     }
     let parsed = doc::parse_document(&body, now() as i64, limits)?;
     let mut rejected = parsed.rejected;
@@ -423,7 +435,7 @@ where
     state
         .list_rate
         .check(&list.token)
-        .map_err(|retry_after| AppError::rate_limited("list", retry_after))?;
+        .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;
     let t = now();
     let msg = ListMessage {
         id: new_token(),

@@ -60,10 +60,9 @@ where
         None => None,
         Some(url) => Some(super::receipt::resolve(state, url)?),
     };
-    state
-        .rate
-        .check(&sub.push)
-        .map_err(|retry_after| AppError::rate_limited("subscription", retry_after))?;
+    state.rate.check(&sub.push).map_err(|retry_after| {
+        AppError::rate_limited("messages to this subscription", retry_after)
+    })?;
     let encoding = match payload {
         Payload::Empty => Encoding::None,
         Payload::Aes128gcm => Encoding::Aes128gcm,

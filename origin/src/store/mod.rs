@@ -134,6 +134,10 @@ pub struct List {
     pub members: u64,
 }
 
+/// The key under which lists without a VAPID key are counted, as if the
+/// service owned them: no P-256 public key (those start with 4) is all zeros.
+pub const NO_OWNER: [u8; 65] = [0; 65];
+
 /// One member of a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListMember {
@@ -322,7 +326,7 @@ pub trait Store: Send + Sync + 'static {
     fn list_member(&self, list: &Token, push: &Token) -> Result<Option<ListMember>, StoreError>;
     /// The lists a subscription belongs to.
     fn lists_of(&self, push: &Token) -> Result<Vec<Token>, StoreError>;
-    /// How many lists a VAPID key owns.
+    /// How many lists a VAPID key owns ([`NO_OWNER`]: how many have none).
     fn owned_lists(&self, owner: &[u8; 65]) -> Result<usize, StoreError>;
     /// A list message.
     fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError>;

@@ -405,10 +405,9 @@ impl Tables<'_> {
         };
         let l = codec::read_list(raw.value())?;
         drop(raw);
-        if let Some(owner) = &l.owner {
-            let ok: [u8; 81] = cat(&[owner, list]);
-            self.owner_lists.remove(&ok[..]).map_err(err)?;
-        }
+        let owner = l.owner.as_ref().unwrap_or(&super::NO_OWNER);
+        let ok: [u8; 81] = cat(&[owner, list]);
+        self.owner_lists.remove(&ok[..]).map_err(err)?;
         for k in keys_with_prefix(&self.members, list)? {
             let push: Token = k[16..32].try_into().expect("16 bytes");
             self.remove_member(list, &push)?;
@@ -435,10 +434,9 @@ impl Tables<'_> {
                 self.lists
                     .insert(&l.token[..], &codec::list(l)[..])
                     .map_err(err)?;
-                if let Some(owner) = &l.owner {
-                    let ok: [u8; 81] = cat(&[owner, &l.token]);
-                    self.owner_lists.insert(&ok[..], &[][..]).map_err(err)?;
-                }
+                let owner = l.owner.as_ref().unwrap_or(&super::NO_OWNER);
+                let ok: [u8; 81] = cat(&[owner, &l.token]);
+                self.owner_lists.insert(&ok[..], &[][..]).map_err(err)?;
             }
             Op::DeleteList(list) => self.delete_list(list)?,
             Op::PutMembers(list, members) => {
