@@ -81,6 +81,17 @@ pub struct Settings {
     /// Seconds a device has to send `hello` after connecting. Default 10.
     #[arg(long, env = "ORIGIN_HELLO_TIMEOUT_SECS")]
     pub hello_timeout_secs: Option<u64>,
+    /// Seconds an HTTP/1.1 client of the application API has to send a
+    /// request's headers, so that slow senders cannot hold connections
+    /// open. Default 30, at least 1.
+    #[arg(long, env = "ORIGIN_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a device connection may be silent before the kernel starts
+    /// probing whether its peer is still there (TCP keep-alive; a peer gone
+    /// without a word is dropped some 4 probes later). Default 300; 0 turns
+    /// it off.
+    #[arg(long, env = "ORIGIN_TCP_KEEPALIVE_SECS")]
+    pub tcp_keepalive_secs: Option<u64>,
     /// Number of list registration service partitions. Default 1.
     #[arg(long, env = "ORIGIN_PARTITIONS")]
     pub partitions: Option<u32>,
@@ -153,6 +164,10 @@ pub struct Config {
     pub ws_max_message: usize,
     /// Hello timeout, seconds.
     pub hello_timeout_secs: u64,
+    /// HTTP/1.1 header read timeout of the application API, seconds.
+    pub header_read_timeout_secs: u64,
+    /// Idle time before TCP keep-alive probes on device connections, seconds (0: off).
+    pub tcp_keepalive_secs: u64,
     /// List registration service partitions.
     pub partitions: u32,
     /// The edge's HMAC secret.
@@ -221,6 +236,8 @@ impl Config {
                 store_lock_wait_secs,
                 ws_max_message,
                 hello_timeout_secs,
+                header_read_timeout_secs,
+                tcp_keepalive_secs,
                 partitions,
                 log_format,
                 limits,
@@ -275,6 +292,8 @@ impl Config {
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
+            header_read_timeout_secs: s.header_read_timeout_secs.unwrap_or(30).max(1),
+            tcp_keepalive_secs: s.tcp_keepalive_secs.unwrap_or(300),
             partitions: s.partitions.unwrap_or(1).max(1),
             log_format: s.log_format.unwrap_or_else(|| "text".into()),
             edge_secret,
@@ -388,5 +407,20 @@ mod tests {
         };
         let c = Config::from_settings(s).unwrap();
         assert_eq!((c.h2_max_streams, c.h2_max_header_bytes), (1, 1024));
+    }
+
+    #[test]
+    fn header_read_timeout() {
+        let c = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(c.header_read_timeout_secs, 30);
+        assert_eq!(c.tcp_keepalive_secs, 300);
+        let s = Settings {
+            header_read_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::from_settings(s).unwrap().header_read_timeout_secs,
+            1
+        );
     }
 }

@@ -9,13 +9,13 @@ use crate::registry::Protocol;
 use crate::state::{now, State};
 use crate::store::{Op, Store};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// The bound listeners, before serving.
@@ -97,7 +97,13 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     let app_loop = {
         let state = state.clone();
         async move {
-            let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            let header_wait = Duration::from_secs(state.config.header_read_timeout_secs);
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_wait);
+            let builder = Arc::new(builder);
             loop {
                 let Ok((stream, _)) = l.app.accept().await else {
                     continue;
@@ -120,6 +126,7 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
             loop {
                 match l.ws.accept().await {
                     Ok((stream, _)) => {
+                        keep_alive(&stream, state.config.tcp_keepalive_secs);
                         tokio::spawn(device::ws::serve(stream, state.clone()));
                     }
                     Err(e) => {
@@ -136,6 +143,7 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
             loop {
                 match l.h2.accept().await {
                     Ok((stream, _)) => {
+                        keep_alive(&stream, state.config.tcp_keepalive_secs);
                         tokio::spawn(device::h2::serve(stream, state.clone()));
                     }
                     Err(e) => {
@@ -244,4 +252,44 @@ pub fn render_metrics(state: &State) -> String {
         connected: &connected,
         store: state.store.counts().unwrap_or_default(),
     })
+}
+
+/// Has the kernel probe a device connection silent for `secs` (0: never),
+/// so that one whose peer vanished without a word (a phone gone off the
+/// network) is closed instead of held for ever.
+fn keep_alive(stream: &TcpStream, secs: u64) {
+    if secs == 0 {
+        return;
+    }
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(secs))
+        .with_interval(Duration::from_secs((secs / 5).clamp(1, 75)))
+        .with_retries(4);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+        tracing::debug!("tcp keep-alive: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn device_sockets_get_keep_alive_probes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (server, _) = accepted.unwrap();
+        let sock = socket2::SockRef::from(&server);
+        keep_alive(&server, 0);
+        assert!(!sock.keepalive().unwrap());
+        keep_alive(&server, 300);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+    }
 }

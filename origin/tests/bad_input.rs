@@ -272,3 +272,33 @@ async fn ttl_is_lowered_to_the_maximum() {
     assert_eq!((r.status, r.header("ttl")), (201, Some("100")));
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_too_slow_to_send_its_headers_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = start_with(&temp_dir("slow-headers"), &[], |s| {
+        s.header_read_timeout_secs = Some(1);
+    })
+    .await;
+    let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
+        .await
+        .unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A whole request on a new connection is served as ever.
+    let r = request(
+        "GET",
+        &format!("{}/health", o.state.config.public_url),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    o.stop().await;
+}
