@@ -83,7 +83,8 @@ pub struct Settings {
     pub hello_timeout_secs: Option<u64>,
     /// Seconds an HTTP/1.1 client of the application API has to send a
     /// request's headers, so that slow senders cannot hold connections
-    /// open. Default 30, at least 1.
+    /// open; on a kept-alive connection, counted from the previous response
+    /// (so it is also its idle timeout). Default 30, at least 1.
     #[arg(long, env = "ORIGIN_HEADER_READ_TIMEOUT_SECS")]
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds a device connection may be silent before the kernel starts

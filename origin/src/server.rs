@@ -111,6 +111,12 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
                 let _ = stream.set_nodelay(true);
                 let (state, builder) = (state.clone(), builder.clone());
                 tokio::spawn(async move {
+                    // hyper's header timer starts once the protocol is known,
+                    // so a client that sends nothing at all is let go here.
+                    let first = tokio::time::timeout(header_wait, stream.peek(&mut [0u8; 1])).await;
+                    if !matches!(first, Ok(Ok(1))) {
+                        return;
+                    }
                     let svc = service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(app::route(state, req).await) }

@@ -302,3 +302,19 @@ async fn a_client_too_slow_to_send_its_headers_is_let_go() {
     assert_eq!(r.status, 200);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_let_go() {
+    use tokio::io::AsyncReadExt;
+    let o = start_with(&temp_dir("silent"), &[], |s| {
+        s.header_read_timeout_secs = Some(1);
+    })
+    .await;
+    let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a silent connection was still open after 5 s");
+    o.stop().await;
+}
