@@ -55,15 +55,21 @@ pub struct PatchReport {
     pub members: u64,
     /// Entries applied.
     pub applied: u64,
-    /// Entries refused, with the reason.
+    /// Entries refused, with the reason (the service lists the first 1,000).
     #[serde(default)]
     pub rejected: Vec<RejectedMember>,
+    /// How many entries were refused in all (0 from a service that does
+    /// not say: then `rejected` holds them all).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl PatchReport {
     fn merge(&mut self, other: PatchReport) {
         self.members = other.members;
         self.applied += other.applied;
+        self.refused = self.refused.max(self.rejected.len() as u64)
+            + other.refused.max(other.rejected.len() as u64);
         self.rejected.extend(other.rejected);
     }
 }

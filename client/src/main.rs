@@ -497,7 +497,7 @@ async fn list_cmd(cmd: ListCommand) -> Result<Outcome, Error> {
 }
 
 fn print_report(verb: &str, r: &list::PatchReport) {
-    let refused = r.rejected.len();
+    let refused = r.refused.max(r.rejected.len() as u64);
     println!(
         "{verb}: {} applied, {refused} refused; the list has {} member(s)",
         r.applied, r.members

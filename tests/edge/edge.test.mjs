@@ -503,7 +503,7 @@ describe("(e) rate limits at the edge", () => {
       const before = await appRequests();
       const limited = await create(k1);
       const p = assertProblem(limited, 429, "/problems/rate-limited");
-      assert.match(p.detail, /VAPID key's list creations/);
+      assert.match(p.detail, /list creations by this VAPID key/);
       assert.ok(Number(limited.headers.get("retry-after")) >= 1);
       assert.equal(await appRequests(), before + 1);
       assert.equal((await create(k2)).status, 201);

@@ -318,7 +318,7 @@ for (const [alg, enc, keyBytes, cekBytes] of [["A128KW", "A128GCM", 16, 16], ["A
         // messages do not require confidentiality from the removed devices,
         // the same keys can be used"): the next message needs a new IV only.
         const report = await patchList(list, { [members[1].endpoint]: null });
-        assert.deepEqual(report, { members: 2, applied: 1, rejected: [] });
+        assert.deepEqual(report, { members: 2, applied: 1, rejected: [], refused: 0 });
         const after = await http("GET", list);
         assert.deepEqual(Object.keys(after.json).sort(), [members[0].endpoint, members[2].endpoint].sort());
 
@@ -441,7 +441,7 @@ test("JSON JWE (A128KW, A256KW, ECDH-ES+A256KW per-member headers): each copy ca
         [members[0].endpoint]: entry(jwe2.recipients[0]),
         [members[2].endpoint]: entry(jwe2.recipients[1]),
       });
-      assert.deepEqual(report, { members: 2, applied: 3, rejected: [] });
+      assert.deepEqual(report, { members: 2, applied: 3, rejected: [], refused: 0 });
       assert.deepEqual((await http("GET", list)).json, {
         [members[0].endpoint]: entry(jwe2.recipients[0]),
         [members[2].endpoint]: entry(jwe2.recipients[1]),
