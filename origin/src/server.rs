@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The bound listeners, before serving.
@@ -37,6 +37,9 @@ impl Listeners {
             ws: listen(c.ws_listen, c.listen_backlog)?,
             h2: listen(c.h2_listen, c.listen_backlog)?,
         };
+        // Set once on the device listeners: accepted sockets inherit it.
+        keep_alive(&l.ws, c.tcp_keepalive_secs)?;
+        keep_alive(&l.h2, c.tcp_keepalive_secs)?;
         let (app, h2) = (l.app.local_addr()?, l.h2.local_addr()?);
         if c.public_url == format!("http://{}", c.app_listen) {
             c.public_url = format!("http://{app}");
@@ -132,7 +135,6 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
             loop {
                 match l.ws.accept().await {
                     Ok((stream, _)) => {
-                        keep_alive(&stream, state.config.tcp_keepalive_secs);
                         tokio::spawn(device::ws::serve(stream, state.clone()));
                     }
                     Err(e) => {
@@ -149,7 +151,6 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
             loop {
                 match l.h2.accept().await {
                     Ok((stream, _)) => {
-                        keep_alive(&stream, state.config.tcp_keepalive_secs);
                         tokio::spawn(device::h2::serve(stream, state.clone()));
                     }
                     Err(e) => {
@@ -260,36 +261,42 @@ pub fn render_metrics(state: &State) -> String {
     })
 }
 
-/// Has the kernel probe a device connection silent for `secs` (0: never),
-/// so that one whose peer vanished without a word (a phone gone off the
-/// network) is closed instead of held for ever.
-fn keep_alive(stream: &TcpStream, secs: u64) {
+/// Has the kernel probe a connection silent for `secs` (0: never), so that
+/// one whose peer vanished without a word (a phone gone off the network)
+/// is closed instead of held for ever. Set on a listener, it holds for the
+/// sockets it accepts.
+fn keep_alive(socket: &impl std::os::fd::AsFd, secs: u64) -> std::io::Result<()> {
     if secs == 0 {
-        return;
+        return Ok(());
     }
     let probes = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(secs))
         .with_interval(Duration::from_secs((secs / 5).clamp(1, 75)))
         .with_retries(4);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
-        tracing::debug!("tcp keep-alive: {e}");
-    }
+    socket2::SockRef::from(socket).set_tcp_keepalive(&probes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn device_sockets_get_keep_alive_probes() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
-        let (server, _) = accepted.unwrap();
+        let accept = |l: TcpListener| async move {
+            let addr = l.local_addr().unwrap();
+            let (client, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+            (client.unwrap(), accepted.unwrap().0)
+        };
+        let off = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        keep_alive(&off, 0).unwrap();
+        let (_client, server) = accept(off).await;
+        assert!(!socket2::SockRef::from(&server).keepalive().unwrap());
+        // Set on the listener, inherited by the socket it accepts.
+        let on = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        keep_alive(&on, 300).unwrap();
+        let (_client, server) = accept(on).await;
         let sock = socket2::SockRef::from(&server);
-        keep_alive(&server, 0);
-        assert!(!sock.keepalive().unwrap());
-        keep_alive(&server, 300);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(300));
         assert_eq!(

@@ -310,11 +310,11 @@ where
     let mut removals = Vec::new();
     let (mut added, mut removed) = (0usize, 0usize);
     let joined = state.store.next_seq();
+    let prefix = format!("{}/p/", state.config.public_url);
     for p in parsed.accepted {
         let uri = p.uri().to_owned();
         match p {
             MemberPatch::Remove(_) => {
-                let prefix = format!("{}/p/", state.config.public_url);
                 match uri.strip_prefix(&prefix).and_then(tokens::decode) {
                     Some(push) => {
                         // Only a member's removal makes room for another.

@@ -521,15 +521,14 @@ impl Conn {
                 ))
                 .await?;
             }
-            Command::Ack(versions) => {
+            Command::Ack(mut versions) => {
                 // A version given twice counts once: the store is settled
                 // once per `ack`, so a repeat could find its message still there.
-                let mut seen = std::collections::HashSet::with_capacity(versions.len());
+                versions.sort_unstable();
+                versions.dedup();
                 let mut settled = false;
                 for v in versions {
-                    if seen.insert(v) {
-                        self.acknowledge(v, true, &mut settled).await;
-                    }
+                    self.acknowledge(v, true, &mut settled).await;
                 }
             }
             Command::Nack(v) => self.acknowledge(v, false, &mut false).await,
