@@ -75,6 +75,10 @@ pub struct Settings {
     /// previous process that is still exiting. Default 30.
     #[arg(long, env = "ORIGIN_STORE_LOCK_WAIT_SECS")]
     pub store_lock_wait_secs: Option<u64>,
+    /// Messages a device connection may have written and not acknowledged;
+    /// further ones wait, stored, until acknowledgements make room. Default 256.
+    #[arg(long, env = "ORIGIN_MAX_UNACKED")]
+    pub max_unacked: Option<usize>,
     /// Largest WebSocket message a device may send, in bytes. Default 65536.
     #[arg(long, env = "ORIGIN_WS_MAX_MESSAGE")]
     pub ws_max_message: Option<usize>,
@@ -161,6 +165,8 @@ pub struct Config {
     pub sweep_secs: u64,
     /// Wait for the store's file lock at start, seconds.
     pub store_lock_wait_secs: u64,
+    /// Messages written to a device connection and not yet acknowledged, at most.
+    pub max_unacked: usize,
     /// Largest WebSocket message from a device.
     pub ws_max_message: usize,
     /// Hello timeout, seconds.
@@ -235,6 +241,7 @@ impl Config {
                 h2_max_header_bytes,
                 sweep_secs,
                 store_lock_wait_secs,
+                max_unacked,
                 ws_max_message,
                 hello_timeout_secs,
                 header_read_timeout_secs,
@@ -291,6 +298,7 @@ impl Config {
             h2_max_header_bytes: s.h2_max_header_bytes.unwrap_or(16 << 10).max(1024),
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
+            max_unacked: s.max_unacked.unwrap_or(256).max(1),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
             header_read_timeout_secs: s.header_read_timeout_secs.unwrap_or(30).max(1),

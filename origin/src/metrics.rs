@@ -38,6 +38,9 @@ pub struct Metrics {
     pub messages_sent: AtomicU64,
     /// Messages acknowledged by devices.
     pub messages_acked: AtomicU64,
+    /// Messages left stored (or with their list) because their connection
+    /// had `max_unacked` messages waiting for acknowledgement.
+    pub messages_deferred_unacked: AtomicU64,
     /// Expired messages swept from the store.
     pub messages_expired: AtomicU64,
     /// WebSocket connections accepted.
@@ -193,6 +196,12 @@ impl Metrics {
                 "Messages written to devices",
                 "counter",
                 v(&self.messages_sent),
+            ),
+            one(
+                "push_messages_deferred_unacked_total",
+                "Messages left stored because their connection had too many unacknowledged",
+                "counter",
+                v(&self.messages_deferred_unacked),
             ),
             one(
                 "push_messages_acked_total",

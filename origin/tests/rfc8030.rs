@@ -279,3 +279,53 @@ async fn a_device_connection_is_told_the_configured_stream_limit() {
     assert_eq!(ua.current_max_send_streams(), 2);
     o.stop().await;
 }
+
+/// Asks for stored messages (`Prefer: wait=0`); returns the promised paths.
+async fn poll_stored(c: &mut SendRequest<Bytes>, sub_url: &str) -> Vec<String> {
+    let req = Request::get(sub_url)
+        .header("prefer", "wait=0")
+        .body(())
+        .unwrap();
+    let (mut fut, _) = c.send_request(req, true).unwrap();
+    let mut pushes = fut.push_promises();
+    fut.await.unwrap();
+    let mut paths = Vec::new();
+    while let Ok(Some(Ok(p))) =
+        tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
+    {
+        let (req, resp) = p.into_parts();
+        resp.await.unwrap();
+        paths.push(req.uri().path().to_owned());
+    }
+    paths
+}
+
+#[tokio::test]
+async fn a_user_agent_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
+    let o = start_with(&temp_dir("h2-unacked"), &[], |s| s.max_unacked = Some(2)).await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let parts = subscribe(&mut ua, &device_url).await;
+    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
+    let (push_url, _) = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_PUSH)
+        .unwrap();
+    for _ in 0..3 {
+        let r = request("POST", &push_url, &[("ttl", "600")], b"").await;
+        assert_eq!(r.status, 201);
+    }
+    let first = poll_stored(&mut ua, &sub_url).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(poll_stored(&mut ua, &sub_url).await, Vec::<String>::new());
+    assert!(metric(&o, "push_messages_deferred_unacked_total").await >= 2);
+    // Acknowledging one makes room for the third.
+    let req = Request::delete(format!("{device_url}{}", first[0]))
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut ua, req, None).await.0.status, 204);
+    let rest = poll_stored(&mut ua, &sub_url).await;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(!first.contains(&rest[0]));
+    o.stop().await;
+}

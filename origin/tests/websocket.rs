@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use serde_json::json;
 use shared::b64;
 use std::time::Duration;
 
@@ -364,5 +365,55 @@ async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once()
     let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
     assert_eq!(r.status, 201);
     assert!(d.recv().await.is_some());
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
+    let o = start_with(&temp_dir("ws-unacked"), &[], |s| s.max_unacked = Some(3)).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    for _ in 0..5 {
+        let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+        assert_eq!(r.status, 201);
+    }
+    // A list copy waits like the rest.
+    let doc = json!({ endpoint.clone(): {} });
+    let hs = [("content-type", "application/push-aggregation+json")];
+    let lists = format!("{}/lists/0", o.state.config.public_url);
+    let r = request("POST", &lists, &hs, doc.to_string().as_bytes()).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    assert_eq!(
+        request("POST", &list, &[("ttl", "600")], b"").await.status,
+        201
+    );
+
+    let mut held = Vec::new();
+    while let Some(n) = d.recv_within(Duration::from_millis(500)).await {
+        held.push(n);
+    }
+    assert_eq!(held.len(), 3, "only max_unacked written: {held:?}");
+    assert!(metric(&o, "push_messages_deferred_unacked_total").await >= 3);
+
+    // Each acknowledgement makes room for one more, until all six came.
+    let mut versions: std::collections::HashSet<String> = held
+        .iter()
+        .map(|n| n["version"].as_str().unwrap().to_owned())
+        .collect();
+    let mut next = held.remove(0);
+    loop {
+        d.ack(&next).await;
+        let Some(n) = d.recv_within(Duration::from_secs(2)).await else {
+            break;
+        };
+        assert!(
+            versions.insert(n["version"].as_str().unwrap().to_owned()),
+            "{n}"
+        );
+        held.push(n);
+        next = held.remove(0);
+    }
+    assert_eq!(versions.len(), 6, "five messages and the list copy");
     o.stop().await;
 }

@@ -397,7 +397,8 @@ async fn monitor(
     reply(&mut respond, status(StatusCode::OK), None);
 }
 
-/// Sends one message (or receipt) as a server push; false if the stream is gone.
+/// Sends one message (or receipt) as a server push; false if the stream is
+/// gone or the connection has `max_unacked` messages unacknowledged.
 fn push_one(
     state: &Arc<State>,
     respond: &mut SendResponse<Bytes>,
@@ -405,12 +406,17 @@ fn push_one(
     inflight: &Inflight,
     receipts: bool,
 ) -> bool {
-    if inflight
-        .lock()
-        .expect("inflight lock")
-        .contains_key(&msg.id)
     {
-        return true;
+        let held = inflight.lock().expect("inflight lock");
+        if held.contains_key(&msg.id) {
+            return true;
+        }
+        // Too many unacknowledged: this one stays stored (or with its list)
+        // for the user agent's next monitoring request.
+        if !receipts && held.len() >= state.config.max_unacked {
+            inc(&state.metrics.messages_deferred_unacked);
+            return false;
+        }
     }
     // A receipt's promised request is the acknowledged message's resource.
     let (path_id, base) = if receipts {
