@@ -417,3 +417,42 @@ async fn a_device_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
     assert_eq!(versions.len(), 6, "five messages and the list copy");
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_agent_is_recorded_with_its_first_subscription_and_goes_with_its_last() {
+    let o = start_fresh("ws-ua-record").await;
+    let recorded = |uaid: &str| {
+        let t = origin::tokens::from_uuid(uaid).unwrap();
+        o.state.store.user_agent(&t).unwrap().is_some()
+    };
+    // Hello alone leaves nothing: a reconnect with that uaid gets a new one.
+    let d = Device::connect(&o, None).await;
+    let first = d.uaid.clone();
+    d.close().await;
+    assert!(!recorded(&first));
+    let mut d = Device::connect(&o, Some(&first)).await;
+    assert_ne!(d.uaid, first);
+
+    // Registered, the user agent is kept across reconnects.
+    let (channel, _) = d.register(None).await;
+    let (second_channel, _) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    assert!(recorded(&uaid));
+    d.close().await;
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    assert_eq!(d.uaid, uaid);
+
+    // Unregistering one of two keeps it; the last takes it away.
+    for (c, kept) in [(channel, true), (second_channel, false)] {
+        d.send(json!({"messageType": "unregister", "channelID": c}))
+            .await;
+        assert_eq!(d.recv().await.unwrap()["status"], 200);
+        assert_eq!(recorded(&uaid), kept);
+    }
+    // Registering again on the same connection records it again.
+    d.register(None).await;
+    assert!(recorded(&uaid));
+    d.close().await;
+    assert_eq!(Device::connect(&o, Some(&uaid)).await.uaid, uaid);
+    o.stop().await;
+}

@@ -151,6 +151,10 @@ struct Conn {
     id: u64,
     /// Set by a sender that found the queue full.
     pending: Arc<AtomicBool>,
+    /// The user agent's record is in the store. A new user agent's is
+    /// written with its first subscription, so that devices that only say
+    /// `hello` leave nothing behind.
+    ua_stored: bool,
     /// The socket's receive low-water mark is raised for a read pause
     /// ([`PAUSED_RCVLOWAT`]), and is lowered when the pause ends.
     lowat_raised: bool,
@@ -199,6 +203,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         id,
         pending: Arc::default(),
         lowat_raised: false,
+        ua_stored: false,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -510,20 +515,9 @@ impl Conn {
                         .map(|ua| ua.uaid),
                     None => None,
                 };
-                let uaid = match known {
-                    Some(u) => u,
-                    None => {
-                        let ua = UserAgent {
-                            uaid: new_token(),
-                            kind: UaKind::WebSocket,
-                            created: now(),
-                        };
-                        // Not awaited: the register that follows waits for its own
-                        // commit, which comes after this one (the committer keeps order).
-                        st.committer.enqueue(vec![Op::PutUa(ua.clone())]);
-                        ua.uaid
-                    }
-                };
+                // A new user agent is recorded with its first subscription.
+                let uaid = known.unwrap_or_else(new_token);
+                self.ua_stored = known.is_some();
                 self.session.hello_done(uaid);
                 self.reply(&ws_session::hello_reply(&uaid)).await?;
                 st.registry.insert(
@@ -561,10 +555,17 @@ impl Conn {
                             vapid: key.map(|k| k.0),
                             created: now(),
                         };
-                        st.committer
-                            .write(vec![Op::PutSubscription(s.clone())])
-                            .await
-                            .map_err(store_err)?;
+                        let mut ops = Vec::with_capacity(2);
+                        if !self.ua_stored {
+                            ops.push(Op::PutUa(UserAgent {
+                                uaid,
+                                kind: UaKind::WebSocket,
+                                created: now(),
+                            }));
+                        }
+                        ops.push(Op::PutSubscription(s.clone()));
+                        st.committer.write(ops).await.map_err(store_err)?;
+                        self.ua_stored = true;
                         ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
                     }
                 };
@@ -578,10 +579,18 @@ impl Conn {
                     .subscription_by_channel(&uaid, &channel)
                     .map_err(store_err)?
                 {
-                    st.committer
-                        .write(vec![Op::DeleteSubscription(s.push)])
-                        .await
-                        .map_err(store_err)?;
+                    let mut ops = vec![Op::DeleteSubscription(s.push)];
+                    // The last subscription takes the user agent's record
+                    // with it: a reconnect with this uaid then gets a new one.
+                    let subs = st.store.subscriptions_of(&uaid).map_err(store_err)?;
+                    let last = subs.iter().all(|o| o.push == s.push);
+                    if last {
+                        ops.push(Op::DeleteUa(uaid));
+                    }
+                    st.committer.write(ops).await.map_err(store_err)?;
+                    if last {
+                        self.ua_stored = false;
+                    }
                 }
                 self.reply(&ws_session::unregister_reply(
                     &tokens::to_uuid(&channel),
