@@ -350,8 +350,14 @@ pub async fn resume(state: Arc<State>, mark: u64) {
 }
 
 /// The copies a user agent's subscriptions have waiting from their lists,
-/// skipping acknowledged ones and older copies replaced by the same Topic.
-pub fn pending_copies(state: &State, uaid: &Token) -> Result<Vec<Message>, StoreError> {
+/// skipping acknowledged ones and older copies replaced by the same Topic:
+/// at most `limit` (a connection takes no more than it may leave
+/// unacknowledged), and whether some were left out.
+pub fn pending_copies(
+    state: &State,
+    uaid: &Token,
+    limit: usize,
+) -> Result<(Vec<Message>, bool), StoreError> {
     let t = now();
     let mut out = Vec::new();
     for sub in state.store.subscriptions_of(uaid)? {
@@ -374,11 +380,17 @@ pub fn pending_copies(state: &State, uaid: &Token) -> Result<Vec<Message>, Store
                 }
                 let lp = state.list_cache.get(lm)?;
                 if lp.is_for(&member) && lp.key_fits(&member) {
-                    copies.push(lp.copy_for(&member));
+                    copies.push(lp);
                 }
             }
-            out.extend(copies.into_iter().rev());
+            // Oldest first; each copy is assembled only if it is taken.
+            for lp in copies.into_iter().rev() {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(lp.copy_for(&member));
+            }
         }
     }
-    Ok(out)
+    Ok((out, false))
 }

@@ -352,7 +352,8 @@ async fn monitor(
         }
     }
     if !receipts {
-        if let Ok(copies) = crate::fanout::pending_copies(&state, &uaid) {
+        let limit = state.config.max_unacked;
+        if let Ok((copies, _)) = crate::fanout::pending_copies(&state, &uaid, limit) {
             for m in copies {
                 if filter.accepts(&m)
                     && push_one(&state, &mut respond, Arc::new(m), &inflight, false)

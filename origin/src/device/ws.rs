@@ -367,11 +367,17 @@ impl Conn {
     /// Sends the list copies waiting for this user agent.
     /// (Called right after [`Conn::drain`], which settled pending writes.)
     async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
-        let copies = crate::fanout::pending_copies(&self.state, &uaid).map_err(io::Error::other)?;
+        let limit = self.state.config.max_unacked;
+        let (copies, more) =
+            crate::fanout::pending_copies(&self.state, &uaid, limit).map_err(io::Error::other)?;
         for m in copies {
             if !self.send_message(Arc::new(m)).await? {
-                break;
+                return Ok(());
             }
+        }
+        if more {
+            // Fetched again once acknowledgements make room.
+            self.pending.store(true, Ordering::Release);
         }
         Ok(())
     }
