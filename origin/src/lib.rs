@@ -16,4 +16,5 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod stripes;
 pub mod tokens;

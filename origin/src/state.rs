@@ -38,6 +38,8 @@ pub struct State {
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
     pub list_cache: crate::fanout::Cache,
+    /// Serialize list amendments per list, and creations per owner.
+    pub list_locks: crate::stripes::Stripes,
     /// Set once shutdown has begun (`/ready` answers 503).
     pub shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -75,6 +77,7 @@ impl State {
             list_rate,
             create_rate,
             list_cache: Default::default(),
+            list_locks: Default::default(),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),
             config,

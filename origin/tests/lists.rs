@@ -576,3 +576,41 @@ async fn lists_without_a_vapid_key_are_bounded_together() {
     assert_eq!(r.status, 201, "{:?}", r.json());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_amendments_stay_within_the_member_limit() {
+    let o = start_in(&temp_dir("list-race"), &["max_list_members=10"]).await;
+    let mut d = Device::connect(&o, None).await;
+    let mut subs = Vec::new();
+    for _ in 0..17 {
+        subs.push(d.register(None).await.1);
+    }
+    let r = create(&o, &json!({ subs[16].clone(): {} }), None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    // Eight PATCHes at once, two new members each, room for four of them.
+    let sends: Vec<_> = subs[..16]
+        .chunks(2)
+        .map(|pair| {
+            let doc = json!({ pair[0].clone(): {}, pair[1].clone(): {} });
+            let list = list.clone();
+            tokio::spawn(async move {
+                let hs = [("content-type", PATCH)];
+                request("PATCH", &list, &hs, doc.to_string().as_bytes()).await
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for s in sends {
+        let r = s.await.unwrap();
+        match r.status {
+            200 => applied += 1,
+            413 => assert_eq!(r.json()["type"], "/problems/too-many-members"),
+            other => panic!("{other}: {:?}", r.json()),
+        }
+    }
+    assert_eq!(applied, 4, "as many as fit");
+    let r = request("GET", &list, &[], b"").await;
+    assert_eq!(r.header("member-count"), Some("9"));
+    o.stop().await;
+}

@@ -190,6 +190,8 @@ where
         ),
     };
     let key_id: Token = counted[1..17].try_into().expect("16 bytes");
+    // Creations by one owner are counted and committed one at a time.
+    let _locked = state.list_locks.lock(&key_id).await;
     state
         .create_rate
         .check(&key_id)
@@ -305,6 +307,14 @@ where
     let list = authorized_list(state, token, &req)?;
     let (_, body) = read_document(req, doc::MERGE_PATCH_CONTENT_TYPE, limits).await?;
     let parsed = doc::parse_patch(&body, now() as i64, limits)?;
+    // From here to the commit, other amendments of this list wait: the
+    // member count and the members merged into are read as they are now.
+    let _locked = state.list_locks.lock(&list.token).await;
+    let list = state
+        .store
+        .list(&list.token)
+        .map_err(store_err)?
+        .ok_or(AppError::not_found("no such list"))?;
     let mut rejected = parsed.rejected;
     let mut upserts = Vec::new();
     let mut removals = Vec::new();
