@@ -79,6 +79,22 @@ pub struct Settings {
     /// further ones wait, stored, until acknowledgements make room. Default 256.
     #[arg(long, env = "ORIGIN_MAX_UNACKED")]
     pub max_unacked: Option<usize>,
+    /// Largest WebSocket upgrade request, in bytes (431 beyond). Default 8192.
+    #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_BYTES")]
+    pub ws_max_handshake_bytes: Option<usize>,
+    /// Most header fields in a WebSocket upgrade request (431 beyond). Default 32.
+    #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_HEADERS")]
+    pub ws_max_handshake_headers: Option<usize>,
+    /// Largest HTTP/2 subscribe request body, in bytes (413 beyond). Default 4096.
+    #[arg(long, env = "ORIGIN_H2_MAX_SUBSCRIBE_BYTES")]
+    pub h2_max_subscribe_bytes: Option<usize>,
+    /// How long a push receipt waits for its application server, seconds. Default 604800 (7 days).
+    #[arg(long, env = "ORIGIN_RECEIPT_TTL_SECS")]
+    pub receipt_ttl_secs: Option<u64>,
+    /// How long a shutdown waits for device connections to close and the
+    /// store's queued writes to commit, seconds. Default 10.
+    #[arg(long, env = "ORIGIN_SHUTDOWN_DRAIN_SECS")]
+    pub shutdown_drain_secs: Option<u64>,
     /// Largest WebSocket message a device may send, in bytes. Default 65536.
     #[arg(long, env = "ORIGIN_WS_MAX_MESSAGE")]
     pub ws_max_message: Option<usize>,
@@ -169,6 +185,16 @@ pub struct Config {
     pub max_unacked: usize,
     /// Largest WebSocket message from a device.
     pub ws_max_message: usize,
+    /// Largest WebSocket upgrade request, bytes.
+    pub ws_max_handshake_bytes: usize,
+    /// Most header fields in a WebSocket upgrade request.
+    pub ws_max_handshake_headers: usize,
+    /// Largest HTTP/2 subscribe body, bytes.
+    pub h2_max_subscribe_bytes: usize,
+    /// Lifetime of a push receipt, seconds.
+    pub receipt_ttl_secs: u64,
+    /// Shutdown's wait for connections and writes, seconds.
+    pub shutdown_drain_secs: u64,
     /// Hello timeout, seconds.
     pub hello_timeout_secs: u64,
     /// HTTP/1.1 header read timeout of the application API, seconds.
@@ -243,6 +269,11 @@ impl Config {
                 store_lock_wait_secs,
                 max_unacked,
                 ws_max_message,
+                ws_max_handshake_bytes,
+                ws_max_handshake_headers,
+                h2_max_subscribe_bytes,
+                receipt_ttl_secs,
+                shutdown_drain_secs,
                 hello_timeout_secs,
                 header_read_timeout_secs,
                 tcp_keepalive_secs,
@@ -300,6 +331,11 @@ impl Config {
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             max_unacked: s.max_unacked.unwrap_or(256).max(1),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
+            ws_max_handshake_bytes: s.ws_max_handshake_bytes.unwrap_or(8192).max(256),
+            ws_max_handshake_headers: s.ws_max_handshake_headers.unwrap_or(32).max(8),
+            h2_max_subscribe_bytes: s.h2_max_subscribe_bytes.unwrap_or(4096).max(256),
+            receipt_ttl_secs: s.receipt_ttl_secs.unwrap_or(7 * 24 * 3600).max(1),
+            shutdown_drain_secs: s.shutdown_drain_secs.unwrap_or(10),
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
             header_read_timeout_secs: s.header_read_timeout_secs.unwrap_or(30).max(1),
             tcp_keepalive_secs: s.tcp_keepalive_secs.unwrap_or(300),

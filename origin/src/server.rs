@@ -173,7 +173,8 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     state.shutting_down.store(true, Ordering::Release);
     sweeper.abort();
     state.registry.close_all();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let drain = Duration::from_secs(state.config.shutdown_drain_secs);
+    let deadline = tokio::time::Instant::now() + drain;
     while (!state.registry.is_empty() || state.committer.pending() > 0)
         && tokio::time::Instant::now() < deadline
     {

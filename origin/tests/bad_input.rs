@@ -311,3 +311,41 @@ async fn clients_too_slow_to_send_their_headers_are_let_go() {
     assert_eq!(r.status, 200);
     o.stop().await;
 }
+
+/// Sends `bytes` to the WebSocket listener; returns the answer's status line.
+async fn ws_answer(o: &origin::server::Running, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(o.state.config.ws_listen)
+        .await
+        .unwrap();
+    c.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn bad_websocket_upgrades_are_answered() {
+    let o = start_with(&temp_dir("ws-handshake"), &[], |s| {
+        s.ws_max_handshake_bytes = Some(1024);
+        s.ws_max_handshake_headers = Some(10);
+    })
+    .await;
+    let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let many: String = (0..12).map(|i| format!("X-{i}: y\r\n")).collect();
+    let status = ws_answer(&o, format!("{upgrade}{many}\r\n").as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    let long = format!("{upgrade}X-Long: {}\r\n\r\n", "y".repeat(2000));
+    let status = ws_answer(&o, long.as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    let status = ws_answer(&o, b"\x01\x02 not http\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let status = ws_answer(&o, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    // A proper device still connects.
+    let d = Device::connect(&o, None).await;
+    assert_eq!(d.uaid.len(), 32);
+    o.stop().await;
+}

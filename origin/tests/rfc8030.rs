@@ -263,6 +263,18 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
     s.send_data(Bytes::from_static(br#"{"vapid":"not a key"}"#), true)
         .unwrap();
     assert_eq!(fut.await.unwrap().status(), 400);
+    // So is an oversized one: 413.
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
+    let (fut, mut s) = ua.send_request(req, false).unwrap();
+    s.send_data(Bytes::from(vec![b' '; 5000]), true).unwrap();
+    let resp = fut.await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(
+        resp.headers()["content-type"],
+        shared::problem::CONTENT_TYPE
+    );
     o.stop().await;
 }
 

@@ -8,9 +8,6 @@ use crate::tokens::{self, new_token, Token};
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// How long an undelivered receipt is kept.
-const RECEIPT_TTL: u64 = 7 * 24 * 3600;
-
 /// The URL of a receipt subscription.
 pub fn subscription_url(state: &State, token: &Token) -> String {
     format!("{}/rs/{}", state.config.device_url, tokens::encode(token))
@@ -40,7 +37,7 @@ pub fn send(state: &Arc<State>, acked: &Message, to: Token, status: u16) {
         push: acked.id,
         channel: [0; 16],
         seq: 0,
-        expires: now() + RECEIPT_TTL,
+        expires: now() + state.config.receipt_ttl_secs,
         urgency: Default::default(),
         topic: None,
         receipt: None,

@@ -21,9 +21,6 @@ use tokio::sync::mpsc;
 /// Messages pushed on this connection and not yet acknowledged.
 type Inflight = Arc<Mutex<TokenMap<Arc<Message>>>>;
 
-/// Largest subscribe request body.
-const MAX_SUBSCRIBE_BODY: usize = 4096;
-
 /// Serves one HTTP/2 connection (prior knowledge, h2c).
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
@@ -72,6 +69,8 @@ enum DeviceError {
     NotFound,
     #[error("the subscribe body must be JSON {{\"vapid\": \"<P-256 public key, base64url>\"}}")]
     BadSubscribe,
+    #[error("the subscribe body is longer than {0} bytes")]
+    SubscribeTooLarge(usize),
     #[error("storage is unavailable; retry later")]
     Store,
 }
@@ -81,6 +80,7 @@ impl ProblemSource for DeviceError {
         match self {
             DeviceError::NotFound => 404,
             DeviceError::BadSubscribe => 400,
+            DeviceError::SubscribeTooLarge(_) => 413,
             DeviceError::Store => 503,
         }
     }
@@ -88,6 +88,7 @@ impl ProblemSource for DeviceError {
         match self {
             DeviceError::NotFound => "not-found",
             DeviceError::BadSubscribe => "bad-subscribe",
+            DeviceError::SubscribeTooLarge(_) => "too-large",
             DeviceError::Store => "store-unavailable",
         }
     }
@@ -95,6 +96,7 @@ impl ProblemSource for DeviceError {
         match self {
             DeviceError::NotFound => "Not found",
             DeviceError::BadSubscribe => "Bad subscribe request",
+            DeviceError::SubscribeTooLarge(_) => "Subscribe request too large",
             DeviceError::Store => "Storage unavailable",
         }
     }
@@ -213,8 +215,9 @@ async fn subscribe(
         };
         let _ = body.flow_control().release_capacity(chunk.len());
         data.extend_from_slice(&chunk);
-        if data.len() > MAX_SUBSCRIBE_BODY {
-            return problem(respond, DeviceError::BadSubscribe);
+        let max = state.config.h2_max_subscribe_bytes;
+        if data.len() > max {
+            return problem(respond, DeviceError::SubscribeTooLarge(max));
         }
     }
     let vapid = if data.iter().all(u8::is_ascii_whitespace) {

@@ -31,8 +31,6 @@ thread_local! {
 /// Scratch buffers larger than this are given back after use.
 const SCRATCH_KEEP: usize = 256 * 1024;
 
-/// Largest handshake request accepted.
-const MAX_HANDSHAKE: usize = 8192;
 /// Stored messages read per store query while draining.
 const DRAIN_PAGE: usize = 256;
 
@@ -72,8 +70,23 @@ fn read_once(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Reads the upgrade request and answers it; `Ok(false)` if it was not one.
-async fn handshake(stream: &TcpStream) -> io::Result<bool> {
+/// Answers a request that is not an upgrade this endpoint takes; `Ok(false)`.
+async fn refuse(stream: &TcpStream, status: &str, body: &str) -> io::Result<bool> {
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    write_all(stream, resp.as_bytes()).await?;
+    Ok(false)
+}
+
+/// Reads the upgrade request and answers it; `Ok(false)` if it was not one
+/// (answered 400, or 431 past the configured size or header count).
+async fn handshake(stream: &TcpStream, config: &crate::config::Config) -> io::Result<bool> {
+    let (max_bytes, max_headers) = (
+        config.ws_max_handshake_bytes,
+        config.ws_max_handshake_headers,
+    );
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -84,7 +97,7 @@ async fn handshake(stream: &TcpStream) -> io::Result<bool> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
@@ -98,12 +111,7 @@ async fn handshake(stream: &TcpStream) -> io::Result<bool> {
                 let key = get("sec-websocket-key");
                 let (true, Some(key)) = (upgrade && req.method == Some("GET"), key) else {
                     let body = "this is the push service's WebSocket endpoint";
-                    let resp = format!(
-                        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    write_all(stream, resp.as_bytes()).await?;
-                    return Ok(false);
+                    return refuse(stream, "400 Bad Request", body).await;
                 };
                 let protocol = get("sec-websocket-protocol")
                     .filter(|p| p.split(',').any(|p| p.trim() == "push-notification"))
@@ -116,8 +124,16 @@ async fn handshake(stream: &TcpStream) -> io::Result<bool> {
                 write_all(stream, resp.as_bytes()).await?;
                 return Ok(true);
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => continue,
-            _ => return Ok(false),
+            Ok(httparse::Status::Partial) if buf.len() < max_bytes => continue,
+            Ok(httparse::Status::Partial) => {
+                let body = format!("the upgrade request is longer than {max_bytes} bytes");
+                return refuse(stream, "431 Request Header Fields Too Large", &body).await;
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                let body = format!("the upgrade request has more than {max_headers} header fields");
+                return refuse(stream, "431 Request Header Fields Too Large", &body).await;
+            }
+            Err(_) => return refuse(stream, "400 Bad Request", "malformed HTTP request").await,
         }
     }
 }
@@ -187,7 +203,7 @@ fn set_rcvlowat(stream: &TcpStream, v: libc::c_int) {
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
     let hello_timeout = Duration::from_secs(state.config.hello_timeout_secs);
-    match tokio::time::timeout(hello_timeout, Box::pin(handshake(&stream))).await {
+    match tokio::time::timeout(hello_timeout, Box::pin(handshake(&stream, &state.config))).await {
         Ok(Ok(true)) => {}
         _ => return,
     }
