@@ -341,3 +341,53 @@ async fn a_user_agent_that_does_not_acknowledge_gets_no_more_than_max_unacked() 
     assert!(!first.contains(&rest[0]));
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_monitor_gets_what_overflowed_or_waited_for_room() {
+    let o = start_with(&temp_dir("h2-monitor-room"), &[], |s| {
+        s.queue_depth = Some(1);
+        s.max_unacked = Some(4);
+    })
+    .await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let parts = subscribe(&mut ua, &device_url).await;
+    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
+    let (push_url, _) = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_PUSH)
+        .unwrap();
+    // A monitor held open, then ten pushes at once through a queue of one.
+    let (mut fut, _) = ua
+        .send_request(Request::get(&sub_url).body(()).unwrap(), true)
+        .unwrap();
+    let mut pushes = fut.push_promises();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sends: Vec<_> = (0..10)
+        .map(|_| {
+            let u = push_url.clone();
+            tokio::spawn(async move { request("POST", &u, &[("ttl", "600")], b"").await.status })
+        })
+        .collect();
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 201);
+    }
+    // Four at a time (max_unacked); each acknowledgement lets one more come,
+    // on the same monitor, until all ten did.
+    let mut seen = std::collections::HashSet::new();
+    while let Ok(Some(Ok(p))) =
+        tokio::time::timeout(Duration::from_secs(2), pushes.push_promise()).await
+    {
+        let (req, resp) = p.into_parts();
+        resp.await.unwrap();
+        let path = req.uri().path().to_owned();
+        assert!(seen.insert(path.clone()), "{path} twice");
+        let del = Request::delete(format!("{device_url}{path}"))
+            .body(())
+            .unwrap();
+        assert_eq!(send(&mut ua, del, None).await.0.status, 204);
+    }
+    assert_eq!(seen.len(), 10);
+    drop(fut);
+    o.stop().await;
+}

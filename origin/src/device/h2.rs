@@ -14,6 +14,7 @@ use shared::headers::Urgency;
 use shared::links;
 use shared::problem::{Problem, ProblemSource};
 use shared::vapid::PublicKey;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -322,50 +323,27 @@ async fn monitor(
 ) {
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let id = state.registry.next_id();
+    let pending: Arc<AtomicBool> = Arc::default();
     if filter.wait {
         state.registry.insert(
             uaid,
             ConnHandle {
                 tx: tx.clone(),
                 id,
-                pending: Arc::default(),
+                pending: pending.clone(),
                 protocol: crate::registry::Protocol::Http2,
             },
         );
     }
-    // Stored messages first (once acknowledgements queued for commit are in).
-    let _ = state.settle().await;
-    let mut pushed = 0usize;
-    let mut after = 0;
-    loop {
-        let Ok(page) = state.store.messages(&uaid, after, now(), 256) else {
-            break;
-        };
-        let done = page.len() < 256;
-        for m in page {
-            after = m.seq;
-            if filter.accepts(&m)
-                && push_one(&state, &mut respond, Arc::new(m), &inflight, receipts)
-            {
-                pushed += 1;
-            }
-        }
-        if done {
-            break;
-        }
-    }
-    if !receipts {
-        let limit = state.config.max_unacked;
-        if let Ok((copies, _)) = crate::fanout::pending_copies(&state, &uaid, limit) {
-            for m in copies {
-                if filter.accepts(&m)
-                    && push_one(&state, &mut respond, Arc::new(m), &inflight, false)
-                {
-                    pushed += 1;
-                }
-            }
-        }
-    }
+    let mut out = Monitor {
+        state: &state,
+        respond: &mut respond,
+        uaid,
+        filter: &filter,
+        inflight: &inflight,
+        receipts,
+    };
+    let pushed = out.push_stored().await;
     if !filter.wait {
         let code = if pushed == 0 {
             StatusCode::NO_CONTENT
@@ -376,9 +354,9 @@ async fn monitor(
     }
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
+            next = rx.recv() => match next {
                 Some(Outbound::Message { msg, written }) => {
-                    if filter.accepts(&msg) && push_one(&state, &mut respond, msg, &inflight, receipts) {
+                    if out.push(msg) {
                         if let Some(w) = written {
                             let _ = w.send(());
                         }
@@ -386,19 +364,69 @@ async fn monitor(
                     // A refused message's sender stores it (its `written` is dropped).
                 }
                 Some(Outbound::Copy(c)) => {
-                    let m = Arc::new(c.push.copy_for(&c.member));
-                    if filter.accepts(&m) {
-                        push_one(&state, &mut respond, m, &inflight, receipts);
-                    }
+                    out.push(Arc::new(c.push.copy_for(&c.member)));
                 }
                 Some(Outbound::Nudge) => {}
                 Some(Outbound::Close(_)) | None => break,
             },
-            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => break,
+            _ = std::future::poll_fn(|cx| out.respond.poll_reset(cx)) => break,
+        }
+        // What did not fit the queue, or waited for acknowledgements, is
+        // stored (or with its list): pushed once the queue is empty.
+        if rx.is_empty() && pending.swap(false, Ordering::AcqRel) {
+            out.push_stored().await;
         }
     }
     state.registry.remove(&uaid, id);
     reply(&mut respond, status(StatusCode::OK), None);
+}
+
+/// A monitoring request's pushing side.
+struct Monitor<'a> {
+    state: &'a Arc<State>,
+    respond: &'a mut SendResponse<Bytes>,
+    uaid: Token,
+    filter: &'a Filter,
+    inflight: &'a Inflight,
+    receipts: bool,
+}
+
+impl Monitor<'_> {
+    /// Pushes a message the request's filter accepts; false if not pushed.
+    fn push(&mut self, m: Arc<Message>) -> bool {
+        self.filter.accepts(&m)
+            && push_one(self.state, self.respond, m, self.inflight, self.receipts)
+    }
+
+    /// Pushes the stored messages and waiting list copies (once the
+    /// acknowledgements queued for commit are in); how many were pushed.
+    async fn push_stored(&mut self) -> usize {
+        let _ = self.state.settle().await;
+        let mut pushed = 0usize;
+        let mut after = 0;
+        loop {
+            let Ok(page) = self.state.store.messages(&self.uaid, after, now(), 256) else {
+                break;
+            };
+            let done = page.len() < 256;
+            for m in page {
+                after = m.seq;
+                pushed += usize::from(self.push(Arc::new(m)));
+            }
+            if done {
+                break;
+            }
+        }
+        if !self.receipts {
+            let limit = self.state.config.max_unacked;
+            if let Ok((copies, _)) = crate::fanout::pending_copies(self.state, &self.uaid, limit) {
+                for m in copies {
+                    pushed += usize::from(self.push(Arc::new(m)));
+                }
+            }
+        }
+        pushed
+    }
 }
 
 /// Sends one message (or receipt) as a server push; false if the stream is
@@ -503,9 +531,21 @@ fn push_one(
 
 /// `DELETE` on a pushed message: the user agent acknowledges it.
 async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
-    let held = inflight.lock().expect("inflight lock").remove(&id);
+    let (held, was_full) = {
+        let mut map = inflight.lock().expect("inflight lock");
+        let was_full = map.len() >= state.config.max_unacked;
+        (map.remove(&id), was_full)
+    };
     let msg = match held {
-        Some(m) => m,
+        Some(m) => {
+            if was_full {
+                // Its monitor may have left messages stored for want of room.
+                if let Some(h) = state.registry.handle(&m.uaid) {
+                    h.mark_pending();
+                }
+            }
+            m
+        }
         // Stored; not acknowledged already, with the deletion still queued.
         None => match state.settle().await.and_then(|()| state.store.message(&id)) {
             Ok(Some(m)) => Arc::new(m),
