@@ -79,20 +79,21 @@ pub struct Settings {
     /// further ones wait, stored, until acknowledgements make room. Default 256.
     #[arg(long, env = "ORIGIN_MAX_UNACKED")]
     pub max_unacked: Option<usize>,
-    /// Largest WebSocket upgrade request, in bytes (431 beyond). Default 8192.
+    /// Largest WebSocket upgrade request, in bytes (431 beyond). Default 8192; 256 to 1 MiB.
     #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_BYTES")]
     pub ws_max_handshake_bytes: Option<usize>,
-    /// Most header fields in a WebSocket upgrade request (431 beyond). Default 32.
+    /// Most header fields in a WebSocket upgrade request (431 beyond). Default 32; 8 to 256.
     #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_HEADERS")]
     pub ws_max_handshake_headers: Option<usize>,
-    /// Largest HTTP/2 subscribe request body, in bytes (413 beyond). Default 4096.
+    /// Largest HTTP/2 subscribe request body, in bytes (413 beyond). Default 4096; 256 to 1 MiB.
     #[arg(long, env = "ORIGIN_H2_MAX_SUBSCRIBE_BYTES")]
     pub h2_max_subscribe_bytes: Option<usize>,
-    /// How long a push receipt waits for its application server, seconds. Default 604800 (7 days).
+    /// How long a push receipt waits for its application server, seconds.
+    /// Default 604800 (7 days); 1 s to 365 days.
     #[arg(long, env = "ORIGIN_RECEIPT_TTL_SECS")]
     pub receipt_ttl_secs: Option<u64>,
     /// How long a shutdown waits for device connections to close and the
-    /// store's queued writes to commit, seconds. Default 10.
+    /// store's queued writes to commit, seconds. Default 10; 1 to 3600.
     #[arg(long, env = "ORIGIN_SHUTDOWN_DRAIN_SECS")]
     pub shutdown_drain_secs: Option<u64>,
     /// Largest WebSocket message a device may send, in bytes. Default 65536.
@@ -331,11 +332,14 @@ impl Config {
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             max_unacked: s.max_unacked.unwrap_or(256).max(1),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
-            ws_max_handshake_bytes: s.ws_max_handshake_bytes.unwrap_or(8192).max(256),
-            ws_max_handshake_headers: s.ws_max_handshake_headers.unwrap_or(32).max(8),
-            h2_max_subscribe_bytes: s.h2_max_subscribe_bytes.unwrap_or(4096).max(256),
-            receipt_ttl_secs: s.receipt_ttl_secs.unwrap_or(7 * 24 * 3600).max(1),
-            shutdown_drain_secs: s.shutdown_drain_secs.unwrap_or(10),
+            ws_max_handshake_bytes: s.ws_max_handshake_bytes.unwrap_or(8192).clamp(256, 1 << 20),
+            ws_max_handshake_headers: s.ws_max_handshake_headers.unwrap_or(32).clamp(8, 256),
+            h2_max_subscribe_bytes: s.h2_max_subscribe_bytes.unwrap_or(4096).clamp(256, 1 << 20),
+            receipt_ttl_secs: s
+                .receipt_ttl_secs
+                .unwrap_or(7 * 24 * 3600)
+                .clamp(1, 365 * 24 * 3600),
+            shutdown_drain_secs: s.shutdown_drain_secs.unwrap_or(10).clamp(1, 3600),
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
             header_read_timeout_secs: s.header_read_timeout_secs.unwrap_or(30).max(1),
             tcp_keepalive_secs: s.tcp_keepalive_secs.unwrap_or(300),
@@ -378,6 +382,24 @@ fn apply_overrides(limits: Limits, overrides: &[String]) -> Result<Limits, Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_brought_into_it() {
+        let c = Config::from_settings(Settings {
+            max_unacked: Some(0),
+            ws_max_handshake_headers: Some(100_000),
+            ws_max_handshake_bytes: Some(1),
+            receipt_ttl_secs: Some(u64::MAX),
+            shutdown_drain_secs: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.max_unacked, 1);
+        assert_eq!(c.ws_max_handshake_headers, 256);
+        assert_eq!(c.ws_max_handshake_bytes, 256);
+        assert_eq!(c.receipt_ttl_secs, 365 * 24 * 3600);
+        assert_eq!(c.shutdown_drain_secs, 1);
+    }
 
     #[test]
     fn file_then_overrides() {

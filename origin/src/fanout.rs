@@ -351,12 +351,13 @@ pub async fn resume(state: Arc<State>, mark: u64) {
 
 /// The copies a user agent's subscriptions have waiting from their lists,
 /// skipping acknowledged ones and older copies replaced by the same Topic:
-/// at most `limit` (a connection takes no more than it may leave
-/// unacknowledged), and whether some were left out.
+/// at most `limit` of those `accept` takes (a connection takes no more than
+/// it may leave unacknowledged), and whether some were left out.
 pub fn pending_copies(
     state: &State,
     uaid: &Token,
     limit: usize,
+    accept: &dyn Fn(&Message) -> bool,
 ) -> Result<(Vec<Message>, bool), StoreError> {
     let t = now();
     let mut out = Vec::new();
@@ -385,10 +386,14 @@ pub fn pending_copies(
             }
             // Oldest first; each copy is assembled only if it is taken.
             for lp in copies.into_iter().rev() {
+                let copy = lp.copy_for(&member);
+                if !accept(&copy) {
+                    continue;
+                }
                 if out.len() == limit {
                     return Ok((out, true));
                 }
-                out.push(lp.copy_for(&member));
+                out.push(copy);
             }
         }
     }

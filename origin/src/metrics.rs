@@ -38,8 +38,9 @@ pub struct Metrics {
     pub messages_sent: AtomicU64,
     /// Messages acknowledged by devices.
     pub messages_acked: AtomicU64,
-    /// Messages left stored (or with their list) because their connection
-    /// had `max_unacked` messages waiting for acknowledgement.
+    /// Times a message was left stored (or with its list) because its
+    /// connection had `max_unacked` messages waiting for acknowledgement
+    /// (one message can be held back more than once).
     pub messages_deferred_unacked: AtomicU64,
     /// Expired messages swept from the store.
     pub messages_expired: AtomicU64,
@@ -199,7 +200,7 @@ impl Metrics {
             ),
             one(
                 "push_messages_deferred_unacked_total",
-                "Messages left stored because their connection had too many unacknowledged",
+                "Times a message was held back because its connection had too many unacknowledged",
                 "counter",
                 v(&self.messages_deferred_unacked),
             ),

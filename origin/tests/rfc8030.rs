@@ -391,3 +391,62 @@ async fn a_held_monitor_gets_what_overflowed_or_waited_for_room() {
     drop(fut);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn room_made_by_one_monitor_reaches_another_on_the_same_connection() {
+    let o = start_with(&temp_dir("h2-two-monitors"), &[], |s| {
+        s.max_unacked = Some(2)
+    })
+    .await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    // Two subscriptions in two sets, monitored over one connection.
+    let mut monitors = Vec::new();
+    let mut push_urls = Vec::new();
+    for _ in 0..2 {
+        let parts = subscribe(&mut ua, &device_url).await;
+        let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
+        push_urls.push(
+            links_of(&parts)
+                .into_iter()
+                .find(|(_, r)| r == links::REL_PUSH)
+                .unwrap()
+                .0,
+        );
+        let (mut fut, _) = ua
+            .send_request(Request::get(&sub_url).body(()).unwrap(), true)
+            .unwrap();
+        monitors.push((fut.push_promises(), fut));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first fills the connection's room; the second's message waits.
+    for url in [&push_urls[0], &push_urls[0], &push_urls[1]] {
+        let r = request("POST", url, &[("ttl", "600")], b"").await;
+        assert_eq!(r.status, 201);
+    }
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let p = tokio::time::timeout(Duration::from_secs(2), monitors[0].0.push_promise())
+            .await
+            .expect("pushed")
+            .unwrap()
+            .unwrap();
+        first.push(p.into_parts().0.uri().path().to_owned());
+    }
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(300), monitors[1].0.push_promise()).await;
+    assert!(nothing.is_err(), "no room yet");
+    // Acknowledging one of the first's makes room for the second's.
+    let del = Request::delete(format!("{device_url}{}", first[0]))
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut ua, del, None).await.0.status, 204);
+    let p = tokio::time::timeout(Duration::from_secs(2), monitors[1].0.push_promise())
+        .await
+        .expect("the waiting message came")
+        .unwrap()
+        .unwrap();
+    assert!(!first.contains(&p.into_parts().0.uri().path().to_owned()));
+    drop(monitors);
+    o.stop().await;
+}

@@ -20,7 +20,22 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Messages pushed on this connection and not yet acknowledged.
-type Inflight = Arc<Mutex<TokenMap<Arc<Message>>>>;
+/// What one connection has pushed and not had acknowledged (at most
+/// `max_unacked`, however many monitors share it), and the user agents its
+/// monitoring requests watch.
+#[derive(Default)]
+struct Pushed {
+    messages: Mutex<TokenMap<Arc<Message>>>,
+    monitors: Mutex<Vec<Token>>,
+}
+
+impl Pushed {
+    fn messages(&self) -> std::sync::MutexGuard<'_, TokenMap<Arc<Message>>> {
+        self.messages.lock().expect("inflight lock")
+    }
+}
+
+type Inflight = Arc<Pushed>;
 
 /// Serves one HTTP/2 connection (prior knowledge, h2c).
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
@@ -39,12 +54,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         let (state, inflight) = (state.clone(), inflight.clone());
         tokio::spawn(async move { handle(state, req, respond, inflight).await });
     }
-    let unacked: Vec<Arc<Message>> = inflight
-        .lock()
-        .expect("inflight lock")
-        .drain()
-        .map(|(_, m)| m)
-        .collect();
+    let unacked: Vec<Arc<Message>> = inflight.messages().drain().map(|(_, m)| m).collect();
     state.store_unacked(unacked);
 }
 
@@ -325,6 +335,7 @@ async fn monitor(
     let id = state.registry.next_id();
     let pending: Arc<AtomicBool> = Arc::default();
     if filter.wait {
+        inflight.monitors.lock().expect("monitors lock").push(uaid);
         state.registry.insert(
             uaid,
             ConnHandle {
@@ -378,6 +389,12 @@ async fn monitor(
         }
     }
     state.registry.remove(&uaid, id);
+    {
+        let mut watched = inflight.monitors.lock().expect("monitors lock");
+        if let Some(i) = watched.iter().position(|u| *u == uaid) {
+            watched.swap_remove(i);
+        }
+    }
     reply(&mut respond, status(StatusCode::OK), None);
 }
 
@@ -411,21 +428,34 @@ impl Monitor<'_> {
             let done = page.len() < 256;
             for m in page {
                 after = m.seq;
+                if self.full() {
+                    // The rest once a DELETE makes room.
+                    inc(&self.state.metrics.messages_deferred_unacked);
+                    return pushed;
+                }
                 pushed += usize::from(self.push(Arc::new(m)));
             }
             if done {
                 break;
             }
         }
-        if !self.receipts {
+        if !self.receipts && !self.full() {
             let limit = self.state.config.max_unacked;
-            if let Ok((copies, _)) = crate::fanout::pending_copies(self.state, &self.uaid, limit) {
+            let accept = |m: &Message| self.filter.accepts(m);
+            if let Ok((copies, _)) =
+                crate::fanout::pending_copies(self.state, &self.uaid, limit, &accept)
+            {
                 for m in copies {
                     pushed += usize::from(self.push(Arc::new(m)));
                 }
             }
         }
         pushed
+    }
+
+    /// Whether the connection has as many unacknowledged as it may.
+    fn full(&self) -> bool {
+        !self.receipts && self.inflight.messages().len() >= self.state.config.max_unacked
     }
 }
 
@@ -439,7 +469,7 @@ fn push_one(
     receipts: bool,
 ) -> bool {
     {
-        let held = inflight.lock().expect("inflight lock");
+        let held = inflight.messages();
         if held.contains_key(&msg.id) {
             return true;
         }
@@ -524,7 +554,7 @@ fn push_one(
             state.write_later(vec![Op::DeleteMessage(msg.id)]);
         }
     } else {
-        inflight.lock().expect("inflight lock").insert(msg.id, msg);
+        inflight.messages().insert(msg.id, msg);
     }
     true
 }
@@ -532,16 +562,20 @@ fn push_one(
 /// `DELETE` on a pushed message: the user agent acknowledges it.
 async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
     let (held, was_full) = {
-        let mut map = inflight.lock().expect("inflight lock");
+        let mut map = inflight.messages();
         let was_full = map.len() >= state.config.max_unacked;
         (map.remove(&id), was_full)
     };
     let msg = match held {
         Some(m) => {
             if was_full {
-                // Its monitor may have left messages stored for want of room.
-                if let Some(h) = state.registry.handle(&m.uaid) {
-                    h.mark_pending();
+                // The connection's monitors may have left messages stored
+                // for want of room: each looks again.
+                let watched = inflight.monitors.lock().expect("monitors lock").clone();
+                for uaid in watched {
+                    if let Some(h) = state.registry.handle(&uaid) {
+                        h.mark_pending();
+                    }
                 }
             }
             m

@@ -167,10 +167,6 @@ struct Conn {
     id: u64,
     /// Set by a sender that found the queue full.
     pending: Arc<AtomicBool>,
-    /// The user agent's record is in the store. A new user agent's is
-    /// written with its first subscription, so that devices that only say
-    /// `hello` leave nothing behind.
-    ua_stored: bool,
     /// The socket's receive low-water mark is raised for a read pause
     /// ([`PAUSED_RCVLOWAT`]), and is lowered when the pause ends.
     lowat_raised: bool,
@@ -219,7 +215,6 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         id,
         pending: Arc::default(),
         lowat_raised: false,
-        ua_stored: false,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -383,9 +378,14 @@ impl Conn {
     /// Sends the list copies waiting for this user agent.
     /// (Called right after [`Conn::drain`], which settled pending writes.)
     async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
+        if self.full() {
+            // Fetched once acknowledgements make room.
+            self.pending.store(true, Ordering::Release);
+            return Ok(());
+        }
         let limit = self.state.config.max_unacked;
-        let (copies, more) =
-            crate::fanout::pending_copies(&self.state, &uaid, limit).map_err(io::Error::other)?;
+        let (copies, more) = crate::fanout::pending_copies(&self.state, &uaid, limit, &|_| true)
+            .map_err(io::Error::other)?;
         for m in copies {
             if !self.send_message(Arc::new(m)).await? {
                 return Ok(());
@@ -537,9 +537,9 @@ impl Conn {
                         .map(|ua| ua.uaid),
                     None => None,
                 };
-                // A new user agent is recorded with its first subscription.
+                // A new user agent is recorded with its first subscription,
+                // so that devices that only say `hello` leave nothing behind.
                 let uaid = known.unwrap_or_else(new_token);
-                self.ua_stored = known.is_some();
                 self.session.hello_done(uaid);
                 self.reply(&ws_session::hello_reply(&uaid)).await?;
                 st.registry.insert(
@@ -577,17 +577,16 @@ impl Conn {
                             vapid: key.map(|k| k.0),
                             created: now(),
                         };
-                        let mut ops = Vec::with_capacity(2);
-                        if !self.ua_stored {
-                            ops.push(Op::PutUa(UserAgent {
-                                uaid,
-                                kind: UaKind::WebSocket,
-                                created: now(),
-                            }));
-                        }
-                        ops.push(Op::PutSubscription(s.clone()));
+                        // The record goes with every new subscription: an
+                        // older connection of this uaid may have removed it
+                        // with its last subscription meanwhile.
+                        let ua = UserAgent {
+                            uaid,
+                            kind: UaKind::WebSocket,
+                            created: now(),
+                        };
+                        let ops = vec![Op::PutUa(ua), Op::PutSubscription(s.clone())];
                         st.committer.write(ops).await.map_err(store_err)?;
-                        self.ua_stored = true;
                         ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
                     }
                 };
@@ -601,18 +600,10 @@ impl Conn {
                     .subscription_by_channel(&uaid, &channel)
                     .map_err(store_err)?
                 {
-                    let mut ops = vec![Op::DeleteSubscription(s.push)];
                     // The last subscription takes the user agent's record
                     // with it: a reconnect with this uaid then gets a new one.
-                    let subs = st.store.subscriptions_of(&uaid).map_err(store_err)?;
-                    let last = subs.iter().all(|o| o.push == s.push);
-                    if last {
-                        ops.push(Op::DeleteUa(uaid));
-                    }
+                    let ops = vec![Op::DeleteSubscription(s.push), Op::DeleteUaIfEmpty(uaid)];
                     st.committer.write(ops).await.map_err(store_err)?;
-                    if last {
-                        self.ua_stored = false;
-                    }
                 }
                 self.reply(&ws_session::unregister_reply(
                     &tokens::to_uuid(&channel),

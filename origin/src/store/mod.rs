@@ -225,10 +225,12 @@ pub struct ListMessage {
 /// One write, applied with others in one transaction.
 #[derive(Clone, Debug)]
 pub enum Op {
-    /// Create a user agent.
+    /// Create (or rewrite) a user agent's record.
     PutUa(UserAgent),
-    /// Remove a user agent with its subscriptions and messages.
-    DeleteUa(Token),
+    /// Remove a user agent's record if no subscription of it is left (a
+    /// no-op otherwise: decided when the write is applied, so that a
+    /// subscription committed meanwhile keeps it).
+    DeleteUaIfEmpty(Token),
     /// Create or replace a subscription.
     PutSubscription(Subscription),
     /// Remove a subscription and its messages.

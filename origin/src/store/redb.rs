@@ -322,21 +322,18 @@ impl Tables<'_> {
         self.remove_messages_of(&s.uaid, |m| m.push == s.push)
     }
 
-    fn delete_ua(&mut self, uaid: &Token) -> Result<(), StoreError> {
-        self.uas.remove(&uaid[..]).map_err(err)?;
+    fn delete_ua_if_empty(&mut self, uaid: &Token) -> Result<(), StoreError> {
         let end = prefix_end(uaid);
-        let mut pushes = Vec::new();
-        for kv in self.ua_subs.range(&uaid[..]..&end[..]).map_err(err)? {
-            let (_, v) = kv.map_err(err)?;
-            pushes.push(v.value().to_vec());
+        if self
+            .ua_subs
+            .range(&uaid[..]..&end[..])
+            .map_err(err)?
+            .next()
+            .is_none()
+        {
+            self.uas.remove(&uaid[..]).map_err(err)?;
         }
-        for p in pushes {
-            let p: Token = p
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("ua subscription"))?;
-            self.delete_subscription(&p)?;
-        }
-        self.remove_messages_of(uaid, |_| true)
+        Ok(())
     }
 
     /// Adds `delta` to a list's member count.
@@ -501,7 +498,7 @@ impl Tables<'_> {
                     .insert(&u.uaid[..], &codec::user_agent(u)[..])
                     .map_err(err)?;
             }
-            Op::DeleteUa(uaid) => self.delete_ua(uaid)?,
+            Op::DeleteUaIfEmpty(uaid) => self.delete_ua_if_empty(uaid)?,
             Op::PutSubscription(s) => {
                 self.subs
                     .insert(&s.push[..], &codec::subscription(s)[..])
@@ -821,6 +818,41 @@ mod tests {
         assert!(s.lists_of(&t).unwrap().is_empty());
         assert_eq!(s.owned_lists(&[4; 65]).unwrap(), 0);
         assert_eq!(s.copies_acked(&t).unwrap(), 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_user_agent_record_goes_only_without_subscriptions() {
+        use crate::store::UaKind;
+        let dir = std::env::temp_dir().join(format!(
+            "redb-ua-{}",
+            crate::tokens::to_hex(&crate::tokens::new_token())
+        ));
+        let s = RedbStore::open(&dir, 10, 1 << 20).unwrap();
+        let uaid = [3u8; 16];
+        let ua = UserAgent {
+            uaid,
+            kind: UaKind::WebSocket,
+            created: 1,
+        };
+        let sub = Subscription {
+            push: [4; 16],
+            uaid,
+            channel: [5; 16],
+            resource: [6; 16],
+            vapid: None,
+            created: 1,
+        };
+        s.apply(&[&Op::PutUa(ua), &Op::PutSubscription(sub)])
+            .unwrap();
+        s.apply(&[&Op::DeleteUaIfEmpty(uaid)]).unwrap();
+        assert!(
+            s.user_agent(&uaid).unwrap().is_some(),
+            "a subscription is left"
+        );
+        s.apply(&[&Op::DeleteSubscription([4; 16]), &Op::DeleteUaIfEmpty(uaid)])
+            .unwrap();
+        assert!(s.user_agent(&uaid).unwrap().is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
