@@ -137,8 +137,10 @@ impl State {
     pub fn store_unacked(self: &Arc<Self>, msgs: Vec<Arc<Message>>) {
         let ops: Vec<Op> = msgs
             .into_iter()
-            // List copies are fetched again from their list; others are stored.
+            // List copies are fetched again from their list; others are
+            // stored, unless their subscription has ended meanwhile.
             .filter(|m| m.seq == 0 && m.list_message.is_none() && m.expires > now())
+            .filter(|m| !matches!(self.store.subscription(&m.push), Ok(None)))
             .map(|m| {
                 let mut m = Arc::unwrap_or_clone(m);
                 m.seq = self.store.next_seq();

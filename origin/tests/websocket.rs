@@ -456,3 +456,37 @@ async fn a_user_agent_is_recorded_with_its_first_subscription_and_goes_with_its_
     assert_eq!(Device::connect(&o, Some(&uaid)).await.uaid, uaid);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn an_unacknowledged_message_of_an_ended_subscription_is_not_stored_again() {
+    let o = start_fresh("ws-unacked-gone").await;
+    let mut d = Device::connect(&o, None).await;
+    let (channel, endpoint) = d.register(None).await;
+    let (_, kept) = d.register(None).await;
+    for e in [&endpoint, &kept] {
+        assert_eq!(request("POST", e, &[("ttl", "600")], b"").await.status, 201);
+        assert!(d.recv().await.is_some(), "written, not acknowledged");
+    }
+    d.send(json!({"messageType": "unregister", "channelID": channel}))
+        .await;
+    assert_eq!(d.recv().await.unwrap()["status"], 200);
+    let uaid = d.uaid.clone();
+    d.close().await;
+    // The connection's end stores what it held: only the live subscription's.
+    let t = origin::tokens::from_uuid(&uaid).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stored = loop {
+        let _ = o.state.settle().await;
+        let stored = o.state.store.messages(&t, 0, 0, 10).unwrap();
+        if !stored.is_empty() || std::time::Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    let n = d.recv().await.unwrap();
+    assert_ne!(n["channelID"].as_str(), Some(channel.as_str()));
+    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    o.stop().await;
+}
