@@ -88,6 +88,10 @@ pub struct Settings {
     /// Largest HTTP/2 subscribe request body, in bytes (413 beyond). Default 4096; 256 to 1 MiB.
     #[arg(long, env = "ORIGIN_H2_MAX_SUBSCRIBE_BYTES")]
     pub h2_max_subscribe_bytes: Option<usize>,
+    /// How long an application request's body may take to arrive, seconds
+    /// (408 beyond). Default 60; 1 to 3600.
+    #[arg(long, env = "ORIGIN_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
     /// How long a push receipt waits for its application server, seconds.
     /// Default 604800 (7 days); 1 s to 365 days.
     #[arg(long, env = "ORIGIN_RECEIPT_TTL_SECS")]
@@ -194,6 +198,8 @@ pub struct Config {
     pub h2_max_subscribe_bytes: usize,
     /// Lifetime of a push receipt, seconds.
     pub receipt_ttl_secs: u64,
+    /// How long an application request's body may take, seconds.
+    pub body_read_timeout_secs: u64,
     /// Shutdown's wait for connections and writes, seconds.
     pub shutdown_drain_secs: u64,
     /// Hello timeout, seconds.
@@ -274,6 +280,7 @@ impl Config {
                 ws_max_handshake_headers,
                 h2_max_subscribe_bytes,
                 receipt_ttl_secs,
+                body_read_timeout_secs,
                 shutdown_drain_secs,
                 hello_timeout_secs,
                 header_read_timeout_secs,
@@ -340,6 +347,7 @@ impl Config {
                 .unwrap_or(7 * 24 * 3600)
                 .clamp(1, 365 * 24 * 3600),
             shutdown_drain_secs: s.shutdown_drain_secs.unwrap_or(10).clamp(1, 3600),
+            body_read_timeout_secs: s.body_read_timeout_secs.unwrap_or(60).clamp(1, 3600),
             hello_timeout_secs: s.hello_timeout_secs.unwrap_or(10),
             header_read_timeout_secs: s.header_read_timeout_secs.unwrap_or(30).max(1),
             tcp_keepalive_secs: s.tcp_keepalive_secs.unwrap_or(300),
@@ -350,6 +358,11 @@ impl Config {
             listen_backlog: s.listen_backlog.unwrap_or(4096).max(1),
             limits,
         })
+    }
+
+    /// How long an application request's body may take to arrive.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.body_read_timeout_secs)
     }
 
     /// The origin of push resources (`scheme://host[:port]`), the VAPID `aud`.

@@ -97,10 +97,18 @@ impl ListPush {
         })
     }
 
-    /// Whether a member's key fits this message's algorithms (when known).
-    /// A member with no key gets the JWE with an empty key (PROTOCOL §4).
+    /// Whether a member's key fits this message's algorithms (when known),
+    /// and its header the message's shared headers. A member with no key
+    /// gets the JWE with an empty key (PROTOCOL §4).
     pub fn key_fits(&self, m: &ListMember) -> bool {
-        let Some(key) = m.key_for(self.msg.seq).0 else {
+        let (key, header) = m.key_for(self.msg.seq);
+        if let (Template::Json(t), Some(h)) = (&self.template, header) {
+            // A header that repeats a shared parameter makes no valid JWE.
+            if !t.header_fits(h) {
+                return false;
+            }
+        }
+        let Some(key) = key else {
             return true;
         };
         let key_len = shared::b64::decoded_len(key);

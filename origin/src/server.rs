@@ -9,8 +9,7 @@ use crate::registry::Protocol;
 use crate::state::{now, State};
 use crate::store::{Op, Store};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -100,10 +99,12 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     let app_loop = {
         let state = state.clone();
         async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // HTTP/1.1 only: TLS and HTTP/2 toward application servers are
+            // the edge's or a front proxy's (an h2c connection could sit
+            // idle, or halfway through its preface, for ever).
+            let mut builder = hyper::server::conn::http1::Builder::new();
             let header_wait = Duration::from_secs(state.config.header_read_timeout_secs);
             builder
-                .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_wait);
             let builder = Arc::new(builder);
@@ -114,8 +115,7 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
                 let _ = stream.set_nodelay(true);
                 let (state, builder) = (state.clone(), builder.clone());
                 tokio::spawn(async move {
-                    // hyper's header timer starts once the protocol is known,
-                    // so a client that sends nothing at all is let go here.
+                    // A client that sends nothing at all is let go here.
                     let first = tokio::time::timeout(header_wait, stream.peek(&mut [0u8; 1])).await;
                     if !matches!(first, Ok(Ok(1))) {
                         return;

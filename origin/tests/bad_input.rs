@@ -297,9 +297,13 @@ async fn clients_too_slow_to_send_their_headers_are_let_go() {
     // Part of a request's headers, then nothing.
     let partial = closed_after(&o, b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
     assert!(partial >= Duration::from_millis(900));
-    // Nothing at all (before hyper knows the protocol).
+    // Nothing at all.
     let silent = closed_after(&o, b"").await;
     assert!(silent >= Duration::from_millis(900));
+    // The start of an HTTP/2 preface, then nothing (HTTP/1.1 only: no h2c
+    // sniffing that waits for the rest).
+    let preface = closed_after(&o, b"PRI * HT").await;
+    assert!(preface >= Duration::from_millis(900));
     // A whole request on a new connection is served as ever.
     let r = request(
         "GET",
@@ -347,5 +351,38 @@ async fn bad_websocket_upgrades_are_answered() {
     // A proper device still connects.
     let d = Device::connect(&o, None).await;
     assert_eq!(d.uaid.len(), 32);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = start_with(&temp_dir("slow-body"), &[], |s| {
+        s.body_read_timeout_secs = Some(1);
+    })
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let path = endpoint.split_once("/p/").unwrap().1;
+    let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nContent-Encoding: aes128gcm\r\nContent-Length: 200\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&[7u8; 20]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body-timeout"), "{text}");
+    // Nothing was delivered.
+    assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
     o.stop().await;
 }

@@ -124,7 +124,14 @@ async fn json_jwe_recipients_are_replaced_per_member() {
     let mut d = Device::connect(&o, None).await;
     let (_, e) = d.register(None).await;
     let key = b64::encode(&[9; 40]);
-    let doc = json!({ e.clone(): {"encrypted_key": key, "header": {"kid": "member-1"}} });
+    // The second member's header repeats the message's shared `alg`: its
+    // copy would be no valid JWE, so it counts as failed.
+    let mut d2 = Device::connect(&o, None).await;
+    let (_, e2) = d2.register(None).await;
+    let doc = json!({
+        e.clone(): {"encrypted_key": key, "header": {"kid": "member-1"}},
+        e2.clone(): {"encrypted_key": key, "header": {"alg": "A256KW", "kid": "member-2"}},
+    });
     let list = create(&o, &doc, None)
         .await
         .header("location")
@@ -152,6 +159,17 @@ async fn json_jwe_recipients_are_replaced_per_member() {
         json!([{"encrypted_key": key, "header": {"kid": "member-1"}}])
     );
     assert_eq!(copy["ciphertext"], body["ciphertext"]);
+    assert!(d2.recv_within(Duration::from_millis(300)).await.is_none());
+    let status_url = r.header("location").unwrap().to_owned();
+    let mut status = json!({});
+    for _ in 0..50 {
+        status = request("GET", &status_url, &[], b"").await.json();
+        if status["fanout_finished"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status["failed"], 1, "{status}");
     o.stop().await;
 }
 

@@ -463,6 +463,9 @@ pub struct JsonJwe {
     pub enc: Enc,
     /// The shared `alg`, when the protected or unprotected header names it.
     pub shared_alg: Option<Alg>,
+    /// The parameter names of the protected and unprotected headers, which
+    /// no recipient's header may repeat.
+    pub shared_names: Vec<String>,
 }
 
 impl JsonJwe {
@@ -509,6 +512,7 @@ impl JsonJwe {
         ];
         check_disjoint(&shared)?;
         let shared_params = Params::read(shared[0])?.merge(Params::read(shared[1])?);
+        let shared_names = shared.iter().flat_map(|h| h.keys().cloned()).collect();
         let enc = shared_params.enc.ok_or(JweError::MissingEnc)?;
         check_iv_tag(enc, iv, tag)?;
 
@@ -570,6 +574,7 @@ impl JsonJwe {
         }
         Ok(JsonJwe {
             shared_alg: shared_params.alg,
+            shared_names,
             object,
             enc,
         })
@@ -587,6 +592,8 @@ pub struct JsonTemplate {
     pub enc: Enc,
     /// The shared `alg`, if the shared headers name one.
     pub shared_alg: Option<Alg>,
+    /// The shared headers' parameter names.
+    shared_names: Vec<String>,
 }
 
 /// Closes the recipients array and the object.
@@ -607,7 +614,18 @@ impl JsonTemplate {
             prefix,
             enc: jwe.enc,
             shared_alg: jwe.shared_alg,
+            shared_names: jwe.shared_names,
         })
+    }
+
+    /// Whether a member's header (as [`member_header`] gave it) can go with
+    /// this message: it may not repeat a parameter of the shared headers
+    /// (RFC 7516 §7.2.1), or the copy would not be a valid JWE.
+    pub fn header_fits(&self, header: &str) -> bool {
+        match serde_json::from_str::<Map<String, Value>>(header) {
+            Ok(m) => !m.keys().any(|k| self.shared_names.contains(k)),
+            Err(_) => false,
+        }
     }
 
     /// Rebuilds a template from its stored text (as [`Self::as_str`] gave it).
@@ -798,6 +816,20 @@ mod tests {
         let v: Value = serde_json::from_slice(&bare).unwrap();
         assert_eq!(v["recipients"][0], serde_json::json!({}));
         assert_eq!(JsonTemplate::from_stored(t.as_str()).unwrap(), t);
+        // A member header may not repeat a shared parameter.
+        assert!(t.header_fits(&member_h));
+        assert!(!t.header_fits(r#"{"jku":"https://example.com/other"}"#));
+        assert!(!t.header_fits(r#"{"alg":"A128KW","enc":"A256GCM"}"#));
+        let mut clash = Vec::new();
+        t.write_member(
+            Some(&key),
+            Some(r#"{"alg":"A128KW","enc":"A128GCM"}"#),
+            &mut clash,
+        );
+        assert!(
+            JsonJwe::parse(&clash, false).is_err(),
+            "what header_fits refuses"
+        );
     }
 
     #[test]

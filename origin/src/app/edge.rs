@@ -31,7 +31,8 @@ where
     // As much body as the route takes; one over its limit is refused now,
     // as the route's own checks would, since no mark covers a cut body.
     let limits = &state.config.limits;
-    let body = match read_body(body, kind.read_cap(limits)).await {
+    let wait = state.config.body_read_timeout();
+    let body = match read_body(body, kind.read_cap(limits), wait).await {
         Ok(b) => b,
         Err(e) => return Err(error(&e)),
     };

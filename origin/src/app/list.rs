@@ -74,6 +74,7 @@ async fn read_document<B>(
     req: Request<B>,
     content_type: &'static str,
     limits: &Limits,
+    wait: std::time::Duration,
 ) -> Result<(Request<()>, Bytes)>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -82,7 +83,7 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     doc::check_content_type(header(&req, "content-type"), content_type)?;
-    let raw = read_body(body, BodyKind::Document.read_cap(limits)).await?;
+    let raw = read_body(body, BodyKind::Document.read_cap(limits), wait).await?;
     let decoded = doc::decode_body(header(&req, "content-encoding"), &raw, limits)?;
     Ok((req, Bytes::copy_from_slice(&decoded)))
 }
@@ -175,7 +176,6 @@ where
         .filter(|p| *p < state.config.partitions)
         .ok_or(AppError::not_found("no such list registration service"))?;
     let owner = verified_key(state, &req)?;
-    let (_, body) = read_document(req, doc::CONTENT_TYPE, limits).await?;
     // Lists without a VAPID key are counted together, as the service's own.
     let (counted, creations, held) = match &owner {
         Some(k) => (
@@ -190,8 +190,8 @@ where
         ),
     };
     let key_id: Token = counted[1..17].try_into().expect("16 bytes");
-    // Creations by one owner are counted and committed one at a time.
-    let _locked = state.list_locks.lock(&key_id).await;
+    // Both limits are checked before the document is read (and the count
+    // again before the commit).
     state
         .create_rate
         .check(&key_id)
@@ -199,6 +199,8 @@ where
     if state.store.owned_lists(counted).map_err(store_err)? >= limits.max_lists_per_key {
         return Err(AppError::rate_limited(held, 3600).into());
     }
+    let wait = state.config.body_read_timeout();
+    let (_, body) = read_document(req, doc::CONTENT_TYPE, limits, wait).await?;
     let parsed = doc::parse_document(&body, now() as i64, limits)?;
     let mut rejected = parsed.rejected;
     let mut members = Vec::with_capacity(parsed.accepted.len());
@@ -221,6 +223,11 @@ where
         members: 0,
     };
     let count = members.len();
+    // Creations by one owner are counted and committed one at a time.
+    let _locked = state.list_locks.lock(&key_id).await;
+    if state.store.owned_lists(counted).map_err(store_err)? >= limits.max_lists_per_key {
+        return Err(AppError::rate_limited(held, 3600).into());
+    }
     state
         .committer
         .write(vec![Op::PutList(list), Op::PutMembers(token, members)])
@@ -305,7 +312,8 @@ where
 {
     let limits = &state.config.limits;
     let list = authorized_list(state, token, &req)?;
-    let (_, body) = read_document(req, doc::MERGE_PATCH_CONTENT_TYPE, limits).await?;
+    let wait = state.config.body_read_timeout();
+    let (_, body) = read_document(req, doc::MERGE_PATCH_CONTENT_TYPE, limits, wait).await?;
     let parsed = doc::parse_patch(&body, now() as i64, limits)?;
     // From here to the commit, other amendments of this list wait: the
     // member count and the members merged into are read as they are now.
@@ -400,6 +408,8 @@ pub async fn delete<B>(state: &State, token: &str, req: &Request<B>) -> Response
         Ok(l) => l,
         Err(e) => return e.response(),
     };
+    // Not in the middle of an amendment of the same list.
+    let _locked = state.list_locks.lock(&list.token).await;
     match state
         .committer
         .write(vec![Op::DeleteList(list.token)])
@@ -439,7 +449,8 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     let list = authorized_list(state, token, &req)?;
-    let body = read_body(body, BodyKind::Message.read_cap(limits)).await?;
+    let wait = state.config.body_read_timeout();
+    let body = read_body(body, BodyKind::Message.read_cap(limits), wait).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     state

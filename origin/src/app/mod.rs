@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use response::{error, with_body, AppError, Body};
 use shared::route::{AppRoute, RouteError};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Routes one application request: the origin's own resources, then the
 /// application's by `shared::route` (as the edge routes them).
@@ -112,7 +113,7 @@ where
 /// Reads at most `cap` bytes of a body: a [`shared::route::BodyKind`]'s read cap, one
 /// byte over its limit, which the checks in `shared` then refuse as too
 /// large. A body in one chunk is not copied.
-pub async fn read_body<B>(body: B, cap: usize) -> Result<Bytes, AppError>
+pub async fn read_body<B>(body: B, cap: usize, wait: Duration) -> Result<Bytes, AppError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -120,19 +121,26 @@ where
     let mut body = std::pin::pin!(body);
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0;
-    while len < cap {
-        match body.frame().await {
-            None => break,
-            Some(Err(_)) => return Err(AppError::Body),
-            Some(Ok(frame)) => {
-                if let Ok(d) = frame.into_data() {
-                    let d = d.slice(..d.len().min(cap - len));
-                    len += d.len();
-                    chunks.push(d);
+    let read = async {
+        while len < cap {
+            match body.frame().await {
+                None => break,
+                Some(Err(_)) => return Err(AppError::Body),
+                Some(Ok(frame)) => {
+                    if let Ok(d) = frame.into_data() {
+                        let d = d.slice(..d.len().min(cap - len));
+                        len += d.len();
+                        chunks.push(d);
+                    }
                 }
             }
         }
-    }
+        Ok(())
+    };
+    // A client that stops sending its body is let go.
+    tokio::time::timeout(wait, read)
+        .await
+        .map_err(|_| AppError::BodyTimeout(wait.as_secs()))??;
     Ok(match chunks.len() {
         1 => chunks.pop().expect("one chunk"),
         _ => Bytes::from(chunks.concat()),

@@ -39,7 +39,8 @@ where
     let push = tokens::decode(token).ok_or(AppError::UnknownSubscription)?;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
-    let body = super::read_body(body, BodyKind::Message.read_cap(limits)).await?;
+    let wait = state.config.body_read_timeout();
+    let body = super::read_body(body, BodyKind::Message.read_cap(limits), wait).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_push(&headers, &body, limits)?;
     let sub = state

@@ -29,6 +29,9 @@ pub enum AppError {
     /// The request body could not be read.
     #[error("the request body could not be read")]
     Body,
+    /// The request body did not arrive in time (`body_read_timeout_secs`).
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// Storage failed.
     #[error("the service could not store the request; retry later")]
     Store,
@@ -55,6 +58,7 @@ impl ProblemSource for AppError {
             AppError::Service(e) => e.status(),
             AppError::UnknownSubscription | AppError::UnknownMessage => 404,
             AppError::BadReceipt | AppError::Body => 400,
+            AppError::BodyTimeout(_) => 408,
             AppError::Store => 503,
         }
     }
@@ -65,6 +69,7 @@ impl ProblemSource for AppError {
             AppError::UnknownMessage => "unknown-message",
             AppError::BadReceipt => "bad-push-receipt",
             AppError::Body => "unreadable-body",
+            AppError::BodyTimeout(_) => "body-timeout",
             AppError::Store => "store-unavailable",
         }
     }
@@ -75,6 +80,7 @@ impl ProblemSource for AppError {
             AppError::UnknownMessage => "Unknown message",
             AppError::BadReceipt => "Bad Push-Receipt",
             AppError::Body => "Unreadable body",
+            AppError::BodyTimeout(_) => "Request body too slow",
             AppError::Store => "Storage unavailable",
         }
     }
