@@ -207,9 +207,13 @@ pub async fn check<'a>(
         }
         AppRoute::PushList { list } => {
             let (meta, _) = validate_list_push(&req.fields.push_headers(), req.body, limits)?;
+            let vapid_key = verified(meta.vapid.as_ref(), req, limits, v).await?;
             Ok(Checked {
-                vapid_key: verified(meta.vapid.as_ref(), req, limits, v).await?,
-                rate: Some(RateKey::ListPush(list.clone())),
+                rate: Some(RateKey::ListPush {
+                    list: list.clone(),
+                    key: vapid_key.clone(),
+                }),
+                vapid_key,
                 after_rate: None,
             })
         }
@@ -398,7 +402,11 @@ pub(crate) mod tests {
             body.as_bytes(),
         )
         .unwrap();
-        assert_eq!(c.rate, Some(RateKey::ListPush("L".into())));
+        let window = RateKey::ListPush {
+            list: "L".into(),
+            key: None,
+        };
+        assert_eq!(c.rate, Some(window));
         let (s, p) = status(run(
             AppRoute::PushList { list: "L".into() },
             Fields {

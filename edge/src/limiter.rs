@@ -12,8 +12,16 @@ use shared::Limits;
 /// What a request counts against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RateKey {
-    /// Pushes to one list (`list_pushes_per_minute`), by the list's token.
-    ListPush(String),
+    /// Pushes to one list (`list_pushes_per_minute`), by the list's token
+    /// and the request's verified VAPID key: requests the origin will refuse
+    /// (an owned list pushed without its owner's key) cannot use up the
+    /// owner's window. The origin counts per list, whatever the key.
+    ListPush {
+        /// The list's token.
+        list: String,
+        /// The verified VAPID key, if any.
+        key: Option<String>,
+    },
     /// Lists created by one VAPID key (`list_creations_per_minute`), by the key.
     ListCreation(String),
 }
@@ -22,7 +30,9 @@ impl RateKey {
     /// The name of the Durable Object that counts for this key.
     pub fn object_name(&self) -> String {
         match self {
-            RateKey::ListPush(list) => format!("list-push:{list}"),
+            RateKey::ListPush { list, key } => {
+                format!("list-push:{list}:{}", key.as_deref().unwrap_or("-"))
+            }
             RateKey::ListCreation(key) => format!("list-create:{key}"),
         }
     }
@@ -30,7 +40,7 @@ impl RateKey {
     /// Events allowed per window.
     pub fn limit(&self, limits: &Limits) -> u32 {
         match self {
-            RateKey::ListPush(_) => limits.list_pushes_per_minute,
+            RateKey::ListPush { .. } => limits.list_pushes_per_minute,
             RateKey::ListCreation(_) => limits.list_creations_per_minute,
         }
     }
@@ -38,7 +48,7 @@ impl RateKey {
     /// What is limited, in the origin's words for its 429.
     pub fn what(&self) -> &'static str {
         match self {
-            RateKey::ListPush(_) => "pushes to this list",
+            RateKey::ListPush { .. } => "pushes to this list",
             RateKey::ListCreation(_) => "list creations by this VAPID key",
         }
     }
@@ -167,7 +177,15 @@ mod tests {
             list_creations_per_minute: 4,
             ..Limits::default()
         };
-        let p = RateKey::ListPush("abc".into());
+        let p = RateKey::ListPush {
+            list: "abc".into(),
+            key: None,
+        };
+        let signed = RateKey::ListPush {
+            list: "abc".into(),
+            key: Some("KEY".into()),
+        };
+        assert_ne!(p.object_name(), signed.object_name());
         let c = RateKey::ListCreation("KEY".into());
         assert_ne!(p.object_name(), c.object_name());
         assert_eq!(p.hit(&l, 60).limit, 3);

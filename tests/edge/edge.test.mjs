@@ -476,6 +476,10 @@ describe("(e) rate limits at the edge", () => {
       assert.equal(await appRequests(), before + 1, "the refused push never reached the origin");
       // Another list has its own count.
       assert.equal((await push(b)).status, 201);
+      // So has each VAPID key on this list: requests the origin would refuse
+      // (an owned list pushed without its key) cannot use up the owner's.
+      const signed = await request(a, { method: "POST", headers: { TTL: "60", authorization: new Vapid().header(edge) } });
+      assert.equal(signed.status, 201, signed.text);
       // After Retry-After, the list takes pushes again.
       await sleep(retry * 1000 + 200);
       const again = await push(a);
