@@ -119,15 +119,12 @@ impl State {
             .await?;
         inc(&self.metrics.pushes_stored);
         // The device may have connected while the commit ran, or its queue
-        // was full: hand the message over, or have it fetched once the queue drains.
+        // or its room for unacknowledged messages was full: it fetches the
+        // message from the store, the one place it is read from from now on
+        // (a copy handed over in its queue could be written again after the
+        // device acknowledged the one it fetched).
         if let Some(h) = self.registry.handle(&stored.uaid) {
-            let out = Outbound::Message {
-                msg: stored,
-                written: None,
-            };
-            if h.tx.try_send(out).is_err() {
-                h.mark_pending();
-            }
+            h.mark_pending();
         }
         Ok(Outcome::Stored)
     }

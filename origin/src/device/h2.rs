@@ -27,6 +27,10 @@ use tokio::sync::mpsc;
 struct Pushed {
     messages: Mutex<TokenMap<Arc<Message>>>,
     monitors: Mutex<Vec<Token>>,
+    /// Held by a monitor reading what is stored, and by an acknowledgement:
+    /// a message acknowledged between the read and its push would be
+    /// pushed again (the acknowledgements are on other streams).
+    gate: tokio::sync::Mutex<()>,
 }
 
 impl Pushed {
@@ -418,6 +422,8 @@ impl Monitor<'_> {
     /// Pushes the stored messages and waiting list copies (once the
     /// acknowledgements queued for commit are in); how many were pushed.
     async fn push_stored(&mut self) -> usize {
+        let inflight = self.inflight.clone();
+        let _gate = inflight.gate.lock().await;
         let _ = self.state.settle().await;
         let mut pushed = 0usize;
         let mut after = 0;
@@ -480,6 +486,26 @@ fn push_one(
             return false;
         }
     }
+    if receipts {
+        return send_push(state, respond, &msg, true);
+    }
+    // Held before it is pushed: the user agent's DELETE may arrive before
+    // this function returns.
+    inflight.messages().insert(msg.id, msg.clone());
+    let sent = send_push(state, respond, &msg, false);
+    if !sent {
+        inflight.messages().remove(&msg.id);
+    }
+    sent
+}
+
+/// Writes one message (or receipt) as a server push; false if the stream is gone.
+fn send_push(
+    state: &Arc<State>,
+    respond: &mut SendResponse<Bytes>,
+    msg: &Message,
+    receipts: bool,
+) -> bool {
     // A receipt's promised request is the acknowledged message's resource.
     let (path_id, base) = if receipts {
         (msg.push, &state.config.public_url)
@@ -548,43 +574,42 @@ fn push_one(
         return false;
     }
     inc(&state.metrics.messages_sent);
-    if receipts {
-        // Receipts need no acknowledgement: gone once pushed.
-        if msg.seq != 0 {
-            state.write_later(vec![Op::DeleteMessage(msg.id)]);
-        }
-    } else {
-        inflight.messages().insert(msg.id, msg);
+    // Receipts need no acknowledgement: gone once pushed.
+    if receipts && msg.seq != 0 {
+        state.write_later(vec![Op::DeleteMessage(msg.id)]);
     }
     true
 }
 
 /// `DELETE` on a pushed message: the user agent acknowledges it.
 async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
-    let (held, was_full) = {
+    let gate = inflight.gate.lock().await;
+    let (freed_room, held) = {
         let mut map = inflight.messages();
         let was_full = map.len() >= state.config.max_unacked;
-        (map.remove(&id), was_full)
+        let held = map.remove(&id);
+        (held.is_some() && was_full, held)
     };
     let msg = match held {
-        Some(m) => {
-            if was_full {
-                // The connection's monitors may have left messages stored
-                // for want of room: each looks again.
-                let watched = inflight.monitors.lock().expect("monitors lock").clone();
-                for uaid in watched {
-                    if let Some(h) = state.registry.handle(&uaid) {
-                        h.mark_pending();
-                    }
-                }
-            }
-            m
-        }
+        Some(m) => m,
         // Stored; not acknowledged already, with the deletion still queued.
         None => match state.settle().await.and_then(|()| state.store.message(&id)) {
             Ok(Some(m)) => Arc::new(m),
             _ => return,
         },
     };
+    // Its deletion is queued first: a monitor that looks again settles the
+    // queued writes before it reads, so it cannot push this one again.
     state.acknowledged(&msg, true);
+    drop(gate);
+    if freed_room {
+        // The connection's monitors may have left messages stored for want
+        // of room: each looks again.
+        let watched = inflight.monitors.lock().expect("monitors lock").clone();
+        for uaid in watched {
+            if let Some(h) = state.registry.handle(&uaid) {
+                h.mark_pending();
+            }
+        }
+    }
 }
