@@ -386,3 +386,47 @@ async fn a_body_that_stops_arriving_is_answered_408() {
     assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_and_non_ascii_fields_are_read_as_the_edge_reads_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = start_fresh("header-fields").await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let path = endpoint.split_once("/p/").unwrap().1.to_owned();
+    let send = |head: Vec<u8>| {
+        let addr = o.state.config.app_listen;
+        async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(&head).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .expect("answered")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    // TTL given twice counts as "60, 60": not a number of seconds.
+    let twice = format!(
+        "POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nTTL: 60\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answer = send(twice.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid-ttl"), "{answer}");
+    // A Topic that is not ASCII is refused, not dropped.
+    let mut topic =
+        format!("POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nTopic: t").into_bytes();
+    topic.extend_from_slice("é".as_bytes());
+    topic.extend_from_slice(b"st\r\nContent-Length: 0\r\n\r\n");
+    let answer = send(topic).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("header-not-text"), "{answer}");
+    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    // One proper field of each is as before.
+    let once =
+        format!("POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nContent-Length: 0\r\n\r\n");
+    assert!(send(once.into_bytes()).await.starts_with("HTTP/1.1 201"));
+    assert!(d.recv().await.is_some());
+    o.stop().await;
+}

@@ -39,7 +39,26 @@ pub enum HeaderError {
     /// stored with every message, so it may not grow a message past its limit.
     #[error("the {0} header may be at most {1} bytes")]
     KeyHeaderTooLong(&'static str, usize),
+    /// A field the service reads has bytes outside visible ASCII.
+    #[error("the {0} header must be visible ASCII text")]
+    NotText(&'static str),
 }
+
+/// The request header fields the application API reads. Where one is
+/// repeated, its values count as one, joined by ", " (RFC 9110 §5.3), as
+/// the edge's platform joins them.
+pub const READ_FIELDS: [&str; 10] = [
+    "ttl",
+    "urgency",
+    "topic",
+    "content-encoding",
+    "content-type",
+    "encryption",
+    "crypto-key",
+    "authorization",
+    "push-receipt",
+    "prefer",
+];
 
 impl ProblemSource for HeaderError {
     fn status(&self) -> u16 {
@@ -60,6 +79,7 @@ impl ProblemSource for HeaderError {
             HeaderError::InvalidKeyParam(_) | HeaderError::KeyHeaderTooLong(..) => {
                 "invalid-crypto-key"
             }
+            HeaderError::NotText(_) => "header-not-text",
         }
     }
     fn title(&self) -> &'static str {
@@ -74,6 +94,7 @@ impl ProblemSource for HeaderError {
             HeaderError::InvalidKeyParam(_) | HeaderError::KeyHeaderTooLong(..) => {
                 "Invalid encryption keys"
             }
+            HeaderError::NotText(_) => "Header not ASCII text",
         }
     }
     fn errno(&self) -> Option<u16> {
@@ -82,7 +103,7 @@ impl ProblemSource for HeaderError {
             HeaderError::InvalidTtl(_) => errno::INVALID_TTL,
             HeaderError::InvalidTopic(_) => errno::INVALID_TOPIC,
             HeaderError::MissingSalt | HeaderError::MissingDh => errno::MISSING_CRYPTO_KEYS,
-            HeaderError::InvalidUrgency(_) => return None,
+            HeaderError::InvalidUrgency(_) | HeaderError::NotText(_) => return None,
             _ => errno::INVALID_CRYPTO,
         })
     }

@@ -34,6 +34,10 @@ where
         Ok(r) => r,
         Err(e) => return route_error(e),
     };
+    let mut req = req;
+    if let Err(e) = combine_fields(req.headers_mut()) {
+        return error(&e);
+    }
     match state.config.edge_secret.clone() {
         Some(secret) => match edge::check(&state, &secret, req, app.body()).await {
             Ok(req) => dispatch(&state, req, &app, id).await,
@@ -159,6 +163,36 @@ pub fn push_headers<B>(req: &Request<B>) -> shared::push::PushHeaders<'_> {
         crypto_key: header(req, "crypto-key"),
         authorization: header(req, "authorization"),
     }
+}
+
+/// Joins each repeated field the service reads into one value (the first
+/// value alone was read before, where the edge reads them all), and refuses
+/// one that is not visible ASCII (it was taken as absent: a `Topic: tést`
+/// was dropped without a word).
+fn combine_fields(headers: &mut http::HeaderMap) -> Result<(), shared::headers::HeaderError> {
+    use shared::headers::{HeaderError, READ_FIELDS};
+    for name in READ_FIELDS {
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else {
+            continue;
+        };
+        if values.next().is_none() {
+            first.to_str().map_err(|_| HeaderError::NotText(name))?;
+            continue;
+        }
+        let mut joined = Vec::new();
+        for v in headers.get_all(name) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        let value =
+            http::HeaderValue::from_bytes(&joined).map_err(|_| HeaderError::NotText(name))?;
+        value.to_str().map_err(|_| HeaderError::NotText(name))?;
+        headers.insert(name, value);
+    }
+    Ok(())
 }
 
 /// A request header as text.
