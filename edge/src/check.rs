@@ -9,6 +9,7 @@
 use crate::limiter::RateKey;
 use crate::reply::Refusal;
 use crate::route::AppRoute;
+use shared::headers::{field_text, HeaderError};
 use shared::list::{self, ListError};
 use shared::push::{validate_list_push, validate_push, PushHeaders};
 use shared::vapid::{Credentials, VapidError};
@@ -70,18 +71,26 @@ pub struct Fields {
 }
 
 impl Fields {
-    /// Reads the fields through a case-insensitive header lookup.
-    pub fn read(header: impl Fn(&str) -> Option<String>) -> Fields {
-        Fields {
-            ttl: header("ttl"),
-            urgency: header("urgency"),
-            topic: header("topic"),
-            content_encoding: header("content-encoding"),
-            content_type: header("content-type"),
-            encryption: header("encryption"),
-            crypto_key: header("crypto-key"),
-            authorization: header("authorization"),
-        }
+    /// Reads the fields through a case-insensitive header lookup (the
+    /// platform joins repeated values), by `shared`'s rule for their text.
+    pub fn read(header: impl Fn(&str) -> Option<String>) -> Result<Fields, HeaderError> {
+        let field = |name: &'static str| -> Result<Option<String>, HeaderError> {
+            let value = header(name);
+            if let Some(v) = &value {
+                field_text(name, [v.as_bytes()])?;
+            }
+            Ok(value)
+        };
+        Ok(Fields {
+            ttl: field("ttl")?,
+            urgency: field("urgency")?,
+            topic: field("topic")?,
+            content_encoding: field("content-encoding")?,
+            content_type: field("content-type")?,
+            encryption: field("encryption")?,
+            crypto_key: field("crypto-key")?,
+            authorization: field("authorization")?,
+        })
     }
 
     /// The fields as `shared`'s push rules take them.
@@ -343,6 +352,22 @@ pub(crate) mod tests {
             ttl: Some("60".into()),
             ..Fields::default()
         }
+    }
+
+    #[test]
+    fn fields_are_read_by_the_shared_text_rule() {
+        let read = |topic: &str| {
+            let topic = topic.to_owned();
+            Fields::read(move |n| (n == "topic").then(|| topic.clone()))
+        };
+        assert_eq!(read("abc").unwrap().topic.as_deref(), Some("abc"));
+        let e = read("t\u{e9}st").unwrap_err();
+        assert_eq!(e, HeaderError::NotText("topic"));
+        let (s, p) = status(Err(Refusal::Push(e.into())));
+        assert_eq!(
+            (s, p["type"].as_str()),
+            (400, Some("/problems/header-not-text"))
+        );
     }
 
     #[test]

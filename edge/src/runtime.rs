@@ -9,6 +9,7 @@ use crate::limiter::{self, Hit, RateKey, Verdict, Window};
 use crate::reply::{EdgeError, Refusal, Reply};
 use crate::route::{self, AppRoute, BodyKind, Route};
 use futures_util::StreamExt;
+use shared::push::PushError;
 use std::cell::Cell;
 use std::time::Duration;
 use worker::js_sys::{self, Uint8Array};
@@ -157,7 +158,10 @@ async fn application(
     app: &AppRoute,
     target: &Target<'_>,
 ) -> Result<Response> {
-    let fields = Fields::read(|n| req.headers().get(n).ok().flatten());
+    let fields = match Fields::read(|n| req.headers().get(n).ok().flatten()) {
+        Ok(f) => f,
+        Err(e) => return refuse(PushError::from(e)),
+    };
     let body = read_body(&mut req, app.body().read_cap(&cfg.limits)).await?;
     let now = now_secs();
     let inbound = Inbound {
@@ -268,7 +272,10 @@ async fn ask_limiter(env: &Env, key: &RateKey, hit: Hit) -> Result<Verdict> {
 
 /// `POST /_bench/validate?n=N`: times the checks of the list push it carries.
 async fn bench(mut req: Request, cfg: &Config, url: &str) -> Result<Response> {
-    let fields = Fields::read(|n| req.headers().get(n).ok().flatten());
+    let fields = match Fields::read(|n| req.headers().get(n).ok().flatten()) {
+        Ok(f) => f,
+        Err(e) => return refuse(PushError::from(e)),
+    };
     let body = read_body(&mut req, BodyKind::Message.read_cap(&cfg.limits)).await?;
     let app = AppRoute::PushList {
         list: "bench".into(),

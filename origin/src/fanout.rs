@@ -102,12 +102,15 @@ impl ListPush {
     /// gets the JWE with an empty key (PROTOCOL §4).
     pub fn key_fits(&self, m: &ListMember) -> bool {
         let (key, header) = m.key_for(self.msg.seq);
-        if let (Template::Json(t), Some(h)) = (&self.template, header) {
-            // A header that repeats a shared parameter makes no valid JWE.
-            if !t.header_fits(h) {
-                return false;
-            }
-        }
+        // A JSON JWE member's header is read once: a header that repeats a
+        // shared parameter makes no valid JWE; its `alg` may size the key.
+        let header_alg = match (&self.template, header) {
+            (Template::Json(t), Some(h)) => match t.member_header_alg(h) {
+                Some(alg) => alg,
+                None => return false,
+            },
+            _ => None,
+        };
         let Some(key) = key else {
             return true;
         };
@@ -115,7 +118,7 @@ impl ListPush {
         let (alg, enc): (Option<Alg>, _) = match &self.template {
             Template::Empty => return true,
             Template::Compact(t) => (Some(t.alg), t.enc),
-            Template::Json(t) => (t.shared_alg.or_else(|| header_alg(m, self.msg.seq)), t.enc),
+            Template::Json(t) => (t.shared_alg.or(header_alg), t.enc),
         };
         alg.is_none_or(|a| a.key_len_fits(enc, key_len))
     }
@@ -199,11 +202,6 @@ impl ListPush {
     pub fn is_for(&self, m: &ListMember) -> bool {
         m.joined < self.msg.seq && m.expires.is_none_or(|e| e > self.msg.created as i64)
     }
-}
-
-fn header_alg(m: &ListMember, seq: u64) -> Option<Alg> {
-    let h: serde_json::Value = serde_json::from_str(m.key_for(seq).1?).ok()?;
-    Alg::from_name(h.get("alg")?.as_str()?)
 }
 
 /// Recently used list pushes, so that reconnecting devices share one parse.

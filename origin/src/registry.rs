@@ -13,8 +13,9 @@ pub enum Outbound {
     Message {
         /// The message.
         msg: Arc<Message>,
-        /// Told when the frame has been written.
-        written: Option<oneshot::Sender<()>>,
+        /// Told when the frame has been written; dropped unwritten, it has
+        /// the sender store the message instead.
+        written: oneshot::Sender<()>,
     },
     /// Send a list member's copy of a list message, assembled on the way out.
     Copy(Box<crate::fanout::QueuedCopy>),

@@ -98,7 +98,7 @@ impl State {
             let (written, wait) = oneshot::channel();
             let out = Outbound::Message {
                 msg: msg.clone(),
-                written: Some(written),
+                written,
             };
             if tx.try_send(out).is_ok() {
                 if let Ok(Ok(())) = tokio::time::timeout(WRITE_WAIT, wait).await {

@@ -316,6 +316,22 @@ async fn clients_too_slow_to_send_their_headers_are_let_go() {
     o.stop().await;
 }
 
+/// Sends `bytes` to the application API on a new connection; returns the
+/// first answer read (within 5 s).
+async fn app_answer(o: &origin::server::Running, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
+        .await
+        .unwrap();
+    c.write_all(bytes).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Sends `bytes` to the WebSocket listener; returns the answer's status line.
 async fn ws_answer(o: &origin::server::Running, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -356,7 +372,6 @@ async fn bad_websocket_upgrades_are_answered() {
 
 #[tokio::test]
 async fn a_body_that_stops_arriving_is_answered_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let o = start_with(&temp_dir("slow-body"), &[], |s| {
         s.body_read_timeout_secs = Some(1);
     })
@@ -364,22 +379,15 @@ async fn a_body_that_stops_arriving_is_answered_408() {
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     let path = endpoint.split_once("/p/").unwrap().1;
-    let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
-        .await
-        .unwrap();
-    let head = format!(
+    // 20 bytes of the 200 announced, then nothing.
+    let mut request = format!(
         "POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nContent-Encoding: aes128gcm\r\nContent-Length: 200\r\n\r\n"
-    );
-    c.write_all(head.as_bytes()).await.unwrap();
-    c.write_all(&[7u8; 20]).await.unwrap();
+    )
+    .into_bytes();
+    request.extend_from_slice(&[7u8; 20]);
     let started = std::time::Instant::now();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
-        .await
-        .expect("answered within 5 s")
-        .unwrap();
+    let text = app_answer(&o, &request).await;
     assert!(started.elapsed() >= Duration::from_millis(900));
-    let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body-timeout"), "{text}");
     // Nothing was delivered.
@@ -389,23 +397,13 @@ async fn a_body_that_stops_arriving_is_answered_408() {
 
 #[tokio::test]
 async fn repeated_and_non_ascii_fields_are_read_as_the_edge_reads_them() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let o = start_fresh("header-fields").await;
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     let path = endpoint.split_once("/p/").unwrap().1.to_owned();
     let send = |head: Vec<u8>| {
-        let addr = o.state.config.app_listen;
-        async move {
-            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            c.write_all(&head).await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
-                .await
-                .expect("answered")
-                .unwrap();
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        }
+        let o = &o;
+        async move { app_answer(o, &head).await }
     };
     // TTL given twice counts as "60, 60": not a number of seconds.
     let twice = format!(

@@ -53,6 +53,18 @@ async fn subscribe(c: &mut SendRequest<Bytes>, device_url: &str) -> http::respon
     parts
 }
 
+/// Subscribes in a set of its own; returns the subscription's URL and its
+/// push resource.
+async fn subscribe_urls(c: &mut SendRequest<Bytes>, device_url: &str) -> (String, String) {
+    let parts = subscribe(c, device_url).await;
+    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
+    let (push_url, _) = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_PUSH)
+        .unwrap();
+    (sub_url, push_url)
+}
+
 #[tokio::test]
 async fn subscribe_push_ack_receipt() {
     let o = start_fresh("h2").await;
@@ -317,12 +329,7 @@ async fn a_user_agent_that_does_not_acknowledge_gets_no_more_than_max_unacked() 
     let o = start_with(&temp_dir("h2-unacked"), &[], |s| s.max_unacked = Some(2)).await;
     let device_url = o.state.config.device_url.clone();
     let mut ua = connect(o.state.config.h2_listen).await;
-    let parts = subscribe(&mut ua, &device_url).await;
-    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
-    let (push_url, _) = links_of(&parts)
-        .into_iter()
-        .find(|(_, r)| r == links::REL_PUSH)
-        .unwrap();
+    let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
     for _ in 0..3 {
         let r = request("POST", &push_url, &[("ttl", "600")], b"").await;
         assert_eq!(r.status, 201);
@@ -351,12 +358,7 @@ async fn a_held_monitor_gets_what_overflowed_or_waited_for_room() {
     .await;
     let device_url = o.state.config.device_url.clone();
     let mut ua = connect(o.state.config.h2_listen).await;
-    let parts = subscribe(&mut ua, &device_url).await;
-    let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
-    let (push_url, _) = links_of(&parts)
-        .into_iter()
-        .find(|(_, r)| r == links::REL_PUSH)
-        .unwrap();
+    let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
     // A monitor held open, then ten pushes at once through a queue of one.
     let (mut fut, _) = ua
         .send_request(Request::get(&sub_url).body(()).unwrap(), true)
@@ -404,15 +406,8 @@ async fn room_made_by_one_monitor_reaches_another_on_the_same_connection() {
     let mut monitors = Vec::new();
     let mut push_urls = Vec::new();
     for _ in 0..2 {
-        let parts = subscribe(&mut ua, &device_url).await;
-        let sub_url = parts.headers["location"].to_str().unwrap().to_owned();
-        push_urls.push(
-            links_of(&parts)
-                .into_iter()
-                .find(|(_, r)| r == links::REL_PUSH)
-                .unwrap()
-                .0,
-        );
+        let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
+        push_urls.push(push_url);
         let (mut fut, _) = ua
             .send_request(Request::get(&sub_url).body(()).unwrap(), true)
             .unwrap();

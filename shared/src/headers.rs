@@ -44,9 +44,7 @@ pub enum HeaderError {
     NotText(&'static str),
 }
 
-/// The request header fields the application API reads. Where one is
-/// repeated, its values count as one, joined by ", " (RFC 9110 §5.3), as
-/// the edge's platform joins them.
+/// The request header fields the application API reads (see [`field_text`]).
 pub const READ_FIELDS: [&str; 10] = [
     "ttl",
     "urgency",
@@ -107,6 +105,37 @@ impl ProblemSource for HeaderError {
             _ => errno::INVALID_CRYPTO,
         })
     }
+}
+
+/// A field the service reads, as its rules read it, from its raw values:
+/// `None` if absent; repeated values joined by ", " (RFC 9110 §5.3, as the
+/// edge's platform joins them); visible ASCII text only (tab allowed), or
+/// [`HeaderError::NotText`]. Borrowed unless values were joined.
+pub fn field_text<'a>(
+    name: &'static str,
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<std::borrow::Cow<'a, str>>, HeaderError> {
+    let text = |v: &'a [u8]| {
+        v.iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+            .then(|| std::str::from_utf8(v).ok())
+            .flatten()
+            .ok_or(HeaderError::NotText(name))
+    };
+    let mut values = values.into_iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let first = text(first)?;
+    let Some(second) = values.next() else {
+        return Ok(Some(first.into()));
+    };
+    let mut joined = String::from(first);
+    for v in std::iter::once(second).chain(values) {
+        joined.push_str(", ");
+        joined.push_str(text(v)?);
+    }
+    Ok(Some(joined.into()))
 }
 
 /// Shortens a header value quoted back in an error message.
@@ -305,6 +334,24 @@ impl AesgcmParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_joined_text() {
+        use std::borrow::Cow;
+        assert_eq!(field_text("ttl", []), Ok(None));
+        let one = field_text("ttl", [&b"60"[..]]).unwrap().unwrap();
+        assert!(matches!(one, Cow::Borrowed("60")));
+        let two = field_text("ttl", [&b"60"[..], b"60"]).unwrap().unwrap();
+        assert_eq!(two, "60, 60");
+        assert_eq!(
+            field_text("topic", ["t\u{e9}st".as_bytes()]),
+            Err(HeaderError::NotText("topic"))
+        );
+        assert_eq!(
+            field_text("ttl", [&b"60"[..], b"6\x7f"]),
+            Err(HeaderError::NotText("ttl"))
+        );
+    }
 
     #[test]
     fn ttl() {

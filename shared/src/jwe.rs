@@ -618,14 +618,20 @@ impl JsonTemplate {
         })
     }
 
-    /// Whether a member's header (as [`member_header`] gave it) can go with
-    /// this message: it may not repeat a parameter of the shared headers
-    /// (RFC 7516 §7.2.1), or the copy would not be a valid JWE.
-    pub fn header_fits(&self, header: &str) -> bool {
-        match serde_json::from_str::<Map<String, Value>>(header) {
-            Ok(m) => !m.keys().any(|k| self.shared_names.contains(k)),
-            Err(_) => false,
+    /// Reads a member's header (as [`member_header`] gave it) against this
+    /// message, in one parse: `None` if it cannot go with it (it repeats a
+    /// parameter of the shared headers, RFC 7516 §7.2.1, so the copy would
+    /// be no valid JWE), else the `alg` it names, if any.
+    pub fn member_header_alg(&self, header: &str) -> Option<Option<Alg>> {
+        let m = serde_json::from_str::<Map<String, Value>>(header).ok()?;
+        if m.keys().any(|k| self.shared_names.contains(k)) {
+            return None;
         }
+        Some(
+            m.get("alg")
+                .and_then(Value::as_str)
+                .and_then(Alg::from_name),
+        )
     }
 
     /// Rebuilds a template from its stored text (as [`Self::as_str`] gave it).
@@ -817,9 +823,14 @@ mod tests {
         assert_eq!(v["recipients"][0], serde_json::json!({}));
         assert_eq!(JsonTemplate::from_stored(t.as_str()).unwrap(), t);
         // A member header may not repeat a shared parameter.
-        assert!(t.header_fits(&member_h));
-        assert!(!t.header_fits(r#"{"jku":"https://example.com/other"}"#));
-        assert!(!t.header_fits(r#"{"alg":"A128KW","enc":"A256GCM"}"#));
+        assert!(t.member_header_alg(&member_h).is_some());
+        assert!(t
+            .member_header_alg(r#"{"jku":"https://example.com/other"}"#)
+            .is_none());
+        assert!(t
+            .member_header_alg(r#"{"alg":"A128KW","enc":"A256GCM"}"#)
+            .is_none());
+        assert_eq!(t.member_header_alg(&member_h), Some(Some(Alg::A128kw)));
         let mut clash = Vec::new();
         t.write_member(
             Some(&key),
@@ -828,7 +839,7 @@ mod tests {
         );
         assert!(
             JsonJwe::parse(&clash, false).is_err(),
-            "what header_fits refuses"
+            "what member_header_alg refuses"
         );
     }
 

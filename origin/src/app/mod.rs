@@ -165,32 +165,17 @@ pub fn push_headers<B>(req: &Request<B>) -> shared::push::PushHeaders<'_> {
     }
 }
 
-/// Joins each repeated field the service reads into one value (the first
-/// value alone was read before, where the edge reads them all), and refuses
-/// one that is not visible ASCII (it was taken as absent: a `Topic: tést`
-/// was dropped without a word).
+/// Reads each field the service reads by `shared`'s rule (repeated values
+/// joined, visible ASCII only), and keeps a joined one as one value.
 fn combine_fields(headers: &mut http::HeaderMap) -> Result<(), shared::headers::HeaderError> {
-    use shared::headers::{HeaderError, READ_FIELDS};
+    use shared::headers::{field_text, HeaderError, READ_FIELDS};
     for name in READ_FIELDS {
-        let mut values = headers.get_all(name).iter();
-        let Some(first) = values.next() else {
-            continue;
-        };
-        if values.next().is_none() {
-            first.to_str().map_err(|_| HeaderError::NotText(name))?;
-            continue;
+        let values = headers.get_all(name).iter().map(|v| v.as_bytes());
+        if let Some(std::borrow::Cow::Owned(joined)) = field_text(name, values)? {
+            let value =
+                http::HeaderValue::from_str(&joined).map_err(|_| HeaderError::NotText(name))?;
+            headers.insert(name, value);
         }
-        let mut joined = Vec::new();
-        for v in headers.get_all(name) {
-            if !joined.is_empty() {
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(v.as_bytes());
-        }
-        let value =
-            http::HeaderValue::from_bytes(&joined).map_err(|_| HeaderError::NotText(name))?;
-        value.to_str().map_err(|_| HeaderError::NotText(name))?;
-        headers.insert(name, value);
     }
     Ok(())
 }

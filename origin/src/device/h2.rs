@@ -372,9 +372,7 @@ async fn monitor(
             next = rx.recv() => match next {
                 Some(Outbound::Message { msg, written }) => {
                     if out.push(msg) {
-                        if let Some(w) = written {
-                            let _ = w.send(());
-                        }
+                        let _ = written.send(());
                     }
                     // A refused message's sender stores it (its `written` is dropped).
                 }

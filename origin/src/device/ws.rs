@@ -313,9 +313,7 @@ impl Conn {
                         // Not written (too many unacknowledged): a dropped
                         // `written` has its sender store it.
                         if Box::pin(self.send_message(msg)).await? {
-                            if let Some(w) = written {
-                                let _ = w.send(());
-                            }
+                            let _ = written.send(());
                         }
                         self.pull_if_pending(rx).await?;
                     }
@@ -682,19 +680,13 @@ impl Conn {
     fn finish(mut self, rx: &mut mpsc::Receiver<Outbound>) {
         rx.close();
         // Queued messages whose sender waits will be stored by that sender.
-        let mut unacked: Vec<Arc<Message>> = (self.inflight.drain())
+        // (List copies are fetched again from their list at the next hello.)
+        let unacked: Vec<Arc<Message>> = (self.inflight.drain())
             .filter_map(|(_, f)| match f {
                 InFlight::Message(m) => Some(m),
-                // Fetched again from its list at the next hello.
                 InFlight::Copy { .. } => None,
             })
             .collect();
-        while let Ok(out) = rx.try_recv() {
-            if let Outbound::Message { msg, written: None } = out {
-                unacked.push(msg);
-            }
-            // List copies are fetched again at the next hello.
-        }
         // Queued for commit before the connection leaves the registry, so
         // that shutdown (which waits for both) cannot miss them.
         self.state.store_unacked(unacked);
