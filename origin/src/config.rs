@@ -49,12 +49,19 @@ pub struct Settings {
     /// with others. Default 100, at most 1000.
     #[arg(long, env = "ORIGIN_ACK_COMMIT_DELAY_MS")]
     pub ack_commit_delay_ms: Option<u64>,
-    /// Milliseconds WebSocket connections may leave what devices send
-    /// unread while fan-outs' copies wait to be written, so that the copies
-    /// go out first (counted from the start of the burst, however many
+    /// Milliseconds what devices send may be left unread while fan-outs
+    /// write copies, so that the copies go out first: how long a fan-out
+    /// keeps the receive low-water mark of the WebSockets it wrote to
+    /// raised, and how long connections leave their reads while queued
+    /// copies wait (counted from the start of the burst, however many
     /// fan-outs join it). Default 1000, at most 10000; 0 turns it off.
     #[arg(long, env = "ORIGIN_FANOUT_READ_PAUSE_MS")]
     pub fanout_read_pause_ms: Option<u64>,
+    /// Milliseconds the acknowledgements of a fan-out's copies stay unread
+    /// after it wrote its last copy, within the read pause, so that devices
+    /// on the same cores read their copies first. Default 50, at most 1000.
+    #[arg(long, env = "ORIGIN_FANOUT_LINGER_MS")]
+    pub fanout_linger_ms: Option<u64>,
     /// Memory the store may use to cache its file's pages, in MiB: the
     /// origin's resident memory grows by up to this much as the store grows.
     /// Default 1024, at least 1.
@@ -176,6 +183,8 @@ pub struct Config {
     pub ack_commit_delay_ms: u64,
     /// Longest read pause during a fan-out, ms (0: none).
     pub fanout_read_pause_ms: u64,
+    /// How long reads stay paused after a fan-out's last copy, ms.
+    pub fanout_linger_ms: u64,
     /// The store's page cache, bytes.
     pub store_cache_bytes: usize,
     /// Concurrent streams per HTTP/2 device connection.
@@ -269,6 +278,7 @@ impl Config {
                 commit_batch,
                 ack_commit_delay_ms,
                 fanout_read_pause_ms,
+                fanout_linger_ms,
                 store_cache_mb,
                 h2_max_streams,
                 h2_max_header_bytes,
@@ -328,6 +338,7 @@ impl Config {
             commit_batch: s.commit_batch.unwrap_or(512).max(1),
             ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100).min(1000),
             fanout_read_pause_ms: s.fanout_read_pause_ms.unwrap_or(1000).min(10_000),
+            fanout_linger_ms: s.fanout_linger_ms.unwrap_or(50).min(1000),
             store_cache_bytes: s
                 .store_cache_mb
                 .unwrap_or(1024)
@@ -447,17 +458,22 @@ mod tests {
     #[test]
     fn delays_have_defaults_and_caps() {
         let c = Config::from_settings(Settings::default()).unwrap();
-        assert_eq!((c.ack_commit_delay_ms, c.fanout_read_pause_ms), (100, 1000));
+        let delays = |c: &Config| {
+            (
+                c.ack_commit_delay_ms,
+                c.fanout_read_pause_ms,
+                c.fanout_linger_ms,
+            )
+        };
+        assert_eq!(delays(&c), (100, 1000, 50));
         let s = Settings {
             ack_commit_delay_ms: Some(5_000),
             fanout_read_pause_ms: Some(99_999),
+            fanout_linger_ms: Some(5_000),
             ..Default::default()
         };
         let c = Config::from_settings(s).unwrap();
-        assert_eq!(
-            (c.ack_commit_delay_ms, c.fanout_read_pause_ms),
-            (1000, 10_000)
-        );
+        assert_eq!(delays(&c), (1000, 10_000, 1000));
         let off = Settings {
             fanout_read_pause_ms: Some(0),
             ..Default::default()

@@ -1,13 +1,16 @@
 //! List push → copies. The body and the shared JWE parts are held once
 //! ([`ListPush`]); a member's copy is assembled as its connection writes it.
 //!
-//! Connected members are reached at once through their queues, streamed in
-//! batches. Offline members need no write at all: the list message and the
+//! Connected members are reached at once, streamed in batches: a WebSocket
+//! connection's copy is written straight to its socket by the fan-out's
+//! threads, one per core ([`write_direct`]); an HTTP/2 connection's goes
+//! through its queue. Offline members need no write at all: the list message and the
 //! membership are durable, and a device that says `hello` fetches what its
 //! subscriptions' lists sent since each joined ([`pending_copies`]). The same
 //! holds after a crash: every device reconnects and fetches, and a repeated
 //! copy carries the same version ([`copy_id`]).
 
+use crate::device::ws_out::{Outlet, Sent};
 use crate::metrics;
 use crate::registry::Outbound;
 use crate::state::{now, State};
@@ -224,6 +227,120 @@ impl Cache {
     }
 }
 
+/// How a member's copy reaches its connection.
+enum Reach {
+    /// Written by the fan-out.
+    Direct(Arc<Outlet>),
+    /// Queued (`false`: the queue was full; the connection fetches it).
+    Queued(bool),
+    /// Not connected, or connected since the list message was recorded
+    /// (and so fetched it at `hello`).
+    Offline,
+}
+
+/// The sockets whose receive low-water mark a fan-out raised, so that the
+/// acknowledgements of its copies wake no thread while it writes; lowered
+/// when the fan-out ends, or once it has taken the configured pause.
+struct Lowered {
+    raised: Vec<Arc<Outlet>>,
+    since: std::time::Instant,
+    pause: std::time::Duration,
+}
+
+impl Lowered {
+    fn lower(&mut self) {
+        for o in self.raised.drain(..) {
+            o.lower();
+        }
+        self.since = std::time::Instant::now();
+    }
+}
+
+impl Drop for Lowered {
+    fn drop(&mut self) {
+        self.lower();
+    }
+}
+
+/// Writes a batch's copies to their WebSocket connections, split over one
+/// thread per core (the current one and blocking-pool threads), as the
+/// kernel's send path is most of a copy's cost. Returns the tally, and the
+/// sockets whose low-water mark was raised (with `raise`).
+async fn write_direct(
+    state: &Arc<State>,
+    push: &Arc<ListPush>,
+    mut targets: Vec<(Arc<Outlet>, ListMember)>,
+    raise: bool,
+) -> (Tally, Vec<Arc<Outlet>>) {
+    let stripes = state
+        .fanout_threads
+        .min(targets.len().div_ceil(MIN_STRIPE))
+        .max(1);
+    let per = targets.len().div_ceil(stripes);
+    let mut others = Vec::with_capacity(stripes - 1);
+    while targets.len() > per {
+        let part = targets.split_off(targets.len() - per);
+        let (state, push) = (state.clone(), push.clone());
+        others.push(tokio::task::spawn_blocking(move || {
+            write_stripe(&state, &push, part, raise)
+        }));
+    }
+    let (mut tally, mut raised) = write_stripe(state, push, targets, raise);
+    for o in others {
+        match o.await {
+            Ok((t, r)) => {
+                tally.add(&t);
+                raised.extend(r);
+            }
+            // Its members fetch their copies from the list at their next hello.
+            Err(e) => tracing::error!("fan-out writer: {e}"),
+        }
+    }
+    (tally, raised)
+}
+
+/// Fewest copies a writer thread is given.
+const MIN_STRIPE: usize = 256;
+
+/// Writes one stripe's copies.
+fn write_stripe(
+    state: &State,
+    push: &ListPush,
+    targets: Vec<(Arc<Outlet>, ListMember)>,
+    raise: bool,
+) -> (Tally, Vec<Arc<Outlet>>) {
+    let max = state.config.max_unacked;
+    let mut tally = Tally::default();
+    let mut raised = Vec::with_capacity(if raise { targets.len() } else { 0 });
+    let mut written = 0;
+    for (outlet, m) in targets {
+        let sent = outlet.write_copy(push, &m, max, raise);
+        if raise && matches!(sent, Ok(Sent::Written) | Err(_)) {
+            raised.push(outlet.clone());
+        }
+        match sent {
+            Ok(Sent::Written) => {
+                tally.queued += 1;
+                written += 1;
+            }
+            Ok(Sent::Duplicate) => tally.queued += 1,
+            // Fetched from its list once the connection has room.
+            Ok(Sent::Full) => {
+                tally.deferred += 1;
+                metrics::inc(&state.metrics.messages_deferred_unacked);
+                outlet.nudge();
+            }
+            Ok(Sent::Busy) | Err(_) => {
+                tally.deferred += 1;
+                outlet.nudge();
+            }
+            Ok(Sent::Closed) => tally.offline += 1,
+        }
+    }
+    metrics::add(&state.metrics.messages_sent, written);
+    (tally, raised)
+}
+
 /// Members of one fan-out by outcome; [`Tally::flush`] adds them to the
 /// service's counters after each batch, so that `/metrics` moves while it runs.
 #[derive(Default)]
@@ -250,6 +367,13 @@ impl Tally {
         }
     }
 
+    fn add(&mut self, o: &Tally) {
+        self.queued += o.queued;
+        self.deferred += o.deferred;
+        self.offline += o.offline;
+        self.failed += o.failed;
+    }
+
     fn members(&self) -> u64 {
         self.queued + self.deferred + self.offline + self.failed
     }
@@ -267,6 +391,12 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     // reaches no connection, like one finished after a restart, pauses none).
     let mut hold = None;
     let started = std::time::Instant::now();
+    let pause = std::time::Duration::from_millis(state.config.fanout_read_pause_ms);
+    let mut lowered = (!pause.is_zero()).then(|| Lowered {
+        raised: Vec::new(),
+        since: started,
+        pause,
+    });
     let list = push.msg.list;
     let mut after: Option<Token> = None;
     let mut tally = Tally::default();
@@ -281,6 +411,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         };
         let Some(last) = batch.last() else { break };
         after = Some(last.push);
+        let mut direct = Vec::new();
         for m in batch {
             if !push.is_for(&m) || m.expires.is_some_and(|e| e <= t as i64) {
                 continue;
@@ -292,28 +423,53 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
             let uaid = m.uaid;
             let sent = state.registry.with(&uaid, |h| {
                 if h.id >= mark {
-                    return None;
+                    return Reach::Offline;
                 }
                 hold.get_or_insert_with(|| state.burst.hold());
+                if let Some(outlet) = &h.outlet {
+                    return Reach::Direct(outlet.clone());
+                }
                 let out = Outbound::Copy(Box::new(QueuedCopy {
                     push: push.clone(),
-                    member: m,
+                    member: m.clone(),
                     _queued: state.burst.queued(),
                 }));
                 let queued = h.tx.try_send(out).is_ok();
                 if !queued {
                     h.mark_pending();
                 }
-                Some(queued)
+                Reach::Queued(queued)
             });
-            match sent.flatten() {
-                Some(true) => tally.queued += 1,
-                Some(false) => tally.deferred += 1,
-                None => tally.offline += 1,
+            match sent.unwrap_or(Reach::Offline) {
+                Reach::Direct(outlet) => direct.push((outlet, m)),
+                Reach::Queued(true) => tally.queued += 1,
+                Reach::Queued(false) => tally.deferred += 1,
+                Reach::Offline => tally.offline += 1,
+            }
+        }
+        if !direct.is_empty() {
+            let (written, raised) = write_direct(&state, &push, direct, lowered.is_some()).await;
+            tally.add(&written);
+            if let Some(l) = &mut lowered {
+                l.raised.extend(raised);
+                if l.since.elapsed() >= l.pause {
+                    // The longest a fan-out leaves acknowledgements unread.
+                    l.lower();
+                }
             }
         }
         tally.flush(&state.metrics);
         tokio::task::yield_now().await;
+    }
+    // Acknowledgements are read a little after the last copy was written
+    // (within the pause), once the devices have read their copies.
+    if let Some(l) = lowered.take().filter(|l| !l.raised.is_empty()) {
+        let linger = std::time::Duration::from_millis(state.config.fanout_linger_ms)
+            .min(l.pause.saturating_sub(l.since.elapsed()));
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            drop(l);
+        });
     }
     drop(hold);
     let secs = started.elapsed().as_secs_f64().max(1e-6);

@@ -66,6 +66,9 @@ pub struct ConnHandle {
     pub pending: Arc<std::sync::atomic::AtomicBool>,
     /// The device protocol of the connection.
     pub protocol: Protocol,
+    /// A WebSocket connection's sending side, which the fan-out writes
+    /// list copies to directly.
+    pub outlet: Option<Arc<crate::device::ws_out::Outlet>>,
 }
 
 /// The device protocol a connection speaks.

@@ -36,6 +36,8 @@ pub struct State {
     pub create_rate: RateLimiter<std::hash::RandomState>,
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
+    /// Threads a fan-out writes copies from: one per core.
+    pub fanout_threads: usize,
     /// Parsed list pushes.
     pub list_cache: crate::fanout::Cache,
     /// Serialize list amendments per list, and creations per owner.
@@ -79,6 +81,7 @@ impl State {
             list_cache: Default::default(),
             list_locks: Default::default(),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
+            fanout_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shutting_down: Default::default(),
             config,
             store,

@@ -343,6 +343,7 @@ async fn monitor(
         state.registry.insert(
             uaid,
             ConnHandle {
+                outlet: None,
                 tx: tx.clone(),
                 id,
                 pending: pending.clone(),

@@ -3,4 +3,5 @@
 pub mod h2;
 pub mod ws;
 pub mod ws_frame;
+pub mod ws_out;
 pub mod ws_session;

@@ -4,32 +4,20 @@
 //! buffer and bytes are kept only while a frame is incomplete.
 
 use super::ws_frame::{self, Decoder, Incoming};
-use super::ws_session::{self, Command, Data, Session};
+use super::ws_out::{Outlet, Sent};
+use super::ws_session::{self, Command, Session};
 use crate::fanout::ListPush;
 use crate::metrics::inc;
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
-use crate::store::{Encoding, ListMember, Message, Op, Subscription, UaKind, UserAgent};
+use crate::store::{ListMember, Message, Op, Subscription, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
-use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-/// A frame being built, and the two small buffers a list copy's body needs.
-type Scratch = (Vec<u8>, (Vec<u8>, Vec<u8>));
-
-thread_local! {
-    /// Reused by every connection on this thread, so that a delivery
-    /// allocates no buffer.
-    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), (Vec::new(), Vec::new()))) };
-}
-
-/// Scratch buffers larger than this are given back after use.
-const SCRATCH_KEEP: usize = 256 * 1024;
 
 /// Stored messages read per store query while draining.
 const DRAIN_PAGE: usize = 256;
@@ -138,61 +126,20 @@ async fn handshake(stream: &TcpStream, config: &crate::config::Config) -> io::Re
     }
 }
 
-/// A notification written and not yet acknowledged.
-enum InFlight {
-    /// A message, stored again if the connection ends first.
-    Message(Arc<Message>),
-    /// A list member's copy, which the device fetches again from its list
-    /// instead: only its ids are kept.
-    Copy { list_message: Token, push: Token },
-}
-
-/// The body of a notification being written.
-enum Body<'a> {
-    /// A message's own body.
-    Raw(&'a [u8]),
-    /// A list member's copy, assembled as it is written.
-    Copy(&'a ListPush, &'a ListMember),
-}
-
 /// The per-connection state the glue keeps beside the [`Session`].
 struct Conn {
     state: Arc<State>,
-    stream: TcpStream,
+    /// The sending side, shared with the fan-out.
+    out: Arc<Outlet>,
     session: Session,
-    /// Messages written and not yet acknowledged, by id.
-    inflight: TokenMap<InFlight>,
+    /// Messages written and not yet acknowledged, by id (list copies in
+    /// flight are the outlet's).
+    inflight: TokenMap<Arc<Message>>,
     /// The queue's sending side, registered at hello.
     tx: mpsc::Sender<Outbound>,
     id: u64,
     /// Set by a sender that found the queue full.
     pending: Arc<AtomicBool>,
-    /// The socket's receive low-water mark is raised for a read pause
-    /// ([`PAUSED_RCVLOWAT`]), and is lowered when the pause ends.
-    lowat_raised: bool,
-}
-
-/// The receive low-water mark of a socket whose reads are paused: below it
-/// the kernel does not report the socket readable, so the acknowledgements
-/// that arrive during a burst wake no thread blocked in `epoll_wait` (a
-/// measured 3–10% of a 15k-member list push). Small enough to leave the
-/// receive buffer and window alone; lowering it again signals what came.
-const PAUSED_RCVLOWAT: libc::c_int = 4096;
-
-/// Sets the socket's `SO_RCVLOWAT` (best effort: without it, reads are
-/// only reported sooner).
-fn set_rcvlowat(stream: &TcpStream, v: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket, and a pointer to an int of the given size.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 /// Serves one device connection to its end.
@@ -206,15 +153,15 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     inc(&state.metrics.ws_connections);
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let id = state.registry.next_id();
+    let pending: Arc<AtomicBool> = Arc::default();
     let mut conn = Conn {
         state,
-        stream,
+        out: Arc::new(Outlet::new(stream, tx.clone(), pending.clone())),
         session: Session::new(),
         inflight: TokenMap::default(),
         tx,
         id,
-        pending: Arc::default(),
-        lowat_raised: false,
+        pending,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -227,7 +174,7 @@ impl Conn {
     /// Waits for the socket, then reads what it has; `None` at end of stream.
     async fn read_some(&mut self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
         loop {
-            self.stream.readable().await?;
+            self.out.stream().readable().await?;
             match self.read_ready(decoder) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return r,
@@ -239,7 +186,7 @@ impl Conn {
     /// stream, `WouldBlock` if there was nothing to read after all.
     fn read_ready(&self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
         let mut buf = [0u8; 4096];
-        let n = read_once(&self.stream, &mut buf)?;
+        let n = read_once(self.out.stream(), &mut buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -258,12 +205,10 @@ impl Conn {
                 Incoming::Ping(p) => {
                     let mut out = Vec::new();
                     ws_frame::pong(&p, &mut out);
-                    write_all(&self.stream, &out).await?;
+                    self.out.send(&out).await?;
                 }
                 Incoming::Close => {
-                    let mut out = Vec::new();
-                    ws_frame::close(1000, &mut out);
-                    let _ = write_all(&self.stream, &out).await;
+                    let _ = self.out.send_close(1000).await;
                     return Ok(false);
                 }
             }
@@ -301,11 +246,9 @@ impl Conn {
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello")),
         }
         loop {
+            // What a fan-out's copy left unwritten (it nudged us).
+            self.out.flush().await?;
             let paused = self.state.burst.reads_paused();
-            if !paused && self.lowat_raised {
-                set_rcvlowat(&self.stream, 1);
-                self.lowat_raised = false;
-            }
             tokio::select! {
                 biased;
                 out = rx.recv() => match out {
@@ -324,20 +267,16 @@ impl Conn {
                     }
                     Some(Outbound::Nudge) => self.pull_if_pending(rx).await?,
                     Some(Outbound::Close(reason)) => {
-                        let mut out = Vec::new();
-                        ws_frame::close(reason.code(), &mut out);
-                        let _ = write_all(&self.stream, &out).await;
+                        let _ = self.out.send_close(reason.code()).await;
                         return Ok(());
                     }
                     None => {
-                        let mut out = Vec::new();
-                        ws_frame::close(1000, &mut out);
-                        let _ = write_all(&self.stream, &out).await;
+                        let _ = self.out.send_close(1000).await;
                         return Ok(());
                     }
                 },
                 _ = self.state.burst.resumed(), if paused => {}
-                r = self.stream.readable(), if !paused => {
+                r = self.out.stream().readable(), if !paused => {
                     r?;
                     let incoming = match self.read_ready(&mut decoder) {
                         Ok(Some(incoming)) => incoming,
@@ -400,7 +339,7 @@ impl Conn {
     /// further ones stay stored (or with their list) until some are
     /// acknowledged, so a device that never acknowledges holds bounded memory.
     fn full(&self) -> bool {
-        self.inflight.len() >= self.state.config.max_unacked
+        self.out.full(self.state.config.max_unacked)
     }
 
     /// Notes that something was left for later because the connection is
@@ -413,7 +352,7 @@ impl Conn {
     async fn reply(&self, text: &str) -> io::Result<()> {
         let mut out = Vec::new();
         ws_frame::text(text, &mut out);
-        write_all(&self.stream, &out).await
+        self.out.send(&out).await
     }
 
     /// Writes a message unless it is written already or expired; `false`
@@ -422,93 +361,41 @@ impl Conn {
         if self.inflight.contains_key(&msg.id) || msg.expires < now() && msg.seq != 0 {
             return Ok(true);
         }
-        if self.full() {
-            self.defer();
-            return Ok(false);
-        }
-        let body = Body::Raw(&msg.body);
-        self.write_notification(&msg.channel, &msg.id, &msg.encoding, body)
+        let max = self.state.config.max_unacked;
+        let sent = self
+            .out
+            .send_message(&msg.channel, &msg.id, &msg.encoding, &msg.body, max)
             .await?;
-        inc(&self.state.metrics.messages_sent);
-        self.inflight.insert(msg.id, InFlight::Message(msg));
-        Ok(true)
+        match sent {
+            Sent::Written => {
+                inc(&self.state.metrics.messages_sent);
+                self.inflight.insert(msg.id, msg);
+                Ok(true)
+            }
+            Sent::Full | Sent::Busy => {
+                self.defer();
+                Ok(false)
+            }
+            Sent::Duplicate => Ok(true),
+            // Only after the close frame: its sender stores it.
+            Sent::Closed => Ok(false),
+        }
     }
 
-    /// Sends a list member's copy, its body assembled straight into the
-    /// frame; the connection keeps only the copy's ids until it is
-    /// acknowledged.
+    /// Sends a list member's copy (one its queue held); the outlet keeps
+    /// only the copy's ids until it is acknowledged.
     async fn send_copy(&mut self, push: &ListPush, member: &ListMember) -> io::Result<()> {
-        let id = push.copy_id(member);
-        if self.inflight.contains_key(&id) {
-            return Ok(());
-        }
-        if self.full() {
+        let max = self.state.config.max_unacked;
+        self.out.flush().await?;
+        match self.out.write_copy(push, member, max, false)? {
+            Sent::Written => inc(&self.state.metrics.messages_sent),
             // Fetched from its list once acknowledgements make room.
-            self.defer();
-            return Ok(());
+            Sent::Full => self.defer(),
+            // A fan-out's copy went first: fetched from its list later.
+            Sent::Busy => self.pending.store(true, Ordering::Release),
+            Sent::Duplicate | Sent::Closed => {}
         }
-        if !self.lowat_raised && self.state.burst.reads_paused() {
-            set_rcvlowat(&self.stream, PAUSED_RCVLOWAT);
-            self.lowat_raised = true;
-        }
-        let body = Body::Copy(push, member);
-        self.write_notification(&member.channel, &id, push.encoding(), body)
-            .await?;
-        inc(&self.state.metrics.messages_sent);
-        let copy = InFlight::Copy {
-            list_message: push.msg.id,
-            push: member.push,
-        };
-        self.inflight.insert(id, copy);
-        Ok(())
-    }
-
-    /// Writes a notification frame. The frame is built in this thread's
-    /// scratch buffer and written at once when the socket takes it all, as
-    /// it nearly always does; otherwise the rest is copied out and awaited.
-    async fn write_notification(
-        &self,
-        channel: &Token,
-        version: &Token,
-        encoding: &Encoding,
-        body: Body<'_>,
-    ) -> io::Result<()> {
-        let rest = SCRATCH.with(|scratch| {
-            let (frame, parts) = &mut *scratch.borrow_mut();
-            frame.clear();
-            frame.resize(ws_frame::HEADER_ROOM, 0);
-            match body {
-                Body::Copy(push, member) if push.has_body() => {
-                    let mut write = |out: &mut Vec<u8>| push.write_body_b64(member, parts, out);
-                    let data = Data::Encoded(&mut write);
-                    ws_session::notification_into(channel, version, encoding, data, frame);
-                }
-                Body::Copy(..) => {
-                    let data = Data::Raw(&[]);
-                    ws_session::notification_into(channel, version, encoding, data, frame);
-                }
-                Body::Raw(b) => {
-                    let data = Data::Raw(b);
-                    ws_session::notification_into(channel, version, encoding, data, frame);
-                }
-            }
-            let start = ws_frame::finish_text(frame);
-            let rest = match self.stream.try_write(&frame[start..]) {
-                Ok(n) => Ok(frame[start + n..].to_vec()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(frame[start..].to_vec()),
-                Err(e) => Err(e),
-            };
-            for b in [frame, &mut parts.0, &mut parts.1] {
-                if b.capacity() > SCRATCH_KEEP {
-                    *b = Vec::new();
-                }
-            }
-            rest
-        })?;
-        if !rest.is_empty() {
-            write_all(&self.stream, &rest).await?;
-        }
-        Ok(())
+        self.out.flush().await
     }
 
     async fn handle_text(&mut self, text: &str) -> io::Result<()> {
@@ -543,6 +430,7 @@ impl Conn {
                 st.registry.insert(
                     uaid,
                     ConnHandle {
+                        outlet: Some(self.out.clone()),
                         tx: self.tx.clone(),
                         id: self.id,
                         pending: self.pending.clone(),
@@ -630,24 +518,23 @@ impl Conn {
     /// queued writes are waited for once.
     async fn acknowledge(&mut self, id: Token, delivered: bool, settled: &mut bool) {
         let uaid = self.session.uaid().expect("after hello");
-        let msg = match self.inflight.remove(&id) {
-            Some(InFlight::Message(m)) => m,
-            Some(InFlight::Copy { list_message, push }) => {
-                return self.state.copy_acknowledged(list_message, push);
-            }
+        let msg = if let Some(m) = self.inflight.remove(&id) {
+            self.out.message_done(&id);
+            m
+        } else if let Some(c) = self.out.copy_done(&id) {
+            return self.state.copy_acknowledged(c.list_message, c.push);
+        } else {
             // Written by an earlier connection: it must be stored and ours
             // (and not acknowledged already, with the deletion still queued).
-            None => {
-                if !*settled {
-                    if self.state.settle().await.is_err() {
-                        return;
-                    }
-                    *settled = true;
+            if !*settled {
+                if self.state.settle().await.is_err() {
+                    return;
                 }
-                match self.state.store.message(&id) {
-                    Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
-                    _ => return,
-                }
+                *settled = true;
+            }
+            match self.state.store.message(&id) {
+                Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
+                _ => return,
             }
         };
         self.state.acknowledged(&msg, delivered);
@@ -679,14 +566,10 @@ impl Conn {
     /// Unregisters, and stores what was written but not acknowledged.
     fn finish(mut self, rx: &mut mpsc::Receiver<Outbound>) {
         rx.close();
+        // List copies are fetched again from their list at the next hello.
+        self.out.close();
         // Queued messages whose sender waits will be stored by that sender.
-        // (List copies are fetched again from their list at the next hello.)
-        let unacked: Vec<Arc<Message>> = (self.inflight.drain())
-            .filter_map(|(_, f)| match f {
-                InFlight::Message(m) => Some(m),
-                InFlight::Copy { .. } => None,
-            })
-            .collect();
+        let unacked: Vec<Arc<Message>> = self.inflight.drain().map(|(_, m)| m).collect();
         // Queued for commit before the connection leaves the registry, so
         // that shutdown (which waits for both) cannot miss them.
         self.state.store_unacked(unacked);
