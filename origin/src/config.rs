@@ -86,6 +86,11 @@ pub struct Settings {
     /// further ones wait, stored, until acknowledgements make room. Default 256.
     #[arg(long, env = "ORIGIN_MAX_UNACKED")]
     pub max_unacked: Option<usize>,
+    /// List documents and merge patches read and applied at once (each may
+    /// take up to the body limit and its inflated size in memory); more wait
+    /// up to the body timeout, then get 503. Default 4, at least 1.
+    #[arg(long, env = "ORIGIN_MAX_LIST_DOCUMENTS")]
+    pub max_list_documents: Option<usize>,
     /// Largest WebSocket upgrade request, in bytes (431 beyond). Default 8192; 256 to 1 MiB.
     #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_BYTES")]
     pub ws_max_handshake_bytes: Option<usize>,
@@ -197,6 +202,8 @@ pub struct Config {
     pub store_lock_wait_secs: u64,
     /// Messages written to a device connection and not yet acknowledged, at most.
     pub max_unacked: usize,
+    /// List documents read and applied at once.
+    pub max_list_documents: usize,
     /// Largest WebSocket message from a device.
     pub ws_max_message: usize,
     /// Largest WebSocket upgrade request, bytes.
@@ -285,6 +292,7 @@ impl Config {
                 sweep_secs,
                 store_lock_wait_secs,
                 max_unacked,
+                max_list_documents,
                 ws_max_message,
                 ws_max_handshake_bytes,
                 ws_max_handshake_headers,
@@ -349,6 +357,7 @@ impl Config {
             sweep_secs: s.sweep_secs.unwrap_or(60).max(1),
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             max_unacked: s.max_unacked.unwrap_or(256).max(1),
+            max_list_documents: s.max_list_documents.unwrap_or(4).clamp(1, 1024),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
             ws_max_handshake_bytes: s.ws_max_handshake_bytes.unwrap_or(8192).clamp(256, 1 << 20),
             ws_max_handshake_headers: s.ws_max_handshake_headers.unwrap_or(32).clamp(8, 256),
@@ -411,6 +420,7 @@ mod tests {
     fn settings_out_of_range_are_brought_into_it() {
         let c = Config::from_settings(Settings {
             max_unacked: Some(0),
+            max_list_documents: Some(0),
             ws_max_handshake_headers: Some(100_000),
             ws_max_handshake_bytes: Some(1),
             receipt_ttl_secs: Some(u64::MAX),
@@ -419,6 +429,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.max_unacked, 1);
+        assert_eq!(c.max_list_documents, 1);
         assert_eq!(c.ws_max_handshake_headers, 256);
         assert_eq!(c.ws_max_handshake_bytes, 256);
         assert_eq!(c.receipt_ttl_secs, 365 * 24 * 3600);

@@ -477,14 +477,13 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         (tally.members() as f64 / secs) as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let mut done = push.msg.clone();
-    done.failed = tally.failed;
-    done.fanout_done = true;
-    if let Err(e) = state
-        .committer
-        .write(vec![Op::PutListMessage(Box::new(done))])
-        .await
-    {
+    // Not a rewrite of the whole record: the list may have been deleted
+    // meanwhile, and its messages with it.
+    let done = Op::FinishListMessage {
+        id: push.msg.id,
+        failed: tally.failed,
+    };
+    if let Err(e) = state.committer.write(vec![done]).await {
         tracing::error!("fan-out record: {e}");
     }
 }

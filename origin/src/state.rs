@@ -42,6 +42,8 @@ pub struct State {
     pub list_cache: crate::fanout::Cache,
     /// Serialize list amendments per list, and creations per owner.
     pub list_locks: crate::stripes::Stripes,
+    /// Permits to read and apply a list document (`max_list_documents`).
+    pub documents: tokio::sync::Semaphore,
     /// Set once shutdown has begun (`/ready` answers 503).
     pub shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -80,6 +82,7 @@ impl State {
             create_rate,
             list_cache: Default::default(),
             list_locks: Default::default(),
+            documents: tokio::sync::Semaphore::new(config.max_list_documents),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             fanout_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shutting_down: Default::default(),

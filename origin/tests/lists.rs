@@ -632,3 +632,95 @@ async fn concurrent_amendments_stay_within_the_member_limit() {
     assert_eq!(r.header("member-count"), Some("9"));
     o.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_push_racing_the_lists_deletion_leaves_no_message_behind() {
+    let o = start_in(&temp_dir("list-push-delete"), &[]).await;
+    let mut d = Device::connect(&o, None).await;
+    let sub = d.register(None).await.1;
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let r = create(&o, &json!({ sub.clone(): {} }), None).await;
+        assert_eq!(r.status, 201, "{:?}", r.json());
+        let list = r.header("location").unwrap().to_owned();
+        let pushes: Vec<_> = (0..6)
+            .map(|_| {
+                let list = list.clone();
+                tokio::spawn(async move { request("POST", &list, &[("ttl", "60")], b"").await })
+            })
+            .collect();
+        let r = request("DELETE", &list, &[], b"").await;
+        assert_eq!(r.status, 204);
+        for p in pushes {
+            let r = p.await.unwrap();
+            match r.status {
+                201 => {
+                    accepted += 1;
+                    // Accepted before the deletion: the message went with its list.
+                    let status = request("GET", r.header("location").unwrap(), &[], b"").await;
+                    assert_eq!(status.status, 404, "a list message outlived its list");
+                }
+                404 => refused += 1,
+                other => panic!("{other}: {:?}", r.json()),
+            }
+        }
+    }
+    assert!(accepted > 0, "{accepted} accepted, {refused} refused");
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn list_documents_past_the_cap_wait_then_get_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = start_with(&temp_dir("list-documents"), &[], |s| {
+        s.max_list_documents = Some(1);
+        s.body_read_timeout_secs = Some(1);
+    })
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    let sub = d.register(None).await.1;
+    let addr = o
+        .state
+        .config
+        .public_url
+        .trim_start_matches("http://")
+        .to_owned();
+    // Two creations whose bodies stop halfway: the first holds the one
+    // permit for its body timeout, the second waits, then holds it too.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /lists/0 HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {AGG}\r\ncontent-length: 100\r\n\r\n{{"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(s);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A third waits behind both past its own timeout: refused, nothing made.
+    let r = create(&o, &json!({ sub.clone(): {} }), None).await;
+    assert_eq!(r.status, 503, "{:?}", r.json());
+    assert_eq!(r.json()["type"], "/problems/too-many-documents");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    for mut s in stalled {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(4).any(|w| {
+            w == b"
+
+"
+        }) {
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk));
+            match read.await.expect("answered") {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    // The permit is back.
+    let r = create(&o, &json!({ sub.clone(): {} }), None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    o.stop().await;
+}

@@ -11,11 +11,11 @@ use crate::tokens::{self, new_token, Token};
 use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
+use shared::links;
 use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
 use shared::push::{validate_list_push, ListPayload};
 use shared::route::BodyKind;
 use shared::vapid::{Credentials, VapidError};
-use shared::{links, Limits};
 use std::sync::Arc;
 
 /// Response header with a list's member count.
@@ -69,23 +69,29 @@ fn authorized_list<B>(state: &State, token: &str, req: &Request<B>) -> Result<Li
     Ok(list)
 }
 
-/// Reads and decodes a list document or patch body.
-async fn read_document<B>(
+/// Reads and decodes a list document or patch body, with one of the
+/// permits that bound how many are in memory at once: held until the
+/// document is applied. Waits for a permit up to the body timeout.
+async fn read_document<'s, B>(
+    state: &'s State,
     req: Request<B>,
     content_type: &'static str,
-    limits: &Limits,
-    wait: std::time::Duration,
-) -> Result<(Request<()>, Bytes)>
+) -> Result<(Request<()>, Bytes, tokio::sync::SemaphorePermit<'s>)>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (limits, wait) = (&state.config.limits, state.config.body_read_timeout());
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     doc::check_content_type(header(&req, "content-type"), content_type)?;
+    let permit = match tokio::time::timeout(wait, state.documents.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => return Err(AppError::Documents(state.config.max_list_documents).into()),
+    };
     let raw = read_body(body, BodyKind::Document.read_cap(limits), wait).await?;
     let decoded = doc::decode_body(header(&req, "content-encoding"), &raw, limits)?;
-    Ok((req, Bytes::copy_from_slice(&decoded)))
+    Ok((req, Bytes::copy_from_slice(&decoded), permit))
 }
 
 /// Resolves a member URI to a subscription that may join `list`.
@@ -199,8 +205,7 @@ where
     if state.store.owned_lists(counted).map_err(store_err)? >= limits.max_lists_per_key {
         return Err(AppError::rate_limited(held, 3600).into());
     }
-    let wait = state.config.body_read_timeout();
-    let (_, body) = read_document(req, doc::CONTENT_TYPE, limits, wait).await?;
+    let (_, body, _permit) = read_document(state, req, doc::CONTENT_TYPE).await?;
     let parsed = doc::parse_document(&body, now() as i64, limits)?;
     let mut rejected = parsed.rejected;
     let mut members = Vec::with_capacity(parsed.accepted.len());
@@ -312,8 +317,7 @@ where
 {
     let limits = &state.config.limits;
     let list = authorized_list(state, token, &req)?;
-    let wait = state.config.body_read_timeout();
-    let (_, body) = read_document(req, doc::MERGE_PATCH_CONTENT_TYPE, limits, wait).await?;
+    let (_, body, _permit) = read_document(state, req, doc::MERGE_PATCH_CONTENT_TYPE).await?;
     let parsed = doc::parse_patch(&body, now() as i64, limits)?;
     // From here to the commit, other amendments of this list wait: the
     // member count and the members merged into are read as they are now.
@@ -457,6 +461,11 @@ where
         .list_rate
         .check(&list.token)
         .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;
+    // Not across the list's deletion: read again under its lock, which a
+    // DELETE holds until its commit, and hold it until this message's.
+    let _locked = state.list_locks.lock(&list.token).await;
+    let list = (state.store.list(&list.token).map_err(store_err)?)
+        .ok_or(AppError::not_found("no such list"))?;
     let t = now();
     let msg = ListMessage {
         id: new_token(),

@@ -35,6 +35,10 @@ pub enum AppError {
     /// Storage failed.
     #[error("the service could not store the request; retry later")]
     Store,
+    /// As many list documents as allowed were being read and applied
+    /// throughout the body timeout.
+    #[error("{0} list documents or patches are being read already; retry shortly")]
+    Documents(usize),
 }
 
 impl AppError {
@@ -59,7 +63,7 @@ impl ProblemSource for AppError {
             AppError::UnknownSubscription | AppError::UnknownMessage => 404,
             AppError::BadReceipt | AppError::Body => 400,
             AppError::BodyTimeout(_) => 408,
-            AppError::Store => 503,
+            AppError::Store | AppError::Documents(_) => 503,
         }
     }
     fn kind(&self) -> &'static str {
@@ -71,6 +75,7 @@ impl ProblemSource for AppError {
             AppError::Body => "unreadable-body",
             AppError::BodyTimeout(_) => "body-timeout",
             AppError::Store => "store-unavailable",
+            AppError::Documents(_) => "too-many-documents",
         }
     }
     fn title(&self) -> &'static str {
@@ -82,6 +87,7 @@ impl ProblemSource for AppError {
             AppError::Body => "Unreadable body",
             AppError::BodyTimeout(_) => "Request body too slow",
             AppError::Store => "Storage unavailable",
+            AppError::Documents(_) => "Too many list documents at once",
         }
     }
     fn errno(&self) -> Option<u16> {
@@ -94,7 +100,7 @@ impl ProblemSource for AppError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             AppError::Service(e) => e.retry_after(),
-            AppError::Store => Some(1),
+            AppError::Store | AppError::Documents(_) => Some(1),
             _ => None,
         }
     }

@@ -249,6 +249,15 @@ pub enum Op {
     RemoveMembers(Token, Vec<Token>),
     /// Store a list message (or update its counters).
     PutListMessage(Box<ListMessage>),
+    /// Record that a list message's fan-out finished, with its failed
+    /// count; a no-op if the message is gone (its list was deleted
+    /// meanwhile): decided when the write is applied.
+    FinishListMessage {
+        /// The list message.
+        id: Token,
+        /// Members whose copy could not be made.
+        failed: u64,
+    },
     /// Remove a list message's record and acknowledgements (after its grace period).
     DeleteListMessage(Token),
     /// A member acknowledged its copy of a list message.

@@ -488,6 +488,21 @@ impl Tables<'_> {
                     self.fanouts.insert(&m.id[..], &[][..]).map_err(err)?;
                 }
             }
+            Op::FinishListMessage { id, failed } => {
+                let old = self.list_msgs.get(&id[..]).map_err(err)?;
+                let Some(mut m) = old
+                    .map(|g| codec::read_list_message(g.value()))
+                    .transpose()?
+                else {
+                    return Ok(());
+                };
+                m.failed = *failed;
+                m.fanout_done = true;
+                self.list_msgs
+                    .insert(&id[..], &codec::list_message(&m)[..])
+                    .map_err(err)?;
+                self.fanouts.remove(&id[..]).map_err(err)?;
+            }
             Op::DeleteListMessage(id) => self.delete_list_message(id)?,
             Op::AckCopy { list_message, push } => {
                 let k: [u8; 32] = cat(&[list_message, push]);
