@@ -1,7 +1,9 @@
 //! The WebSocket device endpoint: handshake, then one small task per
-//! connection that reads frames, runs the [`Session`], and writes queued
-//! messages. An idle connection holds no buffer: reads go through a stack
-//! buffer and bytes are kept only while a frame is incomplete.
+//! connection that reads frames, runs the [`Session`], and writes replies
+//! and queued messages through the connection's [`Outlet`] (list copies are
+//! written there by the fan-out itself). An idle connection holds no
+//! buffer: reads go through a stack buffer and bytes are kept only while a
+//! frame is incomplete.
 
 use super::ws_frame::{self, Decoder, Incoming};
 use super::ws_out::{Outlet, Sent};
