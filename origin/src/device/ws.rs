@@ -15,7 +15,7 @@ use crate::state::{now, State};
 use crate::store::{ListMember, Message, Op, Subscription, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -137,11 +137,7 @@ struct Conn {
     /// Messages written and not yet acknowledged, by id (list copies in
     /// flight are the outlet's).
     inflight: TokenMap<Arc<Message>>,
-    /// The queue's sending side, registered at hello.
-    tx: mpsc::Sender<Outbound>,
     id: u64,
-    /// Set by a sender that found the queue full.
-    pending: Arc<AtomicBool>,
 }
 
 /// Serves one device connection to its end.
@@ -155,15 +151,12 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     inc(&state.metrics.ws_connections);
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let id = state.registry.next_id();
-    let pending: Arc<AtomicBool> = Arc::default();
     let mut conn = Conn {
         state,
-        out: Arc::new(Outlet::new(stream, tx.clone(), pending.clone())),
+        out: Arc::new(Outlet::new(stream, tx, Arc::default())),
         session: Session::new(),
         inflight: TokenMap::default(),
-        tx,
         id,
-        pending,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -301,10 +294,10 @@ impl Conn {
     async fn pull_if_pending(&mut self, rx: &mpsc::Receiver<Outbound>) -> io::Result<()> {
         // The flag first: it is this connection's own, while the queue's
         // state is shared with its senders.
-        if self.pending.load(Ordering::Acquire)
+        if self.out.pending().load(Ordering::Acquire)
             && !self.full()
             && rx.is_empty()
-            && self.pending.swap(false, Ordering::AcqRel)
+            && self.out.pending().swap(false, Ordering::AcqRel)
         {
             if let Some(uaid) = self.session.uaid() {
                 Box::pin(self.drain(uaid)).await?;
@@ -319,7 +312,7 @@ impl Conn {
     async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
         if self.full() {
             // Fetched once acknowledgements make room.
-            self.pending.store(true, Ordering::Release);
+            self.out.pending().store(true, Ordering::Release);
             return Ok(());
         }
         let limit = self.state.config.max_unacked;
@@ -332,7 +325,7 @@ impl Conn {
         }
         if more {
             // Fetched again once acknowledgements make room.
-            self.pending.store(true, Ordering::Release);
+            self.out.pending().store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -347,7 +340,7 @@ impl Conn {
     /// Notes that something was left for later because the connection is
     /// [`full`](Conn::full); fetched once acknowledgements make room.
     fn defer(&self) {
-        self.pending.store(true, Ordering::Release);
+        self.out.pending().store(true, Ordering::Release);
         inc(&self.state.metrics.messages_deferred_unacked);
     }
 
@@ -394,7 +387,7 @@ impl Conn {
             // Fetched from its list once acknowledgements make room.
             Sent::Full => self.defer(),
             // A fan-out's copy went first: fetched from its list later.
-            Sent::Busy => self.pending.store(true, Ordering::Release),
+            Sent::Busy => self.out.pending().store(true, Ordering::Release),
             Sent::Duplicate | Sent::Closed => {}
         }
         self.out.flush().await
@@ -433,9 +426,9 @@ impl Conn {
                     uaid,
                     ConnHandle {
                         outlet: Some(self.out.clone()),
-                        tx: self.tx.clone(),
+                        tx: self.out.queue().clone(),
                         id: self.id,
-                        pending: self.pending.clone(),
+                        pending: self.out.pending().clone(),
                         protocol: crate::registry::Protocol::WebSocket,
                     },
                 );

@@ -77,10 +77,9 @@ struct Inner {
     /// The unwritten rest of the frames written so far; while it is not
     /// empty, frames are appended to it and the task flushes it.
     rest: Vec<u8>,
-    /// List copies written and not yet acknowledged.
-    copies: TokenMap<CopyIds>,
-    /// The task's own messages written and not yet acknowledged.
-    messages: TokenMap<()>,
+    /// What is written and not yet acknowledged, by version: list copies
+    /// with their ids, and the task's own messages (`None`).
+    inflight: TokenMap<Option<CopyIds>>,
     /// The receive low-water mark is raised.
     raised: bool,
     closed: bool,
@@ -112,6 +111,16 @@ impl Outlet {
             tx,
             pending,
         }
+    }
+
+    /// The connection's queue.
+    pub fn queue(&self) -> &mpsc::Sender<Outbound> {
+        &self.tx
+    }
+
+    /// Set when something was left for the connection to fetch.
+    pub fn pending(&self) -> &Arc<AtomicBool> {
+        &self.pending
     }
 
     /// The socket, for reading.
@@ -217,16 +226,16 @@ impl Outlet {
             if g.closed {
                 return Ok(Sent::Closed);
             }
-            if g.messages.contains_key(version) || g.copies.contains_key(version) {
+            if g.inflight.contains_key(version) {
                 return Ok(Sent::Duplicate);
             }
-            if g.messages.len() + g.copies.len() >= max_unacked {
+            if g.inflight.len() >= max_unacked {
                 return Ok(Sent::Full);
             }
             let left = build(channel, version, encoding, Body::Raw(body), |frame| {
                 self.write_locked(&mut g, frame)
             })?;
-            g.messages.insert(*version, ());
+            g.inflight.insert(*version, None);
             left
         };
         if left {
@@ -237,7 +246,7 @@ impl Outlet {
 
     /// A message written by [`Outlet::send_message`] was acknowledged.
     pub fn message_done(&self, version: &Token) {
-        self.lock().messages.remove(version);
+        self.lock().inflight.remove(version);
     }
 
     /// Writes a member's copy of a list message unless it is in flight
@@ -257,10 +266,10 @@ impl Outlet {
         if g.closed {
             return Ok(Sent::Closed);
         }
-        if g.copies.contains_key(&id) || g.messages.contains_key(&id) {
+        if g.inflight.contains_key(&id) {
             return Ok(Sent::Duplicate);
         }
-        if g.messages.len() + g.copies.len() >= max_unacked {
+        if g.inflight.len() >= max_unacked {
             return Ok(Sent::Full);
         }
         if !g.rest.is_empty() {
@@ -278,7 +287,7 @@ impl Outlet {
             list_message: push.msg.id,
             push: member.push,
         };
-        g.copies.insert(id, ids);
+        g.inflight.insert(id, Some(ids));
         drop(g);
         if left {
             let _ = self.tx.try_send(Outbound::Nudge);
@@ -288,13 +297,17 @@ impl Outlet {
 
     /// Takes an acknowledged list copy out of flight.
     pub fn copy_done(&self, id: &Token) -> Option<CopyIds> {
-        self.lock().copies.remove(id)
+        let mut g = self.lock();
+        match g.inflight.get(id) {
+            Some(Some(_)) => g.inflight.remove(id).flatten(),
+            _ => None,
+        }
     }
 
     /// Whether `max_unacked` messages and copies wait for acknowledgement.
     pub fn full(&self, max_unacked: usize) -> bool {
         let g = self.lock();
-        g.messages.len() + g.copies.len() >= max_unacked
+        g.inflight.len() >= max_unacked
     }
 
     /// Lowers the receive low-water mark a fan-out raised, which makes the
@@ -313,8 +326,7 @@ impl Outlet {
     pub fn close(&self) {
         let mut g = self.lock();
         g.closed = true;
-        g.copies = TokenMap::default();
-        g.messages = TokenMap::default();
+        g.inflight = TokenMap::default();
         g.rest = Vec::new();
     }
 }
