@@ -311,12 +311,17 @@ fn write_stripe(
 ) -> (Tally, Vec<Arc<Outlet>>) {
     let max = state.config.max_unacked;
     let mut tally = Tally::default();
-    let mut raised = Vec::with_capacity(if raise { targets.len() } else { 0 });
+    // Lowered again if this thread panics half-way.
+    let mut raised = Lowered {
+        raised: Vec::with_capacity(if raise { targets.len() } else { 0 }),
+        since: std::time::Instant::now(),
+        pause: std::time::Duration::ZERO,
+    };
     let mut written = 0;
     for (outlet, m) in targets {
         let sent = outlet.write_copy(push, &m, max, raise);
         if raise && matches!(sent, Ok(Sent::Written) | Err(_)) {
-            raised.push(outlet.clone());
+            raised.raised.push(outlet.clone());
         }
         match sent {
             Ok(Sent::Written) => {
@@ -338,7 +343,7 @@ fn write_stripe(
         }
     }
     metrics::add(&state.metrics.messages_sent, written);
-    (tally, raised)
+    (tally, std::mem::take(&mut raised.raised))
 }
 
 /// Members of one fan-out by outcome; [`Tally::flush`] adds them to the
@@ -448,7 +453,10 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
             }
         }
         if !direct.is_empty() {
-            let (written, raised) = write_direct(&state, &push, direct, lowered.is_some()).await;
+            // Marks are raised only while the burst pauses reads, so that
+            // reads still get their share under a stream of fan-outs.
+            let raise = lowered.is_some() && state.burst.reads_paused();
+            let (written, raised) = write_direct(&state, &push, direct, raise).await;
             tally.add(&written);
             if let Some(l) = &mut lowered {
                 l.raised.extend(raised);

@@ -260,7 +260,11 @@ impl Conn {
                         drop(c);
                         self.pull_if_pending(rx).await?;
                     }
-                    Some(Outbound::Nudge) => self.pull_if_pending(rx).await?,
+                    Some(Outbound::Nudge) => {
+                        // A fan-out's copy may have left a rest: it goes first.
+                        self.out.flush().await?;
+                        self.pull_if_pending(rx).await?;
+                    }
                     Some(Outbound::Close(reason)) => {
                         let _ = self.out.send_close(reason.code()).await;
                         return Ok(());

@@ -324,6 +324,11 @@ impl Outlet {
     /// flight are forgotten (the device fetches them from their lists at
     /// its next `hello`).
     pub fn close(&self) {
+        use std::os::fd::AsRawFd;
+        // The device sees the end now, though a fan-out may still hold
+        // this outlet (and so the socket) a little longer.
+        // SAFETY: a socket this outlet owns and keeps open.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
         let mut g = self.lock();
         g.closed = true;
         g.inflight = TokenMap::default();
