@@ -137,6 +137,9 @@ struct Conn {
     /// Messages written and not yet acknowledged, by id (list copies in
     /// flight are the outlet's).
     inflight: TokenMap<Arc<Message>>,
+    /// Taken at `hello`, just before the connection is registered: a list
+    /// message recorded before it reaches the connection from its fan-out,
+    /// one recorded after from the connection's own fetch.
     id: u64,
 }
 
@@ -150,13 +153,12 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     }
     inc(&state.metrics.ws_connections);
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
-    let id = state.registry.next_id();
     let mut conn = Conn {
         state,
         out: Arc::new(Outlet::new(stream, tx, Arc::default())),
         session: Session::new(),
         inflight: TokenMap::default(),
-        id,
+        id: 0,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -426,6 +428,7 @@ impl Conn {
                 let uaid = known.unwrap_or_else(new_token);
                 self.session.hello_done(uaid);
                 self.reply(&ws_session::hello_reply(&uaid)).await?;
+                self.id = st.registry.next_id();
                 st.registry.insert(
                     uaid,
                     ConnHandle {
