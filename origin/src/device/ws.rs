@@ -521,7 +521,7 @@ impl Conn {
     async fn acknowledge(&mut self, id: Token, delivered: bool, settled: &mut bool) {
         let uaid = self.session.uaid().expect("after hello");
         let msg = if let Some(m) = self.inflight.remove(&id) {
-            self.out.message_done(&id);
+            self.out.message_done(&id, m.list_message.is_some());
             m
         } else if let Some(c) = self.out.copy_done(&id) {
             return self.state.copy_acknowledged(c.list_message, c.push);

@@ -37,6 +37,29 @@ const SCRATCH_KEEP: usize = 256 * 1024;
 /// receive buffer and window alone; lowering it again signals what came.
 const RAISED_RCVLOWAT: libc::c_int = 4096;
 
+/// List copies remembered by [`Outlet::message_done`].
+const RECENT_ACKED: usize = 16;
+
+/// The last [`RECENT_ACKED`] versions, oldest overwritten first.
+#[derive(Default)]
+struct Recent {
+    ids: [Token; RECENT_ACKED],
+    next: usize,
+    len: usize,
+}
+
+impl Recent {
+    fn push(&mut self, id: Token) {
+        self.ids[self.next] = id;
+        self.next = (self.next + 1) % RECENT_ACKED;
+        self.len = (self.len + 1).min(RECENT_ACKED);
+    }
+
+    fn contains(&self, id: &Token) -> bool {
+        self.ids[..self.len].contains(id)
+    }
+}
+
 /// The body of a notification.
 pub enum Body<'a> {
     /// A message's own body.
@@ -80,6 +103,10 @@ struct Inner {
     /// What is written and not yet acknowledged, by version: list copies
     /// with their ids, and the task's own messages (`None`).
     inflight: TokenMap<Option<CopyIds>>,
+    /// List copies the task fetched itself and the device acknowledged,
+    /// the last [`RECENT_ACKED`]: a fan-out still running for their list
+    /// must not write them again (kept only once there is one).
+    acked_copies: Option<Box<Recent>>,
     /// The receive low-water mark is raised.
     raised: bool,
     closed: bool,
@@ -244,9 +271,17 @@ impl Outlet {
         Ok(Sent::Written)
     }
 
-    /// A message written by [`Outlet::send_message`] was acknowledged.
-    pub fn message_done(&self, version: &Token) {
-        self.lock().inflight.remove(version);
+    /// A message written by [`Outlet::send_message`] was acknowledged;
+    /// `list_copy`: it was a list member's copy the task fetched itself,
+    /// which a fan-out still on its way to this member must not write again.
+    pub fn message_done(&self, version: &Token, list_copy: bool) {
+        let mut g = self.lock();
+        g.inflight.remove(version);
+        if list_copy {
+            g.acked_copies
+                .get_or_insert_with(Box::default)
+                .push(*version);
+        }
     }
 
     /// Writes a member's copy of a list message unless it is in flight
@@ -266,7 +301,8 @@ impl Outlet {
         if g.closed {
             return Ok(Sent::Closed);
         }
-        if g.inflight.contains_key(&id) {
+        let acked = |g: &Inner| g.acked_copies.as_ref().is_some_and(|r| r.contains(&id));
+        if g.inflight.contains_key(&id) || acked(&g) {
             return Ok(Sent::Duplicate);
         }
         if g.inflight.len() >= max_unacked {
@@ -505,7 +541,7 @@ mod tests {
         assert_eq!(sent.await.unwrap(), Sent::Written);
         assert!(o.full(2));
         assert_eq!(o.write_copy(&p, &member(2), 2, false).unwrap(), Sent::Full);
-        o.message_done(&[8; 16]);
+        o.message_done(&[8; 16], false);
         assert!(!o.full(2));
         assert_eq!(
             o.write_copy(&p, &member(2), 2, false).unwrap(),
@@ -532,6 +568,21 @@ mod tests {
         let mut got = Vec::new();
         device.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, [0x88, 0x02, 0x03, 0xe9], "the close frame alone");
+    }
+
+    #[tokio::test]
+    async fn a_copy_the_task_fetched_and_was_acknowledged_is_not_written_again() {
+        let (o, _device) = outlet().await;
+        let (p, m) = (push(), member(4));
+        let id = p.copy_id(&m);
+        let sent = o.send_message(&m.channel, &id, p.encoding(), b"", 8).await;
+        assert_eq!(sent.unwrap(), Sent::Written);
+        o.message_done(&id, true);
+        assert_eq!(o.write_copy(&p, &m, 8, false).unwrap(), Sent::Duplicate);
+        assert_eq!(
+            o.write_copy(&p, &member(5), 8, false).unwrap(),
+            Sent::Written
+        );
     }
 
     #[tokio::test]
