@@ -88,7 +88,7 @@ pub struct Settings {
     pub max_unacked: Option<usize>,
     /// List documents and merge patches read and applied at once (each may
     /// take up to the body limit and its inflated size in memory); more wait
-    /// up to the body timeout, then get 503. Default 4, at least 1.
+    /// up to the body timeout, then get 503. Default 4, 1 to 1024.
     #[arg(long, env = "ORIGIN_MAX_LIST_DOCUMENTS")]
     pub max_list_documents: Option<usize>,
     /// Largest WebSocket upgrade request, in bytes (431 beyond). Default 8192; 256 to 1 MiB.

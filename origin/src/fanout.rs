@@ -230,7 +230,7 @@ impl Cache {
 /// How a member's copy reaches its connection.
 enum Reach {
     /// Written by the fan-out.
-    Direct(Arc<Outlet>),
+    Direct(Arc<Outlet>, ListMember),
     /// Queued (`false`: the queue was full; the connection fetches it).
     Queued(bool),
     /// Not connected, or connected since the list message was recorded
@@ -240,23 +240,19 @@ enum Reach {
 
 /// The sockets whose receive low-water mark a fan-out raised, so that the
 /// acknowledgements of its copies wake no thread while it writes; lowered
-/// when the fan-out ends, or once it has taken the configured pause.
-struct Lowered {
-    raised: Vec<Arc<Outlet>>,
-    since: std::time::Instant,
-    pause: std::time::Duration,
-}
+/// when dropped (after the fan-out, or a writer thread that panicked).
+#[derive(Default)]
+struct Raised(Vec<Arc<Outlet>>);
 
-impl Lowered {
+impl Raised {
     fn lower(&mut self) {
-        for o in self.raised.drain(..) {
+        for o in self.0.drain(..) {
             o.lower();
         }
-        self.since = std::time::Instant::now();
     }
 }
 
-impl Drop for Lowered {
+impl Drop for Raised {
     fn drop(&mut self) {
         self.lower();
     }
@@ -271,7 +267,7 @@ async fn write_direct(
     push: &Arc<ListPush>,
     mut targets: Vec<(Arc<Outlet>, ListMember)>,
     raise: bool,
-) -> (Tally, Vec<Arc<Outlet>>) {
+) -> (Tally, Raised) {
     let stripes = state
         .fanout_threads
         .min(targets.len().div_ceil(MIN_STRIPE))
@@ -288,9 +284,9 @@ async fn write_direct(
     let (mut tally, mut raised) = write_stripe(state, push, targets, raise);
     for o in others {
         match o.await {
-            Ok((t, r)) => {
+            Ok((t, mut r)) => {
                 tally.add(&t);
-                raised.extend(r);
+                raised.0.append(&mut r.0);
             }
             // Its members fetch their copies from the list at their next hello.
             Err(e) => tracing::error!("fan-out writer: {e}"),
@@ -308,21 +304,13 @@ fn write_stripe(
     push: &ListPush,
     targets: Vec<(Arc<Outlet>, ListMember)>,
     raise: bool,
-) -> (Tally, Vec<Arc<Outlet>>) {
+) -> (Tally, Raised) {
     let max = state.config.max_unacked;
     let mut tally = Tally::default();
-    // Lowered again if this thread panics half-way.
-    let mut raised = Lowered {
-        raised: Vec::with_capacity(if raise { targets.len() } else { 0 }),
-        since: std::time::Instant::now(),
-        pause: std::time::Duration::ZERO,
-    };
+    let mut raised = Raised(Vec::with_capacity(if raise { targets.len() } else { 0 }));
     let mut written = 0;
     for (outlet, m) in targets {
         let sent = outlet.write_copy(push, &m, max, raise);
-        if raise && matches!(sent, Ok(Sent::Written) | Err(_)) {
-            raised.raised.push(outlet.clone());
-        }
         match sent {
             Ok(Sent::Written) => {
                 tally.queued += 1;
@@ -341,9 +329,12 @@ fn write_stripe(
             }
             Ok(Sent::Closed) => tally.offline += 1,
         }
+        if raise && matches!(sent, Ok(Sent::Written) | Err(_)) {
+            raised.0.push(outlet);
+        }
     }
     metrics::add(&state.metrics.messages_sent, written);
-    (tally, std::mem::take(&mut raised.raised))
+    (tally, raised)
 }
 
 /// Members of one fan-out by outcome; [`Tally::flush`] adds them to the
@@ -397,11 +388,8 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     let mut hold = None;
     let started = std::time::Instant::now();
     let pause = std::time::Duration::from_millis(state.config.fanout_read_pause_ms);
-    let mut lowered = (!pause.is_zero()).then(|| Lowered {
-        raised: Vec::new(),
-        since: started,
-        pause,
-    });
+    let mut raised = Raised::default();
+    let mut raised_since = started;
     let list = push.msg.list;
     let mut after: Option<Token> = None;
     let mut tally = Tally::default();
@@ -432,11 +420,11 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
                 }
                 hold.get_or_insert_with(|| state.burst.hold());
                 if let Some(outlet) = &h.outlet {
-                    return Reach::Direct(outlet.clone());
+                    return Reach::Direct(outlet.clone(), m);
                 }
                 let out = Outbound::Copy(Box::new(QueuedCopy {
                     push: push.clone(),
-                    member: m.clone(),
+                    member: m,
                     _queued: state.burst.queued(),
                 }));
                 let queued = h.tx.try_send(out).is_ok();
@@ -446,7 +434,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
                 Reach::Queued(queued)
             });
             match sent.unwrap_or(Reach::Offline) {
-                Reach::Direct(outlet) => direct.push((outlet, m)),
+                Reach::Direct(outlet, m) => direct.push((outlet, m)),
                 Reach::Queued(true) => tally.queued += 1,
                 Reach::Queued(false) => tally.deferred += 1,
                 Reach::Offline => tally.offline += 1,
@@ -455,15 +443,14 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         if !direct.is_empty() {
             // Marks are raised only while the burst pauses reads, so that
             // reads still get their share under a stream of fan-outs.
-            let raise = lowered.is_some() && state.burst.reads_paused();
-            let (written, raised) = write_direct(&state, &push, direct, raise).await;
+            let raise = !pause.is_zero() && state.burst.reads_paused();
+            let (written, mut now_raised) = write_direct(&state, &push, direct, raise).await;
             tally.add(&written);
-            if let Some(l) = &mut lowered {
-                l.raised.extend(raised);
-                if l.since.elapsed() >= l.pause {
-                    // The longest a fan-out leaves acknowledgements unread.
-                    l.lower();
-                }
+            raised.0.append(&mut now_raised.0);
+            if raised_since.elapsed() >= pause {
+                // The longest a fan-out leaves acknowledgements unread.
+                raised.lower();
+                raised_since = std::time::Instant::now();
             }
         }
         tally.flush(&state.metrics);
@@ -471,12 +458,12 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     }
     // Acknowledgements are read a little after the last copy was written
     // (within the pause), once the devices have read their copies.
-    if let Some(l) = lowered.take().filter(|l| !l.raised.is_empty()) {
+    if !raised.0.is_empty() {
         let linger = std::time::Duration::from_millis(state.config.fanout_linger_ms)
-            .min(l.pause.saturating_sub(l.since.elapsed()));
+            .min(pause.saturating_sub(raised_since.elapsed()));
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;
-            drop(l);
+            drop(raised);
         });
     }
     drop(hold);

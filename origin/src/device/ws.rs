@@ -155,7 +155,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let mut conn = Conn {
         state,
-        out: Arc::new(Outlet::new(stream, tx, Arc::default())),
+        out: Arc::new(Outlet::new(stream, tx)),
         session: Session::new(),
         inflight: TokenMap::default(),
         id: 0,
@@ -243,8 +243,6 @@ impl Conn {
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello")),
         }
         loop {
-            // What a fan-out's copy left unwritten (it nudged us).
-            self.out.flush().await?;
             let paused = self.state.burst.reads_paused();
             tokio::select! {
                 biased;

@@ -130,13 +130,13 @@ pub struct Outlet {
 
 impl Outlet {
     /// The sending side of `stream`, whose task reads `tx`'s queue and
-    /// fetches what is left for it when `pending` is set.
-    pub fn new(stream: TcpStream, tx: mpsc::Sender<Outbound>, pending: Arc<AtomicBool>) -> Outlet {
+    /// fetches what is left for it when [`Outlet::pending`] is set.
+    pub fn new(stream: TcpStream, tx: mpsc::Sender<Outbound>) -> Outlet {
         Outlet {
             stream,
             inner: Mutex::default(),
             tx,
-            pending,
+            pending: Arc::default(),
         }
     }
 
@@ -438,7 +438,7 @@ mod tests {
         let (s, _) = l.accept().await.unwrap();
         let (tx, rx) = mpsc::channel(4);
         std::mem::forget(rx);
-        (Outlet::new(s, tx, Arc::default()), device)
+        (Outlet::new(s, tx), device)
     }
 
     fn push() -> ListPush {
