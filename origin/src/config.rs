@@ -91,6 +91,12 @@ pub struct Settings {
     /// up to the body timeout, then get 503. Default 4, 1 to 1024.
     #[arg(long, env = "ORIGIN_MAX_LIST_DOCUMENTS")]
     pub max_list_documents: Option<usize>,
+    /// A list's newest messages a member is offered when it comes back:
+    /// older ones are not delivered to members that missed them (they stay
+    /// counted as stored until they expire). Bounds the work and memory of
+    /// each `hello`. Default 1000, 1 to 1,000,000.
+    #[arg(long, env = "ORIGIN_LIST_BACKLOG")]
+    pub list_backlog: Option<usize>,
     /// Largest WebSocket upgrade request, in bytes (431 beyond). Default 8192; 256 to 1 MiB.
     #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_BYTES")]
     pub ws_max_handshake_bytes: Option<usize>,
@@ -204,6 +210,8 @@ pub struct Config {
     pub max_unacked: usize,
     /// List documents read and applied at once.
     pub max_list_documents: usize,
+    /// A list's newest messages offered to a member that comes back.
+    pub list_backlog: usize,
     /// Largest WebSocket message from a device.
     pub ws_max_message: usize,
     /// Largest WebSocket upgrade request, bytes.
@@ -293,6 +301,7 @@ impl Config {
                 store_lock_wait_secs,
                 max_unacked,
                 max_list_documents,
+                list_backlog,
                 ws_max_message,
                 ws_max_handshake_bytes,
                 ws_max_handshake_headers,
@@ -358,6 +367,7 @@ impl Config {
             store_lock_wait_secs: s.store_lock_wait_secs.unwrap_or(30),
             max_unacked: s.max_unacked.unwrap_or(256).max(1),
             max_list_documents: s.max_list_documents.unwrap_or(4).clamp(1, 1024),
+            list_backlog: s.list_backlog.unwrap_or(1000).clamp(1, 1_000_000),
             ws_max_message: s.ws_max_message.unwrap_or(64 * 1024),
             ws_max_handshake_bytes: s.ws_max_handshake_bytes.unwrap_or(8192).clamp(256, 1 << 20),
             ws_max_handshake_headers: s.ws_max_handshake_headers.unwrap_or(32).clamp(8, 256),
@@ -421,6 +431,7 @@ mod tests {
         let c = Config::from_settings(Settings {
             max_unacked: Some(0),
             max_list_documents: Some(0),
+            list_backlog: Some(0),
             ws_max_handshake_headers: Some(100_000),
             ws_max_handshake_bytes: Some(1),
             receipt_ttl_secs: Some(u64::MAX),
@@ -430,6 +441,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_unacked, 1);
         assert_eq!(c.max_list_documents, 1);
+        assert_eq!(c.list_backlog, 1);
         assert_eq!(c.ws_max_handshake_headers, 256);
         assert_eq!(c.ws_max_handshake_bytes, 256);
         assert_eq!(c.receipt_ttl_secs, 365 * 24 * 3600);

@@ -505,8 +505,9 @@ pub async fn resume(state: Arc<State>, mark: u64) {
     }
 }
 
-/// The copies a user agent's subscriptions have waiting from their lists,
-/// skipping acknowledged ones and older copies replaced by the same Topic:
+/// The copies a user agent's subscriptions have waiting from their lists
+/// (among each list's newest `--list-backlog` messages), skipping
+/// acknowledged ones and older copies replaced by the same Topic:
 /// at most `limit` of those `accept` takes (a connection takes no more than
 /// it may leave unacknowledged), and whether some were left out.
 pub fn pending_copies(
@@ -522,7 +523,10 @@ pub fn pending_copies(
             let Some(member) = state.store.list_member(&list, &sub.push)? else {
                 continue;
             };
-            let msgs = state.store.list_messages_since(&list, member.joined, t)?;
+            let backlog = state.config.list_backlog;
+            let msgs = state
+                .store
+                .list_messages_since(&list, member.joined, t, backlog)?;
             // Newest first, so that a topic's newest copy wins.
             let mut topics = std::collections::HashSet::new();
             let mut copies = Vec::new();

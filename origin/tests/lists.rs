@@ -387,6 +387,46 @@ async fn copies_survive_a_restart_with_the_same_version() {
 }
 
 #[tokio::test]
+async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
+    let o = start_with(&temp_dir("list-backlog"), &[], |s| s.list_backlog = Some(3)).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, e) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    d.close().await;
+    let list = create(&o, &json!({ e: {} }), None)
+        .await
+        .header("location")
+        .unwrap()
+        .to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = request("POST", &list, &[("ttl", "600")], b"").await;
+        assert_eq!(r.status, 201, "{:?}", r.json());
+        statuses.push(r.header("location").unwrap().to_owned());
+    }
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    for _ in 0..3 {
+        let n = d.recv().await.expect("one of the newest three");
+        d.ack(&n).await;
+    }
+    assert!(
+        d.recv_within(Duration::from_millis(300)).await.is_none(),
+        "the two oldest are not offered"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, url) in statuses.iter().enumerate() {
+        let s = request("GET", url, &[], b"").await.json();
+        let want = if i < 2 { (0, 1) } else { (1, 0) };
+        assert_eq!(
+            (s["delivered"].as_u64(), s["stored"].as_u64()),
+            (Some(want.0), Some(want.1)),
+            "list message {i}: {s}"
+        );
+    }
+    o.stop().await;
+}
+
+#[tokio::test]
 async fn members_drop_out_when_they_expire() {
     let o = start_with(&temp_dir("list-expiry"), &[], |s| s.sweep_secs = Some(1)).await;
     let mut d = Device::connect(&o, None).await;

@@ -343,12 +343,14 @@ pub trait Store: Send + Sync + 'static {
     fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError>;
     /// List messages whose fan-out had not finished (after a crash).
     fn unfinished_fanouts(&self) -> Result<Vec<ListMessage>, StoreError>;
-    /// Unexpired messages of a list with a sequence above `after_seq`, oldest first.
+    /// The unexpired ones among the newest `newest` messages of a list with
+    /// a sequence above `after_seq`, oldest first.
     fn list_messages_since(
         &self,
         list: &Token,
         after_seq: u64,
         now: u64,
+        newest: usize,
     ) -> Result<Vec<ListMessage>, StoreError>;
     /// Whether a member acknowledged its copy of a list message.
     fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError>;

@@ -756,6 +756,7 @@ impl Store for RedbStore {
         list: &Token,
         after_seq: u64,
         now: u64,
+        newest: usize,
     ) -> Result<Vec<ListMessage>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let seqs = txn.open_table(LIST_MSG_SEQ).map_err(err)?;
@@ -763,7 +764,8 @@ impl Store for RedbStore {
         let start = msg_key(list, after_seq.saturating_add(1));
         let end = msg_key(list, u64::MAX);
         let mut out = Vec::new();
-        for kv in seqs.range(&start[..]..=&end[..]).map_err(err)? {
+        let range = seqs.range(&start[..]..=&end[..]).map_err(err)?;
+        for kv in range.rev().take(newest) {
             let (_, id) = kv.map_err(err)?;
             if let Some(raw) = msgs.get(id.value()).map_err(err)? {
                 let m = codec::read_list_message(raw.value())?;
@@ -772,6 +774,7 @@ impl Store for RedbStore {
                 }
             }
         }
+        out.reverse();
         Ok(out)
     }
 
