@@ -15,6 +15,8 @@ pub mod vars {
     pub const RATE_WINDOW_SECS: &str = "RATE_WINDOW_SECS";
     /// `"1"` turns on the benchmark route `POST /_bench/validate` (never in production).
     pub const EDGE_BENCH: &str = "EDGE_BENCH";
+    /// List documents and patches one isolate reads at once (default 1, 1 to 64).
+    pub const MAX_LIST_DOCUMENTS: &str = "MAX_LIST_DOCUMENTS";
     /// The Durable Object namespace that keeps the rate-limit windows.
     pub const RATE_LIMITER: &str = "RATE_LIMITER";
 }
@@ -34,6 +36,9 @@ pub enum ConfigError {
     /// `RATE_WINDOW_SECS` is not a positive whole number.
     #[error("RATE_WINDOW_SECS must be a whole number of seconds above 0, not {0:?}")]
     RateWindow(String),
+    /// `MAX_LIST_DOCUMENTS` is not a whole number from 1 to 64.
+    #[error("MAX_LIST_DOCUMENTS must be a whole number from 1 to 64, not {0:?}")]
+    MaxListDocuments(String),
 }
 
 /// Everything the edge reads from its environment.
@@ -49,6 +54,9 @@ pub struct Config {
     pub rate_window_secs: u64,
     /// Whether the benchmark route answers.
     pub bench: bool,
+    /// List documents and patches one isolate reads at once: each may hold
+    /// its body and its inflated form in the isolate's memory.
+    pub max_list_documents: usize,
 }
 
 impl Config {
@@ -79,12 +87,21 @@ impl Config {
                 .ok_or_else(|| ConfigError::RateWindow(s.to_owned()))?,
         };
         let bench = get(vars::EDGE_BENCH).is_some_and(|v| v.trim() == "1");
+        let max_list_documents = match get(vars::MAX_LIST_DOCUMENTS).as_deref().map(str::trim) {
+            None | Some("") => 1,
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| ConfigError::MaxListDocuments(s.to_owned()))?,
+        };
         Ok(Config {
             origin_url,
             secret,
             limits,
             rate_window_secs,
             bench,
+            max_list_documents,
         })
     }
 }
@@ -118,6 +135,7 @@ pub(crate) mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.rate_window_secs, 60);
         assert!(!c.bench);
+        assert_eq!(c.max_list_documents, 1);
     }
 
     #[test]
@@ -126,8 +144,10 @@ pub(crate) mod tests {
             ("LIMITS", r#"{"max_ttl_secs": 100}"#),
             ("RATE_WINDOW_SECS", "5"),
             ("EDGE_BENCH", "1"),
+            ("MAX_LIST_DOCUMENTS", "3"),
         ]))
         .unwrap();
+        assert_eq!(c.max_list_documents, 3);
         assert_eq!(c.limits.max_ttl_secs, 100);
         assert_eq!(c.rate_window_secs, 5);
         assert!(c.bench);
@@ -154,5 +174,11 @@ pub(crate) mod tests {
             bad("RATE_WINDOW_SECS", "0"),
             ConfigError::RateWindow(_)
         ));
+        for v in ["0", "65", "two"] {
+            assert!(matches!(
+                bad("MAX_LIST_DOCUMENTS", v),
+                ConfigError::MaxListDocuments(_)
+            ));
+        }
     }
 }

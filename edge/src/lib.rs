@@ -6,12 +6,14 @@
 //! The logic is plain Rust, built and unit-tested natively: [`route`] (which
 //! resource), [`check`] (`shared`'s rules, in the origin's order),
 //! [`limiter`] (fixed windows), [`forward`] (the marked request), [`reply`]
-//! (answers and errors), [`config`], [`bench`]. `runtime` binds them to the
+//! (answers and errors), [`documents`] (how many list documents at once),
+//! [`config`], [`bench`]. `runtime` binds them to the
 //! Workers runtime; it exists only on wasm32 (`scripts/build-edge.sh`).
 
 pub mod bench;
 pub mod check;
 pub mod config;
+pub mod documents;
 pub mod forward;
 pub mod limiter;
 pub mod reply;

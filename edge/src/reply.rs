@@ -100,6 +100,10 @@ pub enum EdgeError {
         /// Seconds until the window ends.
         retry_after: u64,
     },
+    /// As many list documents as the isolate reads at once (the number)
+    /// are being read.
+    #[error("{}", ServiceError::TooManyDocuments(*.0))]
+    TooManyDocuments(usize),
     /// The origin could not be reached.
     #[error("the push service's origin could not be reached; retry later")]
     OriginUnreachable,
@@ -137,6 +141,7 @@ impl EdgeError {
                 what,
                 retry_after: *retry_after,
             }),
+            EdgeError::TooManyDocuments(n) => Some(ServiceError::TooManyDocuments(*n)),
             EdgeError::OriginUnreachable | EdgeError::Misconfigured(_) => None,
         }
     }
@@ -172,9 +177,8 @@ impl ProblemSource for EdgeError {
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
-            EdgeError::RateLimited { retry_after, .. } => Some(*retry_after),
             EdgeError::OriginUnreachable => Some(1),
-            _ => None,
+            other => other.service().and_then(|s| s.retry_after()),
         }
     }
 }
@@ -263,6 +267,14 @@ mod tests {
             "over the limit of pushes to this list; retry after 7 s"
         );
         assert!(b.get("errno").is_none());
+        let r = Refusal::from(EdgeError::TooManyDocuments(1)).reply();
+        assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
+        let b = body(&r);
+        assert_eq!(b["type"], "/problems/too-many-documents");
+        assert_eq!(
+            b["detail"],
+            "1 list documents or patches are being read already; retry shortly"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::bench;
 use crate::check::{self, Fields, Inbound, Verifier};
 use crate::config::{vars, Config};
+use crate::documents::Documents;
 use crate::forward::{self, Outgoing};
 use crate::limiter::{self, Hit, RateKey, Verdict, Window};
 use crate::reply::{EdgeError, Refusal, Reply};
@@ -18,6 +19,11 @@ use worker::{
     console_error, durable_object, event, Context, Delay, DurableObject, Env, Fetch, Headers,
     Method, Request, RequestInit, RequestRedirect, Response, Result, State,
 };
+
+thread_local! {
+    /// The list documents this isolate is reading (one thread per isolate).
+    static DOCUMENTS: Documents = Documents::new();
+}
 
 /// VAPID verification with the platform's ECDSA (WebCrypto, native code in
 /// workerd) and `shared`'s token form and claims rules.
@@ -161,6 +167,15 @@ async fn application(
     let fields = match Fields::read(|n| req.headers().get(n).ok().flatten()) {
         Ok(f) => f,
         Err(e) => return refuse(PushError::from(e)),
+    };
+    // Held until the origin has answered: the body and its inflated form
+    // live that long.
+    let _document = match app.body() {
+        BodyKind::Document => match DOCUMENTS.with(|d| d.try_take(cfg.max_list_documents)) {
+            Some(p) => Some(p),
+            None => return refuse(EdgeError::TooManyDocuments(cfg.max_list_documents)),
+        },
+        _ => None,
     };
     let body = read_body(&mut req, app.body().read_cap(&cfg.limits)).await?;
     let now = now_secs();

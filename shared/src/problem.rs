@@ -74,6 +74,10 @@ pub enum ServiceError {
         /// Seconds until a retry may succeed.
         retry_after: u64,
     },
+    /// As many list documents or patches as the service reads at once (the
+    /// number) are being read already.
+    #[error("{0} list documents or patches are being read already; retry shortly")]
+    TooManyDocuments(usize),
 }
 
 impl ProblemSource for ServiceError {
@@ -82,6 +86,7 @@ impl ProblemSource for ServiceError {
             ServiceError::NotFound(_) => 404,
             ServiceError::Method(_) => 405,
             ServiceError::RateLimited { .. } => 429,
+            ServiceError::TooManyDocuments(_) => 503,
         }
     }
     fn kind(&self) -> &'static str {
@@ -89,6 +94,7 @@ impl ProblemSource for ServiceError {
             ServiceError::NotFound(_) => "not-found",
             ServiceError::Method(_) => "method-not-allowed",
             ServiceError::RateLimited { .. } => "rate-limited",
+            ServiceError::TooManyDocuments(_) => "too-many-documents",
         }
     }
     fn title(&self) -> &'static str {
@@ -96,11 +102,13 @@ impl ProblemSource for ServiceError {
             ServiceError::NotFound(_) => "Not found",
             ServiceError::Method(_) => "Method not allowed",
             ServiceError::RateLimited { .. } => "Too many requests",
+            ServiceError::TooManyDocuments(_) => "Too many list documents at once",
         }
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
             ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ServiceError::TooManyDocuments(_) => Some(1),
             _ => None,
         }
     }

@@ -9,10 +9,12 @@
 //     origin never sees the request (push_app_requests_total);
 // (d) the origin refuses requests without a valid mark;
 // (e) the edge's rate limits (Durable Object) trip at the configured rate and recover;
+// (f) list documents past the edge's cap (MAX_LIST_DOCUMENTS, 1 here) are refused at once;
 // and the edge's own routes (health, unknown path, wrong method).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
+import http from "node:http";
 import zlib from "node:zlib";
 import * as jose from "jose";
 import webPush from "web-push";
@@ -516,6 +518,57 @@ describe("(e) rate limits at the edge", () => {
         method: "POST", headers: { "content-type": AGG }, body: JSON.stringify({ [d.sub.endpoint]: {} }),
       });
       assert.equal(anon.status, 201);
+    } finally {
+      d.close();
+    }
+  });
+});
+
+describe("(f) list documents past the edge's cap", () => {
+  test("a document while another is being uploaded: 503 too-many-documents at once, none after", async () => {
+    const d = await Device.connect(stack.origin.ws);
+    d.sub = await d.register();
+    const doc = JSON.stringify({ [d.sub.endpoint]: {} });
+    try {
+      // An upload that stalls halfway holds the isolate's one place.
+      const url = new URL(`${edge}/lists/0`);
+      let answer;
+      const answered = new Promise((resolve, reject) => { answer = { resolve, reject }; });
+      const slow = http.request({
+        host: url.hostname, port: url.port, path: url.pathname, method: "POST",
+        headers: { "content-type": AGG, "transfer-encoding": "chunked" },
+      }, (res) => {
+        let text = "";
+        res.on("data", (c) => { text += c; });
+        res.on("end", () => answer.resolve({ status: res.statusCode, text }));
+      });
+      slow.on("error", (e) => answer.reject(e));
+      slow.write(doc.slice(0, 10));
+      await sleep(500);
+
+      const before = await appRequests();
+      const t0 = Date.now();
+      const refused = await request(`${edge}/lists/0`, {
+        method: "POST", headers: { "content-type": AGG }, body: doc,
+      });
+      const p = assertProblem(refused, 503, "/problems/too-many-documents");
+      assert.equal(p.detail, "1 list documents or patches are being read already; retry shortly");
+      assert.equal(refused.headers.get("retry-after"), "1");
+      assert.ok(Date.now() - t0 < 2000, "refused without waiting");
+      assert.equal(await appRequests(), before + 1, "nothing reached the origin (the +1 is the scrape)");
+      // A push is no document: it goes through meanwhile.
+      const push = await request(d.sub.endpoint, { method: "POST", headers: { TTL: "60" } });
+      assert.equal(push.status, 201, push.text);
+      assert.ok(await d.notification(), "the push arrived");
+
+      // The stalled upload ends; its place comes back.
+      slow.end(doc.slice(10));
+      const first = await answered;
+      assert.equal(first.status, 201, first.text);
+      const again = await request(`${edge}/lists/0`, {
+        method: "POST", headers: { "content-type": AGG }, body: doc,
+      });
+      assert.equal(again.status, 201, again.text);
     } finally {
       d.close();
     }

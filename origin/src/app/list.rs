@@ -87,7 +87,7 @@ where
     doc::check_content_type(header(&req, "content-type"), content_type)?;
     let permit = match tokio::time::timeout(wait, state.documents.acquire()).await {
         Ok(Ok(p)) => p,
-        _ => return Err(AppError::Documents(state.config.max_list_documents).into()),
+        _ => return Err(AppError::documents(state.config.max_list_documents).into()),
     };
     let raw = read_body(body, BodyKind::Document.read_cap(limits), wait).await?;
     let decoded = doc::decode_body(header(&req, "content-encoding"), &raw, limits)?;

@@ -35,10 +35,6 @@ pub enum AppError {
     /// Storage failed.
     #[error("the service could not store the request; retry later")]
     Store,
-    /// As many list documents as allowed were being read and applied
-    /// throughout the body timeout.
-    #[error("{0} list documents or patches are being read already; retry shortly")]
-    Documents(usize),
 }
 
 impl AppError {
@@ -54,6 +50,10 @@ impl AppError {
     pub fn rate_limited(what: &'static str, retry_after: u64) -> AppError {
         ServiceError::RateLimited { what, retry_after }.into()
     }
+    /// `cap` list documents were being read throughout the body timeout.
+    pub fn documents(cap: usize) -> AppError {
+        ServiceError::TooManyDocuments(cap).into()
+    }
 }
 
 impl ProblemSource for AppError {
@@ -63,7 +63,7 @@ impl ProblemSource for AppError {
             AppError::UnknownSubscription | AppError::UnknownMessage => 404,
             AppError::BadReceipt | AppError::Body => 400,
             AppError::BodyTimeout(_) => 408,
-            AppError::Store | AppError::Documents(_) => 503,
+            AppError::Store => 503,
         }
     }
     fn kind(&self) -> &'static str {
@@ -75,7 +75,6 @@ impl ProblemSource for AppError {
             AppError::Body => "unreadable-body",
             AppError::BodyTimeout(_) => "body-timeout",
             AppError::Store => "store-unavailable",
-            AppError::Documents(_) => "too-many-documents",
         }
     }
     fn title(&self) -> &'static str {
@@ -87,7 +86,6 @@ impl ProblemSource for AppError {
             AppError::Body => "Unreadable body",
             AppError::BodyTimeout(_) => "Request body too slow",
             AppError::Store => "Storage unavailable",
-            AppError::Documents(_) => "Too many list documents at once",
         }
     }
     fn errno(&self) -> Option<u16> {
@@ -100,7 +98,7 @@ impl ProblemSource for AppError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             AppError::Service(e) => e.retry_after(),
-            AppError::Store | AppError::Documents(_) => Some(1),
+            AppError::Store => Some(1),
             _ => None,
         }
     }
