@@ -57,6 +57,10 @@ pub struct ListArgs {
     /// (`list_repeats`), as one push is subject to this machine's noise.
     #[arg(long, default_value_t = 0)]
     pub list_repeats: usize,
+    /// Milliseconds to wait after the list is built before the first push
+    /// (the origin may still be settling the devices' setup).
+    #[arg(long, default_value_t = 0)]
+    pub settle_ms: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub list: ListOpts,
@@ -543,6 +547,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     }
     eprintln!("pushbench: {connected} devices ready ({failed} failed); building the list");
     let (list, build) = build_list(&app, &endpoints, a.list.chunk).await?;
+    tokio::time::sleep(Duration::from_millis(a.settle_ms)).await;
 
     // 1. One push to the list.
     let mut tool_pids = pool.pids();
