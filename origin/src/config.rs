@@ -62,6 +62,12 @@ pub struct Settings {
     /// on the same cores read their copies first. Default 50, at most 1000.
     #[arg(long, env = "ORIGIN_FANOUT_LINGER_MS")]
     pub fanout_linger_ms: Option<u64>,
+    /// Threads that write a fan-out's copies to their WebSocket connections
+    /// (the fan-out's own and blocking-pool threads). Fewer leave more CPU
+    /// to other work during a large fan-out; more take a larger share of
+    /// cores shared with other processes. Default: one per core; 1 to 64.
+    #[arg(long, env = "ORIGIN_FANOUT_WRITERS")]
+    pub fanout_writers: Option<usize>,
     /// Memory the store may use to cache its file's pages, in MiB: the
     /// origin's resident memory grows by up to this much as the store grows.
     /// Default 1024, at least 1.
@@ -196,6 +202,8 @@ pub struct Config {
     pub fanout_read_pause_ms: u64,
     /// How long reads stay paused after a fan-out's last copy, ms.
     pub fanout_linger_ms: u64,
+    /// Threads writing a fan-out's copies.
+    pub fanout_writers: usize,
     /// The store's page cache, bytes.
     pub store_cache_bytes: usize,
     /// Concurrent streams per HTTP/2 device connection.
@@ -294,6 +302,7 @@ impl Config {
                 ack_commit_delay_ms,
                 fanout_read_pause_ms,
                 fanout_linger_ms,
+                fanout_writers,
                 store_cache_mb,
                 h2_max_streams,
                 h2_max_header_bytes,
@@ -356,6 +365,10 @@ impl Config {
             ack_commit_delay_ms: s.ack_commit_delay_ms.unwrap_or(100).min(1000),
             fanout_read_pause_ms: s.fanout_read_pause_ms.unwrap_or(1000).min(10_000),
             fanout_linger_ms: s.fanout_linger_ms.unwrap_or(50).min(1000),
+            fanout_writers: s
+                .fanout_writers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .clamp(1, 64),
             store_cache_bytes: s
                 .store_cache_mb
                 .unwrap_or(1024)
@@ -432,6 +445,7 @@ mod tests {
             max_unacked: Some(0),
             max_list_documents: Some(0),
             list_backlog: Some(0),
+            fanout_writers: Some(0),
             ws_max_handshake_headers: Some(100_000),
             ws_max_handshake_bytes: Some(1),
             receipt_ttl_secs: Some(u64::MAX),
@@ -442,6 +456,7 @@ mod tests {
         assert_eq!(c.max_unacked, 1);
         assert_eq!(c.max_list_documents, 1);
         assert_eq!(c.list_backlog, 1);
+        assert_eq!(c.fanout_writers, 1);
         assert_eq!(c.ws_max_handshake_headers, 256);
         assert_eq!(c.ws_max_handshake_bytes, 256);
         assert_eq!(c.receipt_ttl_secs, 365 * 24 * 3600);

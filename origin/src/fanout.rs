@@ -258,9 +258,10 @@ impl Drop for Raised {
     }
 }
 
-/// Writes a batch's copies to their WebSocket connections, split over one
-/// thread per core (the current one and blocking-pool threads), as the
-/// kernel's send path is most of a copy's cost. Returns the tally, and the
+/// Writes a batch's copies to their WebSocket connections, split over
+/// `--fanout-writers` threads (one per core by default: the current one and
+/// blocking-pool threads), as the kernel's send path is most of a copy's
+/// cost. Returns the tally, and the
 /// sockets whose low-water mark was raised (with `raise`).
 async fn write_direct(
     state: &Arc<State>,
@@ -269,7 +270,8 @@ async fn write_direct(
     raise: bool,
 ) -> (Tally, Raised) {
     let stripes = state
-        .fanout_threads
+        .config
+        .fanout_writers
         .min(targets.len().div_ceil(MIN_STRIPE))
         .max(1);
     let per = targets.len().div_ceil(stripes);

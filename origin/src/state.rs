@@ -36,8 +36,6 @@ pub struct State {
     pub create_rate: RateLimiter<std::hash::RandomState>,
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
-    /// Threads a fan-out writes copies from: one per core.
-    pub fanout_threads: usize,
     /// Parsed list pushes.
     pub list_cache: crate::fanout::Cache,
     /// Serialize list amendments per list, and creations per owner.
@@ -84,7 +82,6 @@ impl State {
             list_locks: Default::default(),
             documents: tokio::sync::Semaphore::new(config.max_list_documents),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
-            fanout_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shutting_down: Default::default(),
             config,
             store,
