@@ -78,23 +78,11 @@ impl Config {
             .filter(|s| !s.is_empty())
             .ok_or(ConfigError::MissingSecret)?
             .into_bytes();
-        let rate_window_secs = match get(vars::RATE_WINDOW_SECS).as_deref().map(str::trim) {
-            None | Some("") => 60,
-            Some(s) => s
-                .parse::<u64>()
-                .ok()
-                .filter(|w| *w > 0)
-                .ok_or_else(|| ConfigError::RateWindow(s.to_owned()))?,
-        };
+        let rate_window_secs = whole(&get, vars::RATE_WINDOW_SECS, 60, 1..=u64::MAX)
+            .map_err(ConfigError::RateWindow)?;
         let bench = get(vars::EDGE_BENCH).is_some_and(|v| v.trim() == "1");
-        let max_list_documents = match get(vars::MAX_LIST_DOCUMENTS).as_deref().map(str::trim) {
-            None | Some("") => 1,
-            Some(s) => s
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=64).contains(n))
-                .ok_or_else(|| ConfigError::MaxListDocuments(s.to_owned()))?,
-        };
+        let max_list_documents = whole(&get, vars::MAX_LIST_DOCUMENTS, 1, 1..=64)
+            .map_err(ConfigError::MaxListDocuments)? as usize;
         Ok(Config {
             origin_url,
             secret,
@@ -103,6 +91,24 @@ impl Config {
             bench,
             max_list_documents,
         })
+    }
+}
+
+/// Variable `name` as a whole number within `range`, `default` when unset
+/// or empty; the text given when it is not one.
+fn whole(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, String> {
+    match get(name).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| s.to_owned()),
     }
 }
 

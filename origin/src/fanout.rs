@@ -261,8 +261,8 @@ impl Drop for Raised {
 /// Writes a batch's copies to their WebSocket connections, split over
 /// `--fanout-writers` threads (one per core by default: the current one and
 /// blocking-pool threads), as the kernel's send path is most of a copy's
-/// cost. Returns the tally, and the
-/// sockets whose low-water mark was raised (with `raise`).
+/// cost. Returns the tally, and the sockets whose low-water mark was raised
+/// (with `raise`).
 async fn write_direct(
     state: &Arc<State>,
     push: &Arc<ListPush>,
@@ -445,7 +445,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         if !direct.is_empty() {
             // Marks are raised only while the burst pauses reads, so that
             // reads still get their share under a stream of fan-outs.
-            let raise = !pause.is_zero() && state.burst.reads_paused();
+            let raise = state.burst.reads_paused();
             let (written, mut now_raised) = write_direct(&state, &push, direct, raise).await;
             tally.add(&written);
             raised.0.append(&mut now_raised.0);
@@ -519,20 +519,20 @@ pub fn pending_copies(
     accept: &dyn Fn(&Message) -> bool,
 ) -> Result<(Vec<Message>, bool), StoreError> {
     let t = now();
+    let backlog = state.config.list_backlog;
     let mut out = Vec::new();
     for sub in state.store.subscriptions_of(uaid)? {
         for list in state.store.lists_of(&sub.push)? {
             let Some(member) = state.store.list_member(&list, &sub.push)? else {
                 continue;
             };
-            let backlog = state.config.list_backlog;
+            // Newest first, so that a topic's newest copy wins.
             let msgs = state
                 .store
                 .list_messages_since(&list, member.joined, t, backlog)?;
-            // Newest first, so that a topic's newest copy wins.
             let mut topics = std::collections::HashSet::new();
             let mut copies = Vec::new();
-            for lm in msgs.into_iter().rev() {
+            for lm in msgs {
                 if let Some(topic) = &lm.topic {
                     if !topics.insert(topic.clone()) {
                         continue;

@@ -357,19 +357,26 @@ async fn ownership_key_restriction_and_bad_input() {
     o.stop().await;
 }
 
-#[tokio::test]
-async fn copies_survive_a_restart_with_the_same_version() {
-    let dir = temp_dir("list-restart");
-    let o = start_in(&dir, &[]).await;
-    let mut d = Device::connect(&o, None).await;
+/// A device that registers and goes away, and a list of its subscription
+/// alone: its uaid and the list's URL.
+async fn list_of_one_away(o: &origin::server::Running) -> (String, String) {
+    let mut d = Device::connect(o, None).await;
     let (_, e) = d.register(None).await;
     let uaid = d.uaid.clone();
     d.close().await;
-    let list = create(&o, &json!({ e: {} }), None)
+    let list = create(o, &json!({ e: {} }), None)
         .await
         .header("location")
         .unwrap()
         .to_owned();
+    (uaid, list)
+}
+
+#[tokio::test]
+async fn copies_survive_a_restart_with_the_same_version() {
+    let dir = temp_dir("list-restart");
+    let o = start_in(&dir, &[]).await;
+    let (uaid, list) = list_of_one_away(&o).await;
     assert_eq!(
         request("POST", &list, &[("ttl", "600")], b"").await.status,
         201
@@ -389,15 +396,7 @@ async fn copies_survive_a_restart_with_the_same_version() {
 #[tokio::test]
 async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
     let o = start_with(&temp_dir("list-backlog"), &[], |s| s.list_backlog = Some(3)).await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, e) = d.register(None).await;
-    let uaid = d.uaid.clone();
-    d.close().await;
-    let list = create(&o, &json!({ e: {} }), None)
-        .await
-        .header("location")
-        .unwrap()
-        .to_owned();
+    let (uaid, list) = list_of_one_away(&o).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let r = request("POST", &list, &[("ttl", "600")], b"").await;

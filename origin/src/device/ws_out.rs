@@ -333,9 +333,9 @@ impl Outlet {
 
     /// Takes an acknowledged list copy out of flight.
     pub fn copy_done(&self, id: &Token) -> Option<CopyIds> {
-        let mut g = self.lock();
-        match g.inflight.get(id) {
-            Some(Some(_)) => g.inflight.remove(id).flatten(),
+        use std::collections::hash_map::Entry;
+        match self.lock().inflight.entry(*id) {
+            Entry::Occupied(e) if e.get().is_some() => e.remove(),
             _ => None,
         }
     }

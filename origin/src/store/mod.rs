@@ -344,7 +344,7 @@ pub trait Store: Send + Sync + 'static {
     /// List messages whose fan-out had not finished (after a crash).
     fn unfinished_fanouts(&self) -> Result<Vec<ListMessage>, StoreError>;
     /// The unexpired ones among the newest `newest` messages of a list with
-    /// a sequence above `after_seq`, oldest first.
+    /// a sequence above `after_seq`, newest first.
     fn list_messages_since(
         &self,
         list: &Token,

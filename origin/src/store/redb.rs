@@ -774,7 +774,6 @@ impl Store for RedbStore {
                 }
             }
         }
-        out.reverse();
         Ok(out)
     }
 
