@@ -61,6 +61,15 @@ pub struct ListArgs {
     /// (the origin may still be settling the devices' setup).
     #[arg(long, default_value_t = 0)]
     pub settle_ms: u64,
+    /// Before the first push, switch every device's socket to delayed ACKs
+    /// (`TCP_QUICKACK` 0): the state a Linux device's socket is in once it
+    /// has acknowledged a notification. A device that has just registered
+    /// acknowledges the first copy's segment at once instead, and on
+    /// loopback that ACK is built and taken in on the origin's thread; this
+    /// shows how much of the first push that costs. A diagnosis, not the
+    /// figure: the result says `devices_delay_acks`.
+    #[arg(long)]
+    pub devices_delay_acks: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub list: ListOpts,
@@ -548,6 +557,10 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     eprintln!("pushbench: {connected} devices ready ({failed} failed); building the list");
     let (list, build) = build_list(&app, &endpoints, a.list.chunk).await?;
     tokio::time::sleep(Duration::from_millis(a.settle_ms)).await;
+    if a.devices_delay_acks {
+        pool.send_all("delay-acks")?;
+        pool.gather("delayed", |_, _| {}).await?;
+    }
 
     // 1. One push to the list.
     let mut tool_pids = pool.pids();
@@ -587,6 +600,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         "bad_payload": bad1,
         "status": status,
         "status_adds_up": adds_up(&status),
+        "devices_delay_acks": a.devices_delay_acks,
     });
     list_fig.as_object_mut().expect("object").extend(list_cpu);
 

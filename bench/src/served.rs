@@ -111,6 +111,27 @@ impl Served {
         Ok(())
     }
 
+    /// Switches every device's socket to delayed ACKs (`TCP_QUICKACK` 0, as
+    /// after it answered what it received); how many sockets took it.
+    pub fn delay_acks(&self) -> usize {
+        let off: libc::c_int = 0;
+        let devices = self.devices.borrow();
+        let set = devices.iter().flatten().filter(|d| {
+            // SAFETY: an open socket, and a pointer to an int of that size.
+            let r = unsafe {
+                libc::setsockopt(
+                    d.stream.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    (&off as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            r == 0
+        });
+        set.count()
+    }
+
     /// Serves the devices until the task is dropped.
     pub async fn run(&self, h: &impl Handler) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];

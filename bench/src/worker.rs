@@ -13,6 +13,8 @@
 //!   uaid with `--ephemeral`), and `setup-end`;
 //! - `P <connected> <failed>` every second until then;
 //! - `D <count>` every 50 ms while the count of notifications received changes;
+//! - on `delay-acks`: switches every device's socket to delayed ACKs
+//!   (`TCP_QUICKACK` 0), then `delayed <sockets>`;
 //! - on `dump`: `R <version> <receive time, ns since the epoch>` per
 //!   notification, then `end {json}` with the worker's counters.
 
@@ -215,6 +217,7 @@ async fn main(a: WorkerArgs) {
                     }
                 }
                 Some("dump") => dump(&tally.borrow()),
+                Some("delay-acks") => emit(&format!("delayed {}", served.delay_acks())),
                 Some("clear") => {
                     let mut t = tally.borrow_mut();
                     t.records.clear();

@@ -182,12 +182,15 @@ impl Outlet {
         Ok(n < frame.len())
     }
 
-    /// Writes a frame of the task's own and waits until it is on the socket.
+    /// Writes an answer of the task's own (a reply, a pong) and waits until
+    /// it is on the socket; the device's next segment is then acknowledged
+    /// at once (see [`ack_at_once`]).
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         let left = self.write_locked(&mut self.lock(), frame)?;
         if left {
             self.flush().await?;
         }
+        ack_at_once(&self.stream);
         Ok(())
     }
 
@@ -413,13 +416,33 @@ fn build<R>(
 /// Sets the socket's `SO_RCVLOWAT` (best effort: without it, reads are
 /// only reported sooner).
 fn set_rcvlowat(stream: &TcpStream, v: libc::c_int) {
+    set_int_option(stream, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v);
+}
+
+/// Makes the socket acknowledge what the device sends next at once rather
+/// than after the delayed-ACK timer (best effort: `TCP_QUICKACK`, which
+/// lasts until the socket next answers quickly).
+///
+/// Linux delays a socket's ACKs once it has answered a request quickly (its
+/// "ping-pong" mode), so that the next answer carries the ACK. After the
+/// origin has answered a device, what the device sends next is most often
+/// a notification's acknowledgement, which gets no answer: delaying its ACK
+/// costs the same packet plus a timer, and after the first list push to
+/// devices that have just registered, thousands of those timers fire
+/// together while the fan-out is still writing.
+fn ack_at_once(stream: &TcpStream) {
+    set_int_option(stream, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
+}
+
+/// `setsockopt` of an int, best effort.
+fn set_int_option(stream: &TcpStream, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid socket, and a pointer to an int of the given size.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
+            level,
+            name,
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
@@ -472,6 +495,10 @@ mod tests {
     }
 
     fn rcvlowat(o: &Outlet) -> libc::c_int {
+        int_option(o, libc::SOL_SOCKET, libc::SO_RCVLOWAT)
+    }
+
+    fn int_option(o: &Outlet, level: libc::c_int, name: libc::c_int) -> libc::c_int {
         use std::os::fd::AsRawFd;
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -479,8 +506,8 @@ mod tests {
         let r = unsafe {
             libc::getsockopt(
                 o.stream().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
+                level,
+                name,
                 (&mut v as *mut libc::c_int).cast(),
                 &mut len,
             )
@@ -596,6 +623,30 @@ mod tests {
         assert_eq!(rcvlowat(&o), RAISED_RCVLOWAT, "kept until lowered");
         o.lower();
         assert_eq!(rcvlowat(&o), 1);
+    }
+
+    #[tokio::test]
+    async fn after_an_answer_the_next_segment_is_acknowledged_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let (o, mut device) = outlet().await;
+        // `TCP_QUICKACK` reads 0 while the socket is in ping-pong mode.
+        let quick = |o: &Outlet| int_option(o, libc::IPPROTO_TCP, libc::TCP_QUICKACK);
+        let mut frame = Vec::new();
+        ws_frame::text("{}", &mut frame);
+        // A request answered at once puts the socket in ping-pong mode
+        // (the kernel's default threshold: one quick answer)...
+        device.write_all(b"request").await.unwrap();
+        o.stream().readable().await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(o.stream().try_read(&mut buf).unwrap(), 7);
+        assert!(!o.write_locked(&mut o.lock(), &frame).unwrap());
+        assert_eq!(quick(&o), 0, "a quick answer turns delayed ACKs on");
+        // ...which an answer through `send` turns off.
+        device.write_all(b"request").await.unwrap();
+        o.stream().readable().await.unwrap();
+        assert_eq!(o.stream().try_read(&mut buf).unwrap(), 7);
+        o.send(&frame).await.unwrap();
+        assert_eq!(quick(&o), 1);
     }
 
     #[tokio::test]
