@@ -67,7 +67,7 @@ pub struct ListArgs {
     /// acknowledges the first copy's segment at once instead, and on
     /// loopback that ACK is built and taken in on the origin's thread; this
     /// shows how much of the first push that costs. A diagnosis, not the
-    /// figure: the result says `devices_delay_acks`.
+    /// figure: the result's `devices_delay_acks` counts the sockets set.
     #[arg(long)]
     pub devices_delay_acks: bool,
     #[command(flatten)]
@@ -557,9 +557,15 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     eprintln!("pushbench: {connected} devices ready ({failed} failed); building the list");
     let (list, build) = build_list(&app, &endpoints, a.list.chunk).await?;
     tokio::time::sleep(Duration::from_millis(a.settle_ms)).await;
+    let mut delayed_sockets = None;
     if a.devices_delay_acks {
         pool.send_all("delay-acks")?;
-        pool.gather("delayed", |_, _| {}).await?;
+        let counts = pool.gather("delayed", |_, _| {}).await?;
+        let n: u64 = counts.iter().filter_map(|c| c.parse::<u64>().ok()).sum();
+        if n < connected {
+            eprintln!("pushbench: delayed ACKs set on {n} of {connected} device sockets");
+        }
+        delayed_sockets = Some(n);
     }
 
     // 1. One push to the list.
@@ -600,7 +606,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         "bad_payload": bad1,
         "status": status,
         "status_adds_up": adds_up(&status),
-        "devices_delay_acks": a.devices_delay_acks,
+        "devices_delay_acks": delayed_sockets,
     });
     list_fig.as_object_mut().expect("object").extend(list_cpu);
 

@@ -114,20 +114,10 @@ impl Served {
     /// Switches every device's socket to delayed ACKs (`TCP_QUICKACK` 0, as
     /// after it answered what it received); how many sockets took it.
     pub fn delay_acks(&self) -> usize {
-        let off: libc::c_int = 0;
         let devices = self.devices.borrow();
         let set = devices.iter().flatten().filter(|d| {
-            // SAFETY: an open socket, and a pointer to an int of that size.
-            let r = unsafe {
-                libc::setsockopt(
-                    d.stream.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_QUICKACK,
-                    (&off as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            r == 0
+            let fd = d.stream.as_raw_fd();
+            crate::ws::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0).is_ok()
         });
         set.count()
     }

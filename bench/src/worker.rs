@@ -3,7 +3,8 @@
 //!
 //! Parent → worker (stdin): `connect`, `dump`, `clear` (forget the
 //! notifications received so far), `expect <bytes>` (the decoded size of
-//! notification data from now on, 0 for none), `quit` (or end of input).
+//! notification data from now on, 0 for none), `delay-acks`, `quit` (or end
+//! of input).
 //! Worker → parent (stdout):
 //! - `ready` once started;
 //! - `done {json}` when every device has registered or failed, then

@@ -26,6 +26,31 @@ const MASK: [u8; 4] = [0x5a, 0xc3, 0x1e, 0x77];
 /// Largest handshake response accepted.
 const MAX_HANDSHAKE: usize = 8192;
 
+/// `setsockopt` of an int on the socket `fd`.
+pub fn set_int_option(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `fd` is a socket the caller holds open; `v` is a c_int option
+    // of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Connects to `to`, from `from` if given. With a source address the port is
 /// chosen at `connect` (`IP_BIND_ADDRESS_NO_PORT`), so the whole 4-tuple
 /// decides, and loopback TIME_WAIT ports are reused.
@@ -35,20 +60,12 @@ pub async fn connect_tcp(to: SocketAddr, from: Option<IpAddr>) -> io::Result<Tcp
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     if let Some(ip) = from {
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor and a c_int option of the right size.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_int_option(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            1,
+        )?;
         sock.bind(SocketAddr::new(ip, 0))?;
     }
     let stream = sock.connect(to).await?;

@@ -440,6 +440,8 @@ impl Conn {
                 if known.is_some() {
                     self.drain(uaid).await?;
                     self.send_pending_copies(uaid).await?;
+                    // Those were written as quickly as an answer.
+                    self.out.ack_at_once();
                 }
             }
             Command::Register { channel, key } => {

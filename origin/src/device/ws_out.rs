@@ -183,15 +183,23 @@ impl Outlet {
     }
 
     /// Writes an answer of the task's own (a reply, a pong) and waits until
-    /// it is on the socket; the device's next segment is then acknowledged
-    /// at once (see [`ack_at_once`]).
+    /// it is on the socket, then [`Outlet::ack_at_once`].
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         let left = self.write_locked(&mut self.lock(), frame)?;
         if left {
             self.flush().await?;
         }
-        ack_at_once(&self.stream);
+        self.ack_at_once();
         Ok(())
+    }
+
+    /// Turns the socket's delayed ACKs off (`TCP_QUICKACK`, best effort),
+    /// which a quick answer turned on: what the device sends next, most
+    /// often a notification's acknowledgement that gets no answer, is then
+    /// ACKed without a delayed-ACK timer (while the kernel grants quick
+    /// ACKs, as after an idle spell). README, Performance: "The first push".
+    pub fn ack_at_once(&self) {
+        set_int_option(&self.stream, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
     }
 
     /// Writes a close frame with `code` after what is still unwritten, and
@@ -419,21 +427,6 @@ fn set_rcvlowat(stream: &TcpStream, v: libc::c_int) {
     set_int_option(stream, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v);
 }
 
-/// Makes the socket acknowledge what the device sends next at once rather
-/// than after the delayed-ACK timer (best effort: `TCP_QUICKACK`, which
-/// lasts until the socket next answers quickly).
-///
-/// Linux delays a socket's ACKs once it has answered a request quickly (its
-/// "ping-pong" mode), so that the next answer carries the ACK. After the
-/// origin has answered a device, what the device sends next is most often
-/// a notification's acknowledgement, which gets no answer: delaying its ACK
-/// costs the same packet plus a timer, and after the first list push to
-/// devices that have just registered, thousands of those timers fire
-/// together while the fan-out is still writing.
-fn ack_at_once(stream: &TcpStream) {
-    set_int_option(stream, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
-}
-
 /// `setsockopt` of an int, best effort.
 fn set_int_option(stream: &TcpStream, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
     use std::os::fd::AsRawFd;
@@ -626,27 +619,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_an_answer_the_next_segment_is_acknowledged_at_once() {
-        use tokio::io::AsyncWriteExt;
-        let (o, mut device) = outlet().await;
-        // `TCP_QUICKACK` reads 0 while the socket is in ping-pong mode.
+    async fn an_answer_turns_delayed_acks_off() {
+        let (o, _device) = outlet().await;
+        // `TCP_QUICKACK` reads 0 while the socket delays its ACKs
+        // ("ping-pong" mode), which setting it to 0 enters as a quick
+        // answer would.
         let quick = |o: &Outlet| int_option(o, libc::IPPROTO_TCP, libc::TCP_QUICKACK);
+        set_int_option(o.stream(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0);
+        assert_eq!(quick(&o), 0);
         let mut frame = Vec::new();
         ws_frame::text("{}", &mut frame);
-        // A request answered at once puts the socket in ping-pong mode
-        // (the kernel's default threshold: one quick answer)...
-        device.write_all(b"request").await.unwrap();
-        o.stream().readable().await.unwrap();
-        let mut buf = [0u8; 16];
-        assert_eq!(o.stream().try_read(&mut buf).unwrap(), 7);
-        assert!(!o.write_locked(&mut o.lock(), &frame).unwrap());
-        assert_eq!(quick(&o), 0, "a quick answer turns delayed ACKs on");
-        // ...which an answer through `send` turns off.
-        device.write_all(b"request").await.unwrap();
-        o.stream().readable().await.unwrap();
-        assert_eq!(o.stream().try_read(&mut buf).unwrap(), 7);
         o.send(&frame).await.unwrap();
-        assert_eq!(quick(&o), 1);
+        assert_eq!(quick(&o), 1, "after an answer");
+        set_int_option(o.stream(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0);
+        o.ack_at_once();
+        assert_eq!(quick(&o), 1, "after the hello's stored messages");
     }
 
     #[tokio::test]
