@@ -490,3 +490,39 @@ async fn an_unacknowledged_message_of_an_ended_subscription_is_not_stored_again(
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn after_answering_a_request_the_origin_acks_what_comes_next_at_once() {
+    use std::os::fd::AsRawFd;
+    let o = start_fresh("ws-quickack").await;
+    let mut d = Device::connect(&o, None).await;
+    let uaid = origin::tokens::from_uuid(&d.uaid).unwrap();
+    let outlet = o.state.registry.handle(&uaid).unwrap().outlet.unwrap();
+    let fd = outlet.stream().as_raw_fd();
+    // `TCP_QUICKACK` reads 0 while the socket delays its ACKs ("ping-pong"
+    // mode); setting it to 0 enters that mode, as a quick answer does.
+    let quickack = |set: Option<libc::c_int>| {
+        let mut v: libc::c_int = set.unwrap_or(0);
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let p = (&mut v as *mut libc::c_int).cast();
+        // SAFETY: an open socket, and an int of the given size.
+        let r = unsafe {
+            match set {
+                Some(_) => libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, p, len),
+                None => libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, p, &mut len),
+            }
+        };
+        assert_eq!(r, 0);
+        v
+    };
+    quickack(Some(0));
+    assert_eq!(quickack(None), 0);
+    d.register(None).await;
+    // The register reply is on its way before the option is set: wait.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while quickack(None) == 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(quickack(None), 1, "delayed ACKs off after the answer");
+    o.stop().await;
+}

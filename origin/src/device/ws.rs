@@ -194,21 +194,28 @@ impl Conn {
         Ok(Some(incoming))
     }
 
-    /// Handles what the device sent; `false` once it closed.
+    /// Handles what the device sent; `false` once it closed. After
+    /// answering, turns the socket's delayed ACKs off again
+    /// ([`Outlet::ack_at_once`]), once per batch.
     async fn handle_incoming(&mut self, incoming: Vec<Incoming>) -> io::Result<bool> {
+        let mut answered = false;
         for msg in incoming {
             match msg {
-                Incoming::Text(t) => self.handle_text(&t).await?,
+                Incoming::Text(t) => answered |= self.handle_text(&t).await?,
                 Incoming::Ping(p) => {
                     let mut out = Vec::new();
                     ws_frame::pong(&p, &mut out);
                     self.out.send(&out).await?;
+                    answered = true;
                 }
                 Incoming::Close => {
                     let _ = self.out.send_close(1000).await;
                     return Ok(false);
                 }
             }
+        }
+        if answered {
+            self.out.ack_at_once();
         }
         Ok(true)
     }
@@ -397,7 +404,9 @@ impl Conn {
         self.out.flush().await
     }
 
-    async fn handle_text(&mut self, text: &str) -> io::Result<()> {
+    /// Handles one text message; whether it was answered (a reply, and
+    /// after `hello` the stored messages).
+    async fn handle_text(&mut self, text: &str) -> io::Result<bool> {
         let cmd = self
             .session
             .receive(text)
@@ -405,7 +414,6 @@ impl Conn {
         let store_err = |e| io::Error::other(e);
         match cmd {
             Command::Reply(r) => self.reply(&r).await?,
-            Command::Nothing => {}
             Command::Hello { requested } => {
                 let st = &self.state;
                 if requested.is_some() {
@@ -440,8 +448,6 @@ impl Conn {
                 if known.is_some() {
                     self.drain(uaid).await?;
                     self.send_pending_copies(uaid).await?;
-                    // Those were written as quickly as an answer.
-                    self.out.ack_at_once();
                 }
             }
             Command::Register { channel, key } => {
@@ -508,10 +514,15 @@ impl Conn {
                 for v in versions {
                     self.acknowledge(v, true, &mut settled).await;
                 }
+                return Ok(false);
             }
-            Command::Nack(v) => self.acknowledge(v, false, &mut false).await,
+            Command::Nack(v) => {
+                self.acknowledge(v, false, &mut false).await;
+                return Ok(false);
+            }
+            Command::Nothing => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Forgets an acknowledged message, deletes it from the store, and sends

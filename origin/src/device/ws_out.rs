@@ -182,14 +182,12 @@ impl Outlet {
         Ok(n < frame.len())
     }
 
-    /// Writes an answer of the task's own (a reply, a pong) and waits until
-    /// it is on the socket, then [`Outlet::ack_at_once`].
+    /// Writes a frame of the task's own and waits until it is on the socket.
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         let left = self.write_locked(&mut self.lock(), frame)?;
         if left {
             self.flush().await?;
         }
-        self.ack_at_once();
         Ok(())
     }
 
@@ -197,7 +195,8 @@ impl Outlet {
     /// which a quick answer turned on: what the device sends next, most
     /// often a notification's acknowledgement that gets no answer, is then
     /// ACKed without a delayed-ACK timer (while the kernel grants quick
-    /// ACKs, as after an idle spell). README, Performance: "The first push".
+    /// ACKs, as after an idle spell). The connection's task calls it after
+    /// answering. README, Performance: "The first push".
     pub fn ack_at_once(&self) {
         set_int_option(&self.stream, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
     }
@@ -619,7 +618,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_turns_delayed_acks_off() {
+    async fn ack_at_once_turns_delayed_acks_off() {
         let (o, _device) = outlet().await;
         // `TCP_QUICKACK` reads 0 while the socket delays its ACKs
         // ("ping-pong" mode), which setting it to 0 enters as a quick
@@ -627,13 +626,8 @@ mod tests {
         let quick = |o: &Outlet| int_option(o, libc::IPPROTO_TCP, libc::TCP_QUICKACK);
         set_int_option(o.stream(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0);
         assert_eq!(quick(&o), 0);
-        let mut frame = Vec::new();
-        ws_frame::text("{}", &mut frame);
-        o.send(&frame).await.unwrap();
-        assert_eq!(quick(&o), 1, "after an answer");
-        set_int_option(o.stream(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0);
         o.ack_at_once();
-        assert_eq!(quick(&o), 1, "after the hello's stored messages");
+        assert_eq!(quick(&o), 1);
     }
 
     #[tokio::test]
