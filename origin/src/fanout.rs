@@ -406,7 +406,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         };
         let Some(last) = batch.last() else { break };
         after = Some(last.push);
-        let mut direct = Vec::new();
+        let mut direct = Vec::with_capacity(batch.len());
         for m in batch {
             if !push.is_for(&m) || m.expires.is_some_and(|e| e <= t as i64) {
                 continue;

@@ -673,6 +673,46 @@ async fn concurrent_amendments_stay_within_the_member_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_amendments_of_one_member_all_merge() {
+    let o = start_in(&temp_dir("list-merge-race"), &[]).await;
+    let mut d = Device::connect(&o, None).await;
+    let sub = d.register(None).await.1;
+    let r = create(&o, &json!({ sub.clone(): {} }), None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    // Rounds of eight PATCHes at once, each merging its own parameter into
+    // the member's header: none may merge into a value another replaced.
+    for round in 0..5 {
+        let sends: Vec<_> = (0..8)
+            .map(|k| {
+                let doc = json!({ sub.clone(): {"header": {format!("p{round}-{k}"): "v"}} });
+                let list = list.clone();
+                tokio::spawn(async move {
+                    let hs = [("content-type", PATCH)];
+                    request("PATCH", &list, &hs, doc.to_string().as_bytes()).await
+                })
+            })
+            .collect();
+        for s in sends {
+            let r = s.await.unwrap();
+            assert_eq!(r.status, 200, "{:?}", r.json());
+        }
+        let page = request("GET", &list, &[], b"").await.json();
+        let header = page[&sub]["header"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for k in 0..8 {
+            for r in 0..=round {
+                let name = format!("p{r}-{k}");
+                assert!(header.contains_key(&name), "{name} lost: {header:?}");
+            }
+        }
+    }
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_push_racing_the_lists_deletion_leaves_no_message_behind() {
     let o = start_in(&temp_dir("list-push-delete"), &[]).await;
     let mut d = Device::connect(&o, None).await;
