@@ -445,3 +445,39 @@ async fn room_made_by_one_monitor_reaches_another_on_the_same_connection() {
     drop(monitors);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_set_holds_at_most_the_configured_subscriptions() {
+    let o = start_in(
+        &temp_dir("h2-sub-cap"),
+        &["max_subscriptions_per_user_agent=2"],
+    )
+    .await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let parts = subscribe(&mut ua, &device_url).await;
+    let first = parts.headers["location"].to_str().unwrap().to_owned();
+    let (set_url, _) = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_SET)
+        .unwrap();
+    let in_set = || {
+        Request::post(format!("{device_url}/subscribe"))
+            .header("link", links::link(&set_url, links::REL_SET))
+            .body(())
+            .unwrap()
+    };
+    assert_eq!(send(&mut ua, in_set(), None).await.0.status, 201);
+    let (refused, body) = send(&mut ua, in_set(), None).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.headers["content-type"], "application/problem+json");
+    let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(p["type"], "/problems/too-many-subscriptions", "{p}");
+    // Deleting one makes room.
+    let (deleted, _) = send(&mut ua, Request::delete(&first).body(()).unwrap(), None).await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(send(&mut ua, in_set(), None).await.0.status, 201);
+    // A new set has an allowance of its own.
+    subscribe(&mut ua, &device_url).await;
+    o.stop().await;
+}

@@ -526,3 +526,37 @@ async fn after_answering_a_request_the_origin_acks_what_comes_next_at_once() {
     assert_eq!(quickack(None), 1, "delayed ACKs off after the answer");
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_agent_holds_at_most_the_configured_subscriptions() {
+    let o = start_in(
+        &temp_dir("ws-sub-cap"),
+        &["max_subscriptions_per_user_agent=2"],
+    )
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    d.register(None).await;
+    d.register(None).await;
+    let channel = "5a1b0e9c-0000-4000-8000-000000000003";
+    d.send(json!({"messageType": "register", "channelID": channel}))
+        .await;
+    let r = d.recv().await.unwrap();
+    assert_eq!(r["messageType"], "register");
+    assert_eq!(r["status"], 429, "{r}");
+    assert!(r.get("pushEndpoint").is_none(), "{r}");
+    // A channel it holds already is still answered with its endpoint.
+    let held = d.channels[1].clone();
+    d.send(json!({"messageType": "register", "channelID": held}))
+        .await;
+    assert_eq!(d.recv().await.unwrap()["status"], 200);
+    // An unregister makes room.
+    let first = d.channels[0].clone();
+    d.send(json!({"messageType": "unregister", "channelID": first}))
+        .await;
+    assert_eq!(d.recv().await.unwrap()["status"], 200);
+    d.register(None).await;
+    // Another user agent has an allowance of its own.
+    let mut other = Device::connect(&o, None).await;
+    other.register(None).await;
+    o.stop().await;
+}

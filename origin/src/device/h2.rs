@@ -88,6 +88,8 @@ enum DeviceError {
     SubscribeTooLarge(usize),
     #[error("storage is unavailable; retry later")]
     Store,
+    #[error("this subscription set holds {0} subscriptions, as many as one may; delete one first")]
+    TooManySubscriptions(usize),
 }
 
 impl ProblemSource for DeviceError {
@@ -97,6 +99,7 @@ impl ProblemSource for DeviceError {
             DeviceError::BadSubscribe => 400,
             DeviceError::SubscribeTooLarge(_) => 413,
             DeviceError::Store => 503,
+            DeviceError::TooManySubscriptions(_) => 429,
         }
     }
     fn kind(&self) -> &'static str {
@@ -105,6 +108,7 @@ impl ProblemSource for DeviceError {
             DeviceError::BadSubscribe => "bad-subscribe",
             DeviceError::SubscribeTooLarge(_) => "too-large",
             DeviceError::Store => "store-unavailable",
+            DeviceError::TooManySubscriptions(_) => "too-many-subscriptions",
         }
     }
     fn title(&self) -> &'static str {
@@ -113,6 +117,7 @@ impl ProblemSource for DeviceError {
             DeviceError::BadSubscribe => "Bad subscribe request",
             DeviceError::SubscribeTooLarge(_) => "Subscribe request too large",
             DeviceError::Store => "Storage unavailable",
+            DeviceError::TooManySubscriptions(_) => "Too many subscriptions",
         }
     }
 }
@@ -257,7 +262,16 @@ async fn subscribe(
         u.strip_prefix(&prefix).and_then(tokens::decode)
     });
     let uaid = match existing_set {
-        Some(u) if matches!(state.store.user_agent(&u), Ok(Some(ua)) if ua.kind == UaKind::Http2) => {
+        Some(u) if matches!(state.store.user_agent(&u), Ok(Some(ua)) if ua.kind == UaKind::Http2) =>
+        {
+            let max = state.config.limits.max_subscriptions_per_user_agent;
+            match state.store.subscription_count(&u, max) {
+                Ok(n) if n >= max => {
+                    return problem(respond, DeviceError::TooManySubscriptions(max))
+                }
+                Ok(_) => {}
+                Err(_) => return problem(respond, DeviceError::Store),
+            }
             u
         }
         _ => {

@@ -308,6 +308,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Subscription>, StoreError>;
     /// Every subscription of a user agent.
     fn subscriptions_of(&self, uaid: &Token) -> Result<Vec<Subscription>, StoreError>;
+    /// How many subscriptions a user agent holds, counted up to `at_most`.
+    fn subscription_count(&self, uaid: &Token, at_most: usize) -> Result<usize, StoreError>;
     /// A user agent.
     fn user_agent(&self, uaid: &Token) -> Result<Option<UserAgent>, StoreError>;
     /// Up to `limit` unexpired messages of a user agent after `after_seq`, in order.

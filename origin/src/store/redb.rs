@@ -615,6 +615,17 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn subscription_count(&self, uaid: &Token, at_most: usize) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let ua_subs = txn.open_table(UA_SUBS).map_err(err)?;
+        let end = prefix_end(uaid);
+        Ok(ua_subs
+            .range(&uaid[..]..&end[..])
+            .map_err(err)?
+            .take(at_most)
+            .count())
+    }
+
     fn user_agent(&self, uaid: &Token) -> Result<Option<UserAgent>, StoreError> {
         self.read(UAS, uaid, codec::read_user_agent)
     }
