@@ -51,8 +51,7 @@ async fn run(config: Config) -> std::process::ExitCode {
     let lock_wait = std::time::Duration::from_secs(config.store_lock_wait_secs);
     let deadline = std::time::Instant::now() + lock_wait;
     let opened = loop {
-        let max = config.limits.max_stored_per_subscription;
-        match RedbStore::open(&config.data_dir, max, config.store_cache_bytes) {
+        match RedbStore::open(&config.data_dir, &config.limits, config.store_cache_bytes) {
             Err(StoreError::Locked) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }

@@ -34,6 +34,9 @@ pub struct Limits {
     /// Subscriptions one user agent holds: a WebSocket `uaid`'s channels, or
     /// an HTTP/2 subscription set's members. 1000.
     pub max_subscriptions_per_user_agent: usize,
+    /// Receipts stored for one receipt subscription until its application
+    /// server fetches them; the oldest go first. 10,000.
+    pub max_stored_receipts: usize,
     /// Length of a member's push resource URI. 2048.
     pub max_member_uri_bytes: usize,
     /// Length of a member's base64url `encrypted_key`. 1024 (fits RSA-4096).
@@ -76,6 +79,7 @@ impl Default for Limits {
             subscription_messages_per_minute: 600,
             max_stored_per_subscription: 100,
             max_subscriptions_per_user_agent: 1000,
+            max_stored_receipts: 10_000,
             max_member_uri_bytes: 2048,
             max_encrypted_key_chars: 1024,
             max_member_header_bytes: 2048,

@@ -2,8 +2,8 @@
 
 use super::codec;
 use super::{
-    ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreCounts, StoreError,
-    Subscription, UserAgent,
+    Encoding, ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreCounts,
+    StoreError, Subscription, UserAgent,
 };
 use crate::tokens::Token;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -51,6 +51,8 @@ const MEMBER_EXPIRY: Table = TableDefinition::new("member_expiry");
 /// name → counter.
 /// List messages whose fan-out has not finished: id → ().
 const FANOUTS: Table = TableDefinition::new("unfinished_fanouts");
+/// Receipt subscription → how many receipts it holds (u64, big-endian).
+const RECEIPTS_HELD: Table = TableDefinition::new("receipts_held");
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -92,16 +94,18 @@ pub struct RedbStore {
     db: Database,
     seq: AtomicU64,
     max_per_subscription: usize,
+    max_receipts: usize,
     path: std::path::PathBuf,
 }
 
 impl RedbStore {
     /// Opens (or creates) the store in `dir`, keeping at most
-    /// `max_per_subscription` undelivered messages for one subscription and
-    /// at most `cache_bytes` of the file's pages in memory.
+    /// `max_stored_per_subscription` undelivered messages for one
+    /// subscription, `max_stored_receipts` receipts for one receipt
+    /// subscription, and at most `cache_bytes` of the file's pages in memory.
     pub fn open(
         dir: &Path,
-        max_per_subscription: usize,
+        limits: &shared::limits::Limits,
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -134,6 +138,7 @@ impl RedbStore {
                 MEMBER_EXPIRY,
                 PUSH_MSGS,
                 FANOUTS,
+                RECEIPTS_HELD,
             ] {
                 txn.open_table(t).map_err(err)?;
             }
@@ -145,7 +150,8 @@ impl RedbStore {
         Ok(RedbStore {
             db,
             seq: AtomicU64::new(seq + 1),
-            max_per_subscription: max_per_subscription.max(1),
+            max_per_subscription: limits.max_stored_per_subscription.max(1),
+            max_receipts: limits.max_stored_receipts.max(1),
             path,
         })
     }
@@ -184,8 +190,11 @@ struct Tables<'t> {
     member_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     push_msgs: redb::Table<'t, &'static [u8], &'static [u8]>,
     fanouts: redb::Table<'t, &'static [u8], &'static [u8]>,
+    receipts_held: redb::Table<'t, &'static [u8], &'static [u8]>,
     /// Most messages kept for one subscription.
     max_per_push: usize,
+    /// Most receipts kept for one receipt subscription.
+    max_receipts: usize,
 }
 
 /// How long a list message's status outlives its TTL.
@@ -215,6 +224,9 @@ impl Tables<'_> {
         };
         let m = codec::read_message(raw.value())?;
         drop(raw);
+        if m.encoding == Encoding::Receipt {
+            self.count_receipt(&m.uaid, -1)?;
+        }
         self.ids.remove(&m.id[..]).map_err(err)?;
         self.expiry.remove(&expiry_key(&m)[..]).map_err(err)?;
         self.push_msgs
@@ -232,6 +244,24 @@ impl Tables<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Adds `by` to the receipts a receipt subscription holds; the count
+    /// after. Receipts stored before the count was kept are not in it.
+    fn count_receipt(&mut self, to: &Token, by: i64) -> Result<u64, StoreError> {
+        let old = self.receipts_held.get(&to[..]).map_err(err)?.map(|g| {
+            let v = g.value();
+            v.try_into().map(u64::from_be_bytes).unwrap_or(0)
+        });
+        let n = old.unwrap_or(0).saturating_add_signed(by);
+        if n == 0 {
+            self.receipts_held.remove(&to[..]).map_err(err)?;
+        } else {
+            self.receipts_held
+                .insert(&to[..], &n.to_be_bytes()[..])
+                .map_err(err)?;
+        }
+        Ok(n)
     }
 
     fn remove_message(&mut self, id: &Token) -> Result<(), StoreError> {
@@ -271,6 +301,22 @@ impl Tables<'_> {
         self.push_msgs
             .insert(&msg_key(&m.push, m.seq)[..], &[][..])
             .map_err(err)?;
+        if m.encoding == Encoding::Receipt {
+            // A receipt's `push` names the acknowledged message: receipts
+            // are counted per receipt subscription instead, whose messages
+            // are all receipts, oldest first under its token.
+            if self.count_receipt(&m.uaid, 1)? > self.max_receipts as u64 {
+                let end = prefix_end(&m.uaid);
+                let oldest = match self.msgs.range(&m.uaid[..]..&end[..]).map_err(err)?.next() {
+                    Some(kv) => Some(kv.map_err(err)?.0.value().to_vec()),
+                    None => None,
+                };
+                if let Some(k) = oldest {
+                    self.remove_message_at(&k)?;
+                }
+            }
+            return Ok(());
+        }
         // Over the subscription's limit: the oldest go first.
         let held = keys_with_prefix(&self.push_msgs, &m.push)?;
         for k in held
@@ -556,7 +602,9 @@ impl Store for RedbStore {
                 member_expiry: txn.open_table(MEMBER_EXPIRY).map_err(err)?,
                 push_msgs: txn.open_table(PUSH_MSGS).map_err(err)?,
                 fanouts: txn.open_table(FANOUTS).map_err(err)?,
+                receipts_held: txn.open_table(RECEIPTS_HELD).map_err(err)?,
                 max_per_push: self.max_per_subscription,
+                max_receipts: self.max_receipts,
             };
             for op in ops {
                 t.apply(op)?;
@@ -827,13 +875,68 @@ impl Store for RedbStore {
 mod tests {
     use super::*;
 
+    fn limits(per_subscription: usize, receipts: usize) -> shared::limits::Limits {
+        shared::limits::Limits {
+            max_stored_per_subscription: per_subscription,
+            max_stored_receipts: receipts,
+            ..Default::default()
+        }
+    }
+
+    fn receipt(s: &RedbStore, to: Token) -> Message {
+        Message {
+            id: crate::tokens::new_token(),
+            uaid: to,
+            push: crate::tokens::new_token(),
+            channel: [0; 16],
+            seq: s.next_seq(),
+            expires: u64::MAX / 2,
+            urgency: Default::default(),
+            topic: None,
+            receipt: None,
+            encoding: Encoding::Receipt,
+            body: bytes::Bytes::from_static(b"204"),
+            list_message: None,
+        }
+    }
+
+    #[test]
+    fn a_receipt_subscription_keeps_its_newest_receipts_up_to_the_limit() {
+        let dir = std::env::temp_dir().join(format!(
+            "redb-receipts-{}",
+            crate::tokens::to_hex(&crate::tokens::new_token())
+        ));
+        let s = RedbStore::open(&dir, &limits(10, 3), 1 << 20).unwrap();
+        let (a, b) = ([7u8; 16], [8u8; 16]);
+        let ids = |to: &Token| -> Vec<Token> {
+            let held = s.messages(to, 0, 0, 100).unwrap();
+            held.iter().map(|m| m.id).collect()
+        };
+        let sent: Vec<Message> = (0..5).map(|_| receipt(&s, a)).collect();
+        for m in &sent {
+            s.apply(&[&Op::PutMessage(Box::new(m.clone()))]).unwrap();
+        }
+        s.apply(&[&Op::PutMessage(Box::new(receipt(&s, b)))])
+            .unwrap();
+        let newest: Vec<Token> = sent[2..].iter().map(|m| m.id).collect();
+        assert_eq!(ids(&a), newest, "the oldest went first");
+        assert_eq!(ids(&b).len(), 1, "another subscription counts apart");
+        // A fetched receipt makes room: the next one takes its place, and
+        // no other goes.
+        s.apply(&[&Op::DeleteMessage(sent[2].id)]).unwrap();
+        let next = receipt(&s, a);
+        s.apply(&[&Op::PutMessage(Box::new(next.clone()))]).unwrap();
+        assert_eq!(ids(&a), vec![sent[3].id, sent[4].id, next.id]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn a_fresh_store_answers_every_read() {
         let dir = std::env::temp_dir().join(format!(
             "redb-fresh-{}",
             crate::tokens::to_hex(&crate::tokens::new_token())
         ));
-        let s = RedbStore::open(&dir, 10, 1 << 20).unwrap();
+        let s = RedbStore::open(&dir, &limits(10, 10), 1 << 20).unwrap();
         let t = [1u8; 16];
         assert!(s.subscription(&t).unwrap().is_none());
         assert!(s.messages(&t, 0, 0, 10).unwrap().is_empty());
@@ -856,7 +959,7 @@ mod tests {
             "redb-ua-{}",
             crate::tokens::to_hex(&crate::tokens::new_token())
         ));
-        let s = RedbStore::open(&dir, 10, 1 << 20).unwrap();
+        let s = RedbStore::open(&dir, &limits(10, 10), 1 << 20).unwrap();
         let uaid = [3u8; 16];
         let ua = UserAgent {
             uaid,

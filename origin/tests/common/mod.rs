@@ -63,8 +63,7 @@ pub async fn start_with(
     // store (its last tasks end asynchronously): wait for the file lock.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let store = loop {
-        let max = config.limits.max_stored_per_subscription;
-        match RedbStore::open(dir, max, config.store_cache_bytes) {
+        match RedbStore::open(dir, &config.limits, config.store_cache_bytes) {
             Ok(s) => break Arc::new(s),
             Err(origin::store::StoreError::Locked) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
