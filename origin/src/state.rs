@@ -40,6 +40,9 @@ pub struct State {
     pub list_cache: crate::fanout::Cache,
     /// Serialize list amendments per list, and creations per owner.
     pub list_locks: crate::stripes::Stripes,
+    /// Serialize new subscriptions per user agent, so that its count and
+    /// the commit are one step (`max_subscriptions_per_user_agent`).
+    pub ua_locks: crate::stripes::Stripes,
     /// Permits to read and apply a list document (`max_list_documents`).
     pub documents: tokio::sync::Semaphore,
     /// Set once shutdown has begun (`/ready` answers 503).
@@ -80,6 +83,8 @@ impl State {
             create_rate,
             list_cache: Default::default(),
             list_locks: Default::default(),
+            // Many more than list stripes: every registration takes one.
+            ua_locks: crate::stripes::Stripes::new(1024),
             documents: tokio::sync::Semaphore::new(config.max_list_documents),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),

@@ -6,7 +6,7 @@
 
 use tokio::sync::{Mutex, MutexGuard};
 
-/// Stripes held by this many keys' requests at once, at most.
+/// Stripes of the default set: held by this many keys' requests at once, at most.
 const STRIPES: usize = 64;
 
 /// A fixed set of async locks, one chosen per key.
@@ -14,11 +14,16 @@ pub struct Stripes(Box<[Mutex<()>]>);
 
 impl Default for Stripes {
     fn default() -> Self {
-        Stripes((0..STRIPES).map(|_| Mutex::new(())).collect())
+        Stripes::new(STRIPES)
     }
 }
 
 impl Stripes {
+    /// A set of `n` stripes (at least one).
+    pub fn new(n: usize) -> Stripes {
+        Stripes((0..n.max(1)).map(|_| Mutex::new(())).collect())
+    }
+
     /// Waits for the lock of `key`'s stripe. Keys are random tokens or key
     /// coordinates, so their first bytes spread them evenly.
     pub async fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {

@@ -481,3 +481,40 @@ async fn a_subscription_set_holds_at_most_the_configured_subscriptions() {
     subscribe(&mut ua, &device_url).await;
     o.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_subscribes_into_a_set_stay_within_the_limit() {
+    let o = start_in(
+        &temp_dir("h2-sub-race"),
+        &["max_subscriptions_per_user_agent=3"],
+    )
+    .await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let parts = subscribe(&mut ua, &device_url).await;
+    let (set_url, _) = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_SET)
+        .unwrap();
+    // Eight at once into a set with room for two more.
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let mut ua = ua.clone();
+            let req = Request::post(format!("{device_url}/subscribe"))
+                .header("link", links::link(&set_url, links::REL_SET))
+                .body(())
+                .unwrap();
+            tokio::spawn(async move { send(&mut ua, req, None).await.0.status })
+        })
+        .collect();
+    let mut made = 0;
+    for s in sends {
+        match s.await.unwrap().as_u16() {
+            201 => made += 1,
+            429 => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(made, 2, "as many as fit");
+    o.stop().await;
+}

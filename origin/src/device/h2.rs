@@ -261,10 +261,19 @@ async fn subscribe(
         let prefix = format!("{}/set/", state.config.device_url);
         u.strip_prefix(&prefix).and_then(tokens::decode)
     });
-    let uaid = match existing_set {
-        Some(u) if matches!(state.store.user_agent(&u), Ok(Some(ua)) if ua.kind == UaKind::Http2) =>
-        {
-            let max = state.config.limits.max_subscriptions_per_user_agent;
+    let set = match existing_set.map(|u| (u, state.store.user_agent(&u))) {
+        Some((u, Ok(Some(ua)))) if ua.kind == UaKind::Http2 => Some(u),
+        Some((_, Err(_))) => return problem(respond, DeviceError::Store),
+        _ => None,
+    };
+    // Other subscribes into the set count and commit after this one.
+    let _held = match set {
+        Some(u) => Some(state.ua_locks.lock(&u).await),
+        None => None,
+    };
+    let uaid = match set {
+        Some(u) => {
+            let max = state.config.limits.max_subscriptions_per_user_agent.max(1);
             match state.store.subscription_count(&u, max) {
                 Ok(n) if n >= max => {
                     return problem(respond, DeviceError::TooManySubscriptions(max))

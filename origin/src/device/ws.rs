@@ -453,6 +453,9 @@ impl Conn {
             Command::Register { channel, key } => {
                 let uaid = self.session.uaid().expect("after hello");
                 let st = &self.state;
+                // Another connection of this uaid (one replacing this one)
+                // registers after this one's check and commit, not between.
+                let held = st.ua_locks.lock(&uaid).await;
                 let existing = st
                     .store
                     .subscription_by_channel(&uaid, &channel)
@@ -487,6 +490,7 @@ impl Conn {
                         ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
                     }
                 };
+                drop(held);
                 self.reply(&reply).await?;
             }
             Command::Unregister { channel } => {
@@ -532,7 +536,12 @@ impl Conn {
     /// (`max_subscriptions_per_user_agent`): a new `register` is then
     /// answered with status 429 until it unregisters one.
     fn at_subscription_cap(&self, uaid: &Token) -> io::Result<bool> {
-        let max = self.state.config.limits.max_subscriptions_per_user_agent;
+        let max = self
+            .state
+            .config
+            .limits
+            .max_subscriptions_per_user_agent
+            .max(1);
         let held = self.state.store.subscription_count(uaid, max);
         Ok(held.map_err(io::Error::other)? >= max)
     }

@@ -48,11 +48,13 @@ const PUSH_MSGS: Table = TableDefinition::new("push_messages");
 const LIST_MSG_EXPIRY: Table = TableDefinition::new("list_message_expiry");
 /// expires ‖ list ‖ push → (): when a member drops out.
 const MEMBER_EXPIRY: Table = TableDefinition::new("member_expiry");
-/// name → counter.
 /// List messages whose fan-out has not finished: id → ().
 const FANOUTS: Table = TableDefinition::new("unfinished_fanouts");
 /// Receipt subscription → how many receipts it holds (u64, big-endian).
 const RECEIPTS_HELD: Table = TableDefinition::new("receipts_held");
+/// The `META` key set once `RECEIPTS_HELD` counts every stored receipt.
+const RECEIPTS_COUNTED: &str = "receipts_counted";
+/// name → counter.
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -142,7 +144,12 @@ impl RedbStore {
             ] {
                 txn.open_table(t).map_err(err)?;
             }
-            let meta = txn.open_table(META).map_err(err)?;
+            let mut meta = txn.open_table(META).map_err(err)?;
+            // Stores from before receipts were counted: count them once.
+            if meta.get(RECEIPTS_COUNTED).map_err(err)?.is_none() {
+                count_receipts(&txn)?;
+                meta.insert(RECEIPTS_COUNTED, 1).map_err(err)?;
+            }
             let v = meta.get("seq").map_err(err)?.map(|g| g.value());
             v.unwrap_or(0)
         };
@@ -202,6 +209,28 @@ pub const LIST_MESSAGE_GRACE: u64 = 24 * 3600;
 
 fn member_expiry_key(expires: i64, list: &Token, push: &Token) -> [u8; 40] {
     cat(&[&(expires.max(0) as u64).to_be_bytes(), list, push])
+}
+
+/// Fills `RECEIPTS_HELD` from the stored messages of every receipt
+/// subscription (done once, for a store written before it was kept).
+fn count_receipts(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let uas = txn.open_table(UAS).map_err(err)?;
+    let msgs = txn.open_table(MSGS).map_err(err)?;
+    let mut held = txn.open_table(RECEIPTS_HELD).map_err(err)?;
+    for kv in uas.iter().map_err(err)? {
+        let (_, v) = kv.map_err(err)?;
+        let ua = codec::read_user_agent(v.value())?;
+        if ua.kind != super::UaKind::Receipts {
+            continue;
+        }
+        let end = prefix_end(&ua.uaid);
+        let n = msgs.range(&ua.uaid[..]..&end[..]).map_err(err)?.count() as u64;
+        if n > 0 {
+            held.insert(&ua.uaid[..], &n.to_be_bytes()[..])
+                .map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Keys of a table in `[prefix, prefix‖ff…)`.
@@ -305,15 +334,16 @@ impl Tables<'_> {
             // A receipt's `push` names the acknowledged message: receipts
             // are counted per receipt subscription instead, whose messages
             // are all receipts, oldest first under its token.
-            if self.count_receipt(&m.uaid, 1)? > self.max_receipts as u64 {
+            // Over the limit (by more than one if it was lowered): the
+            // oldest go first.
+            let held = self.count_receipt(&m.uaid, 1)?;
+            for _ in self.max_receipts as u64..held {
                 let end = prefix_end(&m.uaid);
                 let oldest = match self.msgs.range(&m.uaid[..]..&end[..]).map_err(err)?.next() {
-                    Some(kv) => Some(kv.map_err(err)?.0.value().to_vec()),
-                    None => None,
+                    Some(kv) => kv.map_err(err)?.0.value().to_vec(),
+                    None => break,
                 };
-                if let Some(k) = oldest {
-                    self.remove_message_at(&k)?;
-                }
+                self.remove_message_at(&oldest)?;
             }
             return Ok(());
         }
@@ -908,6 +938,15 @@ mod tests {
         ));
         let s = RedbStore::open(&dir, &limits(10, 3), 1 << 20).unwrap();
         let (a, b) = ([7u8; 16], [8u8; 16]);
+        for uaid in [a, b] {
+            let kind = crate::store::UaKind::Receipts;
+            let ua = UserAgent {
+                uaid,
+                kind,
+                created: 1,
+            };
+            s.apply(&[&Op::PutUa(ua)]).unwrap();
+        }
         let ids = |to: &Token| -> Vec<Token> {
             let held = s.messages(to, 0, 0, 100).unwrap();
             held.iter().map(|m| m.id).collect()
@@ -927,6 +966,27 @@ mod tests {
         let next = receipt(&s, a);
         s.apply(&[&Op::PutMessage(Box::new(next.clone()))]).unwrap();
         assert_eq!(ids(&a), vec![sent[3].id, sent[4].id, next.id]);
+        drop(s);
+        // A store written before receipts were counted: its receipts are
+        // counted when it is opened, and a lowered limit holds at the next.
+        {
+            let db = Database::create(dir.join("push.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(RECEIPTS_HELD).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .remove(RECEIPTS_COUNTED)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let s = RedbStore::open(&dir, &limits(10, 2), 1 << 20).unwrap();
+        let ids = |to: &Token| -> Vec<Token> {
+            let held = s.messages(to, 0, 0, 100).unwrap();
+            held.iter().map(|m| m.id).collect()
+        };
+        let last = receipt(&s, a);
+        s.apply(&[&Op::PutMessage(Box::new(last.clone()))]).unwrap();
+        assert_eq!(ids(&a), vec![next.id, last.id]);
         let _ = std::fs::remove_dir_all(dir);
     }
 
