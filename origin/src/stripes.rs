@@ -1,8 +1,8 @@
 //! Striped locks that make a request's check and its commit one step
-//! against other requests on the same list or owner: a `PATCH` checks the
-//! member count and merges into members as they are, a creation counts its
-//! owner's lists. One origin process owns its store, so in-process locks
-//! suffice.
+//! against other requests on the same list, owner or user agent: a `PATCH`
+//! checks the member count and merges into members as they are, a creation
+//! counts its owner's lists, a new subscription its user agent's. One
+//! origin process owns its store, so in-process locks suffice.
 
 use tokio::sync::{Mutex, MutexGuard};
 
