@@ -686,6 +686,10 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     // service's own cost), then as an application server does it with a Web
     // Push library (RFC 8291 encryption and a VAPID JWT for every push).
     pool.send_all(&format!("expect {}", single_body.len()))?;
+    // Not one single push before every worker checks against the new size:
+    // a notification read first would be counted bad.
+    pool.gather("expecting", |k, line| count(&mut delivered, k, line))
+        .await?;
     eprintln!(
         "pushbench: list push delivered in {list_from_post_ms} ms; now {} single pushes",
         endpoints.len()

@@ -16,6 +16,7 @@
 //! - `D <count>` every 50 ms while the count of notifications received changes;
 //! - on `delay-acks`: switches every device's socket to delayed ACKs
 //!   (`TCP_QUICKACK` 0), then `delayed <sockets>`;
+//! - on `expect`: `expecting` once notifications are checked against it;
 //! - on `dump`: `R <version> <receive time, ns since the epoch>` per
 //!   notification, then `end {json}` with the worker's counters.
 
@@ -228,6 +229,7 @@ async fn main(a: WorkerArgs) {
                 }
                 Some(c) if c.starts_with("expect ") => {
                     cfg.data_len.set(data_len(c[7..].trim().parse().unwrap_or(0)));
+                    emit("expecting");
                 }
                 Some("quit") | None => break,
                 Some(other) => eprintln!("pushbench worker: unknown command {other:?}"),
