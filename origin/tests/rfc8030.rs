@@ -65,6 +65,18 @@ async fn subscribe_urls(c: &mut SendRequest<Bytes>, device_url: &str) -> (String
     (sub_url, push_url)
 }
 
+/// A subscribe request into the set that the `201` head `parts` names.
+fn subscribe_into_set_of(parts: &http::response::Parts, device_url: &str) -> Request<()> {
+    let (set_url, _) = links_of(parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_SET)
+        .unwrap();
+    Request::post(format!("{device_url}/subscribe"))
+        .header("link", links::link(&set_url, links::REL_SET))
+        .body(())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn subscribe_push_ack_receipt() {
     let o = start_fresh("h2").await;
@@ -457,16 +469,7 @@ async fn a_subscription_set_holds_at_most_the_configured_subscriptions() {
     let mut ua = connect(o.state.config.h2_listen).await;
     let parts = subscribe(&mut ua, &device_url).await;
     let first = parts.headers["location"].to_str().unwrap().to_owned();
-    let (set_url, _) = links_of(&parts)
-        .into_iter()
-        .find(|(_, r)| r == links::REL_SET)
-        .unwrap();
-    let in_set = || {
-        Request::post(format!("{device_url}/subscribe"))
-            .header("link", links::link(&set_url, links::REL_SET))
-            .body(())
-            .unwrap()
-    };
+    let in_set = || subscribe_into_set_of(&parts, &device_url);
     assert_eq!(send(&mut ua, in_set(), None).await.0.status, 201);
     let (refused, body) = send(&mut ua, in_set(), None).await;
     assert_eq!(refused.status, 429);
@@ -492,18 +495,11 @@ async fn concurrent_subscribes_into_a_set_stay_within_the_limit() {
     let device_url = o.state.config.device_url.clone();
     let mut ua = connect(o.state.config.h2_listen).await;
     let parts = subscribe(&mut ua, &device_url).await;
-    let (set_url, _) = links_of(&parts)
-        .into_iter()
-        .find(|(_, r)| r == links::REL_SET)
-        .unwrap();
     // Eight at once into a set with room for two more.
     let sends: Vec<_> = (0..8)
         .map(|_| {
             let mut ua = ua.clone();
-            let req = Request::post(format!("{device_url}/subscribe"))
-                .header("link", links::link(&set_url, links::REL_SET))
-                .body(())
-                .unwrap();
+            let req = subscribe_into_set_of(&parts, &device_url);
             tokio::spawn(async move { send(&mut ua, req, None).await.0.status })
         })
         .collect();

@@ -32,10 +32,10 @@ pub struct Limits {
     /// Undelivered messages stored for one subscription; the oldest go first. 100.
     pub max_stored_per_subscription: usize,
     /// Subscriptions one user agent holds: a WebSocket `uaid`'s channels, or
-    /// an HTTP/2 subscription set's members. 1000.
+    /// an HTTP/2 subscription set's members. At least 1; 1000.
     pub max_subscriptions_per_user_agent: usize,
     /// Receipts stored for one receipt subscription until its application
-    /// server fetches them; the oldest go first. 10,000.
+    /// server fetches them; the oldest go first. At least 1; 10,000.
     pub max_stored_receipts: usize,
     /// Length of a member's push resource URI. 2048.
     pub max_member_uri_bytes: usize,

@@ -272,17 +272,14 @@ async fn subscribe(
         None => None,
     };
     let uaid = match set {
-        Some(u) => {
-            let max = state.config.limits.max_subscriptions_per_user_agent.max(1);
-            match state.store.subscription_count(&u, max) {
-                Ok(n) if n >= max => {
-                    return problem(respond, DeviceError::TooManySubscriptions(max))
-                }
-                Ok(_) => {}
-                Err(_) => return problem(respond, DeviceError::Store),
+        Some(u) => match state.at_subscription_cap(&u) {
+            Ok(false) => u,
+            Ok(true) => {
+                let max = state.config.limits.max_subscriptions_per_user_agent.max(1);
+                return problem(respond, DeviceError::TooManySubscriptions(max));
             }
-            u
-        }
+            Err(_) => return problem(respond, DeviceError::Store),
+        },
         _ => {
             let ua = UserAgent {
                 uaid: new_token(),

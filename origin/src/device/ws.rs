@@ -465,7 +465,7 @@ impl Conn {
                         ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
                     }
                     Some(_) => ws_session::register_error(&tokens::to_uuid(&channel), 409),
-                    None if self.at_subscription_cap(&uaid)? => {
+                    None if st.at_subscription_cap(&uaid).map_err(store_err)? => {
                         ws_session::register_error(&tokens::to_uuid(&channel), 429)
                     }
                     None => {
@@ -530,20 +530,6 @@ impl Conn {
             Command::Nothing => return Ok(false),
         }
         Ok(true)
-    }
-
-    /// Whether the user agent holds as many subscriptions as one may
-    /// (`max_subscriptions_per_user_agent`): a new `register` is then
-    /// answered with status 429 until it unregisters one.
-    fn at_subscription_cap(&self, uaid: &Token) -> io::Result<bool> {
-        let max = self
-            .state
-            .config
-            .limits
-            .max_subscriptions_per_user_agent
-            .max(1);
-        let held = self.state.store.subscription_count(uaid, max);
-        Ok(held.map_err(io::Error::other)? >= max)
     }
 
     /// Forgets an acknowledged message, deletes it from the store, and sends

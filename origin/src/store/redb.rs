@@ -276,7 +276,7 @@ impl Tables<'_> {
     }
 
     /// Adds `by` to the receipts a receipt subscription holds; the count
-    /// after. Receipts stored before the count was kept are not in it.
+    /// after (a store from before the count was kept is counted at `open`).
     fn count_receipt(&mut self, to: &Token, by: i64) -> Result<u64, StoreError> {
         let old = self.receipts_held.get(&to[..]).map_err(err)?.map(|g| {
             let v = g.value();
@@ -333,9 +333,8 @@ impl Tables<'_> {
         if m.encoding == Encoding::Receipt {
             // A receipt's `push` names the acknowledged message: receipts
             // are counted per receipt subscription instead, whose messages
-            // are all receipts, oldest first under its token.
-            // Over the limit (by more than one if it was lowered): the
-            // oldest go first.
+            // are all receipts, oldest first under its token. Over the limit
+            // (by more than one if it was lowered), the oldest go first.
             let held = self.count_receipt(&m.uaid, 1)?;
             for _ in self.max_receipts as u64..held {
                 let end = prefix_end(&m.uaid);
