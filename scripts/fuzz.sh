@@ -6,24 +6,32 @@
 #   scripts/fuzz.sh 600        # a long run: 10 minutes a target
 #   scripts/fuzz.sh 60 jwe     # one target
 #
-# Needs cargo-fuzz and the nightly toolchain (scripts/setup.sh installs both).
+# Needs cargo-fuzz (scripts/setup.sh installs it) and the nightly toolchain, or,
+# where rustup has no nightly and cannot fetch one, the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (sanitizer flags are unstable; stable ships their runtime).
 # Corpora grow in shared/fuzz/corpus/<target> (gitignored) between runs; a
 # crash leaves its input in shared/fuzz/artifacts/<target> and fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/../shared/fuzz"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  fuzz() { cargo +nightly fuzz "$@"; }
+else
+  echo "fuzz: no nightly toolchain: cargo fuzz on stable with RUSTC_BOOTSTRAP=1"
+  fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
+fi
 secs=${1:-5}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  mapfile -t targets < <(fuzz list)
 fi
 # One build of every target (debug assertions on, so the asserts inside count).
-cargo +nightly fuzz build --debug-assertions 2>&1 | tail -n 2
+fuzz build --debug-assertions 2>&1 | tail -n 2
 total=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   log=$(mktemp)
-  if ! cargo +nightly fuzz run --debug-assertions "$t" "corpus/$t" -- \
+  if ! fuzz run --debug-assertions "$t" "corpus/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=1024 -max_len=8192 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 40 "$log"
     echo "fuzz: target $t FAILED" >&2

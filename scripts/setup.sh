@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Installs everything the build, run and tests need, idempotently.
 #
-# Assumes a Debian 12 machine with rustup (stable + nightly), node 20 and npm.
-# A second run only checks and takes seconds. Each step says what it does.
+# Assumes a Debian 12 machine with rustup (a stable toolchain), Node 20 with npm,
+# and root (or sudo) for apt. A second run only checks and takes seconds. Each
+# step says what it does; the last one checks that every tool answers and
+# fails naming the ones that do not.
 #
-#   apt:   rustc-web cargo-web rust-web-src lld-22  (Debian's rustc with a
+#   apt:   gcc libc6-dev pkg-config git ca-certificates curl (native builds)
+#          rustc-web cargo-web rust-web-src lld-22  (Debian's rustc with a
 #          wasm32 target and std sources: rustup cannot fetch wasm32 here)
+#          rust-web-llvm                            (rust-lld, the linker of the
+#                                                    edge's cdylib)
 #          rust-web-clippy                          (clippy of the wasm32-only code)
 #          firefox-esr                              (end-to-end browser tests)
 #          podman runc debootstrap                  (the container image and its test)
-#   rustup components: clippy, rustfmt
+#   rustup: components clippy and rustfmt; the nightly toolchain for cargo fuzz
+#          when rustup can fetch it (else scripts/fuzz.sh runs cargo fuzz on
+#          stable with RUSTC_BOOTSTRAP=1)
 #   cargo install (to ~/.cargo/bin): wasm-bindgen-cli (= version in Cargo.lock),
 #          worker-build, cargo-fuzz
 #   npm ci at the repo root (wrangler, web-push, jose), skipped while
@@ -21,7 +28,9 @@ cd "$ROOT"
 
 WORKER_BUILD_VERSION=0.8.7
 CARGO_FUZZ_VERSION=0.13.2
-APT_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy lld-22 firefox-esr openssl podman runc debootstrap)
+APT_PACKAGES=(gcc libc6-dev pkg-config git ca-certificates curl
+  rustc-web cargo-web rust-web-src rust-web-clippy rust-web-llvm lld-22
+  firefox-esr openssl podman runc debootstrap)
 MIN_RUSTC_WEB=1.91.0
 
 case ":$PATH:" in
@@ -48,7 +57,7 @@ rustc_web_ok() {
 }
 if [[ " ${missing[*]} " != *" rustc-web "* ]] && ! rustc_web_ok; then
   say "apt: /usr/bin/rustc is older than $MIN_RUSTC_WEB; upgrading rustc-web"
-  for p in rustc-web cargo-web rust-web-src rust-web-clippy; do
+  for p in rustc-web cargo-web rust-web-src rust-web-clippy rust-web-llvm; do
     [[ " ${missing[*]} " == *" $p "* ]] || missing+=("$p")
   done
 fi
@@ -68,8 +77,12 @@ else
 fi
 
 # --- rustup toolchains and components ----------------------------------------
-if ! rustup toolchain list | grep -q '^nightly'; then
-  say "WARNING: no nightly toolchain (rustup); 'cargo +nightly fuzz' will not work"
+if rustup toolchain list | grep -q '^nightly'; then
+  say "rustup: nightly present"
+elif RUSTUP_AUTO_INSTALL=1 rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
+  say "rustup: nightly installed"
+else
+  say "rustup: no nightly toolchain and none can be fetched; scripts/fuzz.sh uses stable with RUSTC_BOOTSTRAP=1"
 fi
 for c in clippy rustfmt; do
   if rustup component list --installed 2>/dev/null | grep -q "^$c"; then
@@ -124,6 +137,44 @@ else
   say "npm: npm ci"
   npm ci --no-audit --no-fund
   echo "$want" >"$stamp"
+fi
+
+# --- every tool answers ----------------------------------------------------------
+# What the build, the run and the tests call, each asked for its version. A
+# package that installed without the file a step needs (the edge's linker was
+# once missing so) is named here, not twenty minutes later.
+failed=()
+check() {
+  local name="$1"
+  shift
+  local out
+  if out="$("$@" 2>&1 | head -n1)" && [[ -n "$out" ]]; then
+    printf 'setup: ok  %-14s %s\n' "$name" "$out"
+  else
+    printf 'setup: MISSING %-10s (%s)\n' "$name" "$*" >&2
+    failed+=("$name")
+  fi
+}
+check cargo cargo --version
+check rustfmt cargo fmt --version
+check clippy cargo clippy --version
+check cc cc --version
+check rustc-web /usr/bin/rustc --version
+check cargo-web /usr/bin/cargo --version
+check rust-lld rust-lld -flavor wasm --version
+check wasm-bindgen wasm-bindgen --version
+check worker-build worker-build --version
+check cargo-fuzz cargo fuzz --version
+check node node --version
+check npm npm --version
+check wrangler node node_modules/wrangler/bin/wrangler.js --version
+check firefox-esr firefox-esr --version
+check podman podman --version
+check runc runc --version
+check debootstrap bash -c 'command -v debootstrap'
+if ((${#failed[@]})); then
+  echo "setup: FAILED: missing or not answering: ${failed[*]}" >&2
+  exit 1
 fi
 
 say "done in $((SECONDS - start)) s"
