@@ -123,15 +123,19 @@ for proxy in cargo cargo-clippy cargo-fmt cargo-miri clippy-driver rls rust-anal
   rust-gdb rust-gdbgui rust-lldb rustc rustdoc rustfmt; do
   ln -s rustup "$WORK/cargo-bin/$proxy"
 done
-dpkg -L nodejs | while read -r f; do [[ -f "$f" || -L "$f" ]] && printf '%s\n' "$f"; done |
-  tar -C / -cf "$WORK/node/nodejs.tar" --no-recursion -T - 2>/dev/null
+# npm as the machine has it (the nodejs package's, or the newer one npm
+# installed over it).
+{
+  dpkg -L nodejs | while read -r f; do [[ -f "$f" || -L "$f" ]] && printf '%s\n' "$f"; done
+  find /usr/lib/node_modules/npm /usr/bin/npm /usr/bin/npx \( -type f -o -type l \)
+} | sort -u | tar -C / -cf "$WORK/node/nodejs.tar" --no-recursion -T - 2>/dev/null
 
 podman --runtime runc rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
 say "container from $BASE_IMAGE: clones $commit, then the run command and the test command (about 45 minutes)"
 set +e
 podman --runtime runc run --name "$NAME" --rm \
   --network "${FRESH_NETWORK:-host}" \
-  --ulimit nofile=20000:20000 --ulimit nproc=65536:65536 --shm-size 2g \
+  --ulimit nofile=20000:20000 --ulimit nproc=16384:16384 --shm-size 2g \
   --security-opt seccomp=unconfined \
   -v "$ROOT:/src:ro" \
   -v "$HOME/.rustup:/root/.rustup:O" \

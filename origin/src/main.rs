@@ -1,23 +1,23 @@
 //! Starts the origin: configuration, store, listeners; stops on SIGINT/SIGTERM.
 
-use origin::config::{Config, Settings};
+use origin::config::{Config, ConfigError, LogFormat, Settings};
 use origin::server::start;
 use origin::store::redb::RedbStore;
 use origin::store::StoreError;
 use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
-    let settings = <Settings as clap::Parser>::parse();
-    let probe = settings.health_probe;
-    let config = match Config::from_settings(settings) {
-        Ok(c) => c,
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        // --help and --version, and clap's own errors with their usage line.
+        Err(ConfigError::Args(e)) => e.exit(),
         Err(e) => {
             eprintln!("origin: {e}");
             return std::process::ExitCode::from(2);
         }
     };
-    if probe {
-        return match origin::probe::health(config.app_listen) {
+    if settings.health_probe {
+        return match origin::probe::health(settings.app_listen) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("origin: unhealthy: {e}");
@@ -25,6 +25,13 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    let config = match Config::from_settings(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("origin: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORIGIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal (not in files, journald or `podman logs`).
@@ -33,7 +40,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    if config.log_format == "json" {
+    if config.log_format == LogFormat::Json {
         logs.json().init();
     } else {
         logs.init();

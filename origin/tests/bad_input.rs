@@ -291,7 +291,7 @@ async fn closed_after(o: &origin::server::Running, bytes: &[u8]) -> Duration {
 #[tokio::test]
 async fn clients_too_slow_to_send_their_headers_are_let_go() {
     let o = start_with(&temp_dir("slow-headers"), &[], |s| {
-        s.header_read_timeout_secs = Some(1);
+        s.header_read_timeout_secs = 1;
     })
     .await;
     // Part of a request's headers, then nothing.
@@ -349,8 +349,8 @@ async fn ws_answer(o: &origin::server::Running, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn bad_websocket_upgrades_are_answered() {
     let o = start_with(&temp_dir("ws-handshake"), &[], |s| {
-        s.ws_max_handshake_bytes = Some(1024);
-        s.ws_max_handshake_headers = Some(10);
+        s.ws_max_handshake_bytes = 1024;
+        s.ws_max_handshake_headers = 10;
     })
     .await;
     let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
@@ -373,7 +373,7 @@ async fn bad_websocket_upgrades_are_answered() {
 #[tokio::test]
 async fn a_body_that_stops_arriving_is_answered_408() {
     let o = start_with(&temp_dir("slow-body"), &[], |s| {
-        s.body_read_timeout_secs = Some(1);
+        s.body_read_timeout_secs = 1;
     })
     .await;
     let mut d = Device::connect(&o, None).await;

@@ -18,7 +18,7 @@ fn now() -> u64 {
 async fn marks_are_required_and_verified() {
     let o = start_with(&temp_dir("edge"), &[], |s| {
         s.edge_secret = Some(SECRET.into());
-        s.behind_edge = Some(true);
+        s.behind_edge = true;
     })
     .await;
     let vapid = Vapid::new(21);

@@ -395,7 +395,7 @@ async fn copies_survive_a_restart_with_the_same_version() {
 
 #[tokio::test]
 async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
-    let o = start_with(&temp_dir("list-backlog"), &[], |s| s.list_backlog = Some(3)).await;
+    let o = start_with(&temp_dir("list-backlog"), &[], |s| s.list_backlog = 3).await;
     let (uaid, list) = list_of_one_away(&o).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -427,7 +427,7 @@ async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
 
 #[tokio::test]
 async fn members_drop_out_when_they_expire() {
-    let o = start_with(&temp_dir("list-expiry"), &[], |s| s.sweep_secs = Some(1)).await;
+    let o = start_with(&temp_dir("list-expiry"), &[], |s| s.sweep_secs = 1).await;
     let mut d = Device::connect(&o, None).await;
     let (_, e) = d.register(None).await;
     let (_, stays) = d.register(None).await;
@@ -752,8 +752,8 @@ async fn a_list_push_racing_the_lists_deletion_leaves_no_message_behind() {
 async fn list_documents_past_the_cap_wait_then_get_503() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let o = start_with(&temp_dir("list-documents"), &[], |s| {
-        s.max_list_documents = Some(1);
-        s.body_read_timeout_secs = Some(1);
+        s.max_list_documents = 1;
+        s.body_read_timeout_secs = 1;
     })
     .await;
     let mut d = Device::connect(&o, None).await;

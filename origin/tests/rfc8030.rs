@@ -305,7 +305,7 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
 #[tokio::test]
 async fn a_device_connection_is_told_the_configured_stream_limit() {
     let o = start_with(&temp_dir("h2-streams"), &[], |s| {
-        s.h2_max_streams = Some(2);
+        s.h2_max_streams = 2;
     })
     .await;
     let device_url = o.state.config.device_url.clone();
@@ -338,7 +338,7 @@ async fn poll_stored(c: &mut SendRequest<Bytes>, sub_url: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_user_agent_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
-    let o = start_with(&temp_dir("h2-unacked"), &[], |s| s.max_unacked = Some(2)).await;
+    let o = start_with(&temp_dir("h2-unacked"), &[], |s| s.max_unacked = 2).await;
     let device_url = o.state.config.device_url.clone();
     let mut ua = connect(o.state.config.h2_listen).await;
     let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
@@ -364,8 +364,8 @@ async fn a_user_agent_that_does_not_acknowledge_gets_no_more_than_max_unacked() 
 #[tokio::test]
 async fn a_held_monitor_gets_what_overflowed_or_waited_for_room() {
     let o = start_with(&temp_dir("h2-monitor-room"), &[], |s| {
-        s.queue_depth = Some(1);
-        s.max_unacked = Some(4);
+        s.queue_depth = 1;
+        s.max_unacked = 4;
     })
     .await;
     let device_url = o.state.config.device_url.clone();
@@ -408,10 +408,7 @@ async fn a_held_monitor_gets_what_overflowed_or_waited_for_room() {
 
 #[tokio::test]
 async fn room_made_by_one_monitor_reaches_another_on_the_same_connection() {
-    let o = start_with(&temp_dir("h2-two-monitors"), &[], |s| {
-        s.max_unacked = Some(2)
-    })
-    .await;
+    let o = start_with(&temp_dir("h2-two-monitors"), &[], |s| s.max_unacked = 2).await;
     let device_url = o.state.config.device_url.clone();
     let mut ua = connect(o.state.config.h2_listen).await;
     // Two subscriptions in two sets, monitored over one connection.

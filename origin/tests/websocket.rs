@@ -269,7 +269,7 @@ async fn a_subscription_keeps_its_newest_messages_up_to_the_limit() {
 
 #[tokio::test]
 async fn messages_that_overflow_the_queue_still_arrive_on_the_same_connection() {
-    let o = start_with(&temp_dir("ws-overflow"), &[], |s| s.queue_depth = Some(1)).await;
+    let o = start_with(&temp_dir("ws-overflow"), &[], |s| s.queue_depth = 1).await;
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     let mut sends = Vec::new();
@@ -370,7 +370,7 @@ async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once()
 
 #[tokio::test]
 async fn a_device_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
-    let o = start_with(&temp_dir("ws-unacked"), &[], |s| s.max_unacked = Some(3)).await;
+    let o = start_with(&temp_dir("ws-unacked"), &[], |s| s.max_unacked = 3).await;
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     for _ in 0..5 {

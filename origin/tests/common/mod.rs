@@ -49,14 +49,15 @@ pub async fn start_with(
     limits: &[&str],
     adjust: impl FnOnce(&mut Settings),
 ) -> Running {
-    let mut settings = Settings {
-        app_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
-        h2_listen: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.to_owned()),
-        limit: limits.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
+    let mut settings = Settings::load_from([
+        "origin",
+        "--app-listen=127.0.0.1:0",
+        "--ws-listen=127.0.0.1:0",
+        "--h2-listen=127.0.0.1:0",
+    ])
+    .unwrap();
+    settings.data_dir = dir.to_owned();
+    settings.limit = limits.iter().map(|s| s.to_string()).collect();
     adjust(&mut settings);
     let config = Config::from_settings(settings).unwrap();
     // A service stopped in this process may still be letting go of the same
