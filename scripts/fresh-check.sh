@@ -35,6 +35,9 @@ if [[ "${1:-}" == --inside ]]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends git ca-certificates >/dev/null
+  # The machine's own certificate authorities (/usr/local/share/ca-certificates,
+  # mounted from the host) join the system's bundle, as on the host.
+  update-ca-certificates >/dev/null 2>&1 || true
   rustc --version && cargo --version && node --version && npm --version && git --version
 
   step "clone"
@@ -130,6 +133,19 @@ done
   find /usr/lib/node_modules/npm /usr/bin/npm /usr/bin/npx \( -type f -o -type l \)
 } | sort -u | tar -C / -cf "$WORK/node/nodejs.tar" --no-recursion -T - 2>/dev/null
 
+# The machine's network environment: its local certificate authorities (a
+# TLS-inspecting egress proxy signs with one) and the variables that point
+# clients at the bundle.
+env_args=()
+for v in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO \
+  REQUESTS_CA_BUNDLE CARGO_HTTP_CAINFO http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  if [[ -n "${!v:-}" ]]; then env_args+=(-e "$v=${!v}"); fi
+done
+ca_args=()
+if [[ -d /usr/local/share/ca-certificates ]]; then
+  ca_args=(-v /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+fi
+
 podman --runtime runc rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
 say "container from $BASE_IMAGE: clones $commit, then the run command and the test command (about 45 minutes)"
 set +e
@@ -142,6 +158,7 @@ podman --runtime runc run --name "$NAME" --rm \
   -v "$WORK/cargo-bin:/root/.cargo/bin:O" \
   -v "$WORK/node:/fresh/node:ro" \
   -v "$ROOT/scripts/fresh-check.sh:/fresh/fresh-check.sh:ro" \
+  "${ca_args[@]}" "${env_args[@]}" \
   -e FRESH_COMMIT="$commit" -e FRESH_SKIP="${FRESH_SKIP:-}" -e RUSTUP_AUTO_INSTALL=0 \
   -e HOME=/root -w /root \
   "$BASE_IMAGE" \

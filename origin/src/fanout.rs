@@ -102,7 +102,7 @@ impl ListPush {
 
     /// Whether a member's key fits this message's algorithms (when known),
     /// and its header the message's shared headers. A member with no key
-    /// gets the JWE with an empty key (PROTOCOL §4).
+    /// gets the JWE with an empty key (docs/protocol.md §4).
     pub fn key_fits(&self, m: &ListMember) -> bool {
         let (key, header) = m.key_for(self.msg.seq);
         // A JSON JWE member's header is read once: a header that repeats a

@@ -18,3 +18,4 @@ pub mod state;
 pub mod store;
 pub mod stripes;
 pub mod tokens;
+pub mod urls;

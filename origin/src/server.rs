@@ -4,8 +4,7 @@
 use crate::app;
 use crate::config::Config;
 use crate::device;
-use crate::metrics::{inc, Gauges};
-use crate::registry::Protocol;
+use crate::metrics::inc;
 use crate::state::{now, State};
 use crate::store::{Op, Store};
 use hyper::service::service_fn;
@@ -206,7 +205,7 @@ async fn sweep(state: Arc<State>) {
             for id in &ids {
                 if let Ok(Some(m)) = state.store.message(id) {
                     if let Some(r) = m.receipt {
-                        app::receipt::send(&state, &m, r, 410);
+                        state.send_receipt(&m, r, 410);
                     }
                 }
                 inc(&state.metrics.messages_expired);
@@ -251,15 +250,6 @@ async fn sweep_lists(state: &State) {
             return;
         }
     }
-}
-
-/// The `/metrics` text.
-pub fn render_metrics(state: &State) -> String {
-    let connected = Protocol::ALL.map(|p| (p.label(), state.registry.connected(p) as u64));
-    state.metrics.render(&Gauges {
-        connected: &connected,
-        store: state.store.counts().unwrap_or_default(),
-    })
 }
 
 /// Has the kernel probe a connection silent for `secs` (0: never), so that

@@ -171,8 +171,33 @@ impl State {
             self.write_later(vec![Op::DeleteMessage(msg.id)]);
         }
         if let (Some(receipt), true) = (msg.receipt, delivered) {
-            crate::app::receipt::send(self, msg, receipt, 204);
+            self.send_receipt(msg, receipt, 204);
         }
+    }
+
+    /// Sends a receipt for `acked` to the receipt subscription `to`: status 204
+    /// (acknowledged) or 410 (expired undelivered). Runs in the background.
+    pub fn send_receipt(self: &Arc<Self>, acked: &Message, to: Token, status: u16) {
+        let receipt = Message {
+            id: crate::tokens::new_token(),
+            uaid: to,
+            push: acked.id,
+            channel: [0; 16],
+            seq: 0,
+            expires: now() + self.config.receipt_ttl_secs,
+            urgency: Default::default(),
+            topic: None,
+            receipt: None,
+            encoding: crate::store::Encoding::Receipt,
+            body: bytes::Bytes::from(status.to_string()),
+            list_message: None,
+        };
+        let state = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.deliver(receipt, false).await {
+                tracing::error!("storing a receipt: {e}");
+            }
+        });
     }
 
     /// A device acknowledged (or refused) its copy of `list_message`,

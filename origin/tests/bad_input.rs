@@ -1,4 +1,4 @@
-//! Every rule of PROTOCOL §3, broken one at a time: the status, the
+//! Every rule of docs/protocol.md §3, broken one at a time: the status, the
 //! problem+json body (with autopush's errno where one exists), and proof
 //! that nothing was stored or delivered.
 

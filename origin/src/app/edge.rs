@@ -1,4 +1,4 @@
-//! "Behind edge" mode (PROTOCOL §5): application requests carry the edge's
+//! "Behind edge" mode (docs/protocol.md §5): application requests carry the edge's
 //! HMAC mark; a valid one vouches for the VAPID key the edge verified.
 
 use super::read_body;

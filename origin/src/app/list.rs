@@ -1,4 +1,4 @@
-//! The List Registration Service (PROTOCOL §4): create, read, amend and
+//! The List Registration Service (docs/protocol.md §4): create, read, amend and
 //! delete lists of subscriptions, push one message to all members, and
 //! report a list message's delivery.
 
@@ -101,7 +101,7 @@ fn resolve(
     partition: u32,
     owner: Option<&[u8; 65]>,
 ) -> std::result::Result<Subscription, Rejection> {
-    let prefix = format!("{}/p/", state.config.public_url);
+    let prefix = crate::urls::push_resource_prefix(&state.config);
     let push = uri
         .strip_prefix(&prefix)
         .and_then(tokens::decode)
@@ -275,7 +275,7 @@ fn read_inner<B>(state: &State, token: &str, req: &Request<B>) -> Result<Respons
         .iter()
         .filter(|m| m.expires.is_none_or(|e| e > t))
         .map(|m| doc::Member {
-            uri: crate::device::ws::push_endpoint(state, &m.push),
+            uri: crate::urls::push_resource(&state.config, &m.push),
             expires: m.expires,
             encrypted_key: m.encrypted_key.clone(),
             header: m.header.clone(),
@@ -332,7 +332,7 @@ where
     let mut removals = Vec::new();
     let (mut added, mut removed) = (0usize, 0usize);
     let joined = state.store.next_seq();
-    let prefix = format!("{}/p/", state.config.public_url);
+    let prefix = crate::urls::push_resource_prefix(&state.config);
     for p in parsed.accepted {
         let uri = p.uri().to_owned();
         match p {

@@ -8,8 +8,9 @@ pub mod receipt;
 pub mod response;
 pub mod vapid;
 
+use crate::metrics::Gauges;
+use crate::registry::Protocol;
 use crate::state::State;
-use crate::tokens::Token;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -72,8 +73,17 @@ fn own(state: &State, method: &Method, path: &str) -> Option<Response<Body>> {
         _ => with_body(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::server::render_metrics(state),
+            render_metrics(state),
         ),
+    })
+}
+
+/// The `/metrics` text.
+fn render_metrics(state: &State) -> String {
+    let connected = Protocol::ALL.map(|p| (p.label(), state.registry.connected(p) as u64));
+    state.metrics.render(&Gauges {
+        connected: &connected,
+        store: state.store.counts().unwrap_or_default(),
     })
 }
 
@@ -198,10 +208,4 @@ pub fn check_vapid<B>(
         }
     }
     vapid::verify(state, c).map(|_| ())
-}
-
-/// The list registration service of a subscription's partition.
-pub fn multi_url(state: &State, push: &Token) -> String {
-    let partition = u32::from(push[0]) % state.config.partitions;
-    format!("{}/lists/{partition}", state.config.public_url)
 }

@@ -1,7 +1,7 @@
-//! `POST` on a push resource: one message to one subscription (PROTOCOL §3).
+//! `POST` on a push resource: one message to one subscription (docs/protocol.md §3).
 
+use super::header;
 use super::response::{AppError, Body, Refusal};
-use super::{header, multi_url};
 use crate::state::{now, Outcome, State};
 use crate::store::{Encoding, Message};
 use crate::tokens::{self, new_token};
@@ -108,7 +108,10 @@ where
         HeaderValue::from_str(&location).expect("ascii"),
     );
     hs.insert("ttl", meta.ttl.0.into());
-    let multi = links::link(&multi_url(state, &sub.push), links::REL_MULTI);
+    let multi = links::link(
+        &crate::urls::list_service(&state.config, &sub.push),
+        links::REL_MULTI,
+    );
     hs.insert(h::LINK, HeaderValue::from_str(&multi).expect("ascii"));
     if outcome == Outcome::Discarded {
         tracing::debug!("TTL 0 message discarded: device not connected");

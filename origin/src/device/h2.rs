@@ -1,7 +1,6 @@
 //! RFC 8030 over HTTP/2: subscribe, monitor a subscription or set by server
 //! push, acknowledge with `DELETE`, and receipt subscriptions (§6.3).
 
-use crate::app::{multi_url, receipt};
 use crate::metrics::inc;
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
@@ -191,7 +190,7 @@ async fn handle(
             match state.committer.write(vec![Op::PutUa(ua.clone())]).await {
                 Ok(()) => {
                     let mut r = status(StatusCode::CREATED);
-                    let url = receipt::subscription_url(&state, &ua.uaid);
+                    let url = crate::urls::receipt_subscription(&state.config, &ua.uaid);
                     r.headers_mut().insert(
                         header::LOCATION,
                         HeaderValue::from_str(&url).expect("ascii"),
@@ -310,12 +309,15 @@ async fn subscribe(
         header::LOCATION,
         HeaderValue::from_str(&loc).expect("ascii"),
     );
-    let push_url = crate::device::ws::push_endpoint(state, &sub.push);
+    let push_url = crate::urls::push_resource(&state.config, &sub.push);
     for (url, rel) in [
         (push_url, links::REL_PUSH),
         (format!("{d}/receipts"), links::REL_RECEIPT),
         (format!("{d}/set/{}", tokens::encode(&uaid)), links::REL_SET),
-        (multi_url(state, &sub.push), links::REL_MULTI),
+        (
+            crate::urls::list_service(&state.config, &sub.push),
+            links::REL_MULTI,
+        ),
     ] {
         hs.append(
             header::LINK,
@@ -551,7 +553,7 @@ fn send_push(
         }
         enc => {
             let hs = r.headers_mut();
-            let push_url = crate::device::ws::push_endpoint(state, &msg.push);
+            let push_url = crate::urls::push_resource(&state.config, &msg.push);
             hs.insert(
                 header::LINK,
                 HeaderValue::from_str(&links::link(&push_url, links::REL_PUSH)).expect("ascii"),

@@ -461,9 +461,10 @@ impl Conn {
                     .subscription_by_channel(&uaid, &channel)
                     .map_err(store_err)?;
                 let reply = match existing {
-                    Some(s) if s.vapid == key.map(|k| k.0) => {
-                        ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
-                    }
+                    Some(s) if s.vapid == key.map(|k| k.0) => ws_session::register_reply(
+                        &channel,
+                        &crate::urls::push_resource(&st.config, &s.push),
+                    ),
                     Some(_) => ws_session::register_error(&tokens::to_uuid(&channel), 409),
                     None if st.at_subscription_cap(&uaid).map_err(store_err)? => {
                         ws_session::register_error(&tokens::to_uuid(&channel), 429)
@@ -487,7 +488,10 @@ impl Conn {
                         };
                         let ops = vec![Op::PutUa(ua), Op::PutSubscription(s.clone())];
                         st.committer.write(ops).await.map_err(store_err)?;
-                        ws_session::register_reply(&channel, &push_endpoint(st, &s.push))
+                        ws_session::register_reply(
+                            &channel,
+                            &crate::urls::push_resource(&st.config, &s.push),
+                        )
                     }
                 };
                 drop(held);
@@ -597,9 +601,4 @@ impl Conn {
             self.state.registry.remove(&uaid, self.id);
         }
     }
-}
-
-/// The push resource URL of a subscription.
-pub fn push_endpoint(state: &State, push: &Token) -> String {
-    format!("{}/p/{}", state.config.public_url, tokens::encode(push))
 }

@@ -119,7 +119,7 @@ pub struct Message {
     pub list_message: Option<Token>,
 }
 
-/// A list of subscriptions (PROTOCOL §4).
+/// A list of subscriptions (docs/protocol.md §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct List {
     /// The list's capability token.
