@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark of the origin: builds release, then runs the issue's
+# Load benchmark of the origin: builds release, then runs its
 # scenarios, each against a fresh origin (temp data dir, free ports, stopped
 # at exit), printing one JSON result line per scenario, tagged "scenario":
 #

@@ -93,7 +93,7 @@ impl Error {
     }
 }
 
-/// One member a list request refused (PROTOCOL.md §4).
+/// One member a list request refused (docs/protocol.md §4).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct RejectedMember {
     /// The member's push resource URI.

@@ -2,7 +2,7 @@
 //! (the *group key*), wrapped for each member with `ECDH-ES+A128KW` against
 //! the member's own subscription key (`p256dh`), so that a device unwraps it
 //! with the private key it already holds. The per-member ephemeral key
-//! (`epk`) travels in the member's per-recipient `header` (PROTOCOL.md §4).
+//! (`epk`) travels in the member's per-recipient `header` (docs/protocol.md §4).
 //!
 //! Messages are `A128GCM` under the group key, in the JSON serialization.
 //! [`decrypt`] also reads the compact serialization and the other

@@ -1,5 +1,5 @@
 //! `pushclient`: a Web Push client for both ends of the protocol that this
-//! project's service speaks (`PROTOCOL.md`).
+//! project's service speaks (`docs/protocol.md`).
 //!
 //! - As a **device**: subscribe over Mozilla's WebSocket protocol or RFC 8030
 //!   HTTP/2 ([`device`]), keep the subscription's keys ([`state`]), receive,

@@ -1,5 +1,5 @@
 //! The List Registration Service from the application server's side
-//! (PROTOCOL.md §4): create a list, amend it with merge patches, rotate its
+//! (docs/protocol.md §4): create a list, amend it with merge patches, rotate its
 //! group key, push one message to every member, follow the delivery.
 //!
 //! The application keeps a [`ListFile`]: the list's URL, the group key, and

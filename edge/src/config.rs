@@ -46,7 +46,7 @@ pub enum ConfigError {
 pub struct Config {
     /// Where validated requests go, without a trailing slash.
     pub origin_url: String,
-    /// The key of the mark (PROTOCOL §5).
+    /// The key of the mark (docs/protocol.md §5).
     pub secret: Vec<u8>,
     /// The protocol limits; the origin must run with the same.
     pub limits: Limits,

@@ -1,4 +1,4 @@
-//! The request the edge sends the origin (PROTOCOL §5): the same method,
+//! The request the edge sends the origin (docs/protocol.md §5): the same method,
 //! path and query on `ORIGIN_URL`, the application server's header fields,
 //! the exact body bytes, and the mark over all of that.
 

@@ -1,4 +1,4 @@
-//! The public edge: a Cloudflare Worker in front of the origin (PROTOCOL §1,
+//! The public edge: a Cloudflare Worker in front of the origin (docs/protocol.md §1,
 //! §5). It answers application servers, refuses bad requests with the
 //! problem+json the origin would give, counts rate limits in a Durable Object
 //! and forwards good requests to the origin with the HMAC mark.

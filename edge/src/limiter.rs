@@ -1,4 +1,4 @@
-//! Rate limits at the edge (PROTOCOL §4, amplification): pushes per list
+//! Rate limits at the edge (docs/protocol.md §4, amplification): pushes per list
 //! and list creations per VAPID key, counted in fixed clock windows (a
 //! minute, as at the origin) by a Durable Object per limited thing, so that
 //! every isolate of the edge counts in one place.

@@ -246,6 +246,7 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
             .status,
         401
     );
+    let mut locations = Vec::new();
     for urgency in ["low", "high"] {
         let r = request(
             "POST",
@@ -259,6 +260,7 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
         )
         .await;
         assert_eq!(r.status, 201);
+        locations.push(r.header("location").unwrap().to_owned());
     }
     // Only high-urgency ones for a GET with Urgency: high, then 200.
     let req = Request::get(&sub_url)
@@ -274,8 +276,14 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
     while let Ok(Some(Ok(p))) =
         tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
     {
-        let (_, r) = p.into_parts();
-        assert_eq!(r.await.unwrap().headers()["urgency"], "high");
+        let (promised, r) = p.into_parts();
+        let id = promised.uri().path().rsplit('/').next().unwrap().to_owned();
+        assert!(
+            locations[1].ends_with(&format!("/{id}")),
+            "{id}: not the high one"
+        );
+        // RFC 8030 §5.3: the Urgency header field is not forwarded.
+        assert!(r.await.unwrap().headers().get("urgency").is_none());
         n += 1;
     }
     assert_eq!(n, 1);

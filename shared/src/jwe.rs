@@ -1,5 +1,5 @@
 //! JWE framing (RFC 7516), checked without decrypting, and the per-member
-//! transforms of a list push (PROTOCOL.md §4).
+//! transforms of a list push (docs/protocol.md §4).
 //!
 //! A list push carries one ciphertext for every member; only the wrapped
 //! content key differs. [`CompactTemplate`] and [`JsonTemplate`] hold the

@@ -1,4 +1,4 @@
-//! Link relations (RFC 8030 §4, PROTOCOL.md §4) and `Link` header values.
+//! Link relations (RFC 8030 §4, docs/protocol.md §4) and `Link` header values.
 
 /// The push resource of a subscription.
 pub const REL_PUSH: &str = "urn:ietf:params:push";

@@ -1,4 +1,4 @@
-//! The edge's mark on a forwarded request (PROTOCOL.md §5): an HMAC-SHA256,
+//! The edge's mark on a forwarded request (docs/protocol.md §5): an HMAC-SHA256,
 //! under a secret both sides hold, over the request line, the time, the
 //! body's hash and the VAPID key the edge verified. An origin behind the
 //! edge trusts a valid mark instead of verifying the VAPID signature again.

@@ -1,5 +1,5 @@
 //! A push request as a whole: the one validation both the edge and the
-//! origin run on a push to a subscription (PROTOCOL.md §3) or to a list (§4).
+//! origin run on a push to a subscription (docs/protocol.md §3) or to a list (§4).
 
 use crate::ece::{Aes128gcmHeader, EceError};
 use crate::headers::{AesgcmParams, ContentEncoding, HeaderError, Topic, Ttl, Urgency};

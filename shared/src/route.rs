@@ -1,4 +1,4 @@
-//! The application API's resources (PROTOCOL §3, §4): which method and path
+//! The application API's resources (docs/protocol.md §3, §4): which method and path
 //! name which resource, and what its request body is. The edge and the
 //! origin both route by [`route`], so they agree on every `404` and `405`
 //! and on how much body each request may carry.

@@ -5,8 +5,8 @@
 //
 // (a) a push from the npm `web-push` library through the edge reaches a device, which decrypts it;
 // (b) a list is created, amended, read, pushed (JWE per member) and deleted through the edge;
-// (c) every rule of PROTOCOL §3 and §4 broken: the edge answers, as the origin would, and the
-//     origin never sees the request (push_app_requests_total);
+// (c) every rule of docs/protocol.md §3 and §4 broken: the edge answers, as the origin would,
+//     and the origin never sees the request (push_app_requests_total);
 // (d) the origin refuses requests without a valid mark;
 // (e) the edge's rate limits (Durable Object) trip at the configured rate and recover;
 // (f) list documents past the edge's cap (MAX_LIST_DOCUMENTS, 1 here) are refused at once;

@@ -1,6 +1,6 @@
 // The edge's end-to-end harness: a real origin binary behind the edge Worker
 // under `wrangler dev` (workerd), both on free loopback ports, stopped always;
-// a WebSocket device (PROTOCOL §2.2) that decrypts what it gets; VAPID
+// a WebSocket device (docs/protocol.md §2.2) that decrypts what it gets; VAPID
 // tokens; the edge mark computed here to talk to the origin directly.
 //
 // Environment:
@@ -285,7 +285,7 @@ export function mark(secret, method, pathAndQuery, body = Buffer.alloc(0), { key
 // --------------------------------------------------------------- device ---
 
 /**
- * A user agent speaking Mozilla's WebSocket push protocol (PROTOCOL §2.2)
+ * A user agent speaking Mozilla's WebSocket push protocol (docs/protocol.md §2.2)
  * straight to the origin's device listener, with a P-256 key pair and auth
  * secret per channel (RFC 8291) to decrypt aes128gcm messages.
  */

@@ -1,7 +1,7 @@
 // Firefox ↔ origin ↔ npm `web-push`, end to end with real clients.
 //
 // A headless Firefox subscribes through the origin's WebSocket endpoint
-// (Mozilla's push protocol, PROTOCOL.md §2.2); the npm `web-push` library
+// (Mozilla's push protocol, docs/protocol.md §2.2); the npm `web-push` library
 // sends VAPID-signed encrypted messages to the push resource (§3) through a
 // local TLS front (web-push only speaks https); the service worker reports
 // the text it decrypted to the test's page server.

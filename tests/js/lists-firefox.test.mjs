@@ -1,4 +1,4 @@
-// List Registration Service (PROTOCOL.md §4) with real browsers: three
+// List Registration Service (docs/protocol.md §4) with real browsers: three
 // headless Firefox ESR processes, each with its own profile and its own
 // page-server origin, subscribe through the origin's WebSocket endpoint
 // (§2.2); the application puts the three push endpoints in one list and

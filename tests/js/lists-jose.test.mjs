@@ -1,4 +1,4 @@
-// List Registration Service (PROTOCOL.md §4) with JWE group messages, checked
+// List Registration Service (docs/protocol.md §4) with JWE group messages, checked
 // by an independent JOSE implementation: the npm `jose` library makes the
 // keys, the wrapped content keys and the ciphertexts, and each member
 // decrypts its own copy with its own key.
@@ -462,7 +462,7 @@ test("JSON JWE (A128KW, A256KW, ECDH-ES+A256KW per-member headers): each copy ca
     });
   });
 
-// PROTOCOL.md §4: "a member with no `encrypted_key` receives a JWE message
+// docs/protocol.md §4: "a member with no `encrypted_key` receives a JWE message
 // with an empty key".
 test("compact JWE: a member without encrypted_key receives the message with an empty key part",
   { timeout: TEST_TIMEOUT_MS },

@@ -126,12 +126,7 @@ fn incoming(id: String, headers: &http::HeaderMap, body: Vec<u8>) -> Incoming {
             (None, None) => Encoding::None,
         }
     };
-    Incoming {
-        id,
-        encoding,
-        body,
-        urgency: get("urgency").map(str::to_owned),
-    }
+    Incoming { id, encoding, body }
 }
 
 /// Monitors the subscription until `on_message` breaks or the service ends

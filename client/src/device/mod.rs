@@ -37,8 +37,6 @@ pub struct Incoming {
     pub encoding: Encoding,
     /// The body.
     pub body: Vec<u8>,
-    /// HTTP/2 only: the message's `Urgency`.
-    pub urgency: Option<String>,
 }
 
 /// A decrypted message.

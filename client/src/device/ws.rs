@@ -1,4 +1,4 @@
-//! Mozilla's WebSocket push protocol (PROTOCOL.md §2.2), as Firefox speaks it:
+//! Mozilla's WebSocket push protocol (docs/protocol.md §2.2), as Firefox speaks it:
 //! `hello` (keeping the `uaid`), `register`, `notification`, `ack`.
 
 use super::{decrypt, Delivery, Encoding, Incoming};
@@ -174,7 +174,6 @@ fn incoming(n: &Value) -> Incoming {
         id: n["version"].as_str().unwrap_or_default().to_owned(),
         encoding,
         body,
-        urgency: None,
     }
 }
 

@@ -558,7 +558,7 @@ fn send_push(
                 header::LINK,
                 HeaderValue::from_str(&links::link(&push_url, links::REL_PUSH)).expect("ascii"),
             );
-            hs.insert("urgency", HeaderValue::from_static(msg.urgency.as_str()));
+            // No Urgency (nor Topic): RFC 8030 §5.3, §5.4 forbid forwarding them.
             match enc {
                 Encoding::Aes128gcm => {
                     hs.insert(

@@ -196,7 +196,7 @@ impl Outlet {
     /// often a notification's acknowledgement that gets no answer, is then
     /// ACKed without a delayed-ACK timer (while the kernel grants quick
     /// ACKs, as after an idle spell). The connection's task calls it after
-    /// answering. README, Performance: "The first push".
+    /// answering. docs/performance.md, "The first push".
     pub fn ack_at_once(&self) {
         set_int_option(&self.stream, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
     }
