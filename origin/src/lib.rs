@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod metrics;
 pub mod probe;
 pub mod rate;
+pub mod registration;
 pub mod registry;
 pub mod server;
 pub mod state;

@@ -207,14 +207,6 @@ impl State {
         self.write_later(vec![Op::AckCopy { list_message, push }]);
     }
 
-    /// Whether user agent `uaid` holds as many subscriptions as one may
-    /// (`max_subscriptions_per_user_agent`, at least 1), so that a new one
-    /// is refused. Callers hold its `ua_locks` stripe until they commit.
-    pub fn at_subscription_cap(&self, uaid: &Token) -> Result<bool, StoreError> {
-        let max = self.config.limits.max_subscriptions_per_user_agent.max(1);
-        Ok(self.store.subscription_count(uaid, max)? >= max)
-    }
-
     /// Waits until writes queued without waiting (acknowledgements) are
     /// committed, so that a read of what a device still has to get does
     /// not see messages it already acknowledged.

@@ -2,9 +2,10 @@
 //! push, acknowledge with `DELETE`, and receipt subscriptions (§6.3).
 
 use crate::metrics::inc;
+use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
-use crate::store::{Encoding, Message, Op, Subscription, UaKind, UserAgent};
+use crate::store::{Encoding, Message, Op, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -255,7 +256,6 @@ async fn subscribe(
             Err(_) => return problem(respond, DeviceError::BadSubscribe),
         }
     };
-    let mut ops = Vec::new();
     let existing_set = set_url.and_then(|u| {
         let prefix = format!("{}/set/", state.config.device_url);
         u.strip_prefix(&prefix).and_then(tokens::decode)
@@ -265,42 +265,16 @@ async fn subscribe(
         Some((_, Err(_))) => return problem(respond, DeviceError::Store),
         _ => None,
     };
-    // Other subscribes into the set count and commit after this one.
-    let _held = match set {
-        Some(u) => Some(state.ua_locks.lock(&u).await),
-        None => None,
-    };
-    let uaid = match set {
-        Some(u) => match state.at_subscription_cap(&u) {
-            Ok(false) => u,
-            Ok(true) => {
-                let max = state.config.limits.max_subscriptions_per_user_agent.max(1);
-                return problem(respond, DeviceError::TooManySubscriptions(max));
-            }
-            Err(_) => return problem(respond, DeviceError::Store),
-        },
-        _ => {
-            let ua = UserAgent {
-                uaid: new_token(),
-                kind: UaKind::Http2,
-                created: now(),
-            };
-            ops.push(Op::PutUa(ua.clone()));
-            ua.uaid
+    let sub = match registration::register(state, Owner::Http2Set(set), vapid).await {
+        Ok(s) => s,
+        Err(RegisterError::TooMany(max)) => {
+            return problem(respond, DeviceError::TooManySubscriptions(max))
+        }
+        Err(RegisterError::Conflict | RegisterError::Store(_)) => {
+            return problem(respond, DeviceError::Store)
         }
     };
-    let sub = Subscription {
-        push: new_token(),
-        uaid,
-        channel: new_token(),
-        resource: new_token(),
-        vapid,
-        created: now(),
-    };
-    ops.push(Op::PutSubscription(sub.clone()));
-    if state.committer.write(ops).await.is_err() {
-        return problem(respond, DeviceError::Store);
-    }
+    let uaid = sub.uaid;
     let mut r = status(StatusCode::CREATED);
     let d = &state.config.device_url;
     let hs = r.headers_mut();

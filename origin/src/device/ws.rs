@@ -10,9 +10,10 @@ use super::ws_out::{Outlet, Sent};
 use super::ws_session::{self, Command, Session};
 use crate::fanout::ListPush;
 use crate::metrics::inc;
+use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::{now, State};
-use crate::store::{ListMember, Message, Op, Subscription, UaKind, UserAgent};
+use crate::store::{ListMember, Message, Op, UaKind};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use std::io;
 use std::sync::atomic::Ordering;
@@ -453,48 +454,20 @@ impl Conn {
             Command::Register { channel, key } => {
                 let uaid = self.session.uaid().expect("after hello");
                 let st = &self.state;
-                // Another connection of this uaid (one replacing this one)
-                // registers after this one's check and commit, not between.
-                let held = st.ua_locks.lock(&uaid).await;
-                let existing = st
-                    .store
-                    .subscription_by_channel(&uaid, &channel)
-                    .map_err(store_err)?;
-                let reply = match existing {
-                    Some(s) if s.vapid == key.map(|k| k.0) => ws_session::register_reply(
+                let owner = Owner::WebSocket { uaid, channel };
+                let reply = match registration::register(st, owner, key.map(|k| k.0)).await {
+                    Ok(s) => ws_session::register_reply(
                         &channel,
                         &crate::urls::push_resource(&st.config, &s.push),
                     ),
-                    Some(_) => ws_session::register_error(&tokens::to_uuid(&channel), 409),
-                    None if st.at_subscription_cap(&uaid).map_err(store_err)? => {
+                    Err(RegisterError::Conflict) => {
+                        ws_session::register_error(&tokens::to_uuid(&channel), 409)
+                    }
+                    Err(RegisterError::TooMany(_)) => {
                         ws_session::register_error(&tokens::to_uuid(&channel), 429)
                     }
-                    None => {
-                        let s = Subscription {
-                            push: new_token(),
-                            uaid,
-                            channel,
-                            resource: new_token(),
-                            vapid: key.map(|k| k.0),
-                            created: now(),
-                        };
-                        // The record goes with every new subscription: an
-                        // older connection of this uaid may have removed it
-                        // with its last subscription meanwhile.
-                        let ua = UserAgent {
-                            uaid,
-                            kind: UaKind::WebSocket,
-                            created: now(),
-                        };
-                        let ops = vec![Op::PutUa(ua), Op::PutSubscription(s.clone())];
-                        st.committer.write(ops).await.map_err(store_err)?;
-                        ws_session::register_reply(
-                            &channel,
-                            &crate::urls::push_resource(&st.config, &s.push),
-                        )
-                    }
+                    Err(RegisterError::Store(e)) => return Err(store_err(e)),
                 };
-                drop(held);
                 self.reply(&reply).await?;
             }
             Command::Unregister { channel } => {
