@@ -25,183 +25,200 @@ async fn each_rule_refused_with_problem_json_and_nothing_stored() {
     };
     let unknown = format!("{}/p/AAAAAAAAAAAAAAAAAAAAAA", aud);
 
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        Vec<(&'a str, String)>,
-        Vec<u8>,
-        u16,
-        Option<u64>,
-    );
-    let cases: Vec<Case> = vec![
-        ("missing TTL", &endpoint, vec![], vec![], 400, Some(111)),
-        (
-            "TTL not a number",
-            &endpoint,
-            vec![("ttl", "soon".into())],
-            vec![],
-            400,
-            Some(112),
-        ),
-        (
-            "negative TTL",
-            &endpoint,
-            vec![("ttl", "-5".into())],
-            vec![],
-            400,
-            Some(112),
-        ),
-        (
-            "bad Urgency",
-            &endpoint,
-            vec![("ttl", "60".into()), ("urgency", "asap".into())],
-            vec![],
-            400,
-            None,
-        ),
-        (
-            "Topic too long",
-            &endpoint,
-            vec![("ttl", "60".into()), ("topic", "a".repeat(33))],
-            vec![],
-            400,
-            Some(113),
-        ),
-        (
-            "Topic outside base64url",
-            &endpoint,
-            vec![("ttl", "60".into()), ("topic", "a b".into())],
-            vec![],
-            400,
-            Some(113),
-        ),
-        (
-            "body without content coding",
-            &endpoint,
-            vec![("ttl", "60".into())],
-            b"plain text".to_vec(),
-            400,
-            Some(110),
-        ),
-        (
-            "unknown content coding",
-            &endpoint,
-            vec![("ttl", "60".into()), ("content-encoding", "gzip".into())],
-            good.clone(),
-            415,
-            Some(110),
-        ),
-        (
-            "aes128gcm key id not 65 bytes",
-            &endpoint,
-            vec![
+    /// One broken rule: the request, and the answer it must get.
+    struct Case<'a> {
+        name: &'a str,
+        url: &'a str,
+        headers: Vec<(&'a str, String)>,
+        body: Vec<u8>,
+        status: u16,
+        /// autopush's errno, where one exists.
+        errno: Option<u64>,
+    }
+    let cases = vec![
+        Case {
+            name: "missing TTL",
+            url: &endpoint,
+            headers: vec![],
+            body: vec![],
+            status: 400,
+            errno: Some(111),
+        },
+        Case {
+            name: "TTL not a number",
+            url: &endpoint,
+            headers: vec![("ttl", "soon".into())],
+            body: vec![],
+            status: 400,
+            errno: Some(112),
+        },
+        Case {
+            name: "negative TTL",
+            url: &endpoint,
+            headers: vec![("ttl", "-5".into())],
+            body: vec![],
+            status: 400,
+            errno: Some(112),
+        },
+        Case {
+            name: "bad Urgency",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("urgency", "asap".into())],
+            body: vec![],
+            status: 400,
+            errno: None,
+        },
+        Case {
+            name: "Topic too long",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("topic", "a".repeat(33))],
+            body: vec![],
+            status: 400,
+            errno: Some(113),
+        },
+        Case {
+            name: "Topic outside base64url",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("topic", "a b".into())],
+            body: vec![],
+            status: 400,
+            errno: Some(113),
+        },
+        Case {
+            name: "body without content coding",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into())],
+            body: b"plain text".to_vec(),
+            status: 400,
+            errno: Some(110),
+        },
+        Case {
+            name: "unknown content coding",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("content-encoding", "gzip".into())],
+            body: good.clone(),
+            status: 415,
+            errno: Some(110),
+        },
+        Case {
+            name: "aes128gcm key id not 65 bytes",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("content-encoding", "aes128gcm".into()),
             ],
-            short_keyid,
-            400,
-            Some(110),
-        ),
-        (
-            "aes128gcm over one record",
-            &endpoint,
-            vec![
+            body: short_keyid,
+            status: 400,
+            errno: Some(110),
+        },
+        Case {
+            name: "aes128gcm over one record",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("content-encoding", "aes128gcm".into()),
             ],
-            two_records,
-            400,
-            Some(110),
-        ),
-        (
-            "aes128gcm truncated header",
-            &endpoint,
-            vec![
+            body: two_records,
+            status: 400,
+            errno: Some(110),
+        },
+        Case {
+            name: "aes128gcm truncated header",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("content-encoding", "aes128gcm".into()),
             ],
-            vec![1; 30],
-            400,
-            Some(110),
-        ),
-        (
-            "aesgcm without salt",
-            &endpoint,
-            vec![("ttl", "60".into()), ("content-encoding", "aesgcm".into())],
-            vec![1; 30],
-            400,
-            Some(101),
-        ),
-        (
-            "JWE with 3 parts",
-            &endpoint,
-            vec![
+            body: vec![1; 30],
+            status: 400,
+            errno: Some(110),
+        },
+        Case {
+            name: "aesgcm without salt",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("content-encoding", "aesgcm".into())],
+            body: vec![1; 30],
+            status: 400,
+            errno: Some(101),
+        },
+        Case {
+            name: "JWE with 3 parts",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("content-type", "application/jose".into()),
             ],
-            b"a.b.c".to_vec(),
-            400,
-            Some(110),
-        ),
-        (
-            "body over the limit",
-            &endpoint,
-            vec![
+            body: b"a.b.c".to_vec(),
+            status: 400,
+            errno: Some(110),
+        },
+        Case {
+            name: "body over the limit",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("content-encoding", "aes128gcm".into()),
             ],
-            aes128gcm_body(5000),
-            413,
-            Some(104),
-        ),
-        (
-            "unknown Authorization scheme",
-            &endpoint,
-            vec![("ttl", "60".into()), ("authorization", "Basic abc".into())],
-            vec![],
-            401,
-            Some(109),
-        ),
-        (
-            "VAPID signature broken",
-            &endpoint,
-            vec![("ttl", "60".into()), ("authorization", expired_auth)],
-            vec![],
-            401,
-            Some(109),
-        ),
-        (
-            "VAPID for another audience",
-            &endpoint,
-            vec![
+            body: aes128gcm_body(5000),
+            status: 413,
+            errno: Some(104),
+        },
+        Case {
+            name: "unknown Authorization scheme",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("authorization", "Basic abc".into())],
+            body: vec![],
+            status: 401,
+            errno: Some(109),
+        },
+        Case {
+            name: "VAPID signature broken",
+            url: &endpoint,
+            headers: vec![("ttl", "60".into()), ("authorization", expired_auth)],
+            body: vec![],
+            status: 401,
+            errno: Some(109),
+        },
+        Case {
+            name: "VAPID for another audience",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("authorization", vapid.header("https://other.example")),
             ],
-            vec![],
-            401,
-            Some(109),
-        ),
-        (
-            "unknown push resource",
-            &unknown,
-            vec![("ttl", "60".into())],
-            vec![],
-            404,
-            Some(102),
-        ),
-        (
-            "Push-Receipt of no receipt subscription",
-            &endpoint,
-            vec![
+            body: vec![],
+            status: 401,
+            errno: Some(109),
+        },
+        Case {
+            name: "unknown push resource",
+            url: &unknown,
+            headers: vec![("ttl", "60".into())],
+            body: vec![],
+            status: 404,
+            errno: Some(102),
+        },
+        Case {
+            name: "Push-Receipt of no receipt subscription",
+            url: &endpoint,
+            headers: vec![
                 ("ttl", "60".into()),
                 ("push-receipt", format!("{aud}/rs/nope")),
             ],
-            vec![],
-            400,
-            None,
-        ),
+            body: vec![],
+            status: 400,
+            errno: None,
+        },
     ];
-    for (what, url, headers, body, status, errno) in cases {
+    for Case {
+        name: what,
+        url,
+        headers,
+        body,
+        status,
+        errno,
+    } in cases
+    {
         let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = request("POST", url, &hs, &body).await;
         assert_eq!(r.status, status, "{what}: {:?}", r.json());
