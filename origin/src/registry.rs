@@ -18,7 +18,7 @@ pub enum Outbound {
         written: oneshot::Sender<()>,
     },
     /// Send a list member's copy of a list message, assembled on the way out.
-    Copy(Box<crate::fanout::QueuedCopy>),
+    Copy(Box<crate::copy::QueuedCopy>),
     /// Fetch what is pending (stored messages, list copies): sent after
     /// setting `pending`, in case the queue drained in between.
     Nudge,
@@ -68,7 +68,7 @@ pub struct ConnHandle {
     pub protocol: Protocol,
     /// A WebSocket connection's sending side, which the fan-out writes
     /// list copies to directly.
-    pub outlet: Option<Arc<crate::device::ws_out::Outlet>>,
+    pub outlet: Option<Arc<dyn crate::copy::CopyOutlet>>,
 }
 
 /// The device protocol a connection speaks.

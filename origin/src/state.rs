@@ -37,7 +37,7 @@ pub struct State {
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
-    pub list_cache: crate::fanout::Cache,
+    pub list_cache: crate::copy::Cache,
     /// Serialize list amendments per list, and creations per owner.
     pub list_locks: crate::stripes::Stripes,
     /// Serialize new subscriptions per user agent, so that its count and

@@ -1,13 +1,9 @@
 //! The origin's modules import each other in one direction
 //! (docs/architecture.md, "Module layering"): a test over the `crate::` and
-//! `super::` paths of its source, so that no new cycle can creep in. The one
-//! cycle left, in the fan-out core, is named here and must only shrink.
+//! `super::` paths of its source, so that no cycle can creep in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-/// The modules of the one cycle still allowed (docs/architecture.md).
-const KNOWN_CYCLE: [&str; 4] = ["device::ws_out", "fanout", "registry", "state"];
 
 /// Each module of origin/src with the modules its code names.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -146,30 +142,18 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<BTreeSet<String>> {
 }
 
 #[test]
-fn no_module_cycle_but_the_known_one() {
+fn no_module_cycle() {
     let graph = module_graph();
     assert!(graph.len() > 20, "read {} modules", graph.len());
     assert!(
         graph["app::push"].contains("state"),
         "the reader sees imports"
     );
-    let found = cycles(&graph);
-    for known in KNOWN_CYCLE {
-        assert!(
-            found.iter().any(|c| c.contains(known)),
-            "{known} is in no cycle any more: take it out of KNOWN_CYCLE"
-        );
-    }
-    for cycle in found {
-        let outside: Vec<_> = cycle
-            .iter()
-            .filter(|m| !KNOWN_CYCLE.contains(&m.as_str()))
-            .collect();
-        assert!(
-            outside.is_empty(),
-            "modules import each other in a cycle: {cycle:?} ({outside:?} beyond the known one)"
-        );
-    }
+    assert_eq!(
+        cycles(&graph),
+        Vec::<BTreeSet<String>>::new(),
+        "modules that import each other in a cycle"
+    );
 }
 
 #[test]

@@ -498,7 +498,7 @@ async fn after_answering_a_request_the_origin_acks_what_comes_next_at_once() {
     let mut d = Device::connect(&o, None).await;
     let uaid = origin::tokens::from_uuid(&d.uaid).unwrap();
     let outlet = o.state.registry.handle(&uaid).unwrap().outlet.unwrap();
-    let fd = outlet.stream().as_raw_fd();
+    let fd = outlet.socket().as_raw_fd();
     // `TCP_QUICKACK` reads 0 while the socket delays its ACKs ("ping-pong"
     // mode); setting it to 0 enters that mode, as a quick answer does.
     let quickack = |set: Option<libc::c_int>| {

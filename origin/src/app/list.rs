@@ -4,7 +4,8 @@
 
 use super::response::{empty, error, with_body, AppError, Body, Refusal};
 use super::{header, read_body};
-use crate::fanout::{self, ListPush};
+use crate::copy::ListPush;
+use crate::fanout;
 use crate::state::{now, State};
 use crate::store::{List, ListBody, ListMember, ListMessage, Op, Subscription, NO_OWNER};
 use crate::tokens::{self, new_token, Token};

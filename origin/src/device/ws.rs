@@ -6,9 +6,9 @@
 //! frame is incomplete.
 
 use super::ws_frame::{self, Decoder, Incoming};
-use super::ws_out::{Outlet, Sent};
+use super::ws_out::Outlet;
 use super::ws_session::{self, Command, Session};
-use crate::fanout::ListPush;
+use crate::copy::{ListPush, Sent};
 use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};

@@ -7,7 +7,7 @@
 
 use super::ws_frame;
 use super::ws_session::{self, Data};
-use crate::fanout::ListPush;
+use crate::copy::{CopyOutlet, ListPush, Sent};
 use crate::registry::Outbound;
 use crate::store::{Encoding, ListMember};
 use crate::tokens::{Token, TokenMap};
@@ -77,23 +77,6 @@ pub struct CopyIds {
     pub push: Token,
 }
 
-/// What became of a copy handed to [`Outlet::write_copy`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// Written (or its rest left for the task to flush).
-    Written,
-    /// Written before and not acknowledged yet: not written again.
-    Duplicate,
-    /// Left for the connection to fetch: an earlier frame is still being
-    /// written.
-    Busy,
-    /// Left for the connection to fetch: as many messages as allowed wait
-    /// for their acknowledgement.
-    Full,
-    /// The connection has ended.
-    Closed,
-}
-
 /// What the lock guards.
 #[derive(Default)]
 struct Inner {
@@ -126,6 +109,30 @@ pub struct Outlet {
     tx: mpsc::Sender<Outbound>,
     /// Set when something was left for the connection to fetch.
     pending: Arc<AtomicBool>,
+}
+
+impl CopyOutlet for Outlet {
+    fn write_copy(
+        &self,
+        push: &ListPush,
+        member: &ListMember,
+        max_unacked: usize,
+        raise: bool,
+    ) -> io::Result<Sent> {
+        Outlet::write_copy(self, push, member, max_unacked, raise)
+    }
+
+    fn nudge(&self) {
+        Outlet::nudge(self)
+    }
+
+    fn lower(&self) {
+        Outlet::lower(self)
+    }
+
+    fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
 }
 
 impl Outlet {
