@@ -8,103 +8,29 @@
 //   E2E_SKIP_BUILD=1         do not run `cargo build -p origin`
 //   EDGE_SMOKE_SKIP_BUILD=1  do not run scripts/build-edge.sh first (wrangler's build command still runs)
 //   EDGE_TEST_VERBOSE=1      print wrangler's and the origin's logs at the end
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import https from "node:https";
-import net, { createServer } from "node:net";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
-import { scrapeMetrics } from "../js/metrics.mjs";
+import {
+  LogTail as Log, freePort, killGroup, originBinary, sleep, startGroup, startOrigin as startJsOrigin,
+} from "../js/helpers.mjs";
+
+export { freePort, killGroup, originBinary, sleep };
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const WRANGLER = path.join(ROOT, "node_modules/wrangler/bin/wrangler.js");
 const BUILD_TIMEOUT_MS = 15 * 60_000;
-const ORIGIN_READY_MS = 30_000;
 const EDGE_READY_MS = 180_000;
-const STOP_TIMEOUT_MS = 10_000;
-const LOG_LIMIT = 1_000_000;
 export const PROBLEM_JSON = "application/problem+json";
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const b64u = (buf) => Buffer.from(buf).toString("base64url");
 export const unb64u = (s) => Buffer.from(s, "base64url");
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-class Log {
-  constructor() { this.text = ""; }
-  push(d) {
-    this.text += d.toString();
-    if (this.text.length > LOG_LIMIT) this.text = this.text.slice(-LOG_LIMIT);
-  }
-  toString() { return this.text; }
-}
-
-// Every process group started here; killed if the runner exits early.
-const groups = new Set();
-function killAll() {
-  for (const c of groups) {
-    try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
-  }
-}
-process.on("exit", killAll);
-for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.once(sig, () => {
-    killAll();
-    process.exit(128 + (sig === "SIGINT" ? 2 : 15));
-  });
-}
-
-function startGroup(cmd, args, opts) {
-  const child = spawn(cmd, args, { ...opts, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  groups.add(child);
-  child.once("exit", () => groups.delete(child));
-  return child;
-}
-
-/** Ends a detached child's whole process group (workerd runs under wrangler). */
-export async function killGroup(child) {
-  if (!child) return;
-  const gone = child.exitCode !== null || child.signalCode !== null;
-  const exited = gone ? Promise.resolve() : new Promise((r) => child.once("exit", r));
-  try { process.kill(-child.pid, "SIGTERM"); } catch { /* gone */ }
-  const timedOut = await Promise.race([exited.then(() => false), sleep(STOP_TIMEOUT_MS).then(() => true)]);
-  try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
-  if (timedOut) await Promise.race([exited, sleep(STOP_TIMEOUT_MS)]);
-}
-
-let builtOrigin = null;
-/** The origin binary: `cargo build -p origin` once, then target/debug/origin. */
-export function originBinary() {
-  if (builtOrigin) return builtOrigin;
-  if (process.env.ORIGIN_BIN) {
-    builtOrigin = path.resolve(process.env.ORIGIN_BIN);
-  } else {
-    if (process.env.E2E_SKIP_BUILD !== "1") {
-      const b = spawnSync("cargo", ["build", "-p", "origin", "--quiet"], {
-        cwd: ROOT, stdio: ["ignore", "inherit", "inherit"], timeout: BUILD_TIMEOUT_MS,
-      });
-      if (b.status !== 0) throw new Error(`cargo build -p origin failed (${b.status}, ${b.error ?? "no error"})`);
-    }
-    builtOrigin = path.join(ROOT, "target/debug/origin");
-  }
-  if (!existsSync(builtOrigin)) throw new Error(`no origin binary at ${builtOrigin}`);
-  return builtOrigin;
-}
 
 /** Builds the Worker (skips itself when up to date). */
 export function buildEdge() {
@@ -115,46 +41,17 @@ export function buildEdge() {
   if (b.status !== 0) throw new Error(`scripts/build-edge.sh failed (${b.status}, ${b.error ?? "no error"})`);
 }
 
-async function startOrigin({ publicUrl, secret, limits, behindEdge }) {
-  const dataDir = await mkdtemp(path.join(tmpdir(), "edge-e2e-origin-"));
-  const args = [
-    "--app-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--h2-listen", "127.0.0.1:0",
-    "--data-dir", dataDir, "--public-url", publicUrl, "--edge-secret", secret,
-    "--behind-edge", String(behindEdge),
-    ...Object.entries(limits).flatMap(([k, v]) => ["--limit", `${k}=${v}`]),
-  ];
-  const log = new Log();
-  const child = startGroup(originBinary(), args, {
-    cwd: dataDir,
-    env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? "warn" },
+/** The origin behind the edge: it checks the edge's mark with `secret`. */
+function startOrigin({ publicUrl, secret, limits, behindEdge }) {
+  return startJsOrigin({
+    publicUrl,
+    logLevel: "warn",
+    args: [
+      "--edge-secret", secret,
+      "--behind-edge", String(behindEdge),
+      ...Object.entries(limits).flatMap(([k, v]) => ["--limit", `${k}=${v}`]),
+    ],
   });
-  child.stderr.on("data", (d) => log.push(d));
-  const ready = await new Promise((resolve, reject) => {
-    let buf = "";
-    const timer = setTimeout(() => reject(new Error(`origin not ready in ${ORIGIN_READY_MS} ms:\n${log}`)), ORIGIN_READY_MS);
-    child.stdout.on("data", (d) => {
-      log.push(d);
-      buf += d;
-      const m = /^origin ready app=(\S+) ws=(\S+) h2=(\S+)$/m.exec(buf);
-      if (m) { clearTimeout(timer); resolve({ app: m[1], ws: m[2], h2: m[3] }); }
-    });
-    child.once("exit", (code, sig) => { clearTimeout(timer); reject(new Error(`origin exited (${code ?? sig}):\n${log}`)); });
-  });
-  return {
-    ...ready,
-    url: `http://${ready.app}`,
-    log,
-    metrics: () => scrapeMetrics(ready.app),
-    async metric(name) {
-      const v = (await scrapeMetrics(ready.app))[name];
-      if (v === undefined) throw new Error(`no metric ${name}`);
-      return v;
-    },
-    async stop() {
-      await killGroup(child);
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
 }
 
 async function startEdge({ port, originUrl, secret, vars, publicUrl }) {

@@ -1,5 +1,6 @@
-// Shared pieces of the end-to-end tests: the origin binary on free loopback
-// ports, a TLS front for it (the npm `web-push` library only speaks https),
+// Shared pieces of the end-to-end tests (tests/js and tests/edge): the origin
+// binary on free loopback ports, process groups that are always stopped, a
+// TLS front for the origin (the npm `web-push` library only speaks https),
 // metrics, polling.
 //
 //   ORIGIN_BIN=path      use that binary instead of building target/debug/origin
@@ -9,6 +10,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer as createHttpsServer, Agent as HttpsAgent } from "node:https";
 import { request as httpRequest } from "node:http";
+import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -102,18 +104,45 @@ export function track(child) {
   groups.add(child);
   child.once("exit", () => groups.delete(child));
 }
-process.on("exit", () => {
+function killAll() {
   for (const c of groups) {
     try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
   }
-});
+}
+process.on("exit", killAll);
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    killAll();
+    process.exit(128 + (sig === "SIGINT" ? 2 : 15));
+  });
+}
+
+/** Starts `cmd` in a process group of its own, piped and tracked. */
+export function startGroup(cmd, args, opts) {
+  const child = spawn(cmd, args, { ...opts, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  track(child);
+  return child;
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createNetServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
 
 /**
  * Starts the origin on free loopback ports (it binds port 0 and reports the
- * real ones) with a fresh data dir. Returns { app, ws, h2, dataDir, log,
- * metrics(), stop() }.
+ * real ones) with a fresh data dir. Returns { app, ws, h2, url, dataDir, log,
+ * metrics(), metric(name), stop() }. `logLevel` is RUST_LOG's default.
  */
-export async function startOrigin({ publicUrl, args = [] } = {}) {
+export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = {}) {
   const bin = originBinary();
   const dataDir = await mkdtemp(path.join(tmpdir(), "origin-e2e-"));
   const argv = [
@@ -125,13 +154,10 @@ export async function startOrigin({ publicUrl, args = [] } = {}) {
     ...args,
   ];
   const log = new LogTail();
-  const child = spawn(bin, argv, {
+  const child = startGroup(bin, argv, {
     cwd: dataDir,
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? "info" },
+    env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? logLevel },
   });
-  track(child);
   child.stderr.on("data", (d) => log.push(d));
 
   const ready = await new Promise((resolve, reject) => {
@@ -154,6 +180,7 @@ export async function startOrigin({ publicUrl, args = [] } = {}) {
 
   const origin = {
     ...ready,
+    url: `http://${ready.app}`,
     dataDir,
     log,
     child,
