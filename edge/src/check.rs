@@ -11,7 +11,7 @@ use crate::reply::Refusal;
 use crate::route::AppRoute;
 use shared::headers::{field_text, HeaderError};
 use shared::list::{self, ListError};
-use shared::push::{validate_list_push, validate_push, PushHeaders};
+use shared::push::{validate_list_push, validate_push, PushFields, PushHeaders};
 use shared::vapid::{Credentials, VapidError};
 use shared::Limits;
 use std::borrow::Cow;
@@ -74,22 +74,31 @@ impl Fields {
     /// Reads the fields through a case-insensitive header lookup (the
     /// platform joins repeated values), by `shared`'s rule for their text.
     pub fn read(header: impl Fn(&str) -> Option<String>) -> Result<Fields, HeaderError> {
-        let field = |name: &'static str| -> Result<Option<String>, HeaderError> {
+        let PushFields {
+            ttl,
+            urgency,
+            topic,
+            content_encoding,
+            content_type,
+            encryption,
+            crypto_key,
+            authorization,
+        } = PushFields::try_read(|name| {
             let value = header(name);
             if let Some(v) = &value {
                 field_text(name, [v.as_bytes()])?;
             }
             Ok(value)
-        };
+        })?;
         Ok(Fields {
-            ttl: field("ttl")?,
-            urgency: field("urgency")?,
-            topic: field("topic")?,
-            content_encoding: field("content-encoding")?,
-            content_type: field("content-type")?,
-            encryption: field("encryption")?,
-            crypto_key: field("crypto-key")?,
-            authorization: field("authorization")?,
+            ttl,
+            urgency,
+            topic,
+            content_encoding,
+            content_type,
+            encryption,
+            crypto_key,
+            authorization,
         })
     }
 
@@ -267,6 +276,7 @@ pub(crate) mod tests {
     use p256::ecdsa::{Signature, SigningKey};
     use serde_json::{json, Value};
     use shared::b64;
+    use shared::headers::name;
     use shared::problem::ProblemSource;
     use std::io::Write;
 
@@ -358,11 +368,11 @@ pub(crate) mod tests {
     fn fields_are_read_by_the_shared_text_rule() {
         let read = |topic: &str| {
             let topic = topic.to_owned();
-            Fields::read(move |n| (n == "topic").then(|| topic.clone()))
+            Fields::read(move |n| (n == name::TOPIC).then(|| topic.clone()))
         };
         assert_eq!(read("abc").unwrap().topic.as_deref(), Some("abc"));
         let e = read("t\u{e9}st").unwrap_err();
-        assert_eq!(e, HeaderError::NotText("topic"));
+        assert_eq!(e, HeaderError::NotText(name::TOPIC));
         let (s, p) = status(Err(Refusal::Push(e.into())));
         assert_eq!(
             (s, p["type"].as_str()),

@@ -3,10 +3,12 @@
 //! minute, as at the origin) by a Durable Object per limited thing, so that
 //! every isolate of the edge counts in one place.
 //!
-//! This module is the arithmetic and the message format between the Worker
-//! and the object; the object itself (lib.rs) only stores a [`Window`].
+//! This module is the message format between the Worker and the object and
+//! the window the object stores, counted by `shared::rate`'s arithmetic; the
+//! object itself (runtime.rs) only stores a [`Window`].
 
 use serde::{Deserialize, Serialize};
+use shared::rate;
 use shared::Limits;
 
 /// What a request counts against.
@@ -95,30 +97,26 @@ pub struct Window {
     pub count: u32,
 }
 
-/// Counts one event at `now` (Unix seconds) against the stored window.
-/// Returns the window to store, if it changed, and the verdict. A refused
-/// event is not counted, as at the origin.
+/// Counts one event at `now` (Unix seconds) against the stored window, by
+/// `shared`'s fixed-window rule. Returns the window to store, if it changed,
+/// and the verdict. A refused event is not counted, as at the origin. A
+/// window stored under another length counts on if it began at the same
+/// second, and then ends by the current length.
 pub fn count(stored: Option<Window>, now: u64, hit: Hit) -> (Option<Window>, Verdict) {
-    let w = hit.window_secs.max(1);
-    let start = now - now % w;
-    let current = match stored {
-        Some(s) if s.start == start => s,
-        _ => Window {
-            start,
-            ends: start + w,
-            count: 0,
-        },
+    let mut current = stored.map_or_else(rate::Window::default, |s| rate::Window {
+        start: s.start,
+        count: s.count,
+    });
+    let verdict = match current.hit(now, hit.window_secs, hit.limit) {
+        Ok(()) => Verdict::Allowed,
+        Err(retry_after) => Verdict::Limited { retry_after },
     };
-    if current.count >= hit.limit {
-        let retry_after = current.ends.saturating_sub(now).max(1);
-        let changed = (Some(current) != stored).then_some(current);
-        return (changed, Verdict::Limited { retry_after });
-    }
     let next = Window {
-        count: current.count + 1,
-        ..current
+        start: current.start,
+        ends: current.ends(hit.window_secs),
+        count: current.count,
     };
-    (Some(next), Verdict::Allowed)
+    ((Some(next) != stored).then_some(next), verdict)
 }
 
 /// Whether a stored window is over at `now`, so the object can drop its storage.
@@ -168,6 +166,42 @@ mod tests {
         );
         assert_eq!(v, Verdict::Limited { retry_after: 10 });
         assert!(w.is_some());
+    }
+
+    #[test]
+    fn a_changed_length_counts_on_from_the_same_start() {
+        let stored = Window {
+            start: 120,
+            ends: 180,
+            count: 2,
+        };
+        let longer = Hit {
+            limit: 2,
+            window_secs: 120,
+        };
+        let (w, v) = count(Some(stored), 130, longer);
+        assert_eq!(v, Verdict::Limited { retry_after: 110 });
+        assert_eq!(
+            w,
+            Some(Window {
+                ends: 240,
+                ..stored
+            })
+        );
+        let other = Hit {
+            limit: 2,
+            window_secs: 90,
+        };
+        let (w, v) = count(Some(stored), 185, other);
+        assert_eq!(v, Verdict::Allowed);
+        assert_eq!(
+            w,
+            Some(Window {
+                start: 180,
+                ends: 270,
+                count: 1
+            })
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Fixed-window rate limits kept in memory (per subscription, per list).
 
 use crate::tokens::{BuildTokenHasher, Token};
+use shared::rate::Window;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -8,8 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const SHARDS: usize = 16;
 
+/// The window length, seconds.
+const MINUTE: u64 = 60;
+
 /// Per key: the minute counted and the events in it.
-type Windows<S> = HashMap<Token, (u64, u32), S>;
+type Windows<S> = HashMap<Token, Window, S>;
 
 /// At most `per_minute` events per key in each clock minute.
 ///
@@ -35,35 +39,32 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
 
     /// Counts one event for `key`; `Err(seconds)` to wait if over the limit.
     pub fn check(&self, key: &Token) -> Result<(), u64> {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let minute = secs / 60;
+        let now = unix_now();
         let mut shard = self.shards[key[0] as usize % SHARDS]
             .lock()
             .expect("rate lock");
-        let e = shard.entry(*key).or_insert((minute, 0));
-        if e.0 != minute {
-            *e = (minute, 0);
-        }
-        if e.1 >= self.per_minute {
-            return Err(60 - secs % 60);
-        }
-        e.1 += 1;
-        Ok(())
+        shard
+            .entry(*key)
+            .or_default()
+            .hit(now, MINUTE, self.per_minute)
     }
 
     /// Forgets windows older than the current minute.
     pub fn prune(&self) {
-        let minute = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 60);
+        let now = unix_now();
         for s in self.shards.iter() {
             s.lock()
                 .expect("rate lock")
-                .retain(|_, (m, _)| *m == minute);
+                .retain(|_, w| w.holds(now, MINUTE));
         }
     }
+}
+
+/// The clock, in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -44,18 +44,44 @@ pub enum HeaderError {
     NotText(&'static str),
 }
 
+pub mod name {
+    //! The names of the header fields the service reads (and some it writes),
+    //! in lower case, as HTTP/2 carries them; lookups are case-insensitive.
+
+    /// `TTL` (RFC 8030 §5.2).
+    pub const TTL: &str = "ttl";
+    /// `Urgency` (RFC 8030 §5.3).
+    pub const URGENCY: &str = "urgency";
+    /// `Topic` (RFC 8030 §5.4).
+    pub const TOPIC: &str = "topic";
+    /// `Content-Encoding`.
+    pub const CONTENT_ENCODING: &str = "content-encoding";
+    /// `Content-Type`.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// `Encryption` (aesgcm).
+    pub const ENCRYPTION: &str = "encryption";
+    /// `Crypto-Key` (aesgcm, pre-RFC VAPID).
+    pub const CRYPTO_KEY: &str = "crypto-key";
+    /// `Authorization` (VAPID).
+    pub const AUTHORIZATION: &str = "authorization";
+    /// `Push-Receipt` (RFC 8030 §5.1).
+    pub const PUSH_RECEIPT: &str = "push-receipt";
+    /// `Prefer` (`respond-async`, RFC 8030 §5.1).
+    pub const PREFER: &str = "prefer";
+}
+
 /// The request header fields the application API reads (see [`field_text`]).
 pub const READ_FIELDS: [&str; 10] = [
-    "ttl",
-    "urgency",
-    "topic",
-    "content-encoding",
-    "content-type",
-    "encryption",
-    "crypto-key",
-    "authorization",
-    "push-receipt",
-    "prefer",
+    name::TTL,
+    name::URGENCY,
+    name::TOPIC,
+    name::CONTENT_ENCODING,
+    name::CONTENT_TYPE,
+    name::ENCRYPTION,
+    name::CRYPTO_KEY,
+    name::AUTHORIZATION,
+    name::PUSH_RECEIPT,
+    name::PREFER,
 ];
 
 impl ProblemSource for HeaderError {

@@ -15,6 +15,7 @@ pub mod list;
 pub mod mark;
 pub mod problem;
 pub mod push;
+pub mod rate;
 pub mod route;
 pub mod vapid;
 

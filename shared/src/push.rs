@@ -2,31 +2,62 @@
 //! origin run on a push to a subscription (docs/protocol.md §3) or to a list (§4).
 
 use crate::ece::{Aes128gcmHeader, EceError};
-use crate::headers::{AesgcmParams, ContentEncoding, HeaderError, Topic, Ttl, Urgency};
+use crate::headers::{name, AesgcmParams, ContentEncoding, HeaderError, Topic, Ttl, Urgency};
 use crate::jwe::{self, CompactJwe, CompactTemplate, JsonJwe, JsonTemplate, JweError};
 use crate::problem::{errno, ProblemSource};
 use crate::vapid::{Claims, Credentials, VapidError};
 use crate::Limits;
 
-/// The header fields of a push request that the rules read; absent is `None`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PushHeaders<'a> {
+/// The header fields of a push request that the rules read, as values of
+/// type `T`; absent is `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushFields<T> {
     /// `TTL`.
-    pub ttl: Option<&'a str>,
+    pub ttl: Option<T>,
     /// `Urgency`.
-    pub urgency: Option<&'a str>,
+    pub urgency: Option<T>,
     /// `Topic`.
-    pub topic: Option<&'a str>,
+    pub topic: Option<T>,
     /// `Content-Encoding`.
-    pub content_encoding: Option<&'a str>,
+    pub content_encoding: Option<T>,
     /// `Content-Type`.
-    pub content_type: Option<&'a str>,
+    pub content_type: Option<T>,
     /// `Encryption` (aesgcm).
-    pub encryption: Option<&'a str>,
+    pub encryption: Option<T>,
     /// `Crypto-Key` (aesgcm `dh=`, pre-RFC VAPID `p256ecdsa=`).
-    pub crypto_key: Option<&'a str>,
+    pub crypto_key: Option<T>,
     /// `Authorization`.
-    pub authorization: Option<&'a str>,
+    pub authorization: Option<T>,
+}
+
+/// The header fields as the push rules take them, borrowed from a request.
+pub type PushHeaders<'a> = PushFields<&'a str>;
+
+impl<T> PushFields<T> {
+    /// Reads each field through `get`, which looks a field up by its
+    /// lower-case name (from [`crate::headers::name`]).
+    pub fn read(mut get: impl FnMut(&'static str) -> Option<T>) -> PushFields<T> {
+        match Self::try_read(|n| Ok::<_, std::convert::Infallible>(get(n))) {
+            Ok(f) => f,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`PushFields::read`] through a lookup that may fail; the first error.
+    pub fn try_read<E>(
+        mut get: impl FnMut(&'static str) -> Result<Option<T>, E>,
+    ) -> Result<PushFields<T>, E> {
+        Ok(PushFields {
+            ttl: get(name::TTL)?,
+            urgency: get(name::URGENCY)?,
+            topic: get(name::TOPIC)?,
+            content_encoding: get(name::CONTENT_ENCODING)?,
+            content_type: get(name::CONTENT_TYPE)?,
+            encryption: get(name::ENCRYPTION)?,
+            crypto_key: get(name::CRYPTO_KEY)?,
+            authorization: get(name::AUTHORIZATION)?,
+        })
+    }
 }
 
 /// What is wrong with a push request.
@@ -298,6 +329,51 @@ mod tests {
                 .errno(),
             Some(111)
         );
+    }
+
+    #[test]
+    fn fields_are_read_by_name() {
+        let get = |n: &'static str| match n {
+            name::TTL => Some("60"),
+            name::CRYPTO_KEY => Some("dh=x"),
+            _ => None,
+        };
+        let h = PushHeaders::read(get);
+        assert_eq!(
+            h,
+            PushHeaders {
+                ttl: Some("60"),
+                crypto_key: Some("dh=x"),
+                ..Default::default()
+            }
+        );
+        let mut asked = Vec::new();
+        let r: Result<PushFields<String>, &str> = PushFields::try_read(|n| {
+            asked.push(n);
+            if n == name::TOPIC {
+                Err(n)
+            } else {
+                Ok(get(n).map(String::from))
+            }
+        });
+        assert_eq!(r, Err(name::TOPIC));
+        assert_eq!(
+            asked,
+            [name::TTL, name::URGENCY, name::TOPIC],
+            "the first error ends the reading"
+        );
+        let all = PushFields::read(Some);
+        let names = [
+            all.ttl,
+            all.urgency,
+            all.topic,
+            all.content_encoding,
+            all.content_type,
+            all.encryption,
+            all.crypto_key,
+            all.authorization,
+        ];
+        assert_eq!(names.map(Option::unwrap), crate::headers::READ_FIELDS[..8]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::tokens::{self, new_token, Token};
 use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
 use serde_json::json;
+use shared::headers::name;
 use shared::links;
 use shared::list::{self as doc, ListError, MemberPatch, Rejected, Rejection};
 use shared::push::{validate_list_push, ListPayload};
@@ -37,8 +38,8 @@ pub fn list_url(state: &State, token: &Token) -> String {
 fn verified_key<B>(state: &State, req: &Request<B>) -> Result<Option<[u8; 65]>> {
     let limits = &state.config.limits;
     let creds = Credentials::parse(
-        header(req, "authorization"),
-        header(req, "crypto-key"),
+        header(req, name::AUTHORIZATION),
+        header(req, name::CRYPTO_KEY),
         limits,
     )?;
     match creds {
@@ -85,13 +86,13 @@ where
     let (limits, wait) = (&state.config.limits, state.config.body_read_timeout());
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
-    doc::check_content_type(header(&req, "content-type"), content_type)?;
+    doc::check_content_type(header(&req, name::CONTENT_TYPE), content_type)?;
     let permit = match tokio::time::timeout(wait, state.documents.acquire()).await {
         Ok(Ok(p)) => p,
         _ => return Err(AppError::documents(state.config.max_list_documents).into()),
     };
     let raw = read_body(body, BodyKind::Document.read_cap(limits), wait).await?;
-    let decoded = doc::decode_body(header(&req, "content-encoding"), &raw, limits)?;
+    let decoded = doc::decode_body(header(&req, name::CONTENT_ENCODING), &raw, limits)?;
     Ok((req, Bytes::copy_from_slice(&decoded), permit))
 }
 
@@ -498,7 +499,7 @@ where
     let url = format!("{}/lm/{}", state.config.public_url, tokens::encode(&id));
     r.headers_mut()
         .insert(h::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
-    r.headers_mut().insert("ttl", meta.ttl.0.into());
+    r.headers_mut().insert(name::TTL, meta.ttl.0.into());
     r.headers_mut().insert(MEMBER_COUNT, list.members.into());
     Ok(r)
 }

@@ -163,16 +163,7 @@ where
 
 /// The header fields the push rules read.
 pub fn push_headers<B>(req: &Request<B>) -> shared::push::PushHeaders<'_> {
-    shared::push::PushHeaders {
-        ttl: header(req, "ttl"),
-        urgency: header(req, "urgency"),
-        topic: header(req, "topic"),
-        content_encoding: header(req, "content-encoding"),
-        content_type: header(req, "content-type"),
-        encryption: header(req, "encryption"),
-        crypto_key: header(req, "crypto-key"),
-        authorization: header(req, "authorization"),
-    }
+    shared::push::PushHeaders::read(|name| header(req, name))
 }
 
 /// Reads each field the service reads by `shared`'s rule (repeated values

@@ -7,6 +7,7 @@ use crate::store::{Encoding, Message};
 use crate::tokens::{self, new_token};
 use bytes::Bytes;
 use http::{header as h, HeaderValue, Request, Response, StatusCode};
+use shared::headers::name;
 use shared::links;
 use shared::push::{validate_push, Payload};
 use shared::route::BodyKind;
@@ -57,7 +58,7 @@ where
             Some(_) => {}
         }
     }
-    let receipt = match header(&req, "push-receipt") {
+    let receipt = match header(&req, name::PUSH_RECEIPT) {
         None => None,
         Some(url) => Some(super::receipt::resolve(state, url)?),
     };
@@ -94,7 +95,8 @@ where
         .await
         .map_err(|_| AppError::Store)?;
     let asynchronous = receipt.is_some()
-        && header(&req, "prefer").is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"));
+        && header(&req, name::PREFER)
+            .is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"));
     let status = if asynchronous {
         StatusCode::ACCEPTED
     } else {
@@ -107,7 +109,7 @@ where
         h::LOCATION,
         HeaderValue::from_str(&location).expect("ascii"),
     );
-    hs.insert("ttl", meta.ttl.0.into());
+    hs.insert(name::TTL, meta.ttl.0.into());
     let multi = links::link(
         &crate::urls::list_service(&state.config, &sub.push),
         links::REL_MULTI,
