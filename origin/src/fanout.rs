@@ -10,10 +10,11 @@
 //! holds after a crash: every device reconnects and fetches, and a repeated
 //! copy carries the same version ([`copy_id`]).
 
+use crate::clock::now;
 use crate::copy::{CopyOutlet, ListPush, QueuedCopy, Sent};
 use crate::metrics;
 use crate::registry::Outbound;
-use crate::state::{now, State};
+use crate::state::State;
 use crate::store::{ListMember, Message, Op, StoreError};
 use crate::tokens::Token;
 use std::sync::Arc;

@@ -16,10 +16,12 @@
 //! - `registry` (connected user agents), `copy` (a list message's copies and
 //!   the outlet the fan-out writes them to);
 //! - `store` (the `Store` trait, redb, group commit) and the leaves:
-//!   `config`, `tokens`, `urls`, `metrics`, `rate`, `stripes`, `burst`, `probe`.
+//!   `config`, `clock`, `tokens`, `urls`, `metrics`, `rate`, `stripes`, `burst`,
+//!   `probe`.
 
 pub mod app;
 pub mod burst;
+pub mod clock;
 pub mod config;
 pub mod copy;
 pub mod device;

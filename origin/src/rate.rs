@@ -5,7 +5,6 @@ use shared::rate::Window;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const SHARDS: usize = 16;
 
@@ -39,7 +38,7 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
 
     /// Counts one event for `key`; `Err(seconds)` to wait if over the limit.
     pub fn check(&self, key: &Token) -> Result<(), u64> {
-        let now = unix_now();
+        let now = crate::clock::now();
         let mut shard = self.shards[key[0] as usize % SHARDS]
             .lock()
             .expect("rate lock");
@@ -51,20 +50,13 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
 
     /// Forgets windows older than the current minute.
     pub fn prune(&self) {
-        let now = unix_now();
+        let now = crate::clock::now();
         for s in self.shards.iter() {
             s.lock()
                 .expect("rate lock")
                 .retain(|_, w| w.holds(now, MINUTE));
         }
     }
-}
-
-/// The clock, in Unix seconds.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! conflicting key, the per-user-agent cap, the user agent's record) that
 //! both device protocols call (docs/protocol.md §2).
 
-use crate::state::{now, State};
+use crate::clock::now;
+use crate::state::State;
 use crate::store::{Op, StoreError, Subscription, UaKind, UserAgent};
 use crate::tokens::{new_token, Token};
 

@@ -2,10 +2,11 @@
 //! and RFC 8030 HTTP/2 devices; and the expiry sweeper.
 
 use crate::app;
+use crate::clock::now;
 use crate::config::Config;
 use crate::device;
 use crate::metrics::inc;
-use crate::state::{now, State};
+use crate::state::State;
 use crate::store::{Op, Store};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};

@@ -1,6 +1,7 @@
 //! The service's shared state, and the one path every message takes to a
 //! user agent: straight into its connection's queue, or into the store.
 
+use crate::clock::now;
 use crate::config::Config;
 use crate::metrics::{inc, Metrics};
 use crate::rate::RateLimiter;
@@ -9,7 +10,7 @@ use crate::store::committer::Committer;
 use crate::store::{Message, Op, Store, StoreError};
 use crate::tokens::Token;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How long a push waits for a connected device's socket before storing instead.
@@ -47,13 +48,6 @@ pub struct State {
     pub documents: tokio::sync::Semaphore,
     /// Set once shutdown has begun (`/ready` answers 503).
     pub shutting_down: std::sync::atomic::AtomicBool,
-}
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Where a message went.

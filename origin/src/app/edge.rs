@@ -3,7 +3,8 @@
 
 use super::read_body;
 use super::response::{error, problem, Body};
-use crate::state::{now, State};
+use crate::clock::now;
+use crate::state::State;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;

@@ -4,9 +4,10 @@
 
 use super::response::{empty, error, with_body, AppError, Body, Refusal};
 use super::{header, read_body};
+use crate::clock::now;
 use crate::copy::ListPush;
 use crate::fanout;
-use crate::state::{now, State};
+use crate::state::State;
 use crate::store::{List, ListBody, ListMember, ListMessage, Op, Subscription, NO_OWNER};
 use crate::tokens::{self, new_token, Token};
 use bytes::Bytes;

@@ -2,7 +2,8 @@
 
 use super::header;
 use super::response::{AppError, Body, Refusal};
-use crate::state::{now, Outcome, State};
+use crate::clock::now;
+use crate::state::{Outcome, State};
 use crate::store::{Encoding, Message};
 use crate::tokens::{self, new_token};
 use bytes::Bytes;

@@ -4,7 +4,8 @@
 //! `shared` keeps so that it builds for wasm32. The edge does the same with
 //! WebCrypto.
 
-use crate::state::{now, State};
+use crate::clock::now;
+use crate::state::State;
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use shared::vapid::{Claims, Credentials, VapidError};
 

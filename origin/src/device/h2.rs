@@ -1,10 +1,11 @@
 //! RFC 8030 over HTTP/2: subscribe, monitor a subscription or set by server
 //! push, acknowledge with `DELETE`, and receipt subscriptions (§6.3).
 
+use crate::clock::now;
 use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
-use crate::state::{now, State};
+use crate::state::State;
 use crate::store::{Encoding, Message, Op, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use bytes::Bytes;

@@ -8,11 +8,12 @@
 use super::ws_frame::{self, Decoder, Incoming};
 use super::ws_out::Outlet;
 use super::ws_session::{self, Command, Session};
+use crate::clock::now;
 use crate::copy::{ListPush, Sent};
 use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
-use crate::state::{now, State};
+use crate::state::State;
 use crate::store::{ListMember, Message, Op, UaKind};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use std::io;
