@@ -23,8 +23,9 @@
 use crate::served::{Handler, Served};
 use crate::ws::{self, op};
 use crate::{emit, realtime_ns};
-use serde::Deserialize;
 use serde_json::json;
+use shared::webpush_ws::{AckUpdate, DeviceMessage, ServerMessage, STATUS_OK};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -408,21 +409,6 @@ impl Handler for Devices {
     }
 }
 
-/// A server message, as far as devices look at it.
-#[derive(Deserialize)]
-struct ServerMsg<'a> {
-    #[serde(rename = "messageType")]
-    message_type: Option<&'a str>,
-    status: Option<u16>,
-    #[serde(rename = "channelID")]
-    channel_id: Option<&'a str>,
-    version: Option<&'a str>,
-    data: Option<&'a str>,
-    #[serde(rename = "pushEndpoint")]
-    push_endpoint: Option<String>,
-    uaid: Option<String>,
-}
-
 /// A connected, registered device: its socket, unread bytes, push endpoint,
 /// uaid, and how long each setup phase took (µs).
 type Ready = (TcpStream, Vec<u8>, String, String, [u32; 3]);
@@ -445,20 +431,26 @@ async fn setup(
     drop(permit);
     let connected = us(t0);
     let t1 = std::time::Instant::now();
-    let hello_msg = match resume {
-        Some(u) => format!(r#"{{"messageType":"hello","use_webpush":true,"uaid":"{u}"}}"#),
-        None => r#"{"messageType":"hello","use_webpush":true}"#.to_owned(),
+    let hello_msg = DeviceMessage::Hello {
+        uaid: resume.map(Cow::Borrowed),
+        channel_ids: None,
+        use_webpush: Some(true),
     };
-    send_text(&mut s, hello_msg.as_bytes()).await?;
+    send_text(&mut s, hello_msg.to_text().as_bytes()).await?;
     let reply = next_text(&mut s, &mut buf).await?;
-    let m: ServerMsg = serde_json::from_slice(&reply).map_err(io::Error::other)?;
-    if m.message_type != Some("hello") || m.status != Some(200) {
-        return Err(io::Error::other(format!(
-            "hello refused: {}",
-            String::from_utf8_lossy(&reply)
-        )));
-    }
-    let uaid = m.uaid.unwrap_or_default();
+    let uaid = match server_message(&reply)? {
+        ServerMessage::Hello {
+            uaid,
+            status: STATUS_OK,
+            ..
+        } => uaid.into_owned(),
+        _ => {
+            return Err(io::Error::other(format!(
+                "hello refused: {}",
+                String::from_utf8_lossy(&reply)
+            )))
+        }
+    };
     let hello = us(t1);
     if let Some(u) = resume {
         if uaid != u {
@@ -469,20 +461,29 @@ async fn setup(
         return Ok((s, buf, String::new(), uaid, [connected, hello, 0]));
     }
     let t2 = std::time::Instant::now();
-    let reg = format!(
-        r#"{{"messageType":"register","channelID":"{}"}}"#,
-        channel_id(idx)
-    );
-    send_text(&mut s, reg.as_bytes()).await?;
+    let reg = DeviceMessage::Register {
+        channel_id: channel_id(idx).into(),
+        key: None,
+    };
+    send_text(&mut s, reg.to_text().as_bytes()).await?;
     let reply = next_text(&mut s, &mut buf).await?;
-    let m: ServerMsg = serde_json::from_slice(&reply).map_err(io::Error::other)?;
-    match (m.message_type, m.status, m.push_endpoint) {
-        (Some("register"), Some(200), Some(e)) => Ok((s, buf, e, uaid, [connected, hello, us(t2)])),
+    match server_message(&reply)? {
+        ServerMessage::Register {
+            status: STATUS_OK,
+            push_endpoint: Some(e),
+            ..
+        } => Ok((s, buf, e.into_owned(), uaid, [connected, hello, us(t2)])),
         _ => Err(io::Error::other(format!(
             "register refused: {}",
             String::from_utf8_lossy(&reply)
         ))),
     }
+}
+
+/// Reads a message from the service.
+fn server_message(text: &[u8]) -> io::Result<ServerMessage<'static>> {
+    let text = std::str::from_utf8(text).map_err(io::Error::other)?;
+    ServerMessage::parse(text).map_err(io::Error::other)
 }
 
 /// A random-looking UUID for a device's channel.
@@ -574,7 +575,8 @@ struct Note<'a> {
 
 /// Reads a `notification` written in the origin's field order with one
 /// pass over its bytes (no copy of, and no UTF-8 check over, the data);
-/// `None` for anything else, which [`on_text`] leaves to serde.
+/// `None` for anything else, which [`on_text`] reads as a
+/// [`ServerMessage`].
 fn scan_notification(text: &[u8]) -> Option<Note<'_>> {
     /// The bytes of the string that starts `b` (its opening quote already
     /// read, no escapes in it), and the rest after its closing quote.
@@ -608,49 +610,56 @@ fn scan_notification(text: &[u8]) -> Option<Note<'_>> {
 /// Records a notification and queues its acknowledgement.
 fn on_text(text: &[u8], now: u64, cfg: &DevCfg, tally: &RefCell<Tally>, out: &mut Vec<u8>) {
     let mut t = tally.borrow_mut();
+    let read;
     let note = match scan_notification(text) {
-        Some(n) => Some(n),
-        None => match serde_json::from_slice::<ServerMsg>(text) {
-            Ok(m) => match (m.message_type, m.channel_id, m.version) {
-                (Some("notification"), Some(channel), Some(version)) => Some(Note {
-                    channel,
-                    version,
-                    data_len: m.data.map(str::len),
-                }),
-                (None, None, None) => return, // a ping, `{}`
-                _ => None,
-            },
+        Some(n) => n,
+        None => match server_message(text) {
+            Ok(ServerMessage::Notification(n)) => {
+                read = n;
+                Note {
+                    channel: &read.channel_id,
+                    version: &read.version,
+                    data_len: read.data.as_deref().map(str::len),
+                }
+            }
+            Ok(ServerMessage::Ping) => return,
+            Ok(_) => {
+                t.unexpected += 1;
+                return;
+            }
             Err(e) => return t.error(format!("bad message: {e}")),
         },
     };
-    match note {
-        Some(Note {
-            channel: ch,
-            version: v,
-            data_len,
-        }) => {
-            t.delivered += 1;
-            if data_len != cfg.data_len.get() {
-                t.bad_payload += 1;
-            }
-            t.versions.push_str(v);
-            let end = t.versions.len();
-            t.records.push((end, now));
-            let mut ack = [0u8; 256];
-            let mut w = &mut ack[..];
-            if write!(
-                w,
-                r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{v}"}}]}}"#
-            )
-            .is_err()
-            {
-                return t.error("version or channel too long");
-            }
-            let len = 256 - w.len();
-            ws::encode(op::TEXT, &ack[..len], out);
-        }
-        None => t.unexpected += 1,
+    t.delivered += 1;
+    if note.data_len != cfg.data_len.get() {
+        t.bad_payload += 1;
     }
+    t.versions.push_str(note.version);
+    let end = t.versions.len();
+    t.records.push((end, now));
+    let mut ack = [0u8; 256];
+    let len = match write_ack(&note, &mut ack) {
+        Some(len) => len,
+        None => return t.error("version or channel too long"),
+    };
+    ws::encode(op::TEXT, &ack[..len], out);
+}
+
+/// Writes the `ack` of a notification into `buf` (no allocation): its
+/// length, or `None` if it does not fit.
+fn write_ack(note: &Note, buf: &mut [u8]) -> Option<usize> {
+    let update = [AckUpdate {
+        channel_id: Cow::Borrowed(note.channel),
+        version: Cow::Borrowed(note.version),
+        code: None,
+    }];
+    let ack = DeviceMessage::Ack {
+        updates: Cow::Borrowed(&update),
+    };
+    let room = buf.len();
+    let mut w = buf;
+    serde_json::to_writer(&mut w, &ack).ok()?;
+    Some(room - w.len())
 }
 
 #[cfg(test)]
@@ -670,6 +679,64 @@ mod tests {
         );
         let without = br#"{"messageType":"notification","channelID":"c-1","version":"v1"}"#;
         assert_eq!(scan_notification(without).unwrap().data_len, None);
+    }
+
+    #[test]
+    fn the_scan_reads_what_shared_reads() {
+        use shared::webpush_ws::Notification;
+        for n in [
+            Notification {
+                channel_id: "c-1".into(),
+                version: "v1".into(),
+                data: Some("QUJD".into()),
+                headers: Some(Default::default()),
+            },
+            Notification {
+                channel_id: "c-1".into(),
+                version: "v1".into(),
+                data: None,
+                headers: None,
+            },
+        ] {
+            let text = ServerMessage::Notification(n.clone()).to_text();
+            assert_eq!(
+                scan_notification(text.as_bytes()),
+                Some(Note {
+                    channel: &n.channel_id,
+                    version: &n.version,
+                    data_len: n.data.as_deref().map(str::len),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn acks_read_as_shared_device_messages() {
+        let note = Note {
+            channel: "c-1",
+            version: "v1",
+            data_len: None,
+        };
+        let mut buf = [0u8; 256];
+        let len = write_ack(&note, &mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..len]).unwrap();
+        assert_eq!(
+            text,
+            r#"{"messageType":"ack","updates":[{"channelID":"c-1","version":"v1"}]}"#
+        );
+        let DeviceMessage::Ack { updates } = DeviceMessage::parse(text).unwrap() else {
+            panic!("an ack: {text}");
+        };
+        assert_eq!(
+            (&*updates[0].channel_id, &*updates[0].version),
+            ("c-1", "v1")
+        );
+        let long = "v".repeat(300);
+        let note = Note {
+            version: &long,
+            ..note
+        };
+        assert_eq!(write_ack(&note, &mut buf), None);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!
 //! Messages are `A128GCM` under the group key, in the JSON serialization.
 //! [`decrypt`] also reads the compact serialization and the other
-//! `ECDH-ES` variants a sender may choose.
+//! `ECDH-ES` variants a sender may choose. The serialization and its headers
+//! are read and checked by `shared::jwe`, as the service checks them (an
+//! overlapping header parameter is refused); this module holds the
+//! cryptography.
 
 use crate::keys;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -16,6 +19,7 @@ use p256::{PublicKey, SecretKey};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 use shared::b64;
+use shared::jwe::{Alg, CompactJwe, Enc, JsonJwe};
 
 /// The key management algorithm this client writes.
 pub const ALG: &str = "ECDH-ES+A128KW";
@@ -25,7 +29,10 @@ pub const ENC: &str = "A128GCM";
 /// Why a JWE could not be made or read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JweError {
-    /// Not a JWE in either serialization.
+    /// Not a well-formed JWE, as the service would refuse it.
+    #[error(transparent)]
+    Invalid(#[from] shared::jwe::JweError),
+    /// A part the checks let through does not decode.
     #[error("not a JWE: {0}")]
     Format(&'static str),
     /// An algorithm or feature this client does not implement.
@@ -191,29 +198,39 @@ fn decode(s: &str, what: &'static str) -> Result<Vec<u8>, JweError> {
     b64::decode(s).ok_or(JweError::Format(what))
 }
 
-/// Derives the content key of one recipient from its header and encrypted key.
-fn content_key(h: &Map<String, Value>, ek: &[u8], key: &SecretKey) -> Result<Vec<u8>, JweError> {
-    let alg = text(h, "alg")?.ok_or(JweError::Format("no \"alg\""))?;
-    let enc = text(h, "enc")?.ok_or(JweError::Format("no \"enc\""))?;
+/// Derives the content key of one recipient from its JOSE header (whose
+/// `alg` and `enc` are given) and its encrypted key.
+fn content_key(
+    alg: Alg,
+    enc: Enc,
+    h: &Map<String, Value>,
+    ek: &[u8],
+    key: &SecretKey,
+) -> Result<Vec<u8>, JweError> {
+    if let Some(z) = text(h, "zip")? {
+        return Err(JweError::Unsupported {
+            what: "zip",
+            value: z.into(),
+        });
+    }
     let enc_len = match enc {
-        "A128GCM" => 16,
-        "A256GCM" => 32,
+        Enc::A128gcm | Enc::A256gcm => enc.key_len(),
         other => {
             return Err(JweError::Unsupported {
                 what: "enc",
-                value: other.into(),
+                value: other.name().into(),
             })
         }
     };
     let (kdf_alg, kek_len) = match alg {
-        "ECDH-ES" => (enc, enc_len),
-        "ECDH-ES+A128KW" => (alg, 16),
-        "ECDH-ES+A192KW" => (alg, 24),
-        "ECDH-ES+A256KW" => (alg, 32),
+        Alg::EcdhEs => (enc.name(), enc_len),
+        Alg::EcdhEsA128kw => (alg.name(), 16),
+        Alg::EcdhEsA192kw => (alg.name(), 24),
+        Alg::EcdhEsA256kw => (alg.name(), 32),
         other => {
             return Err(JweError::Unsupported {
                 what: "alg",
-                value: other.into(),
+                value: other.name().into(),
             })
         }
     };
@@ -224,12 +241,9 @@ fn content_key(h: &Map<String, Value>, ek: &[u8], key: &SecretKey) -> Result<Vec
     let mut kek = vec![0u8; kek_len];
     derive_kek(z.raw_secret_bytes(), kdf_alg, &apu, &apv, &mut kek);
     let cek = match kek_len {
-        _ if alg == "ECDH-ES" => {
-            if !ek.is_empty() {
-                return Err(JweError::Format("ECDH-ES has an empty encrypted key"));
-            }
-            Ok(kek)
-        }
+        // The key agreed is the content key; `shared::jwe` checked that
+        // the encrypted key is empty.
+        _ if alg == Alg::EcdhEs => Ok(kek),
         16 => KekAes128::new(kek.as_slice().into()).unwrap_vec(ek),
         24 => KekAes192::new(kek.as_slice().into()).unwrap_vec(ek),
         _ => KekAes256::new(kek.as_slice().into()).unwrap_vec(ek),
@@ -259,20 +273,11 @@ fn open(cek: &[u8], iv: &[u8], ct: &[u8], tag: &[u8], aad: &[u8]) -> Result<Vec<
     .map_err(|_| JweError::Decrypt)
 }
 
-fn header_object(b64_text: &str) -> Result<Map<String, Value>, JweError> {
-    match serde_json::from_slice(&decode(b64_text, "the protected header is not base64url")?) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(JweError::Format(
-            "the protected header is not a JSON object",
-        )),
-    }
-}
-
 /// Decrypts a JWE, compact or JSON (general or flattened), for which `key`
 /// (a subscription's private key) is a recipient through `ECDH-ES` or
 /// `ECDH-ES+A*KW`, with `A128GCM` or `A256GCM` content.
 pub fn decrypt(body: &[u8], key: &SecretKey) -> Result<Vec<u8>, JweError> {
-    let text = std::str::from_utf8(body).map_err(|_| JweError::Format("not text"))?;
+    let text = std::str::from_utf8(body).map_err(|_| shared::jwe::JweError::NotText)?;
     let text = text.trim();
     if text.starts_with('{') {
         decrypt_json(text, key)
@@ -281,24 +286,16 @@ pub fn decrypt(body: &[u8], key: &SecretKey) -> Result<Vec<u8>, JweError> {
     }
 }
 
-fn check_zip(h: &Map<String, Value>) -> Result<(), JweError> {
-    match text(h, "zip")? {
-        None => Ok(()),
-        Some(z) => Err(JweError::Unsupported {
-            what: "zip",
-            value: z.into(),
-        }),
-    }
-}
-
 fn decrypt_compact(text: &str, key: &SecretKey) -> Result<Vec<u8>, JweError> {
-    let parts: Vec<&str> = text.split('.').collect();
-    let [protected, ek, iv, ct, tag] = parts[..] else {
-        return Err(JweError::Format("a compact JWE has five parts"));
-    };
-    let h = header_object(protected)?;
-    check_zip(&h)?;
-    let cek = content_key(&h, &decode(ek, "the encrypted key is not base64url")?, key)?;
+    let jwe = CompactJwe::parse(text.as_bytes(), false)?;
+    let [protected, ek, iv, ct, tag] = jwe.parts;
+    let cek = content_key(
+        jwe.alg,
+        jwe.enc,
+        &jwe.header()?,
+        &decode(ek, "the encrypted key is not base64url")?,
+        key,
+    )?;
     open(
         &cek,
         &decode(iv, "the iv is not base64url")?,
@@ -309,67 +306,29 @@ fn decrypt_compact(text: &str, key: &SecretKey) -> Result<Vec<u8>, JweError> {
 }
 
 fn decrypt_json(text: &str, key: &SecretKey) -> Result<Vec<u8>, JweError> {
-    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text) else {
-        return Err(JweError::Format("not a JSON object"));
-    };
-    let member = |n: &'static str| text_member(&o, n);
-    let protected = member("protected")?.unwrap_or("");
-    let mut shared = if protected.is_empty() {
-        Map::new()
-    } else {
-        header_object(protected)?
-    };
-    if let Some(u) = o.get("unprotected") {
-        let Value::Object(u) = u else {
-            return Err(JweError::Format("\"unprotected\" is not an object"));
-        };
-        shared.extend(u.clone());
-    }
-    check_zip(&shared)?;
-    let iv = decode(member("iv")?.unwrap_or(""), "the iv is not base64url")?;
-    let ct = decode(
-        member("ciphertext")?.ok_or(JweError::Format("no ciphertext"))?,
-        "the ciphertext is not base64url",
-    )?;
-    let tag = decode(member("tag")?.unwrap_or(""), "the tag is not base64url")?;
-    let mut aad = protected.to_owned();
-    if let Some(a) = member("aad")? {
+    let jwe = JsonJwe::parse(text.as_bytes(), false)?;
+    let member =
+        |name: &'static str, what: &'static str| decode(jwe.member(name).unwrap_or_default(), what);
+    let iv = member("iv", "the iv is not base64url")?;
+    let ct = member("ciphertext", "the ciphertext is not base64url")?;
+    let tag = member("tag", "the tag is not base64url")?;
+    let mut aad = jwe.member("protected").unwrap_or_default().to_owned();
+    if let Some(a) = jwe.member("aad") {
         aad.push('.');
         aad.push_str(a);
     }
-    let flattened;
-    let recipients: Vec<&Value> = match o.get("recipients") {
-        Some(Value::Array(rs)) => rs.iter().collect(),
-        Some(_) => return Err(JweError::Format("\"recipients\" is not an array")),
-        None => {
-            flattened = json!({"header": o.get("header"), "encrypted_key": o.get("encrypted_key")});
-            vec![&flattened]
-        }
-    };
     let mut last = JweError::NoRecipient;
-    for r in recipients {
-        let mut h = shared.clone();
-        if let Some(Value::Object(rh)) = r.get("header") {
-            h.extend(rh.clone());
-        }
-        let ek = match r.get("encrypted_key") {
-            Some(Value::String(s)) => decode(s, "an encrypted key is not base64url")?,
-            _ => Vec::new(),
-        };
-        match content_key(&h, &ek, key).and_then(|cek| open(&cek, &iv, &ct, &tag, aad.as_bytes())) {
+    for r in jwe.recipients()? {
+        let ek = decode(r.encrypted_key, "an encrypted key is not base64url")?;
+        match content_key(r.alg, jwe.enc, &r.header, &ek, key)
+            .and_then(|cek| open(&cek, &iv, &ct, &tag, aad.as_bytes()))
+        {
             Ok(plain) => return Ok(plain),
             Err(e @ (JweError::NoRecipient | JweError::Decrypt | JweError::Epk)) => last = e,
             Err(e) => return Err(e),
         }
     }
     Err(last)
-}
-
-fn text_member<'a>(
-    o: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<&'a str>, JweError> {
-    text(o, name)
 }
 
 #[cfg(test)]
@@ -417,8 +376,8 @@ mod tests {
             decrypt(bad.to_string().as_bytes(), &m),
             Err(JweError::Decrypt)
         );
-        assert!(matches!(decrypt(b"{}", &m), Err(JweError::Format(_))));
-        assert!(matches!(decrypt(b"a.b", &m), Err(JweError::Format(_))));
+        assert!(matches!(decrypt(b"{}", &m), Err(JweError::Invalid(_))));
+        assert!(matches!(decrypt(b"a.b", &m), Err(JweError::Invalid(_))));
     }
 
     #[test]
@@ -452,6 +411,38 @@ mod tests {
             b64::encode(tag)
         );
         assert_eq!(decrypt(text.as_bytes(), &m).unwrap(), b"compact");
+    }
+
+    #[test]
+    fn overlapping_header_parameters_are_refused() {
+        // RFC 7516 §7.2.1: the protected, unprotected and per-recipient
+        // headers share no parameter, even one with the same value.
+        let gk = GroupKey::generate();
+        let m = keys::generate();
+        let msg = encrypt(&gk, b"x");
+        let w = wrap(&gk, &m.public_key());
+        let good = with_recipients(&msg, std::slice::from_ref(&w));
+        assert_eq!(decrypt(good.to_string().as_bytes(), &m).unwrap(), b"x");
+
+        let mut in_recipient = good.clone();
+        in_recipient["recipients"][0]["header"]["enc"] = ENC.into();
+        let mut in_unprotected = good.clone();
+        in_unprotected["unprotected"] = json!({"enc": ENC});
+        let mut alg_twice = good;
+        alg_twice["unprotected"] = json!({"alg": ALG});
+        for (body, param) in [
+            (in_recipient, "enc"),
+            (in_unprotected, "enc"),
+            (alg_twice, "alg"),
+        ] {
+            assert_eq!(
+                decrypt(body.to_string().as_bytes(), &m),
+                Err(JweError::Invalid(shared::jwe::JweError::DuplicateParam(
+                    param.into()
+                ))),
+                "{body}"
+            );
+        }
     }
 
     #[test]

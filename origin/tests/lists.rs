@@ -74,9 +74,12 @@ async fn list_push_reaches_connected_and_offline_members_once() {
     assert_eq!(r.status, 201, "{:?}", r.json());
     let status_url = r.header("location").unwrap().to_owned();
     for (i, d) in devices.iter_mut().enumerate() {
-        let n = d.recv().await.expect("copy");
-        assert_eq!(n["headers"]["content_type"], "application/jose");
-        let copy = String::from_utf8(b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+        let n = d.recv_notification().await.expect("copy");
+        assert_eq!(
+            n.headers.as_ref().and_then(|h| h.content_type.as_deref()),
+            Some("application/jose")
+        );
+        let copy = String::from_utf8(b64::decode(n.data.as_deref().unwrap()).unwrap()).unwrap();
         let parts: Vec<&str> = copy.split('.').collect();
         assert_eq!(parts[1], keys[i], "member {i} gets its own key");
         assert_eq!(copy.replace(&format!(".{}.", keys[i]), ".."), template);
@@ -96,15 +99,15 @@ async fn list_push_reaches_connected_and_offline_members_once() {
 
     // The offline member fetches its copy at hello, once.
     let mut d = Device::connect(&o, Some(&offline_uaid)).await;
-    let n = d.recv().await.expect("copy after reconnect");
-    let copy = String::from_utf8(b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+    let n = d.recv_notification().await.expect("copy after reconnect");
+    let copy = String::from_utf8(b64::decode(n.data.as_deref().unwrap()).unwrap()).unwrap();
     assert_eq!(copy.split('.').nth(1), Some(keys[2].as_str()));
-    let version = n["version"].clone();
+    let version = n.version;
     // Unacknowledged: the same version again next time.
     d.close().await;
     let mut d = Device::connect(&o, Some(&offline_uaid)).await;
-    let again = d.recv().await.expect("again");
-    assert_eq!(again["version"], version);
+    let again = d.recv_notification().await.expect("again");
+    assert_eq!(again.version, version);
     d.ack(&again).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     d.close().await;
@@ -151,9 +154,9 @@ async fn json_jwe_recipients_are_replaced_per_member() {
     )
     .await;
     assert_eq!(r.status, 201, "{:?}", r.json());
-    let n = d.recv().await.unwrap();
+    let n = d.recv_notification().await.unwrap();
     let copy: Value =
-        serde_json::from_slice(&b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&b64::decode(n.data.as_deref().unwrap()).unwrap()).unwrap();
     assert_eq!(
         copy["recipients"],
         json!([{"encrypted_key": key, "header": {"kid": "member-1"}}])
@@ -245,10 +248,7 @@ async fn amend_read_delete_and_unsubscribe() {
 
     // A member whose subscription ends leaves the list.
     let chan = ds[3].channels[0].clone();
-    ds[3]
-        .send(json!({"messageType": "unregister", "channelID": chan}))
-        .await;
-    assert_eq!(ds[3].recv().await.unwrap()["status"], 200);
+    assert_eq!(ds[3].unregister(&chan).await, 200);
     let page = request("GET", &list, &[], b"").await;
     assert_eq!(page.header("member-count"), Some("2"));
     let r = request("DELETE", &list, &[], b"").await;
@@ -386,10 +386,10 @@ async fn copies_survive_a_restart_with_the_same_version() {
 
     let o = start_in(&dir, &[]).await;
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    let n = d.recv().await.expect("copy after restart");
+    let n = d.recv_notification().await.expect("copy after restart");
     d.close().await;
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    assert_eq!(d.recv().await.unwrap()["version"], n["version"]);
+    assert_eq!(d.recv_notification().await.unwrap().version, n.version);
     o.stop().await;
 }
 
@@ -405,7 +405,10 @@ async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
     }
     let mut d = Device::connect(&o, Some(&uaid)).await;
     for _ in 0..3 {
-        let n = d.recv().await.expect("one of the newest three");
+        let n = d
+            .recv_notification()
+            .await
+            .expect("one of the newest three");
         d.ack(&n).await;
     }
     assert!(
@@ -500,12 +503,12 @@ async fn keys_keep_their_time_and_keyless_members_get_an_empty_key() {
     let mut keys = Vec::new();
     for _ in 0..4 {
         let n = d
-            .recv()
+            .recv_notification()
             .await
             .expect("four copies: two messages, two subscriptions");
-        let copy = String::from_utf8(b64::decode(n["data"].as_str().unwrap()).unwrap()).unwrap();
+        let copy = String::from_utf8(b64::decode(n.data.as_deref().unwrap()).unwrap()).unwrap();
         keys.push((
-            n["channelID"].as_str().unwrap().to_owned(),
+            n.channel_id.to_string(),
             copy.split('.').nth(1).unwrap().to_owned(),
         ));
     }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use shared::b64;
+use shared::webpush_ws::{AckUpdate, DeviceMessage};
 use std::time::Duration;
 
 #[tokio::test]
@@ -31,11 +32,13 @@ async fn connected_device_gets_message_and_ack_clears_it() {
         .unwrap()
         .contains("urn:ietf:params:push:multi"));
 
-    let n = d.recv().await.expect("notification");
-    assert_eq!(n["messageType"], "notification");
-    assert_eq!(n["channelID"], channel.as_str());
-    assert_eq!(b64::decode(n["data"].as_str().unwrap()).unwrap(), body);
-    assert_eq!(n["headers"]["encoding"], "aes128gcm");
+    let n = d.recv_notification().await.expect("notification");
+    assert_eq!(n.channel_id, channel.as_str());
+    assert_eq!(b64::decode(n.data.as_deref().unwrap()).unwrap(), body);
+    assert_eq!(
+        n.headers.as_ref().and_then(|h| h.encoding.as_deref()),
+        Some("aes128gcm")
+    );
     d.ack(&n).await;
 
     // Reconnecting with the same uaid redelivers nothing once acknowledged.
@@ -66,13 +69,16 @@ async fn stored_while_away_then_delivered_and_unacked_redelivered() {
 
     // Delivered after hello; not acknowledged: delivered again next time.
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    let n1 = d.recv().await.expect("stored message after hello");
-    assert!(n1.get("data").is_none());
+    let n1 = d
+        .recv_notification()
+        .await
+        .expect("stored message after hello");
+    assert!(n1.data.is_none() && n1.headers.is_none());
     d.close().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    let n2 = d.recv().await.expect("redelivered");
-    assert_eq!(n1["version"], n2["version"]);
+    let n2 = d.recv_notification().await.expect("redelivered");
+    assert_eq!(n1.version, n2.version);
     d.ack(&n2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metric(&o, "push_stored_messages").await, 0);
@@ -169,8 +175,8 @@ async fn topic_replaces_and_ttl_zero_is_not_stored() {
     assert_eq!(metric(&o, "push_stored_messages").await, 1);
 
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    let n = d.recv().await.unwrap();
-    assert_eq!(b64::decode(n["data"].as_str().unwrap()).unwrap(), body2);
+    let n = d.recv_notification().await.unwrap();
+    assert_eq!(b64::decode(n.data.as_deref().unwrap()).unwrap(), body2);
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
     o.stop().await;
 }
@@ -191,13 +197,7 @@ async fn cancel_and_unregister() {
     let mut d = Device::connect(&o, Some(&uaid)).await;
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
 
-    d.send(serde_json::json!({"messageType": "unregister", "channelID": channel}))
-        .await;
-    let u = d.recv().await.unwrap();
-    assert_eq!(
-        (u["messageType"].as_str(), u["status"].as_u64()),
-        (Some("unregister"), Some(200))
-    );
+    assert_eq!(d.unregister(&channel).await, 200);
     let gone = request("POST", &endpoint, &[("ttl", "60")], b"").await;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.json()["errno"], 102);
@@ -210,8 +210,12 @@ async fn protocol_violations_close_the_connection_and_service_lives_on() {
     let url = format!("ws://{}/", o.state.config.ws_listen);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     use futures_util::{SinkExt, StreamExt};
+    let register = DeviceMessage::Register {
+        channel_id: "x".into(),
+        key: None,
+    };
     ws.send(tokio_tungstenite::tungstenite::Message::text(
-        r#"{"messageType":"register","channelID":"x"}"#,
+        register.to_text(),
     ))
     .await
     .unwrap();
@@ -260,8 +264,8 @@ async fn a_subscription_keeps_its_newest_messages_up_to_the_limit() {
     assert_eq!(metric(&o, "push_stored_messages").await, 3);
     let mut d = Device::connect(&o, Some(&uaid)).await;
     for want in &bodies[2..] {
-        let n = d.recv().await.unwrap();
-        assert_eq!(&b64::decode(n["data"].as_str().unwrap()).unwrap(), want);
+        let n = d.recv_notification().await.unwrap();
+        assert_eq!(&b64::decode(n.data.as_deref().unwrap()).unwrap(), want);
     }
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
     o.stop().await;
@@ -281,10 +285,10 @@ async fn messages_that_overflow_the_queue_still_arrive_on_the_same_connection() 
     }
     let mut got = std::collections::HashSet::new();
     while got.len() < 60 {
-        let Some(n) = d.recv_within(Duration::from_secs(5)).await else {
+        let Some(n) = d.recv_notification_within(Duration::from_secs(5)).await else {
             break;
         };
-        got.insert(n["version"].as_str().unwrap().to_owned());
+        got.insert(n.version.to_string());
         d.ack(&n).await;
     }
     for s in sends {
@@ -326,7 +330,7 @@ async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
     let mut d = Device::connect(&o, Some(&uaid)).await;
     for _ in 0..2 {
         let n = d
-            .recv()
+            .recv_notification()
             .await
             .expect("the stored message and the list copy");
         d.ack(&n).await;
@@ -347,18 +351,25 @@ async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once()
     let (_, endpoint) = d.register(None).await;
     let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
     assert_eq!(r.status, 201);
-    let n = d.recv().await.expect("delivered");
-    let mut updates: Vec<serde_json::Value> = (0..300u32)
-        .map(|i| {
-            let version = b64::encode(&[&i.to_be_bytes()[..], &[9; 12]].concat());
-            serde_json::json!({"channelID": n["channelID"], "version": version})
+    let n = d.recv_notification().await.expect("delivered");
+    let mut updates: Vec<AckUpdate> = (0..300u32)
+        .map(|i| AckUpdate {
+            channel_id: n.channel_id.clone(),
+            version: b64::encode(&[&i.to_be_bytes()[..], &[9; 12]].concat()).into(),
+            code: None,
         })
         .collect();
-    let mine = serde_json::json!({"channelID": n["channelID"], "version": n["version"]});
+    let mine = AckUpdate {
+        channel_id: n.channel_id.clone(),
+        version: n.version.clone(),
+        code: None,
+    };
     updates.insert(150, mine.clone());
     updates.push(mine);
-    d.send(serde_json::json!({"messageType": "ack", "updates": updates}))
-        .await;
+    d.send(&DeviceMessage::Ack {
+        updates: updates.into(),
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(metric(&o, "push_messages_acked_total").await, 1);
     // The connection still answers.
@@ -390,27 +401,22 @@ async fn a_device_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
     }
 
     let mut held = Vec::new();
-    while let Some(n) = d.recv_within(Duration::from_millis(500)).await {
+    while let Some(n) = d.recv_notification_within(Duration::from_millis(500)).await {
         held.push(n);
     }
     assert_eq!(held.len(), 3, "only max_unacked written: {held:?}");
     assert!(metric(&o, "push_messages_deferred_unacked_total").await >= 3);
 
     // Each acknowledgement makes room for one more, until all nine came.
-    let mut versions: std::collections::HashSet<String> = held
-        .iter()
-        .map(|n| n["version"].as_str().unwrap().to_owned())
-        .collect();
+    let mut versions: std::collections::HashSet<String> =
+        held.iter().map(|n| n.version.to_string()).collect();
     let mut next = held.remove(0);
     loop {
         d.ack(&next).await;
-        let Some(n) = d.recv_within(Duration::from_secs(2)).await else {
+        let Some(n) = d.recv_notification_within(Duration::from_secs(2)).await else {
             break;
         };
-        assert!(
-            versions.insert(n["version"].as_str().unwrap().to_owned()),
-            "{n}"
-        );
+        assert!(versions.insert(n.version.to_string()), "{n:?}");
         held.push(n);
         next = held.remove(0);
     }
@@ -444,9 +450,7 @@ async fn a_user_agent_is_recorded_with_its_first_subscription_and_goes_with_its_
 
     // Unregistering one of two keeps it; the last takes it away.
     for (c, kept) in [(channel, true), (second_channel, false)] {
-        d.send(json!({"messageType": "unregister", "channelID": c}))
-            .await;
-        assert_eq!(d.recv().await.unwrap()["status"], 200);
+        assert_eq!(d.unregister(&c).await, 200);
         assert_eq!(recorded(&uaid), kept);
     }
     // Registering again on the same connection records it again.
@@ -467,9 +471,7 @@ async fn an_unacknowledged_message_of_an_ended_subscription_is_not_stored_again(
         assert_eq!(request("POST", e, &[("ttl", "600")], b"").await.status, 201);
         assert!(d.recv().await.is_some(), "written, not acknowledged");
     }
-    d.send(json!({"messageType": "unregister", "channelID": channel}))
-        .await;
-    assert_eq!(d.recv().await.unwrap()["status"], 200);
+    assert_eq!(d.unregister(&channel).await, 200);
     let uaid = d.uaid.clone();
     d.close().await;
     // The connection's end stores what it held: only the live subscription's.
@@ -485,8 +487,8 @@ async fn an_unacknowledged_message_of_an_ended_subscription_is_not_stored_again(
     };
     assert_eq!(stored.len(), 1, "{stored:?}");
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    let n = d.recv().await.unwrap();
-    assert_ne!(n["channelID"].as_str(), Some(channel.as_str()));
+    let n = d.recv_notification().await.unwrap();
+    assert_ne!(n.channel_id, channel.as_str());
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
     o.stop().await;
 }
@@ -538,22 +540,15 @@ async fn a_user_agent_holds_at_most_the_configured_subscriptions() {
     d.register(None).await;
     d.register(None).await;
     let channel = "5a1b0e9c-0000-4000-8000-000000000003";
-    d.send(json!({"messageType": "register", "channelID": channel}))
-        .await;
-    let r = d.recv().await.unwrap();
-    assert_eq!(r["messageType"], "register");
-    assert_eq!(r["status"], 429, "{r}");
-    assert!(r.get("pushEndpoint").is_none(), "{r}");
+    assert_eq!(d.register_channel(channel, None).await, (429, None));
     // A channel it holds already is still answered with its endpoint.
     let held = d.channels[1].clone();
-    d.send(json!({"messageType": "register", "channelID": held}))
-        .await;
-    assert_eq!(d.recv().await.unwrap()["status"], 200);
+    let (status, endpoint) = d.register_channel(&held, None).await;
+    assert_eq!(status, 200);
+    assert!(endpoint.is_some());
     // An unregister makes room.
     let first = d.channels[0].clone();
-    d.send(json!({"messageType": "unregister", "channelID": first}))
-        .await;
-    assert_eq!(d.recv().await.unwrap()["status"], 200);
+    assert_eq!(d.unregister(&first).await, 200);
     d.register(None).await;
     // Another user agent has an allowance of its own.
     let mut other = Device::connect(&o, None).await;

@@ -393,6 +393,11 @@ impl<'a> CompactJwe<'a> {
         };
         Ok(CompactJwe { parts, alg, enc })
     }
+
+    /// The JOSE header: the protected header, decoded.
+    pub fn header(&self) -> Result<Map<String, Value>, JweError> {
+        decode_header(self.parts[0], "protected")
+    }
 }
 
 /// The shared parts of a compact JWE pushed to a list: `header.` and
@@ -453,6 +458,84 @@ impl CompactTemplate {
 
 /// Members of the JSON serialization that are per recipient.
 const RECIPIENT_MEMBERS: [&str; 3] = ["recipients", "header", "encrypted_key"];
+
+/// The recipient objects of a JSON JWE: each of `recipients`, or the JWE
+/// itself when flattened (its `header` and `encrypted_key` members).
+fn recipient_objects(object: &Map<String, Value>) -> Result<Vec<&Map<String, Value>>, JweError> {
+    match object.get("recipients") {
+        Some(Value::Array(rs)) if !rs.is_empty() => {
+            if object.contains_key("header") || object.contains_key("encrypted_key") {
+                return Err(JweError::Json(
+                    "\"recipients\" and a flattened \"header\"/\"encrypted_key\" together".into(),
+                ));
+            }
+            rs.iter()
+                .map(|r| match r {
+                    Value::Object(m) => Ok(m),
+                    _ => Err(JweError::Json("a recipient must be an object".into())),
+                })
+                .collect()
+        }
+        Some(_) => Err(JweError::Json(
+            "\"recipients\" must be a non-empty array".into(),
+        )),
+        None => Ok(vec![object]),
+    }
+}
+
+/// A recipient object's own members, checked.
+struct RecipientMembers<'a> {
+    /// The per-recipient header, if any.
+    header: Option<&'a Map<String, Value>>,
+    /// The encrypted key (empty when absent).
+    encrypted_key: &'a str,
+    /// The `alg` of its whole JOSE header.
+    alg: Alg,
+}
+
+/// Checks one recipient object against the shared (protected, unprotected)
+/// headers: its header disjoint from them, an allowed `alg`, its `epk`, its
+/// key's length.
+fn check_json_recipient<'a>(
+    r: &'a Map<String, Value>,
+    shared: [&Map<String, Value>; 2],
+    shared_params: &Params,
+    enc: Enc,
+) -> Result<RecipientMembers<'a>, JweError> {
+    let header = match r.get("header") {
+        None => None,
+        Some(Value::Object(h)) => Some(h),
+        Some(_) => return Err(JweError::HeaderNotObject("recipient")),
+    };
+    let key = match r.get("encrypted_key") {
+        None => "",
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(JweError::Json("\"encrypted_key\" must be a string".into())),
+    };
+    let empty = Map::new();
+    check_disjoint(&[shared[0], shared[1], header.unwrap_or(&empty)])?;
+    let p = shared_params
+        .clone()
+        .merge(Params::read(header.unwrap_or(&empty))?);
+    let alg = check_recipient(&p, enc, key)?;
+    Ok(RecipientMembers {
+        header,
+        encrypted_key: key,
+        alg,
+    })
+}
+
+/// One recipient of a JSON-serialized JWE, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipient<'a> {
+    /// Its JOSE header: the union of the protected, unprotected and
+    /// per-recipient headers, which share no parameter (RFC 7516 §7.2.1).
+    pub header: Map<String, Value>,
+    /// Its key management algorithm.
+    pub alg: Alg,
+    /// Its JWE Encrypted Key, base64url (empty when absent).
+    pub encrypted_key: &'a str,
+}
 
 /// A JSON-serialized JWE (flattened or general) whose framing has been checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -518,54 +601,8 @@ impl JsonJwe {
 
         if !for_list {
             // Every recipient: disjoint headers, an allowed alg, a fitting key.
-            let flattened;
-            let recipients: Vec<&Map<String, Value>> = match object.get("recipients") {
-                Some(Value::Array(rs)) if !rs.is_empty() => {
-                    if object.contains_key("header") || object.contains_key("encrypted_key") {
-                        return Err(JweError::Json(
-                            "\"recipients\" and a flattened \"header\"/\"encrypted_key\" together"
-                                .into(),
-                        ));
-                    }
-                    rs.iter()
-                        .map(|r| match r {
-                            Value::Object(m) => Ok(m),
-                            _ => Err(JweError::Json("a recipient must be an object".into())),
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                Some(_) => {
-                    return Err(JweError::Json(
-                        "\"recipients\" must be a non-empty array".into(),
-                    ))
-                }
-                None => {
-                    let mut m = Map::new();
-                    for k in ["header", "encrypted_key"] {
-                        if let Some(v) = object.get(k) {
-                            m.insert(k.to_owned(), v.clone());
-                        }
-                    }
-                    flattened = m;
-                    vec![&flattened]
-                }
-            };
-            for r in recipients {
-                let header = match r.get("header") {
-                    None => &empty,
-                    Some(Value::Object(h)) => h,
-                    Some(_) => return Err(JweError::HeaderNotObject("recipient")),
-                };
-                let key = match r.get("encrypted_key") {
-                    None => "",
-                    Some(Value::String(k)) => k,
-                    Some(_) => {
-                        return Err(JweError::Json("\"encrypted_key\" must be a string".into()))
-                    }
-                };
-                check_disjoint(&[shared[0], shared[1], header])?;
-                let p = shared_params.clone().merge(Params::read(header)?);
-                check_recipient(&p, enc, key)?;
+            for r in recipient_objects(&object)? {
+                check_json_recipient(r, shared, &shared_params, enc)?;
             }
         } else if let Some(alg) = shared_params.alg {
             if alg.needs_epk() && !shared_params.epk {
@@ -578,6 +615,44 @@ impl JsonJwe {
             object,
             enc,
         })
+    }
+
+    /// A string member: `protected`, `iv`, `ciphertext`, `tag`, `aad`.
+    pub fn member(&self, name: &str) -> Option<&str> {
+        self.object.get(name).and_then(Value::as_str)
+    }
+
+    /// Each recipient with its JOSE header (a flattened serialization has
+    /// one), checked as [`Self::parse`] checks a JWE not for a list.
+    pub fn recipients(&self) -> Result<Vec<Recipient<'_>>, JweError> {
+        let protected = match self.object.get("protected") {
+            None => Map::new(),
+            Some(Value::String(p)) => decode_header(p, "protected")?,
+            Some(_) => return Err(JweError::Json("\"protected\" must be a string".into())),
+        };
+        let empty = Map::new();
+        let unprotected = match self.object.get("unprotected") {
+            None => &empty,
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(JweError::HeaderNotObject("unprotected")),
+        };
+        let shared = [&protected, unprotected];
+        check_disjoint(&shared)?;
+        let shared_params = Params::read(shared[0])?.merge(Params::read(shared[1])?);
+        recipient_objects(&self.object)?
+            .into_iter()
+            .map(|r| {
+                let own = check_json_recipient(r, shared, &shared_params, self.enc)?;
+                let mut header = protected.clone();
+                header.extend(unprotected.clone());
+                header.extend(own.header.cloned().unwrap_or_default());
+                Ok(Recipient {
+                    header,
+                    alg: own.alg,
+                    encrypted_key: own.encrypted_key,
+                })
+            })
+            .collect()
     }
 }
 
@@ -841,6 +916,60 @@ mod tests {
             JsonJwe::parse(&clash, false).is_err(),
             "what member_header_alg refuses"
         );
+    }
+
+    #[test]
+    fn recipients_carry_their_whole_header() {
+        let body = serde_json::json!({
+            "protected": hdr(r#"{"enc":"A128GCM"}"#),
+            "unprotected": {"jku": "https://example.com/keys"},
+            "recipients": [
+                {"header": {"alg": "A128KW", "kid": "1"}, "encrypted_key": b(24)},
+                {"header": {"alg": "dir"}}
+            ],
+            "iv": b(12), "ciphertext": b(30), "tag": b(16), "aad": b(3)
+        })
+        .to_string();
+        let jwe = JsonJwe::parse(body.as_bytes(), false).unwrap();
+        assert_eq!(jwe.member("aad"), Some(b(3).as_str()));
+        assert_eq!(jwe.member("recipients"), None);
+        let rs = jwe.recipients().unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(
+            (rs[0].alg, rs[0].encrypted_key),
+            (Alg::A128kw, b(24).as_str())
+        );
+        let names: Vec<&str> = rs[0].header.keys().map(String::as_str).collect();
+        assert_eq!(names, ["alg", "enc", "jku", "kid"]);
+        assert_eq!((rs[1].alg, rs[1].encrypted_key), (Alg::Dir, ""));
+
+        let flattened = serde_json::json!({
+            "protected": hdr(r#"{"enc":"A128GCM","alg":"A128KW"}"#),
+            "encrypted_key": b(24), "iv": b(12), "ciphertext": b(30), "tag": b(16)
+        })
+        .to_string();
+        let jwe = JsonJwe::parse(flattened.as_bytes(), false).unwrap();
+        let rs = jwe.recipients().unwrap();
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].header["alg"], "A128KW");
+
+        // Read for a list, the recipients were not checked: they are now.
+        let clash = serde_json::json!({
+            "protected": hdr(r#"{"enc":"A128GCM"}"#),
+            "header": {"alg": "A128KW", "enc": "A128GCM"}, "encrypted_key": b(24),
+            "iv": b(12), "ciphertext": b(30), "tag": b(16)
+        })
+        .to_string();
+        let jwe = JsonJwe::parse(clash.as_bytes(), true).unwrap();
+        assert_eq!(
+            jwe.recipients(),
+            Err(JweError::DuplicateParam("enc".into()))
+        );
+
+        let h = hdr(r#"{"alg":"A128KW","enc":"A128GCM"}"#);
+        let compact = format!("{h}.{}.{}.{}.{}", b(24), b(12), b(40), b(16));
+        let jwe = CompactJwe::parse(compact.as_bytes(), false).unwrap();
+        assert_eq!(jwe.header().unwrap()["alg"], "A128KW");
     }
 
     #[test]

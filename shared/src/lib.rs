@@ -18,6 +18,7 @@ pub mod push;
 pub mod rate;
 pub mod route;
 pub mod vapid;
+pub mod webpush_ws;
 
 pub use limits::Limits;
 pub use problem::{Problem, ProblemSource};

@@ -5,7 +5,10 @@ use super::{decrypt, Delivery, Encoding, Incoming};
 use crate::error::Error;
 use crate::state::{DeviceState, Transport};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use shared::webpush_ws::{
+    ack_code, AckUpdate, DeviceMessage, Notification, ServerMessage, STATUS_OK,
+};
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -19,9 +22,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a listening device pings the service.
 const PING_EVERY: Duration = Duration::from_secs(60);
-/// Mozilla's ack codes: delivered, decryption failed.
-const ACK_OK: u16 = 100;
-const ACK_DECRYPT_FAILED: u16 = 101;
 
 async fn connect(url: &str) -> Result<Ws, Error> {
     crate::http::target(url, &["ws"])?;
@@ -36,24 +36,25 @@ async fn connect(url: &str) -> Result<Ws, Error> {
     Ok(ws)
 }
 
-async fn send(ws: &mut Ws, v: Value) -> Result<(), Error> {
-    ws.send(Message::text(v.to_string())).await?;
+async fn send(ws: &mut Ws, m: &DeviceMessage<'_>) -> Result<(), Error> {
+    ws.send(Message::text(m.to_text())).await?;
     Ok(())
 }
 
-/// The next JSON message other than a ping `{}`, or `None` when the
-/// connection ends.
-async fn next(ws: &mut Ws) -> Result<Option<Value>, Error> {
+/// The next message other than a ping (or one of a type this client does
+/// not know), or `None` when the connection ends.
+async fn next(ws: &mut Ws) -> Result<Option<ServerMessage<'static>>, Error> {
     while let Some(m) = ws.next().await {
         match m? {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).map_err(|e| {
-                    Error::Protocol(format!("a WebSocket message is not JSON: {e}"))
-                })?;
-                if v.get("messageType").is_some() {
-                    return Ok(Some(v));
+            Message::Text(t) => match ServerMessage::parse(&t) {
+                Ok(ServerMessage::Ping | ServerMessage::Other) => {}
+                Ok(m) => return Ok(Some(m)),
+                Err(e) => {
+                    return Err(Error::Protocol(format!(
+                        "a WebSocket message is not a push protocol message: {e}"
+                    )))
                 }
-            }
+            },
             Message::Close(_) => return Ok(None),
             _ => {}
         }
@@ -61,13 +62,21 @@ async fn next(ws: &mut Ws) -> Result<Option<Value>, Error> {
     Ok(None)
 }
 
-/// Waits for the reply of `kind`, skipping anything else.
-async fn reply(ws: &mut Ws, kind: &str) -> Result<Value, Error> {
+/// Waits for the reply `pick` takes (the `kind` of message it wants),
+/// skipping anything else.
+async fn reply<T>(
+    ws: &mut Ws,
+    kind: &str,
+    mut pick: impl FnMut(ServerMessage<'static>) -> Option<T>,
+) -> Result<T, Error> {
     let wait = async {
         loop {
             match next(ws).await? {
-                Some(v) if v["messageType"] == kind => return Ok(v),
-                Some(_) => continue,
+                Some(m) => {
+                    if let Some(r) = pick(m) {
+                        return Ok(r);
+                    }
+                }
                 None => {
                     return Err(Error::Protocol(format!(
                         "the service closed the connection before its {kind} reply"
@@ -81,30 +90,31 @@ async fn reply(ws: &mut Ws, kind: &str) -> Result<Value, Error> {
         .map_err(|_| Error::Timeout(REPLY_TIMEOUT.as_secs()))?
 }
 
-fn check_status(v: &Value, what: &str) -> Result<(), Error> {
-    match v["status"].as_u64() {
-        Some(200) => Ok(()),
-        s => Err(Error::Protocol(format!(
-            "{what} answered status {}",
-            s.map_or("none".into(), |s| s.to_string())
-        ))),
+fn check_status(status: u16, what: &str) -> Result<(), Error> {
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(Error::Protocol(format!("{what} answered status {status}")))
     }
 }
 
 /// Says `hello`; with `uaid`, resumes that user agent with its channels.
 async fn hello(ws: &mut Ws, state: &DeviceState) -> Result<String, Error> {
-    let mut h = json!({"messageType": "hello", "use_webpush": true});
-    if let Some(u) = &state.uaid {
-        h["uaid"] = u.as_str().into();
-        h["channelIDs"] = json!(state.channel_id.iter().collect::<Vec<_>>());
-    }
-    send(ws, h).await?;
-    let r = reply(ws, "hello").await?;
-    check_status(&r, "hello")?;
-    let uaid = r["uaid"]
-        .as_str()
-        .ok_or_else(|| Error::Protocol("the hello reply has no uaid".into()))?
-        .to_owned();
+    let h = DeviceMessage::Hello {
+        uaid: state.uaid.as_deref().map(Cow::Borrowed),
+        channel_ids: state
+            .uaid
+            .as_ref()
+            .map(|_| state.channel_id.iter().map(|c| c.as_str().into()).collect()),
+        use_webpush: Some(true),
+    };
+    send(ws, &h).await?;
+    let (status, uaid) = reply(ws, "hello", |m| match m {
+        ServerMessage::Hello { status, uaid, .. } => Some((status, uaid.into_owned())),
+        _ => None,
+    })
+    .await?;
+    check_status(status, "hello")?;
     if state.uaid.as_ref().is_some_and(|u| *u != uaid) {
         return Err(Error::Protocol(format!(
             "the service no longer knows this device (it gave the new uaid {uaid}); subscribe again"
@@ -134,36 +144,44 @@ pub(super) async fn subscribe(mut state: DeviceState) -> Result<DeviceState, Err
     let mut ws = connect(&state.server).await?;
     let uaid = hello(&mut ws, &state).await?;
     let channel = channel_id();
-    let mut reg = json!({"messageType": "register", "channelID": channel});
-    if let Some(k) = &state.vapid {
-        reg["key"] = k.as_str().into();
-    }
-    send(&mut ws, reg).await?;
-    let r = reply(&mut ws, "register").await?;
-    check_status(&r, "register")?;
-    let endpoint = r["pushEndpoint"]
-        .as_str()
-        .ok_or_else(|| Error::Protocol("the register reply has no pushEndpoint".into()))?;
+    let reg = DeviceMessage::Register {
+        channel_id: channel.as_str().into(),
+        key: state.vapid.as_deref().map(Cow::Borrowed),
+    };
+    send(&mut ws, &reg).await?;
+    let (status, endpoint) = reply(&mut ws, "register", |m| match m {
+        ServerMessage::Register {
+            status,
+            push_endpoint,
+            ..
+        } => Some((status, push_endpoint)),
+        _ => None,
+    })
+    .await?;
+    check_status(status, "register")?;
+    let endpoint =
+        endpoint.ok_or_else(|| Error::Protocol("the register reply has no pushEndpoint".into()))?;
     state.transport = Transport::WebSocket;
     state.uaid = Some(uaid);
     state.channel_id = Some(channel);
-    state.endpoint = endpoint.to_owned();
+    state.endpoint = endpoint.into_owned();
     let _ = ws.close(None).await;
     Ok(state)
 }
 
-fn incoming(n: &Value) -> Incoming {
-    let body = n["data"]
-        .as_str()
+fn incoming(n: &Notification) -> Incoming {
+    let body = n
+        .data
+        .as_deref()
         .and_then(shared::b64::decode)
         .unwrap_or_default();
-    let h = &n["headers"];
+    let h = n.headers.clone().unwrap_or_default();
     let encoding = if body.is_empty() {
         Encoding::None
-    } else if let Some(ct) = h["content_type"].as_str() {
-        Encoding::Jose(ct.to_owned())
+    } else if let Some(ct) = h.content_type {
+        Encoding::Jose(ct.into_owned())
     } else {
-        match h["encoding"].as_str() {
+        match h.encoding.as_deref() {
             Some("aes128gcm") => Encoding::Aes128gcm,
             Some("aesgcm") => Encoding::Aesgcm,
             Some(o) => Encoding::Other(format!("Content-Encoding: {o}")),
@@ -171,7 +189,7 @@ fn incoming(n: &Value) -> Incoming {
         }
     };
     Incoming {
-        id: n["version"].as_str().unwrap_or_default().to_owned(),
+        id: n.version.clone().into_owned(),
         encoding,
         body,
     }
@@ -187,33 +205,38 @@ where
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
-        let v = tokio::select! {
-            v = next(&mut ws) => v?,
+        let m = tokio::select! {
+            m = next(&mut ws) => m?,
             _ = ping.tick() => {
-                send(&mut ws, json!({})).await?;
+                send(&mut ws, &DeviceMessage::Ping).await?;
                 continue;
             }
         };
-        let Some(n) = v else {
+        let Some(m) = m else {
             return Err(Error::Protocol("the service closed the connection".into()));
         };
-        if n["messageType"] != "notification" {
+        let ServerMessage::Notification(n) = m else {
             continue;
-        }
+        };
         let message = incoming(&n);
         let payload = decrypt(&message, state);
         let code = if payload.is_ok() {
-            ACK_OK
+            ack_code::DELIVERED
         } else {
-            ACK_DECRYPT_FAILED
+            ack_code::DECRYPT_FAILED
         };
         let delivery = Delivery { message, payload };
         let flow = on_message(&delivery);
+        let update = [AckUpdate {
+            channel_id: n.channel_id,
+            version: n.version,
+            code: Some(code),
+        }];
         send(
             &mut ws,
-            json!({"messageType": "ack", "updates": [{
-                "channelID": n["channelID"], "version": n["version"], "code": code
-            }]}),
+            &DeviceMessage::Ack {
+                updates: Cow::Borrowed(&update),
+            },
         )
         .await?;
         if flow.is_break() {
@@ -231,15 +254,22 @@ where
 
 /// `unregister`s the channel.
 pub(super) async fn unsubscribe(state: &DeviceState) -> Result<(), Error> {
+    let channel = state.channel_id.as_deref().ok_or(Error::Usage(
+        "this device state names no channelID to unregister",
+    ))?;
     let mut ws = connect(&state.server).await?;
     hello(&mut ws, state).await?;
-    send(
-        &mut ws,
-        json!({"messageType": "unregister", "channelID": state.channel_id}),
-    )
+    let unregister = DeviceMessage::Unregister {
+        channel_id: channel.into(),
+        code: None,
+    };
+    send(&mut ws, &unregister).await?;
+    let status = reply(&mut ws, "unregister", |m| match m {
+        ServerMessage::Unregister { status, .. } => Some(status),
+        _ => None,
+    })
     .await?;
-    let r = reply(&mut ws, "unregister").await?;
-    check_status(&r, "unregister")?;
+    check_status(status, "unregister")?;
     let _ = ws.close(None).await;
     Ok(())
 }
@@ -256,15 +286,28 @@ mod tests {
         assert_ne!(c, channel_id());
     }
 
+    fn notification(text: &str) -> Notification<'static> {
+        match ServerMessage::parse(text).unwrap() {
+            ServerMessage::Notification(n) => n,
+            m => panic!("not a notification: {m:?}"),
+        }
+    }
+
     #[test]
     fn notification_encodings() {
-        let n = json!({"version": "v", "data": "AAEC", "headers": {"encoding": "aes128gcm"}});
+        let n = notification(
+            r#"{"messageType":"notification","channelID":"c","version":"v","data":"AAEC","headers":{"encoding":"aes128gcm"}}"#,
+        );
         assert_eq!(incoming(&n).encoding, Encoding::Aes128gcm);
-        let n = json!({"version": "v", "data": "AAEC", "headers": {"content_type": "application/jose+json"}});
+        let n = notification(
+            r#"{"messageType":"notification","channelID":"c","version":"v","data":"AAEC","headers":{"content_type":"application/jose+json"}}"#,
+        );
         assert_eq!(
             incoming(&n).encoding,
             Encoding::Jose("application/jose+json".into())
         );
-        assert_eq!(incoming(&json!({"version": "v"})).encoding, Encoding::None);
+        let n = notification(r#"{"messageType":"notification","channelID":"c","version":"v"}"#);
+        assert_eq!(incoming(&n).encoding, Encoding::None);
+        assert_eq!(incoming(&n).id, "v");
     }
 }

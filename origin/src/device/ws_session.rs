@@ -4,12 +4,10 @@
 
 use crate::store::Encoding;
 use crate::tokens::{self, Token};
-use serde::Deserialize;
 use serde_json::json;
-#[cfg(test)]
-use serde_json::Value;
 use shared::b64;
 use shared::vapid::PublicKey;
+use shared::webpush_ws::{DeviceMessage, PING};
 
 /// A protocol violation that ends the connection.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -23,44 +21,6 @@ pub enum SessionError {
     /// A second `hello`.
     #[error("hello sent twice")]
     HelloTwice,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "messageType", rename_all = "lowercase")]
-enum Incoming {
-    Hello {
-        #[serde(default)]
-        uaid: Option<String>,
-        #[serde(default)]
-        use_webpush: Option<bool>,
-    },
-    Register {
-        #[serde(rename = "channelID")]
-        channel_id: String,
-        #[serde(default)]
-        key: Option<String>,
-    },
-    Unregister {
-        #[serde(rename = "channelID")]
-        channel_id: String,
-    },
-    Ack {
-        #[serde(default)]
-        updates: Vec<AckUpdate>,
-    },
-    Nack {
-        version: String,
-    },
-    Ping {},
-    #[serde(rename = "broadcast_subscribe")]
-    BroadcastSubscribe {},
-}
-
-#[derive(Deserialize)]
-struct AckUpdate {
-    #[serde(rename = "channelID")]
-    channel_id: String,
-    version: String,
 }
 
 /// What the glue must do for a client message.
@@ -114,27 +74,22 @@ impl Session {
 
     /// Reads one text message from the device.
     pub fn receive(&mut self, text: &str) -> Result<Command, SessionError> {
-        let text = text.trim();
-        if text == "{}" {
-            return Ok(Command::Reply("{}".into()));
-        }
-        let msg: Incoming =
-            serde_json::from_str(text).map_err(|e| SessionError::Malformed(e.to_string()))?;
-        if !self.hello_seen && !matches!(msg, Incoming::Hello { .. } | Incoming::Ping {}) {
+        let msg = DeviceMessage::parse(text).map_err(|e| SessionError::Malformed(e.to_string()))?;
+        if !self.hello_seen && !matches!(msg, DeviceMessage::Hello { .. } | DeviceMessage::Ping) {
             return Err(SessionError::NotHelloFirst("a message"));
         }
         Ok(match msg {
-            Incoming::Hello { uaid, use_webpush } => {
+            DeviceMessage::Hello { uaid, .. } => {
                 if self.hello_seen {
                     return Err(SessionError::HelloTwice);
                 }
                 self.hello_seen = true;
-                let _ = use_webpush; // this service speaks Web Push only
+                // This service speaks Web Push only: `use_webpush` is not read.
                 Command::Hello {
                     requested: uaid.as_deref().and_then(tokens::from_uuid),
                 }
             }
-            Incoming::Register { channel_id, key } => {
+            DeviceMessage::Register { channel_id, key } => {
                 let Some(channel) = tokens::from_uuid(&channel_id) else {
                     return Ok(Command::Reply(register_error(&channel_id, 400)));
                 };
@@ -144,25 +99,22 @@ impl Session {
                 };
                 Command::Register { channel, key }
             }
-            Incoming::Unregister { channel_id } => match tokens::from_uuid(&channel_id) {
+            DeviceMessage::Unregister { channel_id, .. } => match tokens::from_uuid(&channel_id) {
                 Some(channel) => Command::Unregister { channel },
                 None => Command::Reply(unregister_reply(&channel_id, 400)),
             },
-            Incoming::Ack { updates } => Command::Ack(
+            DeviceMessage::Ack { updates } => Command::Ack(
                 updates
                     .iter()
-                    .filter_map(|u| {
-                        let _ = &u.channel_id;
-                        tokens::decode(&u.version)
-                    })
+                    .filter_map(|u| tokens::decode(&u.version))
                     .collect(),
             ),
-            Incoming::Nack { version } => match tokens::decode(&version) {
+            DeviceMessage::Nack { version, .. } => match tokens::decode(&version) {
                 Some(v) => Command::Nack(v),
                 None => Command::Nothing,
             },
-            Incoming::Ping {} => Command::Reply("{}".into()),
-            Incoming::BroadcastSubscribe {} => Command::Nothing,
+            DeviceMessage::Ping => Command::Reply(PING.into()),
+            DeviceMessage::BroadcastSubscribe => Command::Nothing,
         })
     }
 
@@ -279,14 +231,7 @@ pub fn notification_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Message;
-
-    /// A `notification` for a message, as a string.
-    pub fn notification(m: &Message) -> String {
-        let mut out = Vec::with_capacity(160 + m.body.len() / 3 * 4);
-        notification_into(&m.channel, &m.id, &m.encoding, Data::Raw(&m.body), &mut out);
-        String::from_utf8(out).expect("the notification is JSON text")
-    }
+    use shared::webpush_ws::{Notification, NotificationHeaders, ServerMessage, STATUS_OK};
 
     #[test]
     fn hello_first() {
@@ -344,24 +289,178 @@ mod tests {
     }
 
     #[test]
-    fn notification_shape() {
-        let m = Message {
-            id: [1; 16],
-            uaid: [2; 16],
-            push: [3; 16],
-            channel: [4; 16],
-            seq: 0,
-            expires: 10,
-            urgency: Default::default(),
-            topic: None,
-            receipt: None,
-            encoding: Encoding::Aes128gcm,
-            body: bytes::Bytes::from_static(b"hi"),
-            list_message: None,
+    fn accepts_what_firefox_sends() {
+        let mut s = Session::new();
+        let hello = r#"{"messageType":"hello","broadcasts":{"remote-settings/monitor_changes":"\"0\""},"use_webpush":true}"#;
+        assert_eq!(
+            s.receive(hello).unwrap(),
+            Command::Hello { requested: None }
+        );
+        s.hello_done([1; 16]);
+        let ch = "d9b74644-4f97-46aa-b8fa-9393985cd6cd";
+        let v = tokens::encode(&[7; 16]);
+        // Escapes, unknown fields and reason codes of any type are read past.
+        let escaped_v = format!("\\u{:04x}{}", v.as_bytes()[0], &v[1..]);
+        for (text, want) in [
+            (
+                format!(
+                    r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{v}","code":100}}]}}"#
+                ),
+                Command::Ack(vec![[7; 16]]),
+            ),
+            (
+                format!(
+                    r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{escaped_v}","code":"x"}}],"extra":1}}"#
+                ),
+                Command::Ack(vec![[7; 16]]),
+            ),
+            (
+                format!(r#"{{"messageType":"nack","version":"{v}","code":302}}"#),
+                Command::Nack([7; 16]),
+            ),
+            (
+                format!(r#"{{"messageType":"unregister","channelID":"{ch}","code":200}}"#),
+                Command::Unregister {
+                    channel: tokens::from_uuid(ch).unwrap(),
+                },
+            ),
+            (
+                r#"{"messageType":"broadcast_subscribe","broadcasts":{"a":"v1"}}"#.into(),
+                Command::Nothing,
+            ),
+            (r#"{"messageType":"ack"}"#.into(), Command::Ack(vec![])),
+            (" {} \n".into(), Command::Reply("{}".into())),
+        ] {
+            assert_eq!(s.receive(&text).unwrap(), want, "{text}");
+        }
+        assert!(matches!(
+            s.receive(r#"{"messageType":"unknown"}"#),
+            Err(SessionError::Malformed(_))
+        ));
+    }
+
+    /// A reply as a device reads it, with shared's type.
+    fn read(text: &str) -> ServerMessage<'static> {
+        ServerMessage::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn replies_read_as_server_messages() {
+        let uaid = [5; 16];
+        assert_eq!(
+            read(&hello_reply(&uaid)),
+            ServerMessage::Hello {
+                uaid: tokens::to_hex(&uaid).into(),
+                status: STATUS_OK,
+                use_webpush: Some(true),
+                broadcasts: Default::default(),
+            }
+        );
+        let ch = [4; 16];
+        assert_eq!(
+            read(&register_reply(&ch, "http://push.example/p/x")),
+            ServerMessage::Register {
+                channel_id: tokens::to_uuid(&ch).into(),
+                status: STATUS_OK,
+                push_endpoint: Some("http://push.example/p/x".into()),
+            }
+        );
+        let long = format!("{}\"", "x".repeat(70));
+        for status in [400, 409, 429] {
+            assert_eq!(
+                read(&register_error(&long, status)),
+                ServerMessage::Register {
+                    channel_id: "x".repeat(64).into(),
+                    status,
+                    push_endpoint: None,
+                }
+            );
+        }
+        for status in [200, 400] {
+            assert_eq!(
+                read(&unregister_reply("a\"b", status)),
+                ServerMessage::Unregister {
+                    channel_id: "a\"b".into(),
+                    status,
+                }
+            );
+        }
+        let mut s = Session::new();
+        for ping in ["{}", r#"{"messageType":"ping"}"#] {
+            let Ok(Command::Reply(r)) = s.receive(ping) else {
+                panic!("a ping is answered");
+            };
+            assert_eq!(read(&r), ServerMessage::Ping);
+        }
+    }
+
+    #[test]
+    fn notifications_read_as_server_messages() {
+        let (channel, version) = ([4; 16], [1; 16]);
+        let headers = |encoding: Option<&str>, content_type: Option<&str>| {
+            Some(NotificationHeaders {
+                encoding: encoding.map(|e| e.to_owned().into()),
+                content_type: content_type.map(|c| c.to_owned().into()),
+                ..Default::default()
+            })
         };
-        let v: Value = serde_json::from_str(&notification(&m)).unwrap();
-        assert_eq!(v["data"], "aGk");
-        assert_eq!(v["headers"]["encoding"], "aes128gcm");
-        assert_eq!(v["version"], tokens::encode(&[1; 16]));
+        let aesgcm = Encoding::Aesgcm {
+            encryption: "salt=\"q\"".into(),
+            crypto_key: "dh=k;p256ecdsa=\\v".into(),
+        };
+        let cases = [
+            (
+                Encoding::Aes128gcm,
+                &b"hi"[..],
+                headers(Some("aes128gcm"), None),
+            ),
+            (
+                aesgcm,
+                b"hi",
+                Some(NotificationHeaders {
+                    encoding: Some("aesgcm".into()),
+                    encryption: Some("salt=\"q\"".into()),
+                    crypto_key: Some("dh=k;p256ecdsa=\\v".into()),
+                    content_type: None,
+                }),
+            ),
+            (
+                Encoding::Jose("application/jose+json".into()),
+                b"hi",
+                headers(None, Some("application/jose+json")),
+            ),
+            (Encoding::None, b"hi", headers(None, None)),
+            (Encoding::Receipt, b"hi", headers(None, None)),
+            (Encoding::Aes128gcm, b"", None),
+            (Encoding::None, b"", None),
+        ];
+        for (encoding, body, headers) in cases {
+            let mut out = Vec::new();
+            notification_into(&channel, &version, &encoding, Data::Raw(body), &mut out);
+            let want = ServerMessage::Notification(Notification {
+                channel_id: tokens::to_uuid(&channel).into(),
+                version: tokens::encode(&version).into(),
+                data: (!body.is_empty()).then(|| b64::encode(body).into()),
+                headers,
+            });
+            assert_eq!(
+                read(std::str::from_utf8(&out).unwrap()),
+                want,
+                "{encoding:?}"
+            );
+            if !body.is_empty() {
+                // The pre-encoded form writes the same bytes.
+                let mut encoded = Vec::new();
+                let mut write = |o: &mut Vec<u8>| b64::encode_into_bytes(body, o);
+                notification_into(
+                    &channel,
+                    &version,
+                    &encoding,
+                    Data::Encoded(&mut write),
+                    &mut encoded,
+                );
+                assert_eq!(encoded, out);
+            }
+        }
     }
 }

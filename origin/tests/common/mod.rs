@@ -10,8 +10,11 @@ use origin::server::{start, Running};
 use origin::store::redb::RedbStore;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::b64;
+use shared::webpush_ws::{AckUpdate, DeviceMessage, Notification, ServerMessage, STATUS_OK};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +167,26 @@ impl Vapid {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
+/// What a device acknowledges: a notification, read as shared's type or as
+/// any JSON.
+pub trait Acked {
+    /// The notification.
+    fn notification(&self) -> Notification<'_>;
+}
+
+impl Acked for Notification<'_> {
+    fn notification(&self) -> Notification<'_> {
+        self.clone()
+    }
+}
+
+impl Acked for Value {
+    fn notification(&self) -> Notification<'_> {
+        Notification::deserialize(self)
+            .unwrap_or_else(|e| panic!("not a notification: {e}: {self}"))
+    }
+}
+
 /// A device speaking Firefox's WebSocket protocol.
 pub struct Device {
     ws: Ws,
@@ -181,42 +204,79 @@ impl Device {
     /// Connects to a WebSocket listener by address and says hello.
     pub async fn connect_to(addr: &str, uaid: Option<&str>) -> Device {
         let url = format!("ws://{addr}/");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let mut hello = json!({"messageType": "hello", "use_webpush": true});
-        if let Some(u) = uaid {
-            hello["uaid"] = u.into();
-        }
-        ws.send(WsMessage::text(hello.to_string())).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let mut d = Device {
             ws,
             uaid: String::new(),
             channels: Vec::new(),
         };
-        let reply = d.recv().await.expect("hello reply");
-        assert_eq!(reply["messageType"], "hello");
-        assert_eq!(reply["status"], 200);
-        assert_eq!(reply["use_webpush"], true);
-        d.uaid = reply["uaid"].as_str().unwrap().to_owned();
+        d.send(&DeviceMessage::Hello {
+            uaid: uaid.map(Cow::Borrowed),
+            channel_ids: None,
+            use_webpush: Some(true),
+        })
+        .await;
+        match d.recv_message().await.expect("hello reply") {
+            ServerMessage::Hello {
+                uaid,
+                status: STATUS_OK,
+                use_webpush: Some(true),
+                ..
+            } => d.uaid = uaid.into_owned(),
+            m => panic!("not a hello reply: {m:?}"),
+        }
         d
     }
 
-    pub async fn send(&mut self, v: Value) {
-        self.ws.send(WsMessage::text(v.to_string())).await.unwrap();
+    pub async fn send(&mut self, m: &DeviceMessage<'_>) {
+        self.ws.send(WsMessage::text(m.to_text())).await.unwrap();
     }
 
-    /// The next JSON message, or None after 3 s.
+    /// The next message's text, or None after `d`.
+    async fn recv_text(&mut self, d: Duration) -> Option<String> {
+        loop {
+            match tokio::time::timeout(d, self.ws.next()).await {
+                Ok(Some(Ok(WsMessage::Text(t)))) => return Some(t.as_str().to_owned()),
+                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next message, or None after 3 s.
+    pub async fn recv_message(&mut self) -> Option<ServerMessage<'static>> {
+        self.recv_message_within(Duration::from_secs(3)).await
+    }
+
+    pub async fn recv_message_within(&mut self, d: Duration) -> Option<ServerMessage<'static>> {
+        let text = self.recv_text(d).await?;
+        Some(ServerMessage::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}")))
+    }
+
+    /// The next message, which must be a notification, or None after 3 s.
+    pub async fn recv_notification(&mut self) -> Option<Notification<'static>> {
+        self.recv_notification_within(Duration::from_secs(3)).await
+    }
+
+    pub async fn recv_notification_within(&mut self, d: Duration) -> Option<Notification<'static>> {
+        match self.recv_message_within(d).await? {
+            ServerMessage::Notification(n) => Some(n),
+            m => panic!("not a notification: {m:?}"),
+        }
+    }
+
+    /// The next message as JSON (checked to read as a [`ServerMessage`]),
+    /// or None after 3 s.
     pub async fn recv(&mut self) -> Option<Value> {
         self.recv_within(Duration::from_secs(3)).await
     }
 
     pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
-        loop {
-            match tokio::time::timeout(d, self.ws.next()).await {
-                Ok(Some(Ok(WsMessage::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
-                Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
-                _ => return None,
-            }
+        let text = self.recv_text(d).await?;
+        if let Err(e) = ServerMessage::parse(&text) {
+            panic!("{text}: {e}");
         }
+        Some(serde_json::from_str(&text).unwrap())
     }
 
     /// Registers a channel; returns (channelID, endpoint).
@@ -230,22 +290,71 @@ impl Device {
             &channel[16..20],
             &channel[20..]
         );
-        let mut reg = json!({"messageType": "register", "channelID": channel});
-        if let Some(k) = key {
-            reg["key"] = k.into();
-        }
-        self.send(reg).await;
-        let r = self.recv().await.unwrap();
-        assert_eq!(r["messageType"], "register");
-        assert_eq!(r["status"], 200, "{r}");
+        let (status, endpoint) = self.register_channel(&channel, key).await;
+        assert_eq!(status, STATUS_OK);
         self.channels.push(channel.clone());
-        (channel, r["pushEndpoint"].as_str().unwrap().to_owned())
+        (channel, endpoint.expect("a pushEndpoint"))
+    }
+
+    /// Sends `register` for a channel: the reply's status and pushEndpoint.
+    pub async fn register_channel(
+        &mut self,
+        channel: &str,
+        key: Option<&str>,
+    ) -> (u16, Option<String>) {
+        self.send(&DeviceMessage::Register {
+            channel_id: channel.into(),
+            key: key.map(Cow::Borrowed),
+        })
+        .await;
+        match self.recv_message().await.expect("register reply") {
+            ServerMessage::Register {
+                channel_id,
+                status,
+                push_endpoint,
+            } => {
+                assert_eq!(channel_id, channel);
+                (status, push_endpoint.map(Cow::into_owned))
+            }
+            m => panic!("not a register reply: {m:?}"),
+        }
+    }
+
+    /// Sends `unregister` for a channel: the reply's status.
+    pub async fn unregister(&mut self, channel: &str) -> u16 {
+        self.send(&DeviceMessage::Unregister {
+            channel_id: channel.into(),
+            code: None,
+        })
+        .await;
+        match self.recv_message().await.expect("unregister reply") {
+            ServerMessage::Unregister { channel_id, status } => {
+                assert_eq!(channel_id, channel);
+                status
+            }
+            m => panic!("not an unregister reply: {m:?}"),
+        }
     }
 
     /// Acknowledges a notification.
-    pub async fn ack(&mut self, n: &Value) {
-        self.send(json!({"messageType": "ack", "updates": [{"channelID": n["channelID"], "version": n["version"]}]}))
-            .await;
+    pub async fn ack(&mut self, n: &impl Acked) {
+        self.ack_all(&[n.notification()]).await;
+    }
+
+    /// Acknowledges notifications in one `ack`.
+    pub async fn ack_all(&mut self, ns: &[Notification<'_>]) {
+        let updates: Vec<AckUpdate> = ns
+            .iter()
+            .map(|n| AckUpdate {
+                channel_id: n.channel_id.as_ref().into(),
+                version: n.version.as_ref().into(),
+                code: None,
+            })
+            .collect();
+        self.send(&DeviceMessage::Ack {
+            updates: updates.into(),
+        })
+        .await;
     }
 
     pub async fn close(mut self) {
