@@ -30,7 +30,10 @@ esac
 
 echo "==== build origin (release) ====" >&2
 cargo build --release -p origin >&2
-echo "==== build edge ====" >&2
+echo "==== build edge (with the benchmark route) ====" >&2
+# The benchmark route is a cargo feature, never in a production Worker; the
+# next ordinary build (scripts/run.sh, the tests) builds without it again.
+export EDGE_FEATURES=bench
 bash scripts/build-edge.sh >&2
 
 export ORIGIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/origin"

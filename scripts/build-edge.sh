@@ -6,6 +6,10 @@
 # and `wrangler deploy` build first; when nothing the build reads is newer than
 # its output, it says so and stops (EDGE_BUILD_FORCE=1 builds anyway).
 #
+# EDGE_FEATURES: cargo features of the edge to build with, e.g. "bench" (the
+# benchmark route, scripts/bench-edge.sh; never in production). A build with
+# other features than the last one's is never taken as up to date.
+#
 # Needs what scripts/setup.sh installs (Debian's rustc-web, worker-build,
 # wasm-bindgen-cli, node_modules). See scripts/tools/wasm-env.sh for the recipe.
 set -euo pipefail
@@ -19,9 +23,12 @@ WASM="$OUT/index_bg.wasm"
 INPUTS=(edge/src edge/Cargo.toml shared/src shared/Cargo.toml Cargo.toml Cargo.lock
         scripts/build-edge.sh scripts/tools/wasm-env.sh scripts/tools/rustc)
 
+FEATURES="${EDGE_FEATURES:-}"
+FEATURES_STAMP="$OUT/features"
 if [[ "${EDGE_BUILD_FORCE:-0}" != 1 && -f "$ENTRY" && -f "$WASM" ]] \
+   && [[ "$(cat "$FEATURES_STAMP" 2>/dev/null)" == "$FEATURES" ]] \
    && [[ -z "$(find "${INPUTS[@]}" -newer "$WASM" -print -quit 2>/dev/null)" ]]; then
-  echo "build-edge: $WASM is up to date ($(stat -c %s "$WASM") bytes)"
+  echo "build-edge: $WASM is up to date ($(stat -c %s "$WASM") bytes${FEATURES:+, features: $FEATURES})"
   exit 0
 fi
 
@@ -50,12 +57,15 @@ start=$SECONDS
 started="$(mktemp)"
 trap 'rm -f "$started"' EXIT
 echo "build-edge: worker-build --release (wasm-bindgen $("$WASM_BINDGEN_BIN" --version | cut -d' ' -f2), target dir $CARGO_TARGET_DIR)"
-(cd edge && "$WORKER_BUILD_BIN" --release)
+extra=()
+if [[ -n "$FEATURES" ]]; then extra=(--features "$FEATURES"); fi
+(cd edge && "$WORKER_BUILD_BIN" --release "${extra[@]}")
 
 if [[ ! -f "$ENTRY" || ! -f "$WASM" ]]; then
   echo "build-edge: worker-build did not produce $ENTRY and $WASM" >&2
   ls -R "$OUT" >&2 || true
   exit 1
 fi
+printf '%s' "$FEATURES" >"$FEATURES_STAMP"
 touch -r "$started" "$WASM"
-echo "build-edge: built $WASM ($(stat -c %s "$WASM") bytes) in $((SECONDS - start)) s"
+echo "build-edge: built $WASM ($(stat -c %s "$WASM") bytes${FEATURES:+, features: $FEATURES}) in $((SECONDS - start)) s"

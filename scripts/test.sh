@@ -3,12 +3,13 @@
 #
 #   1 setup        scripts/setup.sh (seconds when everything is installed)
 #   2 fmt          cargo fmt --all --check
-#   3 clippy       cargo clippy --workspace --all-targets -- -D warnings
-#   4 test         cargo test --workspace (unit, RFC vectors, property tests, and the
+#   3 clippy       cargo clippy --workspace --all-targets --all-features -- -D warnings
+#   4 test         cargo test --workspace --all-features (unit, RFC vectors, property tests, and the
 #                  origin's integration tests over real sockets)
 #   5 e2e          Firefox ESR and the npm web-push library against the origin binary
 #   6 wasm32       the shared crate builds for wasm32-unknown-unknown on its own;
-#                  clippy of the edge (and shared) as compiled for wasm32
+#                  clippy of the edge (and shared) as compiled for wasm32, with
+#                  and without the edge's bench feature
 #   7 fuzz smoke   scripts/fuzz-smoke.sh, else scripts/fuzz.sh (its short default run)
 #   8 edge         build the Worker and run the edge tests under wrangler dev
 #   9 container    scripts/container-test.sh: the origin's image built (base from
@@ -54,11 +55,11 @@ skipped setup || bash scripts/setup.sh
 step "2/10 cargo fmt --all --check"
 skipped fmt || cargo fmt --all --check
 
-step "3/10 cargo clippy --workspace --all-targets -- -D warnings"
-skipped clippy || cargo clippy --workspace --all-targets -- -D warnings
+step "3/10 cargo clippy --workspace --all-targets --all-features -- -D warnings"
+skipped clippy || cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "4/10 cargo test --workspace"
-skipped test || cargo test --workspace
+step "4/10 cargo test --workspace --all-features"
+skipped test || cargo test --workspace --all-features
 
 step "5/10 end-to-end: Firefox ESR and npm web-push against the origin (tests/js)"
 skipped e2e || E2E_SKIP_BUILD=1 node --test tests/js/
@@ -67,6 +68,7 @@ step "6/10 wasm32: shared builds; clippy of edge + shared for wasm32"
 if ! skipped wasm; then
   scripts/tools/wasm-cargo build -p shared --target wasm32-unknown-unknown
   scripts/tools/wasm-cargo clippy -p edge -p shared --target wasm32-unknown-unknown -- -D warnings
+  scripts/tools/wasm-cargo clippy -p edge --features bench --target wasm32-unknown-unknown -- -D warnings
 fi
 
 step "7/10 fuzz smoke"

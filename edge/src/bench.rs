@@ -2,7 +2,7 @@
 //! times inside one Worker invocation, in parts, so that the CPU time per
 //! check can be read from the runtime's coarse clock.
 //!
-//! Only answers when the Worker runs with `EDGE_BENCH=1` (never in production).
+//! Only in Workers built with the `bench` feature (never in production).
 
 use crate::check::{self, Inbound, Verifier};
 use crate::config::Config;

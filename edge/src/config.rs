@@ -13,8 +13,6 @@ pub mod vars {
     pub const EDGE_HMAC_SECRET: &str = "EDGE_HMAC_SECRET";
     /// Seconds per rate-limit window (default 60; the `*_per_minute` limits count per window).
     pub const RATE_WINDOW_SECS: &str = "RATE_WINDOW_SECS";
-    /// `"1"` turns on the benchmark route `POST /_bench/validate` (never in production).
-    pub const EDGE_BENCH: &str = "EDGE_BENCH";
     /// List documents and patches one isolate reads at once (default 1, 1 to 64).
     pub const MAX_LIST_DOCUMENTS: &str = "MAX_LIST_DOCUMENTS";
     /// The Durable Object namespace that keeps the rate-limit windows.
@@ -52,8 +50,6 @@ pub struct Config {
     pub limits: Limits,
     /// Length of a rate-limit window in seconds.
     pub rate_window_secs: u64,
-    /// Whether the benchmark route answers.
-    pub bench: bool,
     /// List documents and patches one isolate reads at once: each may hold
     /// its body and its inflated form in the isolate's memory.
     pub max_list_documents: usize,
@@ -80,7 +76,6 @@ impl Config {
             .into_bytes();
         let rate_window_secs = whole(&get, vars::RATE_WINDOW_SECS, 60, 1..=u64::MAX)
             .map_err(ConfigError::RateWindow)?;
-        let bench = get(vars::EDGE_BENCH).is_some_and(|v| v.trim() == "1");
         let max_list_documents = whole(&get, vars::MAX_LIST_DOCUMENTS, 1, 1..=64)
             .map_err(ConfigError::MaxListDocuments)? as usize;
         Ok(Config {
@@ -88,7 +83,6 @@ impl Config {
             secret,
             limits,
             rate_window_secs,
-            bench,
             max_list_documents,
         })
     }
@@ -140,7 +134,6 @@ pub(crate) mod tests {
         assert_eq!(c.secret, b"s3cret");
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.rate_window_secs, 60);
-        assert!(!c.bench);
         assert_eq!(c.max_list_documents, 1);
     }
 
@@ -149,14 +142,12 @@ pub(crate) mod tests {
         let c = Config::from_env(env(&[
             ("LIMITS", r#"{"max_ttl_secs": 100}"#),
             ("RATE_WINDOW_SECS", "5"),
-            ("EDGE_BENCH", "1"),
             ("MAX_LIST_DOCUMENTS", "3"),
         ]))
         .unwrap();
         assert_eq!(c.max_list_documents, 3);
         assert_eq!(c.limits.max_ttl_secs, 100);
         assert_eq!(c.rate_window_secs, 5);
-        assert!(c.bench);
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! resource), [`check`] (`shared`'s rules, in the origin's order),
 //! [`limiter`] (fixed windows), [`forward`] (the marked request), [`reply`]
 //! (answers and errors), [`documents`] (how many list documents at once),
-//! [`config`], [`bench`]. `runtime` binds them to the
-//! Workers runtime; it exists only on wasm32 (`scripts/build-edge.sh`).
+//! [`config`], and `bench` (the benchmark route's work, only in builds with
+//! the `bench` feature). `runtime` binds them to the Workers runtime; it
+//! exists only on wasm32 (`scripts/build-edge.sh`).
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod check;
 pub mod config;

@@ -3,7 +3,7 @@
 
 use crate::reply::EdgeError;
 
-/// Path of the benchmark route (answers only when `EDGE_BENCH` is `1`).
+/// Path of the benchmark route (only in builds with the `bench` feature).
 pub const BENCH_PATH: &str = "/_bench/validate";
 
 /// A request's destination.
@@ -11,7 +11,9 @@ pub const BENCH_PATH: &str = "/_bench/validate";
 pub enum Route {
     /// `GET /health`: the edge's own liveness.
     Health,
-    /// `POST /_bench/validate`: times the list push validation (benchmarks only).
+    /// `POST /_bench/validate`: times the list push validation (the `bench`
+    /// feature's builds only).
+    #[cfg(feature = "bench")]
     Bench,
     /// An application request, checked and forwarded to the origin.
     App(AppRoute),
@@ -23,8 +25,9 @@ pub use shared::vapid::origin_of;
 /// Routes a request by method and path (without query): the edge's own
 /// routes, then the application's as `shared::route` (and so the origin)
 /// has them. The origin's `/metrics` is for its operator, not the public.
-pub fn route(method: &str, path: &str, bench: bool) -> Result<Route, EdgeError> {
-    if bench && path == BENCH_PATH {
+pub fn route(method: &str, path: &str) -> Result<Route, EdgeError> {
+    #[cfg(feature = "bench")]
+    if path == BENCH_PATH {
         return match method {
             "POST" => Ok(Route::Bench),
             _ => Err(shared::route::not_allowed(method, "POST").into()),
@@ -45,7 +48,7 @@ mod tests {
 
     #[test]
     fn application_routes() {
-        let r = |m, p| route(m, p, false);
+        let r = route;
         assert_eq!(r("POST", "/p/abc"), Ok(Route::App(AppRoute::Push)));
         assert_eq!(
             r("DELETE", "/m/abc"),
@@ -69,37 +72,44 @@ mod tests {
     #[test]
     fn unknown_paths_and_methods() {
         assert_eq!(
-            route("GET", "/metrics", false),
+            route("GET", "/metrics"),
             Err(EdgeError::NotFound("/metrics".into()))
         );
         assert!(matches!(
-            route("POST", "/p/a/b", false),
+            route("POST", "/p/a/b"),
             Err(EdgeError::NotFound(_))
         ));
         assert_eq!(
-            route("GET", "/p/abc", false),
+            route("GET", "/p/abc"),
             Err(EdgeError::Method {
                 method: "GET".into(),
                 allow: "POST"
             })
         );
         assert!(matches!(
-            route("PUT", "/l/x", false),
+            route("PUT", "/l/x"),
             Err(EdgeError::Method { .. })
         ));
         let long = format!("/{}", "x".repeat(500));
-        let Err(EdgeError::NotFound(p)) = route("GET", &long, false) else {
+        let Err(EdgeError::NotFound(p)) = route("GET", &long) else {
             panic!()
         };
         assert_eq!(p.len(), 100);
     }
 
     #[test]
-    fn bench_route_only_when_enabled() {
+    #[cfg(not(feature = "bench"))]
+    fn no_bench_route_without_the_feature() {
         assert!(matches!(
-            route("POST", BENCH_PATH, false),
+            route("POST", BENCH_PATH),
             Err(EdgeError::NotFound(_))
         ));
-        assert_eq!(route("POST", BENCH_PATH, true), Ok(Route::Bench));
+    }
+
+    #[test]
+    #[cfg(feature = "bench")]
+    fn bench_route_with_the_feature() {
+        assert_eq!(route("POST", BENCH_PATH), Ok(Route::Bench));
+        assert!(route("GET", BENCH_PATH).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The Workers runtime binding (wasm32 only): the fetch handler and the
 //! rate-limit Durable Object. Each step is a call into the plain modules.
 
+#[cfg(feature = "bench")]
 use crate::bench;
 use crate::check::{self, Fields, Inbound, Verifier};
 use crate::config::{vars, Config};
@@ -12,12 +13,11 @@ use crate::route::{self, AppRoute, BodyKind, Route};
 use futures_util::StreamExt;
 use shared::push::PushError;
 use std::cell::Cell;
-use std::time::Duration;
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    console_error, durable_object, event, Context, Delay, DurableObject, Env, Fetch, Headers,
-    Method, Request, RequestInit, RequestRedirect, Response, Result, State,
+    console_error, durable_object, event, Context, DurableObject, Env, Fetch, Headers, Method,
+    Request, RequestInit, RequestRedirect, Response, Result, State,
 };
 
 thread_local! {
@@ -134,9 +134,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let url = req.url()?.to_string();
     let path_and_query = forward::path_and_query(&url).to_owned();
     let path = path_and_query.split('?').next().unwrap_or("/");
-    match route::route(&method, path, cfg.bench) {
+    match route::route(&method, path) {
         Err(e) => refuse(e),
         Ok(Route::Health) => respond(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+        #[cfg(feature = "bench")]
         Ok(Route::Bench) => bench(req, &cfg, &url).await,
         Ok(Route::App(app)) => {
             let target = Target {
@@ -286,7 +287,10 @@ async fn ask_limiter(env: &Env, key: &RateKey, hit: Hit) -> Result<Verdict> {
 }
 
 /// `POST /_bench/validate?n=N`: times the checks of the list push it carries.
+#[cfg(feature = "bench")]
 async fn bench(mut req: Request, cfg: &Config, url: &str) -> Result<Response> {
+    use std::time::Duration;
+    use worker::Delay;
     let fields = match Fields::read(|n| req.headers().get(n).ok().flatten()) {
         Ok(f) => f,
         Err(e) => return refuse(PushError::from(e)),

@@ -6,7 +6,7 @@
 //                each twice, side by side: "path":"origin" (straight to the origin's app
 //                listener) and "path":"edge" (through the Worker under wrangler dev)
 //   edge-validate-cpu  CPU time in workerd of the edge's checks of a 4 KiB JWE list push with
-//                a VAPID token (POST /_bench/validate, EDGE_BENCH=1), per iteration
+//                a VAPID token (POST /_bench/validate, a Worker built with the bench feature), per iteration
 //   edge-floor         GET /health answered by the Worker itself: what `wrangler dev` costs per request
 //   edge-wasm-size     the release .wasm, raw and gzip
 //
@@ -91,7 +91,6 @@ async function main() {
       subscription_messages_per_minute: HIGH, list_pushes_per_minute: HIGH, list_creations_per_minute: HIGH,
       max_message_bytes: MESSAGE_BYTES,
     },
-    vars: { EDGE_BENCH: "1" },
     // Straight requests to the origin must be allowed: it checks marks when present.
     behindEdge: false,
   });
