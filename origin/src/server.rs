@@ -70,14 +70,24 @@ pub struct Running {
     /// Its state (configuration with the bound addresses, store, registry).
     pub state: Arc<State>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, closes connections, and waits for the end.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A service dropped without [`Running::stop`] begins the same shutdown,
+/// without waiting for its end.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 
@@ -87,7 +97,11 @@ pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result
     let state = Arc::new(State::new(config, store));
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(serve(state.clone(), listeners, stopped));
-    Ok(Running { state, stop, task })
+    Ok(Running {
+        state,
+        stop,
+        task: Some(task),
+    })
 }
 
 /// Serves until `shutdown` turns true.

@@ -251,7 +251,6 @@ async fn each_rule_refused_with_problem_json_and_nothing_stored() {
     );
     let r = request("GET", &endpoint, &[], b"").await;
     assert_eq!(r.status, 405);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -277,7 +276,6 @@ async fn rate_limit_answers_429_with_retry_after() {
         assert!(d.recv().await.is_some());
     }
     assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -287,7 +285,6 @@ async fn ttl_is_lowered_to_the_maximum() {
     let (_, endpoint) = d.register(None).await;
     let r = request("POST", &endpoint, &[("ttl", "999999")], b"").await;
     assert_eq!((r.status, r.header("ttl")), (201, Some("100")));
-    o.stop().await;
 }
 
 /// Connects to the application API, sends `bytes`, and returns how long
@@ -330,7 +327,6 @@ async fn clients_too_slow_to_send_their_headers_are_let_go() {
     )
     .await;
     assert_eq!(r.status, 200);
-    o.stop().await;
 }
 
 /// Sends `bytes` to the application API on a new connection; returns the
@@ -384,7 +380,6 @@ async fn bad_websocket_upgrades_are_answered() {
     // A proper device still connects.
     let d = Device::connect(&o, None).await;
     assert_eq!(d.uaid.len(), 32);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -409,7 +404,6 @@ async fn a_body_that_stops_arriving_is_answered_408() {
     assert!(text.contains("body-timeout"), "{text}");
     // Nothing was delivered.
     assert!(d.recv_within(Duration::from_millis(200)).await.is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -443,5 +437,4 @@ async fn repeated_and_non_ascii_fields_are_read_as_the_edge_reads_them() {
         format!("POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nContent-Length: 0\r\n\r\n");
     assert!(send(once.into_bytes()).await.starts_with("HTTP/1.1 201"));
     assert!(d.recv().await.is_some());
-    o.stop().await;
 }

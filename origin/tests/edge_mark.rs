@@ -123,5 +123,4 @@ async fn marks_are_required_and_verified() {
     )
     .await;
     assert_eq!(r.status, 200);
-    o.stop().await;
 }

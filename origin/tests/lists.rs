@@ -118,7 +118,6 @@ async fn list_push_reaches_connected_and_offline_members_once() {
         (s["delivered"].as_u64(), s["stored"].as_u64()),
         (Some(3), Some(0))
     );
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -173,7 +172,6 @@ async fn json_jwe_recipients_are_replaced_per_member() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status["failed"], 1, "{status}");
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -258,7 +256,6 @@ async fn amend_read_delete_and_unsubscribe() {
         request("POST", &list, &[("ttl", "60")], b"").await.status,
         404
     );
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -354,7 +351,6 @@ async fn ownership_key_restriction_and_bad_input() {
     )
     .await;
     assert_eq!(r.status, 404);
-    o.stop().await;
 }
 
 /// A device that registers and goes away, and a list of its subscription
@@ -390,7 +386,6 @@ async fn copies_survive_a_restart_with_the_same_version() {
     d.close().await;
     let mut d = Device::connect(&o, Some(&uaid)).await;
     assert_eq!(d.recv_notification().await.unwrap().version, n.version);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -425,7 +420,6 @@ async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
             "list message {i}: {s}"
         );
     }
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -455,7 +449,6 @@ async fn members_drop_out_when_they_expire() {
         d.recv_within(Duration::from_millis(300)).await.is_none(),
         "only the member that stays"
     );
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -531,7 +524,6 @@ async fn keys_keep_their_time_and_keyless_members_get_an_empty_key() {
         .await
         .json();
     assert_eq!(s["failed"], 0);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -558,7 +550,6 @@ async fn list_creations_are_limited_per_vapid_key() {
     // Another key counts on its own.
     let r = create(&o, &doc, Some(&second.header(&aud))).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -605,7 +596,6 @@ async fn removing_non_members_makes_no_room() {
     let r = patch(json!({ subs[0].clone(): null, subs[2].clone(): {}, subs[3].clone(): {} })).await;
     assert_eq!(r.status, 200, "{:?}", r.json());
     assert_eq!(r.json()["members"], 3);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -634,7 +624,6 @@ async fn lists_without_a_vapid_key_are_bounded_together() {
     assert_eq!(request("DELETE", &lists[0], &[], b"").await.status, 204);
     let r = create(&o, &doc, None).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -672,7 +661,6 @@ async fn concurrent_amendments_stay_within_the_member_limit() {
     assert_eq!(applied, 4, "as many as fit");
     let r = request("GET", &list, &[], b"").await;
     assert_eq!(r.header("member-count"), Some("9"));
-    o.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,7 +700,6 @@ async fn concurrent_amendments_of_one_member_all_merge() {
             }
         }
     }
-    o.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,7 +735,6 @@ async fn a_list_push_racing_the_lists_deletion_leaves_no_message_behind() {
         }
     }
     assert!(accepted > 0, "{accepted} accepted, {refused} refused");
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -804,5 +790,4 @@ async fn list_documents_past_the_cap_wait_then_get_503() {
     // The permit is back.
     let r = create(&o, &json!({ sub.clone(): {} }), None).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
-    o.stop().await;
 }

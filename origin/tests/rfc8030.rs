@@ -211,7 +211,6 @@ async fn subscribe_push_ack_receipt() {
             .status,
         404
     );
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -307,7 +306,6 @@ async fn stored_messages_prefer_wait_zero_and_urgency_filter() {
         resp.headers()["content-type"],
         shared::problem::CONTENT_TYPE
     );
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -321,7 +319,6 @@ async fn a_device_connection_is_told_the_configured_stream_limit() {
     subscribe(&mut ua, &device_url).await;
     // The server's SETTINGS carried the limit.
     assert_eq!(ua.current_max_send_streams(), 2);
-    o.stop().await;
 }
 
 /// Asks for stored messages (`Prefer: wait=0`); returns the promised paths.
@@ -366,7 +363,6 @@ async fn a_user_agent_that_does_not_acknowledge_gets_no_more_than_max_unacked() 
     let rest = poll_stored(&mut ua, &sub_url).await;
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert!(!first.contains(&rest[0]));
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -411,7 +407,6 @@ async fn a_held_monitor_gets_what_overflowed_or_waited_for_room() {
     }
     assert_eq!(seen.len(), 10);
     drop(fut);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -460,7 +455,6 @@ async fn room_made_by_one_monitor_reaches_another_on_the_same_connection() {
         .unwrap();
     assert!(!first.contains(&p.into_parts().0.uri().path().to_owned()));
     drop(monitors);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -487,7 +481,6 @@ async fn a_subscription_set_holds_at_most_the_configured_subscriptions() {
     assert_eq!(send(&mut ua, in_set(), None).await.0.status, 201);
     // A new set has an allowance of its own.
     subscribe(&mut ua, &device_url).await;
-    o.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,5 +510,4 @@ async fn concurrent_subscribes_into_a_set_stay_within_the_limit() {
         }
     }
     assert_eq!(made, 2, "as many as fit");
-    o.stop().await;
 }

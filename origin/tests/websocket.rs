@@ -51,7 +51,6 @@ async fn connected_device_gets_message_and_ack_clears_it() {
         .recv_within(Duration::from_millis(300))
         .await
         .is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -82,7 +81,6 @@ async fn stored_while_away_then_delivered_and_unacked_redelivered() {
     d.ack(&n2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metric(&o, "push_stored_messages").await, 0);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -91,7 +89,6 @@ async fn unknown_uaid_gets_a_new_one() {
     let d = Device::connect(&o, Some("0123456789abcdef0123456789abcdef")).await;
     assert_ne!(d.uaid, "0123456789abcdef0123456789abcdef");
     assert_eq!(d.uaid.len(), 32);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -141,7 +138,6 @@ async fn key_restricted_subscription_refuses_other_keys() {
     .await;
     assert_eq!(ok.status, 201);
     assert!(d.recv().await.is_some());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -178,7 +174,6 @@ async fn topic_replaces_and_ttl_zero_is_not_stored() {
     let n = d.recv_notification().await.unwrap();
     assert_eq!(b64::decode(n.data.as_deref().unwrap()).unwrap(), body2);
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -201,7 +196,6 @@ async fn cancel_and_unregister() {
     let gone = request("POST", &endpoint, &[("ttl", "60")], b"").await;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.json()["errno"], 102);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -237,7 +231,6 @@ async fn protocol_violations_close_the_connection_and_service_lives_on() {
     assert_eq!(r.status, 400);
     let d = Device::connect(&o, None).await;
     assert_eq!(d.uaid.len(), 32);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -268,7 +261,6 @@ async fn a_subscription_keeps_its_newest_messages_up_to_the_limit() {
         assert_eq!(&b64::decode(n.data.as_deref().unwrap()).unwrap(), want);
     }
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -295,7 +287,6 @@ async fn messages_that_overflow_the_queue_still_arrive_on_the_same_connection() 
         assert_eq!(s.await.unwrap(), 201);
     }
     assert_eq!(got.len(), 60, "every message on the open connection");
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -341,7 +332,6 @@ async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
         .recv_within(Duration::from_millis(300))
         .await
         .is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -376,7 +366,6 @@ async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once()
     let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
     assert_eq!(r.status, 201);
     assert!(d.recv().await.is_some());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -421,7 +410,6 @@ async fn a_device_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
         next = held.remove(0);
     }
     assert_eq!(versions.len(), 9, "five messages and four list copies");
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -458,7 +446,6 @@ async fn a_user_agent_is_recorded_with_its_first_subscription_and_goes_with_its_
     assert!(recorded(&uaid));
     d.close().await;
     assert_eq!(Device::connect(&o, Some(&uaid)).await.uaid, uaid);
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -490,7 +477,6 @@ async fn an_unacknowledged_message_of_an_ended_subscription_is_not_stored_again(
     let n = d.recv_notification().await.unwrap();
     assert_ne!(n.channel_id, channel.as_str());
     assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -526,7 +512,6 @@ async fn after_answering_a_request_the_origin_acks_what_comes_next_at_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(quickack(None), 1, "delayed ACKs off after the answer");
-    o.stop().await;
 }
 
 #[tokio::test]
@@ -553,5 +538,4 @@ async fn a_user_agent_holds_at_most_the_configured_subscriptions() {
     // Another user agent has an allowance of its own.
     let mut other = Device::connect(&o, None).await;
     other.register(None).await;
-    o.stop().await;
 }

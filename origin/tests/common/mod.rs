@@ -41,7 +41,8 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Starts a service on free loopback ports over a store in `dir`.
+/// Starts a service on free loopback ports over a store in `dir`; dropping
+/// it (at the end of a test) begins its shutdown.
 pub async fn start_in(dir: &std::path::Path, limits: &[&str]) -> Running {
     start_with(dir, limits, |_| {}).await
 }
