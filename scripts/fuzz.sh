@@ -25,8 +25,17 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(fuzz list)
 fi
-# One build of every target (debug assertions on, so the asserts inside count).
-fuzz build --debug-assertions 2>&1 | tail -n 2
+# One build of every target (debug assertions on, so the asserts inside count);
+# its whole output when it fails.
+build_log=$(mktemp)
+if ! fuzz build --debug-assertions >"$build_log" 2>&1; then
+  cat "$build_log"
+  rm -f "$build_log"
+  echo "fuzz: building the targets FAILED" >&2
+  exit 1
+fi
+tail -n 2 "$build_log"
+rm -f "$build_log"
 total=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"

@@ -6,8 +6,8 @@
 # step says what it does; the last one checks that every tool answers and
 # fails naming the ones that do not.
 #
-#   apt:   gcc libc6-dev pkg-config libssl-dev git ca-certificates curl
-#          (native builds; worker-build links OpenSSL)
+#   apt:   gcc g++ libc6-dev pkg-config libssl-dev git ca-certificates curl
+#          (native builds; libfuzzer-sys compiles C++, worker-build links OpenSSL)
 #          rustc-web cargo-web rust-web-src lld-22  (Debian's rustc with a
 #          wasm32 target and std sources: rustup cannot fetch wasm32 here)
 #          rust-web-llvm                            (rust-lld, the linker of the
@@ -29,7 +29,7 @@ cd "$ROOT"
 
 WORKER_BUILD_VERSION=0.8.7
 CARGO_FUZZ_VERSION=0.13.2
-APT_PACKAGES=(gcc libc6-dev pkg-config libssl-dev git ca-certificates curl
+APT_PACKAGES=(gcc g++ libc6-dev pkg-config libssl-dev git ca-certificates curl
   rustc-web cargo-web rust-web-src rust-web-clippy rust-web-llvm lld-22
   firefox-esr openssl podman runc debootstrap)
 MIN_RUSTC_WEB=1.91.0
@@ -160,6 +160,7 @@ check cargo cargo --version
 check rustfmt cargo fmt --version
 check clippy cargo clippy --version
 check cc cc --version
+check c++ c++ --version
 check rustc-web /usr/bin/rustc --version
 check cargo-web /usr/bin/cargo --version
 check rust-lld rust-lld -flavor wasm --version
