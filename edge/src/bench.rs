@@ -67,7 +67,7 @@ where
 {
     // Once first, so that a bad request is an error, not a timing.
     let key = check::check_all(req, &cfg.limits, verifier).await?;
-    let headers = req.fields.push_headers();
+    let headers = req.fields.as_headers();
     let framing = time(n, &clock, &settle, &mut || {
         std::hint::black_box(validate_list_push(&headers, req.body, &cfg.limits).is_ok());
     })

@@ -9,9 +9,8 @@
 use crate::limiter::RateKey;
 use crate::reply::Refusal;
 use crate::route::AppRoute;
-use shared::headers::{field_text, HeaderError};
 use shared::list::{self, ListError};
-use shared::push::{validate_list_push, validate_push, PushFields, PushHeaders};
+use shared::push::{validate_list_push, validate_push, PushFields};
 use shared::vapid::{Credentials, VapidError};
 use shared::Limits;
 use std::borrow::Cow;
@@ -49,73 +48,9 @@ impl Verifier for SharedVerifier {
     }
 }
 
-/// The request header fields the checks read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fields {
-    /// `TTL`.
-    pub ttl: Option<String>,
-    /// `Urgency`.
-    pub urgency: Option<String>,
-    /// `Topic`.
-    pub topic: Option<String>,
-    /// `Content-Encoding`.
-    pub content_encoding: Option<String>,
-    /// `Content-Type`.
-    pub content_type: Option<String>,
-    /// `Encryption`.
-    pub encryption: Option<String>,
-    /// `Crypto-Key`.
-    pub crypto_key: Option<String>,
-    /// `Authorization`.
-    pub authorization: Option<String>,
-}
-
-impl Fields {
-    /// Reads the fields through a case-insensitive header lookup (the
-    /// platform joins repeated values), by `shared`'s rule for their text.
-    pub fn read(header: impl Fn(&str) -> Option<String>) -> Result<Fields, HeaderError> {
-        let PushFields {
-            ttl,
-            urgency,
-            topic,
-            content_encoding,
-            content_type,
-            encryption,
-            crypto_key,
-            authorization,
-        } = PushFields::try_read(|name| {
-            let value = header(name);
-            if let Some(v) = &value {
-                field_text(name, [v.as_bytes()])?;
-            }
-            Ok(value)
-        })?;
-        Ok(Fields {
-            ttl,
-            urgency,
-            topic,
-            content_encoding,
-            content_type,
-            encryption,
-            crypto_key,
-            authorization,
-        })
-    }
-
-    /// The fields as `shared`'s push rules take them.
-    pub fn push_headers(&self) -> PushHeaders<'_> {
-        PushHeaders {
-            ttl: self.ttl.as_deref(),
-            urgency: self.urgency.as_deref(),
-            topic: self.topic.as_deref(),
-            content_encoding: self.content_encoding.as_deref(),
-            content_type: self.content_type.as_deref(),
-            encryption: self.encryption.as_deref(),
-            crypto_key: self.crypto_key.as_deref(),
-            authorization: self.authorization.as_deref(),
-        }
-    }
-}
+/// The request header fields the checks read, owned (read by
+/// [`PushFields::read_text`], checked by [`PushFields::as_headers`]).
+pub type Fields = PushFields<String>;
 
 /// A request to check.
 #[derive(Clone, Copy, Debug)]
@@ -220,11 +155,11 @@ pub async fn check<'a>(
     };
     match req.route {
         AppRoute::Push => {
-            let (meta, _) = validate_push(&req.fields.push_headers(), req.body, limits)?;
+            let (meta, _) = validate_push(&req.fields.as_headers(), req.body, limits)?;
             Ok(plain(verified(meta.vapid.as_ref(), req, limits, v).await?))
         }
         AppRoute::PushList { list } => {
-            let (meta, _) = validate_list_push(&req.fields.push_headers(), req.body, limits)?;
+            let (meta, _) = validate_list_push(&req.fields.as_headers(), req.body, limits)?;
             let vapid_key = verified(meta.vapid.as_ref(), req, limits, v).await?;
             Ok(Checked {
                 rate: Some(RateKey::ListPush {
@@ -368,11 +303,11 @@ pub(crate) mod tests {
     fn fields_are_read_by_the_shared_text_rule() {
         let read = |topic: &str| {
             let topic = topic.to_owned();
-            Fields::read(move |n| (n == name::TOPIC).then(|| topic.clone()))
+            Fields::read_text(move |n| (n == name::TOPIC).then(|| topic.clone()))
         };
         assert_eq!(read("abc").unwrap().topic.as_deref(), Some("abc"));
         let e = read("t\u{e9}st").unwrap_err();
-        assert_eq!(e, HeaderError::NotText(name::TOPIC));
+        assert_eq!(e, shared::headers::HeaderError::NotText(name::TOPIC));
         let (s, p) = status(Err(Refusal::Push(e.into())));
         assert_eq!(
             (s, p["type"].as_str()),

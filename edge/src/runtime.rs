@@ -165,7 +165,7 @@ async fn application(
     app: &AppRoute,
     target: &Target<'_>,
 ) -> Result<Response> {
-    let fields = match Fields::read(|n| req.headers().get(n).ok().flatten()) {
+    let fields = match Fields::read_text(|n| req.headers().get(n).ok().flatten()) {
         Ok(f) => f,
         Err(e) => return refuse(PushError::from(e)),
     };
@@ -291,7 +291,7 @@ async fn ask_limiter(env: &Env, key: &RateKey, hit: Hit) -> Result<Verdict> {
 async fn bench(mut req: Request, cfg: &Config, url: &str) -> Result<Response> {
     use std::time::Duration;
     use worker::Delay;
-    let fields = match Fields::read(|n| req.headers().get(n).ok().flatten()) {
+    let fields = match Fields::read_text(|n| req.headers().get(n).ok().flatten()) {
         Ok(f) => f,
         Err(e) => return refuse(PushError::from(e)),
     };

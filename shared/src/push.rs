@@ -60,6 +60,38 @@ impl<T> PushFields<T> {
     }
 }
 
+impl PushFields<String> {
+    /// Reads owned fields through a lookup that joins a field's repeated
+    /// values (as the edge's platform does), each checked by
+    /// [`crate::headers::field_text`]'s rule for their text.
+    pub fn read_text(header: impl Fn(&str) -> Option<String>) -> Result<Self, HeaderError> {
+        Self::try_read(|name| {
+            let value = header(name);
+            if let Some(v) = &value {
+                crate::headers::field_text(name, [v.as_bytes()])?;
+            }
+            Ok(value)
+        })
+    }
+
+    /// The fields borrowed, as the push rules take them.
+    pub fn as_headers(&self) -> PushHeaders<'_> {
+        fn f(v: &Option<String>) -> Option<&str> {
+            v.as_deref()
+        }
+        PushFields {
+            ttl: f(&self.ttl),
+            urgency: f(&self.urgency),
+            topic: f(&self.topic),
+            content_encoding: f(&self.content_encoding),
+            content_type: f(&self.content_type),
+            encryption: f(&self.encryption),
+            crypto_key: f(&self.crypto_key),
+            authorization: f(&self.authorization),
+        }
+    }
+}
+
 /// What is wrong with a push request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
