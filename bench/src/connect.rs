@@ -2,8 +2,8 @@
 //! measures the rate and the origin's memory per idle device.
 
 use crate::pool::{DeviceOpts, Pool};
-use crate::realtime_ns;
 use crate::stats::{r3, rss_bytes, CpuWindow};
+use crate::tally::{connect, ready, tool_pids};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -26,20 +26,10 @@ pub struct ConnectArgs {
 
 /// Runs the measurement; the result line's fields.
 pub async fn run(a: ConnectArgs, timeout_secs: u64) -> Result<Value, String> {
-    let mut pool = Pool::spawn(&a.dev, a.devices, 0, false, timeout_secs)?;
-    pool.gather("ready", |_, _| {}).await?;
-    let mut tool_pids = pool.pids();
-    tool_pids.push(std::process::id());
+    let mut pool = ready(Pool::spawn(&a.dev, a.devices, 0, false, timeout_secs)?).await?;
     let rss_before = a.origin_pid.and_then(rss_bytes);
-    let cpu = CpuWindow::start(a.origin_pid, tool_pids);
-    eprintln!(
-        "pushbench: connecting {} devices over {} workers",
-        a.devices,
-        pool.len()
-    );
-    let t0 = realtime_ns();
-    pool.send_all("connect")?;
-    let mut setup = pool.setup().await?;
+    let cpu = CpuWindow::start(a.origin_pid, tool_pids(&pool));
+    let (t0, mut setup) = connect(&mut pool, &format!("connecting {} devices", a.devices)).await?;
     let (connected, failed) = (setup.connected, setup.failed);
     let elapsed = setup.finished_ns.saturating_sub(t0) as f64 / 1e9;
     let cpu = cpu.finish();

@@ -161,7 +161,6 @@ pub fn run(a: FloorArgs) -> Result<Value, String> {
     }))
 }
 
-/// The rest of the next line from a client, which must start with `prefix`.
 /// Puts `socks` in an epoll set (edge-triggered, input and output, as tokio
 /// registers a socket) and starts a thread that waits on it until `stop`.
 fn watch(
@@ -205,6 +204,7 @@ fn watch(
     Ok(())
 }
 
+/// The rest of the next line from a client, which must start with `prefix`.
 fn expect_line(
     lines: &mut std::io::Lines<BufReader<std::process::ChildStdout>>,
     prefix: &str,

@@ -53,9 +53,8 @@ pub struct AppSide {
 impl AppSide {
     /// Work for pushes to `app` whose encrypted bodies are `body_bytes` long.
     pub fn new(app: &str, body_bytes: usize) -> Result<AppSide, String> {
-        // RFC 8188 header (86 bytes with a 65-byte key id), delimiter, tag.
         let plaintext_len = body_bytes
-            .checked_sub(86 + 1 + 16)
+            .checked_sub(crate::bodies::AES128GCM_OVERHEAD)
             .ok_or("--single-body-bytes too small for an encrypted body")?;
         Ok(AppSide {
             vapid: pushclient::vapid::Vapid::new(
@@ -103,32 +102,6 @@ pub struct Outcome {
     pub io_errors: u64,
     /// The first of them.
     pub first_error: Option<String>,
-}
-
-/// A syntactically valid aes128gcm body of `len` bytes (RFC 8188 header:
-/// 16-byte salt, rs 4096, idlen 65, a key id starting 0x04; then "ciphertext").
-pub fn aes128gcm_body(len: usize) -> Result<Vec<u8>, String> {
-    const MIN: usize = 16 + 4 + 1 + 65 + 17;
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    if len < MIN {
-        return Err(format!("--body-bytes must be 0 or at least {MIN}"));
-    }
-    let mut b = Vec::with_capacity(len);
-    b.extend((0..16u8).map(|i| i.wrapping_mul(37)));
-    b.extend_from_slice(&4096u32.to_be_bytes());
-    b.push(65);
-    b.push(0x04);
-    b.extend((0..64u8).map(|i| i.wrapping_mul(11).wrapping_add(3)));
-    let mut x = 0x2545_f491u32;
-    while b.len() < len {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        b.push(x as u8);
-    }
-    Ok(b)
 }
 
 /// Runs every push of the plan; returns when all are answered.
@@ -335,21 +308,5 @@ async fn exchange(
             }
         }
         return Ok((status, version, keep));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_framing() {
-        let b = aes128gcm_body(2048).unwrap();
-        assert_eq!(b.len(), 2048);
-        assert_eq!(&b[16..20], &4096u32.to_be_bytes());
-        assert_eq!(b[20], 65);
-        assert_eq!(b[21], 0x04);
-        assert!(aes128gcm_body(0).unwrap().is_empty());
-        assert!(aes128gcm_body(50).is_err());
     }
 }

@@ -4,14 +4,19 @@
 //! Each command prints exactly one JSON result line on stdout; progress goes
 //! to stderr.
 
+mod app_client;
+mod bodies;
 mod connect;
 mod floor;
 mod http;
 mod list;
+mod list_api;
+mod offline;
 mod pool;
 mod push;
 mod served;
 mod stats;
+mod tally;
 mod worker;
 mod ws;
 
@@ -48,7 +53,7 @@ enum Cmd {
     /// One push to a list of N connected devices against N single pushes.
     List(list::ListArgs),
     /// A list of M offline subscriptions: push latency, then K reconnect.
-    OfflineList(list::OfflineArgs),
+    OfflineList(offline::OfflineArgs),
     /// The kernel's floor for a list push: bare writes of a copy-sized frame
     /// to N loopback sockets, read (and answered) by bare clients.
     Floor(floor::FloorArgs),
@@ -78,31 +83,16 @@ pub fn emit(line: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, timeout) = (cli.scenario, cli.timeout_secs);
-    let rt = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    };
     let (cmd, result) = match cli.cmd {
         Cmd::Worker(a) => return worker::run(a),
         Cmd::FloorClient(a) => return floor::client(a),
         Cmd::Floor(a) => ("floor", floor::run(a)),
-        Cmd::Connect(a) => (
-            "connect",
-            rt().block_on(bounded(timeout, connect::run(a, timeout))),
-        ),
-        Cmd::Push(a) => (
-            "push",
-            rt().block_on(bounded(timeout, push::run(a, timeout))),
-        ),
-        Cmd::List(a) => (
-            "list",
-            rt().block_on(bounded(timeout, list::run_list(a, timeout))),
-        ),
+        Cmd::Connect(a) => ("connect", block_on(timeout, connect::run(a, timeout))),
+        Cmd::Push(a) => ("push", block_on(timeout, push::run(a, timeout))),
+        Cmd::List(a) => ("list", block_on(timeout, list::run_list(a, timeout))),
         Cmd::OfflineList(a) => (
             "offline-list",
-            rt().block_on(bounded(timeout, list::run_offline(a, timeout))),
+            block_on(timeout, offline::run_offline(a, timeout)),
         ),
     };
     let (mut line, code) = match result {
@@ -119,6 +109,18 @@ fn main() -> ExitCode {
     }
     emit(&line.to_string());
     code
+}
+
+/// Runs `f` on a new single-threaded runtime for at most `secs` seconds.
+fn block_on(
+    secs: u64,
+    f: impl std::future::Future<Output = Result<Value, String>>,
+) -> Result<Value, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(bounded(secs, f))
 }
 
 /// Runs `f` for at most `secs` seconds.

@@ -1,12 +1,16 @@
 //! `pushbench push`: N registered devices, P pushes round-robin over them
 //! from C keep-alive connections; throughput and POST→delivery latency.
 
+use crate::app_client::{app_addr, path_of};
+use crate::bodies::aes128gcm_body;
 use crate::http::{self, Plan};
-use crate::pool::{DeviceOpts, Pool};
+use crate::pool::DeviceOpts;
 use crate::stats::{percentile, r3, CpuWindow};
+use crate::tally::{
+    connect_with_endpoints, count, device_errors, dump_each, sum, tool_pids, wait_delivered, Record,
+};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,49 +46,16 @@ pub struct PushArgs {
     pub dev: DeviceOpts,
 }
 
-/// `host:port` of an `http://` URL, and its address.
-pub fn app_addr(url: &str) -> Result<(String, SocketAddr), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--app {url:?}: only http:// URLs"))?;
-    let host = rest.split('/').next().unwrap_or("").to_owned();
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| format!("--app {url:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--app {url:?}: no address"))?;
-    Ok((host, addr))
-}
-
-/// The path of a push endpoint URL (`/p/…`).
-pub fn path_of(url: &str) -> String {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    url[after..]
-        .find('/')
-        .map_or_else(|| "/".into(), |i| url[after + i..].to_owned())
-}
-
 /// Runs the measurement; the result line's fields.
 pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
     let (host, addr) = app_addr(&a.app)?;
-    let body = http::aes128gcm_body(a.body_bytes)?;
+    let body = aes128gcm_body(a.body_bytes)?;
     if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
     }
-    let mut pool = Pool::spawn(&a.dev, a.devices, a.body_bytes, true, timeout_secs)?;
-    pool.gather("ready", |_, _| {}).await?;
-    eprintln!(
-        "pushbench: connecting {} devices over {} workers",
-        a.devices,
-        pool.len()
-    );
-    pool.send_all("connect")?;
-    let setup = pool.setup().await?;
+    let (mut pool, setup) =
+        connect_with_endpoints(&a.dev, a.devices, a.body_bytes, timeout_secs).await?;
     let (connected, failed, endpoints) = (setup.connected, setup.failed, setup.endpoints);
-    if endpoints.is_empty() {
-        let e = setup.first_error.unwrap_or_default();
-        return Err(format!("no device registered: {e}"));
-    }
     eprintln!(
         "pushbench: {connected} devices ready ({failed} failed); {} pushes over {} connections{}",
         a.pushes,
@@ -102,9 +73,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
         app_side: None,
     });
 
-    let mut tool_pids = pool.pids();
-    tool_pids.push(std::process::id());
-    let cpu = CpuWindow::start(a.origin_pid, tool_pids);
+    let cpu = CpuWindow::start(a.origin_pid, tool_pids(&pool));
     let started = tokio::time::Instant::now();
     let pushers = tokio::spawn(http::run(plan));
     tokio::pin!(pushers);
@@ -126,37 +95,13 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
     };
     let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(a.drain_secs);
-    while delivered.iter().sum::<u64>() < ok {
-        match tokio::time::timeout_at(drain_until, pool.next()).await {
-            Ok(l) => {
-                let (k, line) = l?;
-                count(&mut delivered, k, &line);
-            }
-            Err(_) => break,
-        }
-    }
+    wait_delivered(&mut pool, &mut delivered, ok, drain_until).await?;
     let cpu = cpu.finish();
 
-    pool.send_all("dump")?;
-    let mut records: Vec<(String, u64)> = Vec::with_capacity(ok as usize);
-    let ends = pool
-        .gather_json("end", |_, line| {
-            if let Some((v, ns)) = line.strip_prefix("R ").and_then(|r| r.split_once(' ')) {
-                if let Ok(ns) = ns.parse() {
-                    records.push((v.to_owned(), ns));
-                }
-            }
-        })
-        .await?;
+    let mut records: Vec<Record> = Vec::with_capacity(ok as usize);
+    let ends = dump_each(&mut pool, |_, v, ns| records.push((v.to_owned(), ns))).await?;
     drop(pool);
     Ok(report(&a, connected, failed, outcome, records, &ends, cpu))
-}
-
-/// Takes a worker's `D <count>` line.
-fn count(delivered: &mut [u64], k: usize, line: &str) {
-    if let Some(n) = line.strip_prefix("D ").and_then(|n| n.parse().ok()) {
-        delivered[k] = n;
-    }
 }
 
 /// Matches deliveries to pushes and computes the figures.
@@ -165,7 +110,7 @@ fn report(
     connected: u64,
     failed: u64,
     outcome: http::Outcome,
-    records: Vec<(String, u64)>,
+    records: Vec<Record>,
     ends: &[Value],
     cpu: Map<String, Value>,
 ) -> Value {
@@ -202,7 +147,6 @@ fn report(
     let post_span = last_done.saturating_sub(first_send) as f64 / 1e9;
     let mut lags: Vec<f64> = outcome.sent.iter().map(|s| s.lag_ns as f64 / 1e6).collect();
     lags.sort_by(f64::total_cmp);
-    let sum = |k: &str| ends.iter().filter_map(|e| e[k].as_u64()).sum::<u64>();
     let non_201: u64 = statuses
         .iter()
         .filter(|(k, _)| k.as_str() != "201")
@@ -228,9 +172,9 @@ fn report(
     put("missing", ok.saturating_sub(matched).into());
     put("duplicates", duplicates.into());
     put("unmatched", unmatched.into());
-    put("bad_payload", sum("bad_payload").into());
-    put("device_errors", (sum("errors") + sum("unexpected")).into());
-    put("devices_closed", sum("closed").into());
+    put("bad_payload", sum(ends, "bad_payload").into());
+    put("device_errors", device_errors(ends).into());
+    put("devices_closed", sum(ends, "closed").into());
     put("elapsed_s", r3(span).into());
     put(
         "deliveries_per_s",
@@ -265,19 +209,4 @@ fn report(
     put("first_error", json!(first_error));
     m.extend(cpu);
     Value::Object(m)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(path_of("http://127.0.0.1:8080/p/abc"), "/p/abc");
-        assert_eq!(path_of("http://h"), "/");
-        let (host, addr) = app_addr("http://127.0.0.1:8080/").unwrap();
-        assert_eq!(host, "127.0.0.1:8080");
-        assert_eq!(addr.port(), 8080);
-        assert!(app_addr("https://x").is_err());
-    }
 }
