@@ -29,91 +29,42 @@ async fn marks_are_required_and_verified() {
         .path()
         .to_owned();
     let auth = vapid.header(&o.state.config.public_url);
+    // A push with `authorization`, and `mark` when given.
+    let push = |authorization: String, mark: Option<String>| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut hs = vec![("ttl", "60".to_owned()), ("authorization", authorization)];
+            hs.extend(mark.map(|m| (mark::HEADER, m)));
+            let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request("POST", &endpoint, &hs, b"").await
+        }
+    };
+    let signed = |secret: &[u8], path: &str, key: Option<&str>| {
+        Some(mark::sign(secret, "POST", path, now(), key, b""))
+    };
+    let key = vapid.public();
 
     // No mark: refused, whatever else is right.
-    let r = request(
-        "POST",
-        &endpoint,
-        &[("ttl", "60"), ("authorization", &auth)],
-        b"",
-    )
-    .await;
+    let r = push(auth.clone(), None).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["type"], "/problems/edge-mark");
     // A mark under another secret, or for another path: refused.
-    let forged = mark::sign(b"wrong", "POST", &path, now(), Some(&vapid.public()), b"");
-    let r = request(
-        "POST",
-        &endpoint,
-        &[
-            ("ttl", "60"),
-            ("authorization", &auth),
-            (mark::HEADER, &forged),
-        ],
-        b"",
-    )
-    .await;
-    assert_eq!(r.status, 403);
-    let elsewhere = mark::sign(
-        SECRET.as_bytes(),
-        "POST",
-        "/p/other",
-        now(),
-        Some(&vapid.public()),
-        b"",
-    );
-    let r = request(
-        "POST",
-        &endpoint,
-        &[
-            ("ttl", "60"),
-            ("authorization", &auth),
-            (mark::HEADER, &elsewhere),
-        ],
-        b"",
-    )
-    .await;
-    assert_eq!(r.status, 403);
+    let forged = signed(b"wrong", &path, Some(&key));
+    assert_eq!(push(auth.clone(), forged).await.status, 403);
+    let elsewhere = signed(SECRET.as_bytes(), "/p/other", Some(&key));
+    assert_eq!(push(auth.clone(), elsewhere).await.status, 403);
     assert_eq!(metric(&o, "push_edge_refused_total").await, 3);
 
     // A valid mark: accepted. It vouches for the key, so a token the origin
     // would otherwise verify itself is taken as the edge checked it.
-    let good = mark::sign(
-        SECRET.as_bytes(),
-        "POST",
-        &path,
-        now(),
-        Some(&vapid.public()),
-        b"",
-    );
-    let r = request(
-        "POST",
-        &endpoint,
-        &[
-            ("ttl", "60"),
-            ("authorization", &auth),
-            (mark::HEADER, &good),
-        ],
-        b"",
-    )
-    .await;
+    let good = signed(SECRET.as_bytes(), &path, Some(&key));
+    let r = push(auth.clone(), good).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
     assert!(d.recv().await.is_some());
     // A mark vouching for no key does not excuse a bad signature.
     let broken = auth.replace("vapid t=", "vapid t=x");
-    let unvouched = mark::sign(SECRET.as_bytes(), "POST", &path, now(), None, b"");
-    let r = request(
-        "POST",
-        &endpoint,
-        &[
-            ("ttl", "60"),
-            ("authorization", &broken),
-            (mark::HEADER, &unvouched),
-        ],
-        b"",
-    )
-    .await;
-    assert_eq!(r.status, 401);
+    let unvouched = signed(SECRET.as_bytes(), &path, None);
+    assert_eq!(push(broken, unvouched).await.status, 401);
     // Health stays open.
     let r = request(
         "GET",

@@ -112,7 +112,7 @@ async fn list_push_reaches_connected_and_offline_members_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     d.close().await;
     let mut d = Device::connect(&o, Some(&offline_uaid)).await;
-    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    d.expect_nothing().await;
     let s = request("GET", &status_url, &[], b"").await.json();
     assert_eq!(
         (s["delivered"].as_u64(), s["stored"].as_u64()),
@@ -122,9 +122,7 @@ async fn list_push_reaches_connected_and_offline_members_once() {
 
 #[tokio::test]
 async fn json_jwe_recipients_are_replaced_per_member() {
-    let o = start_fresh("list-json").await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, e) = d.register(None).await;
+    let (o, mut d, e) = one_device("list-json").await;
     let key = b64::encode(&[9; 40]);
     // The second member's header repeats the message's shared `alg`: its
     // copy would be no valid JWE, so it counts as failed.
@@ -161,7 +159,7 @@ async fn json_jwe_recipients_are_replaced_per_member() {
         json!([{"encrypted_key": key, "header": {"kid": "member-1"}}])
     );
     assert_eq!(copy["ciphertext"], body["ciphertext"]);
-    assert!(d2.recv_within(Duration::from_millis(300)).await.is_none());
+    d2.expect_nothing().await;
     let status_url = r.header("location").unwrap().to_owned();
     let mut status = json!({});
     for _ in 0..50 {
@@ -453,9 +451,7 @@ async fn members_drop_out_when_they_expire() {
 
 #[tokio::test]
 async fn keys_keep_their_time_and_keyless_members_get_an_empty_key() {
-    let o = start_fresh("list-rotate").await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, e) = d.register(None).await;
+    let (o, mut d, e) = one_device("list-rotate").await;
     let (_, keyless) = d.register(None).await;
     let uaid = d.uaid.clone();
     d.close().await;

@@ -47,17 +47,12 @@ async fn connected_device_gets_message_and_ack_clears_it() {
     d.close().await;
     let mut again = Device::connect(&o, Some(&uaid)).await;
     assert_eq!(again.uaid, uaid);
-    assert!(again
-        .recv_within(Duration::from_millis(300))
-        .await
-        .is_none());
+    again.expect_nothing().await;
 }
 
 #[tokio::test]
 async fn stored_while_away_then_delivered_and_unacked_redelivered() {
-    let o = start_fresh("ws-stored").await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, endpoint) = d.register(None).await;
+    let (o, d, endpoint) = one_device("ws-stored").await;
     let uaid = d.uaid.clone();
     d.close().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -142,9 +137,7 @@ async fn key_restricted_subscription_refuses_other_keys() {
 
 #[tokio::test]
 async fn topic_replaces_and_ttl_zero_is_not_stored() {
-    let o = start_fresh("ws-topic").await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, endpoint) = d.register(None).await;
+    let (o, d, endpoint) = one_device("ws-topic").await;
     let uaid = d.uaid.clone();
     d.close().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -173,7 +166,7 @@ async fn topic_replaces_and_ttl_zero_is_not_stored() {
     let mut d = Device::connect(&o, Some(&uaid)).await;
     let n = d.recv_notification().await.unwrap();
     assert_eq!(b64::decode(n.data.as_deref().unwrap()).unwrap(), body2);
-    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    d.expect_nothing().await;
 }
 
 #[tokio::test]
@@ -190,7 +183,7 @@ async fn cancel_and_unregister() {
     assert_eq!(request("DELETE", &location, &[], b"").await.status, 204);
     assert_eq!(request("DELETE", &location, &[], b"").await.status, 404);
     let mut d = Device::connect(&o, Some(&uaid)).await;
-    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    d.expect_nothing().await;
 
     assert_eq!(d.unregister(&channel).await, 200);
     let gone = request("POST", &endpoint, &[("ttl", "60")], b"").await;
@@ -260,7 +253,7 @@ async fn a_subscription_keeps_its_newest_messages_up_to_the_limit() {
         let n = d.recv_notification().await.unwrap();
         assert_eq!(&b64::decode(n.data.as_deref().unwrap()).unwrap(), want);
     }
-    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    d.expect_nothing().await;
 }
 
 #[tokio::test]
@@ -294,9 +287,7 @@ async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
     // Acknowledgements are committed lazily (they wait to share a commit);
     // a device that acknowledges and reconnects at once must still not get
     // the message again, stored or list copy.
-    let o = start_fresh("ws-quick-reconnect").await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, endpoint) = d.register(None).await;
+    let (o, d, endpoint) = one_device("ws-quick-reconnect").await;
     let uaid = d.uaid.clone();
     d.close().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -328,17 +319,12 @@ async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
     }
     d.close().await;
     let mut again = Device::connect(&o, Some(&uaid)).await;
-    assert!(again
-        .recv_within(Duration::from_millis(300))
-        .await
-        .is_none());
+    again.expect_nothing().await;
 }
 
 #[tokio::test]
 async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once() {
-    let o = start_fresh("ws-many-acks").await;
-    let mut d = Device::connect(&o, None).await;
-    let (_, endpoint) = d.register(None).await;
+    let (o, mut d, endpoint) = one_device("ws-many-acks").await;
     let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
     assert_eq!(r.status, 201);
     let n = d.recv_notification().await.expect("delivered");
@@ -476,7 +462,7 @@ async fn an_unacknowledged_message_of_an_ended_subscription_is_not_stored_again(
     let mut d = Device::connect(&o, Some(&uaid)).await;
     let n = d.recv_notification().await.unwrap();
     assert_ne!(n.channel_id, channel.as_str());
-    assert!(d.recv_within(Duration::from_millis(300)).await.is_none());
+    d.expect_nothing().await;
 }
 
 #[tokio::test]

@@ -79,6 +79,15 @@ pub async fn start_with(
     start(config, store).await.unwrap()
 }
 
+/// A service with a fresh store and one WebSocket device registered to a
+/// channel: the service, the device and its push resource.
+pub async fn one_device(name: &str) -> (Running, Device, String) {
+    let o = start_fresh(name).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    (o, d, endpoint)
+}
+
 /// Starts a service with a fresh store.
 pub async fn start_fresh(name: &str) -> Running {
     start_in(&temp_dir(name), &[]).await
@@ -278,6 +287,13 @@ impl Device {
             panic!("{text}: {e}");
         }
         Some(serde_json::from_str(&text).unwrap())
+    }
+
+    /// Asserts that nothing more arrives (within 300 ms).
+    pub async fn expect_nothing(&mut self) {
+        if let Some(m) = self.recv_within(Duration::from_millis(300)).await {
+            panic!("expected nothing more, got {m}");
+        }
     }
 
     /// Registers a channel; returns (channelID, endpoint).
