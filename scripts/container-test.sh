@@ -3,7 +3,8 @@
 # here (scripts/container-base.sh: no registry is needed), runs it, and pushes
 # messages through it to a device with pushctl:
 #
-#   1 podman, runc and debootstrap (apt, when missing); pushctl (cargo, host)
+#   1 podman, runc, debootstrap and curl (scripts/setup.sh installs them);
+#     pushctl (cargo, host)
 #   2 base image (skipped when present), then the image (layers and cargo
 #     caches make a second build take seconds)
 #   3 run: host network on free loopback ports, a fresh named volume on /data,
@@ -44,7 +45,6 @@ NOFILE="${CONTAINER_NOFILE:-20000}"
 NPROC="${CONTAINER_NPROC:-4096}"
 NAME=webpush-origin-test
 VOLUME=webpush-origin-test-data
-APT_PACKAGES=(podman runc debootstrap curl)
 
 say() { printf 'container-test: %s\n' "$*"; }
 fail() {
@@ -92,22 +92,10 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------------------
-phase "tools: podman, runc, debootstrap; pushctl"
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]]; then
-    missing+=("$p")
-  fi
+phase "tools: podman, runc, debootstrap, curl (scripts/setup.sh); pushctl"
+for tool in podman runc debootstrap curl; do
+  command -v "$tool" >/dev/null || fail "no $tool: run scripts/setup.sh first"
 done
-if ((${#missing[@]})); then
-  SUDO=()
-  if [[ $(id -u) -ne 0 ]]; then SUDO=(sudo); fi
-  say "apt: installing ${missing[*]}"
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-  say "apt: ${APT_PACKAGES[*]} present"
-fi
 if [[ $(id -u) -ne 0 ]]; then fail "run as root (rootful podman; debootstrap)"; fi
 cargo build --release -q -p client
 PUSHCTL="${CARGO_TARGET_DIR:-$ROOT/target}/release/pushctl"
