@@ -38,7 +38,7 @@ bash scripts/build-edge.sh >&2
 
 export ORIGIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/origin"
 export EDGE_SMOKE_SKIP_BUILD=1
-export RUST_LOG="${RUST_LOG:-warn}"
+export ORIGIN_LOG="${ORIGIN_LOG:-warn}"
 
 echo "==== bench (one JSON line per scenario) ====" >&2
 if [[ -n "${BENCH_RESULTS:-}" ]]; then

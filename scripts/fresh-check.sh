@@ -129,8 +129,10 @@ done
 # npm as the machine has it (the nodejs package's, or the newer one npm
 # installed over it).
 {
-  dpkg -L nodejs | while read -r f; do [[ -f "$f" || -L "$f" ]] && printf '%s\n' "$f"; done
-  find /usr/lib/node_modules/npm /usr/bin/npm /usr/bin/npx \( -type f -o -type l \)
+  dpkg -L nodejs | while read -r f; do
+    if [[ -f "$f" || -L "$f" ]]; then printf '%s\n' "$f"; fi
+  done
+  find /usr/lib/node_modules/npm /usr/bin/npm /usr/bin/npx \( -type f -o -type l \) 2>/dev/null || true
 } | sort -u | tar -C / -cf "$WORK/node/nodejs.tar" --no-recursion -T - 2>/dev/null
 
 # The machine's network environment: its local certificate authorities (a

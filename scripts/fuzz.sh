@@ -13,7 +13,8 @@
 # crash leaves its input in shared/fuzz/artifacts/<target> and fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/../shared/fuzz"
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+toolchains="$(rustup toolchain list 2>/dev/null || true)"
+if grep -q '^nightly' <<<"$toolchains"; then
   fuzz() { cargo +nightly fuzz "$@"; }
 else
   echo "fuzz: no nightly toolchain: cargo fuzz on stable with RUSTC_BOOTSTRAP=1"

@@ -78,7 +78,8 @@ else
 fi
 
 # --- rustup toolchains and components ----------------------------------------
-if rustup toolchain list | grep -q '^nightly'; then
+toolchains="$(rustup toolchain list 2>/dev/null || true)"
+if grep -q '^nightly' <<<"$toolchains"; then
   say "rustup: nightly present"
 elif RUSTUP_AUTO_INSTALL=1 rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
   say "rustup: nightly installed"
@@ -141,15 +142,16 @@ else
 fi
 
 # --- every tool answers ----------------------------------------------------------
-# What the build, the run and the tests call, each asked for its version. A
-# package that installed without the file a step needs (the edge's linker was
-# once missing so) is named here, not twenty minutes later.
+# What the build, the run and the tests call, each asked for its version, so
+# that a package that installed without the file a step needs (the edge's
+# linker, rust-lld, comes from a package of its own) is named here rather
+# than twenty minutes later by the step that needs it.
 failed=()
 check() {
   local name="$1"
   shift
   local out
-  if out="$("$@" 2>&1 | head -n1)" && [[ -n "$out" ]]; then
+  if out="$("$@" 2>&1)" && out="${out%%$'\n'*}" && [[ -n "$out" ]]; then
     printf 'setup: ok  %-14s %s\n' "$name" "$out"
   else
     printf 'setup: MISSING %-10s (%s)\n' "$name" "$*" >&2
@@ -173,7 +175,7 @@ check wrangler node node_modules/wrangler/bin/wrangler.js --version
 check firefox-esr firefox-esr --version
 check podman podman --version
 check runc runc --version
-check debootstrap bash -c 'command -v debootstrap'
+check debootstrap ls /usr/sbin/debootstrap
 if ((${#failed[@]})); then
   echo "setup: FAILED: missing or not answering: ${failed[*]}" >&2
   exit 1

@@ -48,8 +48,9 @@ impl Verifier for SharedVerifier {
     }
 }
 
-/// The request header fields the checks read, owned (read by
-/// [`PushFields::read_text`], checked by [`PushFields::as_headers`]).
+/// The request header fields the checks read, owned: read and checked as
+/// text by [`PushFields::read_text`], borrowed for the push rules by
+/// [`PushFields::as_headers`].
 pub type Fields = PushFields<String>;
 
 /// A request to check.

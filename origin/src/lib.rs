@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! From the top down (docs/architecture.md; `tests/layers.rs` keeps it so):
+//! From the top down (docs/architecture.md; `tests/layers.rs` fails on any
+//! module cycle):
 //! - `server`: the listeners, shutdown, the expiry sweeper;
 //! - `app`: the application API, one module per resource; `device`: the
 //!   user agent protocols (`ws*` for Firefox's WebSocket protocol, `h2` for

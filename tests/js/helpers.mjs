@@ -140,7 +140,7 @@ export function freePort() {
 /**
  * Starts the origin on free loopback ports (it binds port 0 and reports the
  * real ones) with a fresh data dir. Returns { app, ws, h2, url, dataDir, log,
- * metrics(), metric(name), stop() }. `logLevel` is RUST_LOG's default.
+ * metrics(), metric(name), stop() }. `logLevel` is ORIGIN_LOG's default.
  */
 export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = {}) {
   const bin = originBinary();
@@ -156,7 +156,7 @@ export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = 
   const log = new LogTail();
   const child = startGroup(bin, argv, {
     cwd: dataDir,
-    env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? logLevel },
+    env: { ...process.env, NO_COLOR: "1", ORIGIN_LOG: process.env.ORIGIN_LOG ?? logLevel },
   });
   child.stderr.on("data", (d) => log.push(d));
 

@@ -165,11 +165,13 @@ pub struct Settings {
     pub header_read_timeout_secs: u64,
     /// Seconds a device connection may be silent before the kernel starts
     /// probing whether its peer is still there (TCP keep-alive; a peer gone
-    /// without a word is dropped some 4 probes later). 0 turns it off.
-    #[arg(long, env = "ORIGIN_TCP_KEEPALIVE_SECS", default_value_t = 300, value_parser = u64_in(0, 86_400))]
+    /// without a word is dropped some 4 probes later). 0 turns it off; at
+    /// most 32767, the kernel's bound.
+    #[arg(long, env = "ORIGIN_TCP_KEEPALIVE_SECS", default_value_t = 300, value_parser = u64_in(0, 32_767))]
     pub tcp_keepalive_secs: u64,
-    /// Number of list registration service partitions.
-    #[arg(long, env = "ORIGIN_PARTITIONS", default_value_t = 1, value_parser = u32_in(1, 1024))]
+    /// Number of list registration service partitions (a subscription's
+    /// is picked by the first byte of its push token).
+    #[arg(long, env = "ORIGIN_PARTITIONS", default_value_t = 1, value_parser = u32_in(1, 256))]
     pub partitions: u32,
     /// The secret of the edge's HMAC mark (docs/protocol.md §5); with it,
     /// marked requests skip VAPID re-verification.
