@@ -30,3 +30,49 @@ pub fn receipt_subscription(config: &Config, token: &Token) -> String {
 pub fn receipt_subscription_prefix(config: &Config) -> String {
     format!("{}/rs/", config.device_url)
 }
+
+/// A push message resource (RFC 8030 §5): where the application server
+/// cancels a message, and what a receipt names.
+pub fn message(config: &Config, id: &Token) -> String {
+    format!("{}/m/{}", config.public_url, tokens::encode(id))
+}
+
+/// A push message resource on the device API, which the user agent
+/// acknowledges with `DELETE`.
+pub fn device_message(config: &Config, id: &Token) -> String {
+    format!("{}/m/{}", config.device_url, tokens::encode(id))
+}
+
+/// A list (docs/protocol.md §4).
+pub fn list(config: &Config, token: &Token) -> String {
+    format!("{}/l/{}", config.public_url, tokens::encode(token))
+}
+
+/// A list message's status resource.
+pub fn list_message(config: &Config, id: &Token) -> String {
+    format!("{}/lm/{}", config.public_url, tokens::encode(id))
+}
+
+/// An HTTP/2 subscription resource, which the user agent monitors.
+pub fn subscription(config: &Config, resource: &Token) -> String {
+    format!("{}/s/{}", config.device_url, tokens::encode(resource))
+}
+
+/// An HTTP/2 subscription set.
+pub fn subscription_set(config: &Config, uaid: &Token) -> String {
+    format!(
+        "{}{}",
+        subscription_set_prefix(config),
+        tokens::encode(uaid)
+    )
+}
+
+/// What every subscription set URL of this service starts with.
+pub fn subscription_set_prefix(config: &Config) -> String {
+    format!("{}/set/", config.device_url)
+}
+
+/// The receipt subscribe resource (RFC 8030 §6.1).
+pub fn receipts(config: &Config) -> String {
+    format!("{}/receipts", config.device_url)
+}

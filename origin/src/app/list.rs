@@ -31,8 +31,8 @@ fn store_err<E>(_: E) -> Refusal {
 type Result<T> = std::result::Result<T, Refusal>;
 
 /// The URL of a list.
-pub fn list_url(state: &State, token: &Token) -> String {
-    format!("{}/l/{}", state.config.public_url, tokens::encode(token))
+fn list_url(state: &State, token: &Token) -> String {
+    crate::urls::list(&state.config, token)
 }
 
 /// Verifies VAPID credentials if present; returns the verified key.
@@ -497,7 +497,7 @@ where
     let mark = state.registry.id_mark();
     tokio::spawn(fanout::run(state.clone(), lp, mark));
     let mut r = empty(StatusCode::CREATED);
-    let url = format!("{}/lm/{}", state.config.public_url, tokens::encode(&id));
+    let url = crate::urls::list_message(&state.config, &id);
     r.headers_mut()
         .insert(h::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
     r.headers_mut().insert(name::TTL, meta.ttl.0.into());

@@ -105,7 +105,7 @@ where
     };
     let mut resp = super::response::empty(status);
     let hs = resp.headers_mut();
-    let location = format!("{}/m/{}", state.config.public_url, tokens::encode(&id));
+    let location = crate::urls::message(&state.config, &id);
     hs.insert(
         h::LOCATION,
         HeaderValue::from_str(&location).expect("ascii"),

@@ -8,6 +8,7 @@ use crate::registry::{ConnHandle, Outbound};
 use crate::state::State;
 use crate::store::{Encoding, Message, Op, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
+use crate::urls;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -192,7 +193,7 @@ async fn handle(
             match state.committer.write(vec![Op::PutUa(ua.clone())]).await {
                 Ok(()) => {
                     let mut r = status(StatusCode::CREATED);
-                    let url = crate::urls::receipt_subscription(&state.config, &ua.uaid);
+                    let url = urls::receipt_subscription(&state.config, &ua.uaid);
                     r.headers_mut().insert(
                         header::LOCATION,
                         HeaderValue::from_str(&url).expect("ascii"),
@@ -258,7 +259,7 @@ async fn subscribe(
         }
     };
     let existing_set = set_url.and_then(|u| {
-        let prefix = format!("{}/set/", state.config.device_url);
+        let prefix = urls::subscription_set_prefix(&state.config);
         u.strip_prefix(&prefix).and_then(tokens::decode)
     });
     let set = match existing_set.map(|u| (u, state.store.user_agent(&u))) {
@@ -277,22 +278,18 @@ async fn subscribe(
     };
     let uaid = sub.uaid;
     let mut r = status(StatusCode::CREATED);
-    let d = &state.config.device_url;
+    let c = &state.config;
     let hs = r.headers_mut();
-    let loc = format!("{d}/s/{}", tokens::encode(&sub.resource));
+    let loc = urls::subscription(c, &sub.resource);
     hs.insert(
         header::LOCATION,
         HeaderValue::from_str(&loc).expect("ascii"),
     );
-    let push_url = crate::urls::push_resource(&state.config, &sub.push);
     for (url, rel) in [
-        (push_url, links::REL_PUSH),
-        (format!("{d}/receipts"), links::REL_RECEIPT),
-        (format!("{d}/set/{}", tokens::encode(&uaid)), links::REL_SET),
-        (
-            crate::urls::list_service(&state.config, &sub.push),
-            links::REL_MULTI,
-        ),
+        (urls::push_resource(c, &sub.push), links::REL_PUSH),
+        (urls::receipts(c), links::REL_RECEIPT),
+        (urls::subscription_set(c, &uaid), links::REL_SET),
+        (urls::list_service(c, &sub.push), links::REL_MULTI),
     ] {
         hs.append(
             header::LINK,
@@ -503,12 +500,11 @@ fn send_push(
     receipts: bool,
 ) -> bool {
     // A receipt's promised request is the acknowledged message's resource.
-    let (path_id, base) = if receipts {
-        (msg.push, &state.config.public_url)
+    let url = if receipts {
+        urls::message(&state.config, &msg.push)
     } else {
-        (msg.id, &state.config.device_url)
+        urls::device_message(&state.config, &msg.id)
     };
-    let url = format!("{base}/m/{}", tokens::encode(&path_id));
     let Ok(promise) = Request::get(url).body(()) else {
         return false;
     };
@@ -528,7 +524,7 @@ fn send_push(
         }
         enc => {
             let hs = r.headers_mut();
-            let push_url = crate::urls::push_resource(&state.config, &msg.push);
+            let push_url = urls::push_resource(&state.config, &msg.push);
             hs.insert(
                 header::LINK,
                 HeaderValue::from_str(&links::link(&push_url, links::REL_PUSH)).expect("ascii"),
