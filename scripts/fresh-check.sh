@@ -181,7 +181,7 @@ report() {
 tail -n +1 -F --pid "$run_pid" "$LOG" 2>/dev/null | while IFS= read -r line; do
   case "$line" in
     "#### "*) report "${line#\#\#\#\# }" ;;
-    "==== "*" ====") report "test ${line//====/}" ;;
+    "==== "[0-9]*/[0-9]*" "*" ====" | "==== FAILED"* | "==== all passed"*) report "test ${line//====/}" ;;
     SKIPPED*) printf 'fresh-check:   %s\n' "$line" ;;
   esac
 done
