@@ -74,14 +74,6 @@ pub async fn register(
         Some(u) => (u, kind == UaKind::WebSocket),
         None => (new_token(), true),
     };
-    let mut ops = Vec::with_capacity(2);
-    if record {
-        ops.push(Op::PutUa(UserAgent {
-            uaid,
-            kind,
-            created: now(),
-        }));
-    }
     let subscription = Subscription {
         push: new_token(),
         uaid,
@@ -90,7 +82,18 @@ pub async fn register(
         vapid,
         created: now(),
     };
-    ops.push(Op::PutSubscription(subscription.clone()));
+    let put = Op::PutSubscription(subscription.clone());
+    let ops = match record {
+        true => vec![
+            Op::PutUa(UserAgent {
+                uaid,
+                kind,
+                created: now(),
+            }),
+            put,
+        ],
+        false => vec![put],
+    };
     state.committer.write(ops).await?;
     Ok(subscription)
 }
