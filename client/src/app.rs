@@ -4,7 +4,7 @@
 use crate::error::Error;
 use crate::vapid::Vapid;
 use crate::{ece, http, Subscription};
-use shared::headers::{Topic, Urgency};
+use shared::headers::{name, Topic, Urgency};
 use shared::links;
 
 /// The delivery options of a push (RFC 8030 §5.2–5.4).
@@ -50,18 +50,18 @@ pub(crate) fn push_headers(
     content: Option<(&'static str, &'static str)>,
     vapid: Option<&Vapid>,
 ) -> Vec<(&'static str, String)> {
-    let mut hs = vec![("ttl", opts.ttl.to_string())];
+    let mut hs = vec![(name::TTL, opts.ttl.to_string())];
     if let Some(u) = opts.urgency {
-        hs.push(("urgency", u.as_str().to_owned()));
+        hs.push((name::URGENCY, u.as_str().to_owned()));
     }
     if let Some(t) = &opts.topic {
-        hs.push(("topic", t.as_str().to_owned()));
+        hs.push((name::TOPIC, t.as_str().to_owned()));
     }
     if let Some((name, value)) = content {
         hs.push((name, value.to_owned()));
     }
     if let Some(v) = vapid {
-        hs.push(("authorization", v.authorization(url, crate::now())));
+        hs.push((name::AUTHORIZATION, v.authorization(url, crate::now())));
     }
     hs
 }
@@ -77,7 +77,7 @@ pub(crate) async fn post(
     Ok(Sent {
         status: r.status,
         location: r.header("location").map(str::to_owned),
-        ttl: r.header("ttl").and_then(|t| t.parse().ok()),
+        ttl: r.header(name::TTL).and_then(|t| t.parse().ok()),
         multi: r.link(links::REL_MULTI),
         member_count: r.header("member-count").and_then(|t| t.parse().ok()),
     })
@@ -94,7 +94,7 @@ pub async fn send(
     let (body, content) = match payload {
         Some(p) => (
             ece::encrypt(p, &sub.public_key()?, &sub.auth()?)?,
-            Some(("content-encoding", "aes128gcm")),
+            Some((name::CONTENT_ENCODING, "aes128gcm")),
         ),
         None => (Vec::new(), None),
     };

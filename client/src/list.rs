@@ -13,6 +13,7 @@ use crate::vapid::Vapid;
 use crate::{http, Subscription};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use shared::headers::name;
 use shared::links;
 use shared::list::{CONTENT_TYPE, MERGE_PATCH_CONTENT_TYPE};
 use std::collections::BTreeMap;
@@ -115,7 +116,7 @@ impl Status {
 
 fn auth(vapid: Option<&Vapid>, url: &str) -> Vec<(&'static str, String)> {
     vapid
-        .map(|v| vec![("authorization", v.authorization(url, crate::now()))])
+        .map(|v| vec![(name::AUTHORIZATION, v.authorization(url, crate::now()))])
         .unwrap_or_default()
 }
 
@@ -155,7 +156,7 @@ pub async fn create(
     let r = call(
         "POST",
         service,
-        vec![("content-type", CONTENT_TYPE.to_owned())],
+        vec![(name::CONTENT_TYPE, CONTENT_TYPE.to_owned())],
         Value::Object(doc).to_string().into_bytes(),
         vapid,
     )
@@ -187,7 +188,7 @@ async fn patch(
         let r = call(
             "PATCH",
             list,
-            vec![("content-type", MERGE_PATCH_CONTENT_TYPE.to_owned())],
+            vec![(name::CONTENT_TYPE, MERGE_PATCH_CONTENT_TYPE.to_owned())],
             Value::Object(doc).to_string().into_bytes(),
             vapid,
         )
@@ -311,7 +312,7 @@ pub async fn push(
     let (body, content) = match text {
         Some(t) => (
             jwe::encrypt(&file.key()?, t).to_string().into_bytes(),
-            Some(("content-type", shared::jwe::CONTENT_TYPE_JSON)),
+            Some((name::CONTENT_TYPE, shared::jwe::CONTENT_TYPE_JSON)),
         ),
         None => (Vec::new(), None),
     };

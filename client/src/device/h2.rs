@@ -8,6 +8,7 @@ use crate::state::{DeviceState, Transport};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::Request;
+use shared::headers::name;
 use shared::links;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -117,7 +118,7 @@ fn incoming(id: String, headers: &http::HeaderMap, body: Vec<u8>) -> Incoming {
     let encoding = if body.is_empty() {
         Encoding::None
     } else {
-        match (get("content-encoding"), get("content-type")) {
+        match (get(name::CONTENT_ENCODING), get(name::CONTENT_TYPE)) {
             (Some("aes128gcm"), _) => Encoding::Aes128gcm,
             (Some("aesgcm"), _) => Encoding::Aesgcm,
             (Some(o), _) => Encoding::Other(format!("Content-Encoding: {o}")),

@@ -12,6 +12,7 @@ use crate::urls;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use shared::headers::name;
 use shared::headers::Urgency;
 use shared::links;
 use shared::problem::{Problem, ProblemSource};
@@ -311,8 +312,8 @@ impl Filter {
         let get = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
         Filter {
             push,
-            urgency: Urgency::parse(get("urgency")).unwrap_or(Urgency::VeryLow),
-            wait: !get("prefer").is_some_and(|p| p.replace(' ', "").contains("wait=0")),
+            urgency: Urgency::parse(get(name::URGENCY)).unwrap_or(Urgency::VeryLow),
+            wait: !get(name::PREFER).is_some_and(|p| p.replace(' ', "").contains("wait=0")),
         }
     }
     fn accepts(&self, m: &Message) -> bool {
@@ -543,10 +544,10 @@ fn send_push(
                 } => {
                     hs.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aesgcm"));
                     if let Ok(v) = HeaderValue::from_str(encryption) {
-                        hs.insert("encryption", v);
+                        hs.insert(name::ENCRYPTION, v);
                     }
                     if let Ok(v) = HeaderValue::from_str(crypto_key) {
-                        hs.insert("crypto-key", v);
+                        hs.insert(name::CRYPTO_KEY, v);
                     }
                 }
                 Encoding::Jose(ct) => {

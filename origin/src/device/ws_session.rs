@@ -4,10 +4,9 @@
 
 use crate::store::Encoding;
 use crate::tokens::{self, Token};
-use serde_json::json;
 use shared::b64;
 use shared::vapid::PublicKey;
-use shared::webpush_ws::{DeviceMessage, PING};
+use shared::webpush_ws::{DeviceMessage, ServerMessage, PING, STATUS_OK};
 
 /// A protocol violation that ends the connection.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -126,45 +125,50 @@ impl Session {
 
 /// The reply to `hello`.
 pub fn hello_reply(uaid: &Token) -> String {
-    json!({
-        "messageType": "hello",
-        "uaid": tokens::to_hex(uaid),
-        "status": 200,
-        "use_webpush": true,
-        "broadcasts": {},
-    })
-    .to_string()
+    ServerMessage::Hello {
+        uaid: tokens::to_hex(uaid).into(),
+        status: STATUS_OK,
+        use_webpush: Some(true),
+        broadcasts: Default::default(),
+    }
+    .to_text()
 }
 
 /// The reply to a successful `register`.
 pub fn register_reply(channel: &Token, endpoint: &str) -> String {
-    json!({
-        "messageType": "register",
-        "channelID": tokens::to_uuid(channel),
-        "status": 200,
-        "pushEndpoint": endpoint,
-    })
-    .to_string()
+    ServerMessage::Register {
+        channel_id: tokens::to_uuid(channel).into(),
+        status: STATUS_OK,
+        push_endpoint: Some(endpoint.into()),
+    }
+    .to_text()
+}
+
+/// A channel as a device sent it, cut to 64 characters for the reply.
+fn echoed(channel_id: &str) -> std::borrow::Cow<'_, str> {
+    match channel_id.char_indices().nth(64) {
+        Some((end, _)) => channel_id[..end].into(),
+        None => channel_id.into(),
+    }
 }
 
 /// The reply to a refused `register`.
 pub fn register_error(channel_id: &str, status: u16) -> String {
-    json!({
-        "messageType": "register",
-        "channelID": channel_id.chars().take(64).collect::<String>(),
-        "status": status,
-    })
-    .to_string()
+    ServerMessage::Register {
+        channel_id: echoed(channel_id),
+        status,
+        push_endpoint: None,
+    }
+    .to_text()
 }
 
 /// The reply to `unregister`.
 pub fn unregister_reply(channel_id: &str, status: u16) -> String {
-    json!({
-        "messageType": "unregister",
-        "channelID": channel_id.chars().take(64).collect::<String>(),
-        "status": status,
-    })
-    .to_string()
+    ServerMessage::Unregister {
+        channel_id: echoed(channel_id),
+        status,
+    }
+    .to_text()
 }
 
 /// A notification's body.
