@@ -149,7 +149,7 @@ if [[ -d /usr/local/share/ca-certificates ]]; then
 fi
 
 podman --runtime runc rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-say "container from $BASE_IMAGE: clones $commit, then the run command and the test command (about 45 minutes)"
+say "container from $BASE_IMAGE: clones $commit, then the run command and the test command (about 20 minutes)"
 set +e
 podman --runtime runc run --name "$NAME" --rm \
   --network "${FRESH_NETWORK:-host}" \
