@@ -208,38 +208,44 @@ pub struct NotificationHeaders<'a> {
 impl<'a> DeviceMessage<'a> {
     /// Reads one text message; `{}` (around white space) is a ping.
     pub fn parse(text: &'a str) -> Result<DeviceMessage<'a>, serde_json::Error> {
-        let text = text.trim();
-        if text == PING {
-            return Ok(DeviceMessage::Ping);
-        }
-        serde_json::from_str(text)
+        read(text, DeviceMessage::Ping)
     }
 
     /// The message as text.
     pub fn to_text(&self) -> String {
-        match self {
-            DeviceMessage::Ping => PING.to_owned(),
-            m => serde_json::to_string(m).expect("a device message serializes"),
-        }
+        write(self, matches!(self, DeviceMessage::Ping))
     }
 }
 
 impl ServerMessage<'_> {
     /// Reads one text message; `{}` (around white space) is a ping.
     pub fn parse(text: &str) -> Result<ServerMessage<'static>, serde_json::Error> {
-        let text = text.trim();
-        if text == PING {
-            return Ok(ServerMessage::Ping);
-        }
-        serde_json::from_str(text)
+        read(text, ServerMessage::Ping)
     }
 
     /// The message as text (an unknown type as `{}`, which devices skip).
     pub fn to_text(&self) -> String {
-        match self {
-            ServerMessage::Ping | ServerMessage::Other => PING.to_owned(),
-            m => serde_json::to_string(m).expect("a service message serializes"),
-        }
+        write(
+            self,
+            matches!(self, ServerMessage::Ping | ServerMessage::Other),
+        )
+    }
+}
+
+/// One text message of either direction: `ping` for `{}`, else its JSON.
+fn read<'a, T: Deserialize<'a>>(text: &'a str, ping: T) -> Result<T, serde_json::Error> {
+    let text = text.trim();
+    if text == PING {
+        return Ok(ping);
+    }
+    serde_json::from_str(text)
+}
+
+/// A message as text: `{}` for a ping, else its JSON.
+fn write<T: Serialize>(message: &T, ping: bool) -> String {
+    match ping {
+        true => PING.to_owned(),
+        false => serde_json::to_string(message).expect("a push message serializes"),
     }
 }
 

@@ -9,7 +9,7 @@ use super::ws_frame::{self, Decoder, Incoming};
 use super::ws_out::Outlet;
 use super::ws_session::{self, Command, Session};
 use crate::clock::now;
-use crate::copy::{ListPush, Sent};
+use crate::copy::{CopyOutlet, ListPush, Sent};
 use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};

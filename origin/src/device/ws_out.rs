@@ -112,6 +112,8 @@ pub struct Outlet {
 }
 
 impl CopyOutlet for Outlet {
+    /// A rest of the frame that the socket did not take is left for the
+    /// connection's task, which is nudged to flush it.
     fn write_copy(
         &self,
         push: &ListPush,
@@ -119,15 +121,56 @@ impl CopyOutlet for Outlet {
         max_unacked: usize,
         raise: bool,
     ) -> io::Result<Sent> {
-        Outlet::write_copy(self, push, member, max_unacked, raise)
+        let id = push.copy_id(member);
+        let mut g = self.lock();
+        if g.closed {
+            return Ok(Sent::Closed);
+        }
+        let acked = |g: &Inner| g.acked_copies.as_ref().is_some_and(|r| r.contains(&id));
+        if g.inflight.contains_key(&id) || acked(&g) {
+            return Ok(Sent::Duplicate);
+        }
+        if g.inflight.len() >= max_unacked {
+            return Ok(Sent::Full);
+        }
+        if !g.rest.is_empty() {
+            return Ok(Sent::Busy);
+        }
+        if raise && !g.raised {
+            set_rcvlowat(&self.stream, RAISED_RCVLOWAT);
+            g.raised = true;
+        }
+        let body = Body::Copy(push, member);
+        let left = build(&member.channel, &id, push.encoding(), body, |frame| {
+            self.write_locked(&mut g, frame)
+        })?;
+        let ids = CopyIds {
+            list_message: push.msg.id,
+            push: member.push,
+        };
+        g.inflight.insert(id, Some(ids));
+        drop(g);
+        if left {
+            let _ = self.tx.try_send(Outbound::Nudge);
+        }
+        Ok(Sent::Written)
     }
 
+    /// Marks that something was left for the connection to fetch, and
+    /// nudges its task.
     fn nudge(&self) {
-        Outlet::nudge(self)
+        self.pending.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Outbound::Nudge);
     }
 
+    /// Lowers the receive low-water mark a fan-out raised, which makes the
+    /// kernel report what the device sent meanwhile.
     fn lower(&self) {
-        Outlet::lower(self)
+        let mut g = self.lock();
+        if g.raised {
+            set_rcvlowat(&self.stream, 1);
+            g.raised = false;
+        }
     }
 
     fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -164,13 +207,6 @@ impl Outlet {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Marks that something was left for the connection to fetch, and
-    /// nudges its task.
-    pub fn nudge(&self) {
-        self.pending.store(true, Ordering::Release);
-        let _ = self.tx.try_send(Outbound::Nudge);
     }
 
     /// Writes `frame` after what is still unwritten, as much as the socket
@@ -301,53 +337,6 @@ impl Outlet {
         }
     }
 
-    /// Writes a member's copy of a list message unless it is in flight
-    /// already, an earlier frame is still being written, the connection is
-    /// full or gone. With `raise`, the socket's receive low-water mark is
-    /// raised first (see [`Outlet::lower`]). A rest the socket did not take
-    /// is left for the task, which is nudged to flush it.
-    pub fn write_copy(
-        &self,
-        push: &ListPush,
-        member: &ListMember,
-        max_unacked: usize,
-        raise: bool,
-    ) -> io::Result<Sent> {
-        let id = push.copy_id(member);
-        let mut g = self.lock();
-        if g.closed {
-            return Ok(Sent::Closed);
-        }
-        let acked = |g: &Inner| g.acked_copies.as_ref().is_some_and(|r| r.contains(&id));
-        if g.inflight.contains_key(&id) || acked(&g) {
-            return Ok(Sent::Duplicate);
-        }
-        if g.inflight.len() >= max_unacked {
-            return Ok(Sent::Full);
-        }
-        if !g.rest.is_empty() {
-            return Ok(Sent::Busy);
-        }
-        if raise && !g.raised {
-            set_rcvlowat(&self.stream, RAISED_RCVLOWAT);
-            g.raised = true;
-        }
-        let body = Body::Copy(push, member);
-        let left = build(&member.channel, &id, push.encoding(), body, |frame| {
-            self.write_locked(&mut g, frame)
-        })?;
-        let ids = CopyIds {
-            list_message: push.msg.id,
-            push: member.push,
-        };
-        g.inflight.insert(id, Some(ids));
-        drop(g);
-        if left {
-            let _ = self.tx.try_send(Outbound::Nudge);
-        }
-        Ok(Sent::Written)
-    }
-
     /// Takes an acknowledged list copy out of flight.
     pub fn copy_done(&self, id: &Token) -> Option<CopyIds> {
         use std::collections::hash_map::Entry;
@@ -361,16 +350,6 @@ impl Outlet {
     pub fn full(&self, max_unacked: usize) -> bool {
         let g = self.lock();
         g.inflight.len() >= max_unacked
-    }
-
-    /// Lowers the receive low-water mark a fan-out raised, which makes the
-    /// kernel report what the device sent meanwhile.
-    pub fn lower(&self) {
-        let mut g = self.lock();
-        if g.raised {
-            set_rcvlowat(&self.stream, 1);
-            g.raised = false;
-        }
     }
 
     /// Ends the sending side: nothing more is written, and the copies in

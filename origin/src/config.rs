@@ -1,7 +1,8 @@
 //! Configuration: command line, environment (`ORIGIN_*`) and an optional
 //! TOML file, in that order of precedence, read by clap alone. Every limit of
 //! the protocol crate is set in the file's `[limits]` table or by
-//! `--limit name=value`. docs/configuration.md is generated from here.
+//! `--limit name=value`. docs/configuration.md is generated from here (by
+//! `tests/config_reference.rs`).
 
 use clap::builder::RangedU64ValueParser;
 use clap::parser::ValueSource;
@@ -10,8 +11,6 @@ use shared::Limits;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-pub mod reference;
 
 /// Every setting, as flag, `ORIGIN_*` variable and TOML key, with its
 /// default and its range: clap reads all three sources (the file's values
@@ -212,7 +211,7 @@ pub struct Settings {
 
 /// The settings a TOML file may not hold (they choose the file, or are
 /// the command line's own).
-const NOT_IN_FILE: [&str; 3] = ["config", "limit", "health_probe"];
+pub const NOT_IN_FILE: [&str; 3] = ["config", "limit", "health_probe"];
 
 /// How the origin writes its logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
