@@ -1,12 +1,16 @@
 //! Storage: subscriptions, user agents, undelivered messages and receipts.
 //!
-//! [`Store`] is the seam a distributed backend would implement; [`redb`] is
-//! the embedded default. Reads are direct; every write goes through
-//! [`Store::apply`] as a batch, so that the [`committer`] can group many
-//! requests into one durable commit.
+//! [`Store`] is what the service asks of storage. [`layered::Layered`]
+//! implements it once, over any [`layered::Backend`]: the tables of [`kv`]
+//! and the rules of [`policy`]; [`redb`] is the embedded backend. Reads are
+//! direct; every write goes through [`Store::apply`] as a batch, so that the
+//! [`committer`] can group many requests into one durable commit.
 
 pub mod codec;
 pub mod committer;
+pub mod kv;
+pub mod layered;
+pub mod policy;
 pub mod redb;
 
 use crate::tokens::Token;

@@ -1,0 +1,408 @@
+//! The [`Store`] of any [`Backend`]: the service's reads over the tables of
+//! `kv`, and its writes through `policy`, so every backend behaves alike.
+
+use super::codec;
+use super::kv::{self, cat, prefix_end, Read, Write};
+use super::kv::{
+    COPY_ACKS, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ,
+    MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, SUBS, SUB_LISTS, SUB_RESOURCES, UAS, UA_SUBS,
+};
+use super::policy::{self, msg_key, Caps};
+use super::{
+    ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreCounts, StoreError,
+    Subscription, UserAgent,
+};
+use crate::tokens::Token;
+use std::ops::Bound;
+
+/// What a storage engine provides: snapshots to read, batches to write.
+pub trait Backend: Send + Sync + 'static {
+    /// A reader of a consistent view (as consistent as the engine offers).
+    type Reader<'a>: Read
+    where
+        Self: 'a;
+    /// The writes of one batch.
+    type Writer<'a>: Write
+    where
+        Self: 'a;
+
+    /// A reader.
+    fn reader(&self) -> Result<Self::Reader<'_>, StoreError>;
+    /// Runs `f` over one batch and makes its writes durable before returning.
+    fn write(
+        &self,
+        f: &mut dyn FnMut(&mut Self::Writer<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// The next message sequence number (monotonic across restarts).
+    fn next_seq(&self) -> u64;
+    /// Bytes the engine holds (file size, or memory).
+    fn bytes(&self) -> u64;
+}
+
+/// A [`Store`] over a backend.
+pub struct Layered<B> {
+    backend: B,
+    caps: Caps,
+}
+
+impl<B: Backend> Layered<B> {
+    /// The store of `backend`, keeping the caps of `limits`.
+    pub fn new(backend: B, limits: &shared::limits::Limits) -> Layered<B> {
+        Layered {
+            backend,
+            caps: Caps::of(limits),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn get<T>(
+        &self,
+        t: kv::Table,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.backend.reader()?.get(t, key, f)
+    }
+}
+
+fn token(b: &[u8], what: &'static str) -> Result<Token, StoreError> {
+    b.try_into().map_err(|_| StoreError::Corrupt(what))
+}
+
+/// Keys in `[prefix, prefix‖ff…)`, passed to `visit`.
+fn scan(
+    r: &mut impl Read,
+    t: kv::Table,
+    prefix: &[u8],
+    visit: &mut kv::Visit<'_>,
+) -> Result<(), StoreError> {
+    let end = prefix_end(prefix);
+    r.range(
+        t,
+        Bound::Included(prefix),
+        Bound::Excluded(&end),
+        false,
+        visit,
+    )
+}
+
+/// Up to `limit` entries of an index with keys before `end`.
+fn index_before(
+    r: &mut impl Read,
+    t: kv::Table,
+    end: &[u8],
+    limit: usize,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut n = 0;
+    if limit == 0 {
+        return Ok(());
+    }
+    r.range(
+        t,
+        Bound::Unbounded,
+        Bound::Excluded(end),
+        false,
+        &mut |k, v| {
+            visit(k, v)?;
+            n += 1;
+            Ok(n < limit)
+        },
+    )
+}
+
+impl<B: Backend> Store for Layered<B> {
+    fn apply(&self, ops: &[&Op]) -> Result<(), StoreError> {
+        let caps = self.caps;
+        self.backend.write(&mut |w| {
+            for op in ops {
+                policy::apply(w, caps, op)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.backend.next_seq()
+    }
+
+    fn subscription(&self, push: &Token) -> Result<Option<Subscription>, StoreError> {
+        self.get(SUBS, push, codec::read_subscription)
+    }
+
+    fn subscription_by_resource(
+        &self,
+        resource: &Token,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let mut r = self.backend.reader()?;
+        match r.get(SUB_RESOURCES, resource, |v| Ok(v.to_vec()))? {
+            Some(p) => r.get(SUBS, &p, codec::read_subscription),
+            None => Ok(None),
+        }
+    }
+
+    fn subscription_by_channel(
+        &self,
+        uaid: &Token,
+        channel: &Token,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let mut r = self.backend.reader()?;
+        let uk: [u8; 32] = cat(&[uaid, channel]);
+        match r.get(UA_SUBS, &uk, |v| Ok(v.to_vec()))? {
+            Some(p) => r.get(SUBS, &p, codec::read_subscription),
+            None => Ok(None),
+        }
+    }
+
+    fn subscriptions_of(&self, uaid: &Token) -> Result<Vec<Subscription>, StoreError> {
+        let mut r = self.backend.reader()?;
+        let mut pushes = Vec::new();
+        scan(&mut r, UA_SUBS, uaid, &mut |_, push| {
+            pushes.push(push.to_vec());
+            Ok(true)
+        })?;
+        let mut out = Vec::with_capacity(pushes.len());
+        for p in pushes {
+            if let Some(s) = r.get(SUBS, &p, codec::read_subscription)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn subscription_count(&self, uaid: &Token, at_most: usize) -> Result<usize, StoreError> {
+        let mut n = 0;
+        if at_most == 0 {
+            return Ok(0);
+        }
+        scan(&mut self.backend.reader()?, UA_SUBS, uaid, &mut |_, _| {
+            n += 1;
+            Ok(n < at_most)
+        })?;
+        Ok(n)
+    }
+
+    fn user_agent(&self, uaid: &Token) -> Result<Option<UserAgent>, StoreError> {
+        self.get(UAS, uaid, codec::read_user_agent)
+    }
+
+    fn messages(
+        &self,
+        uaid: &Token,
+        after_seq: u64,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 || after_seq == u64::MAX {
+            return Ok(out);
+        }
+        let start = msg_key(uaid, after_seq + 1);
+        let end = msg_key(uaid, u64::MAX);
+        self.backend.reader()?.range(
+            MSGS,
+            Bound::Included(&start),
+            Bound::Included(&end),
+            false,
+            &mut |_, v| {
+                let m = codec::read_message(v)?;
+                if m.expires > now {
+                    out.push(m);
+                }
+                Ok(out.len() < limit)
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn message(&self, id: &Token) -> Result<Option<Message>, StoreError> {
+        let mut r = self.backend.reader()?;
+        match r.get(MSG_IDS, id, |v| Ok(v.to_vec()))? {
+            Some(k) => r.get(MSGS, &k, codec::read_message),
+            None => Ok(None),
+        }
+    }
+
+    fn expired(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError> {
+        let mut out = Vec::new();
+        let end = (now + 1).to_be_bytes();
+        index_before(&mut self.backend.reader()?, EXPIRY, &end, limit, |_, v| {
+            out.push(token(v, "expiry")?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let mut r = self.backend.reader()?;
+        Ok(StoreCounts {
+            messages: r.len(MSGS)?,
+            list_messages: r.len(LIST_MSGS)?,
+            lists: r.len(LISTS)?,
+            subscriptions: r.len(SUBS)?,
+            bytes: self.backend.bytes(),
+        })
+    }
+
+    fn list(&self, token: &Token) -> Result<Option<List>, StoreError> {
+        self.get(LISTS, token, codec::read_list)
+    }
+
+    fn list_members(
+        &self,
+        list: &Token,
+        after: Option<&Token>,
+        limit: usize,
+    ) -> Result<Vec<ListMember>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from: [u8; 32] = cat(&[list, after.unwrap_or(&[0; 16])]);
+        let to: [u8; 32] = cat(&[list, &[0xff; 16]]);
+        let lower = match after {
+            Some(_) => Bound::Excluded(&from[..]),
+            None => Bound::Included(&from[..]),
+        };
+        self.backend.reader()?.range(
+            LIST_MEMBERS,
+            lower,
+            Bound::Included(&to),
+            false,
+            &mut |_, v| {
+                out.push(codec::read_member(v)?);
+                Ok(out.len() < limit)
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn list_member(&self, list: &Token, push: &Token) -> Result<Option<ListMember>, StoreError> {
+        let k: [u8; 32] = cat(&[list, push]);
+        self.get(LIST_MEMBERS, &k, codec::read_member)
+    }
+
+    fn lists_of(&self, push: &Token) -> Result<Vec<Token>, StoreError> {
+        let mut out = Vec::new();
+        scan(&mut self.backend.reader()?, SUB_LISTS, push, &mut |k, _| {
+            out.push(token(&k[16..32], "subscription lists")?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn owned_lists(&self, owner: &[u8; 65]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        scan(
+            &mut self.backend.reader()?,
+            OWNER_LISTS,
+            owner,
+            &mut |_, _| {
+                n += 1;
+                Ok(true)
+            },
+        )?;
+        Ok(n)
+    }
+
+    fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError> {
+        self.get(LIST_MSGS, id, codec::read_list_message)
+    }
+
+    fn unfinished_fanouts(&self) -> Result<Vec<ListMessage>, StoreError> {
+        let mut r = self.backend.reader()?;
+        let mut ids = Vec::new();
+        r.range(
+            FANOUTS,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |k, _| {
+                ids.push(k.to_vec());
+                Ok(true)
+            },
+        )?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(m) = r.get(LIST_MSGS, &id, codec::read_list_message)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_messages_since(
+        &self,
+        list: &Token,
+        after_seq: u64,
+        now: u64,
+        newest: usize,
+    ) -> Result<Vec<ListMessage>, StoreError> {
+        if newest == 0 || after_seq == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let mut r = self.backend.reader()?;
+        let start = msg_key(list, after_seq + 1);
+        let end = msg_key(list, u64::MAX);
+        let mut ids = Vec::new();
+        r.range(
+            LIST_MSG_SEQ,
+            Bound::Included(&start),
+            Bound::Included(&end),
+            true,
+            &mut |_, id| {
+                ids.push(id.to_vec());
+                Ok(ids.len() < newest)
+            },
+        )?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(m) = r.get(LIST_MSGS, &id, codec::read_list_message)? {
+                if m.expires > now {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError> {
+        let k: [u8; 32] = cat(&[list_message, push]);
+        Ok(self.get(COPY_ACKS, &k, |_| Ok(()))?.is_some())
+    }
+
+    fn copies_acked(&self, list_message: &Token) -> Result<u64, StoreError> {
+        let mut n = 0;
+        scan(
+            &mut self.backend.reader()?,
+            COPY_ACKS,
+            list_message,
+            &mut |_, _| {
+                n += 1;
+                Ok(true)
+            },
+        )?;
+        Ok(n)
+    }
+
+    fn expired_list_items(&self, now: u64, limit: usize) -> Result<ExpiredListItems, StoreError> {
+        let mut r = self.backend.reader()?;
+        let end = (now + 1).to_be_bytes();
+        let mut msgs = Vec::new();
+        index_before(&mut r, LIST_MSG_EXPIRY, &end, limit, |k, _| {
+            msgs.push(token(&k[8..24], "list message expiry")?);
+            Ok(())
+        })?;
+        let mut members = Vec::new();
+        index_before(&mut r, MEMBER_EXPIRY, &end, limit, |k, _| {
+            let list = token(&k[8..24], "member expiry")?;
+            members.push((list, token(&k[24..40], "member expiry")?));
+            Ok(())
+        })?;
+        Ok((msgs, members))
+    }
+}

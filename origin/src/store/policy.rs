@@ -1,0 +1,382 @@
+//! What each write means, on any backend: Topic replacement, the
+//! per-subscription and receipt caps and their eviction, the indexes kept
+//! beside each record, list member counts, and what a deletion takes along.
+
+use super::codec;
+use super::kv::{self, cat, prefix_end, Write};
+use super::kv::{
+    COPY_ACKS, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ,
+    MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, SUBS, SUB_LISTS,
+    SUB_RESOURCES, TOPICS, UAS, UA_SUBS,
+};
+use super::{Encoding, Message, Op, StoreError};
+use crate::tokens::Token;
+use std::ops::Bound;
+
+/// How long a list message's status outlives its TTL.
+pub const LIST_MESSAGE_GRACE: u64 = 24 * 3600;
+
+/// The caps a write keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Most messages kept for one subscription.
+    pub per_subscription: usize,
+    /// Most receipts kept for one receipt subscription.
+    pub receipts: usize,
+}
+
+impl Caps {
+    /// The caps of `limits` (at least one of each).
+    pub fn of(limits: &shared::limits::Limits) -> Caps {
+        Caps {
+            per_subscription: limits.max_stored_per_subscription.max(1),
+            receipts: limits.max_stored_receipts.max(1),
+        }
+    }
+}
+
+/// A user agent's message key: its messages in sequence order.
+pub fn msg_key(uaid: &Token, seq: u64) -> [u8; 24] {
+    cat(&[uaid, &seq.to_be_bytes()])
+}
+
+fn topic_key(push: &Token, topic: &str) -> Vec<u8> {
+    [&push[..], topic.as_bytes()].concat()
+}
+
+fn expiry_key(m: &Message) -> [u8; 32] {
+    cat(&[&m.expires.to_be_bytes(), &m.uaid, &m.seq.to_be_bytes()])
+}
+
+fn member_expiry_key(expires: i64, list: &Token, push: &Token) -> [u8; 40] {
+    cat(&[&(expires.max(0) as u64).to_be_bytes(), list, push])
+}
+
+fn list_msg_expiry_key(expires: u64, id: &Token) -> [u8; 24] {
+    cat(&[&(expires + LIST_MESSAGE_GRACE).to_be_bytes(), id])
+}
+
+fn token(b: &[u8], what: &'static str) -> Result<Token, StoreError> {
+    b.try_into().map_err(|_| StoreError::Corrupt(what))
+}
+
+/// Keys of a table that start with `prefix`.
+fn keys_with_prefix(
+    w: &mut impl Write,
+    t: kv::Table,
+    prefix: &[u8],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let end = prefix_end(prefix);
+    let mut out = Vec::new();
+    w.range(
+        t,
+        Bound::Included(prefix),
+        Bound::Excluded(&end),
+        false,
+        &mut |k, _| {
+            out.push(k.to_vec());
+            Ok(true)
+        },
+    )?;
+    Ok(out)
+}
+
+/// Applies one write.
+pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> {
+    match op {
+        Op::PutList(l) => {
+            w.put(LISTS, &l.token, &codec::list(l))?;
+            let owner = l.owner.as_ref().unwrap_or(&super::NO_OWNER);
+            let ok: [u8; 81] = cat(&[owner, &l.token]);
+            w.put(OWNER_LISTS, &ok, &[])?;
+        }
+        Op::DeleteList(list) => delete_list(w, list)?,
+        Op::PutMembers(list, members) => {
+            let mut added = 0i64;
+            for m in members {
+                let mk: [u8; 32] = cat(&[list, &m.push]);
+                match w.take(LIST_MEMBERS, &mk)? {
+                    None => added += 1,
+                    Some(o) => {
+                        if let Some(e) = codec::read_member(&o)?.expires {
+                            w.delete(MEMBER_EXPIRY, &member_expiry_key(e, list, &m.push))?;
+                        }
+                    }
+                }
+                w.put(LIST_MEMBERS, &mk, &codec::member(m))?;
+                if let Some(e) = m.expires {
+                    w.put(MEMBER_EXPIRY, &member_expiry_key(e, list, &m.push), &[])?;
+                }
+                let sk: [u8; 32] = cat(&[&m.push, list]);
+                w.put(SUB_LISTS, &sk, &[])?;
+            }
+            count_members(w, list, added)?;
+        }
+        Op::RemoveMembers(list, pushes) => {
+            let mut removed = 0i64;
+            for p in pushes {
+                if remove_member(w, list, p)? {
+                    removed += 1;
+                }
+            }
+            count_members(w, list, -removed)?;
+        }
+        Op::PutListMessage(m) => {
+            w.put(LIST_MSGS, &m.id, &codec::list_message(m))?;
+            w.put(LIST_MSG_SEQ, &msg_key(&m.list, m.seq), &m.id)?;
+            w.put(LIST_MSG_EXPIRY, &list_msg_expiry_key(m.expires, &m.id), &[])?;
+            if m.fanout_done {
+                w.delete(FANOUTS, &m.id)?;
+            } else {
+                w.put(FANOUTS, &m.id, &[])?;
+            }
+        }
+        Op::FinishListMessage { id, failed } => {
+            let Some(mut m) = w.get(LIST_MSGS, id, codec::read_list_message)? else {
+                return Ok(());
+            };
+            m.failed = *failed;
+            m.fanout_done = true;
+            w.put(LIST_MSGS, id, &codec::list_message(&m))?;
+            w.delete(FANOUTS, id)?;
+        }
+        Op::DeleteListMessage(id) => delete_list_message(w, id)?,
+        Op::AckCopy { list_message, push } => {
+            let k: [u8; 32] = cat(&[list_message, push]);
+            w.put(COPY_ACKS, &k, &[])?;
+        }
+        Op::PutUa(u) => w.put(UAS, &u.uaid, &codec::user_agent(u))?,
+        Op::DeleteUaIfEmpty(uaid) => delete_ua_if_empty(w, uaid)?,
+        Op::PutSubscription(s) => {
+            w.put(SUBS, &s.push, &codec::subscription(s))?;
+            w.put(SUB_RESOURCES, &s.resource, &s.push)?;
+            let uk: [u8; 32] = cat(&[&s.uaid, &s.channel]);
+            w.put(UA_SUBS, &uk, &s.push)?;
+        }
+        Op::DeleteSubscription(push) => delete_subscription(w, push)?,
+        Op::PutMessage(m) => put_message(w, caps, m)?,
+        Op::DeleteMessage(id) => remove_message(w, id)?,
+    }
+    Ok(())
+}
+
+fn remove_message_at(w: &mut impl Write, key: &[u8]) -> Result<(), StoreError> {
+    let Some(raw) = w.take(MSGS, key)? else {
+        return Ok(());
+    };
+    let m = codec::read_message(&raw)?;
+    if m.encoding == Encoding::Receipt {
+        count_receipt(w, &m.uaid, -1)?;
+    }
+    w.delete(MSG_IDS, &m.id)?;
+    w.delete(EXPIRY, &expiry_key(&m))?;
+    w.delete(PUSH_MSGS, &msg_key(&m.push, m.seq))?;
+    if let Some(t) = &m.topic {
+        let tk = topic_key(&m.push, t);
+        if w.get(TOPICS, &tk, |v| Ok(v == m.id))? == Some(true) {
+            w.delete(TOPICS, &tk)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds `by` to the receipts a receipt subscription holds; the count after.
+fn count_receipt(w: &mut impl Write, to: &Token, by: i64) -> Result<u64, StoreError> {
+    let old = w.get(RECEIPTS_HELD, to, |v| {
+        Ok(v.try_into().map(u64::from_be_bytes).unwrap_or(0))
+    })?;
+    let n = old.unwrap_or(0).saturating_add_signed(by);
+    if n == 0 {
+        w.delete(RECEIPTS_HELD, to)?;
+    } else {
+        w.put(RECEIPTS_HELD, to, &n.to_be_bytes())?;
+    }
+    Ok(n)
+}
+
+fn remove_message(w: &mut impl Write, id: &Token) -> Result<(), StoreError> {
+    match w.get(MSG_IDS, id, |v| Ok(v.to_vec()))? {
+        Some(k) => remove_message_at(w, &k),
+        None => Ok(()),
+    }
+}
+
+fn put_message(w: &mut impl Write, caps: Caps, m: &Message) -> Result<(), StoreError> {
+    if let Some(t) = &m.topic {
+        // A message with the Topic of one still held replaces it.
+        let tk = topic_key(&m.push, t);
+        if let Some(old) = w.get(TOPICS, &tk, |v| token(v, "topic"))? {
+            remove_message(w, &old)?;
+        }
+        w.put(TOPICS, &tk, &m.id)?;
+    }
+    let key = msg_key(&m.uaid, m.seq);
+    w.put(MSGS, &key, &codec::message(m))?;
+    w.put(MSG_IDS, &m.id, &key)?;
+    w.put(EXPIRY, &expiry_key(m), &m.id)?;
+    w.put(PUSH_MSGS, &msg_key(&m.push, m.seq), &[])?;
+    if m.encoding == Encoding::Receipt {
+        // A receipt's `push` names the acknowledged message: receipts are
+        // counted per receipt subscription instead, whose messages are all
+        // receipts, oldest first under its token. Over the limit (by more
+        // than one if it was lowered), the oldest go first.
+        let held = count_receipt(w, &m.uaid, 1)?;
+        for _ in caps.receipts as u64..held {
+            let end = prefix_end(&m.uaid);
+            let mut oldest = None;
+            w.range(
+                MSGS,
+                Bound::Included(&m.uaid[..]),
+                Bound::Excluded(&end),
+                false,
+                &mut |k, _| {
+                    oldest = Some(k.to_vec());
+                    Ok(false)
+                },
+            )?;
+            match oldest {
+                Some(k) => remove_message_at(w, &k)?,
+                None => break,
+            }
+        }
+        return Ok(());
+    }
+    // Over the subscription's limit: the oldest go first.
+    let held = keys_with_prefix(w, PUSH_MSGS, &m.push)?;
+    for k in held
+        .iter()
+        .take(held.len().saturating_sub(caps.per_subscription))
+    {
+        let seq = u64::from_be_bytes(k[16..24].try_into().expect("8 bytes"));
+        remove_message_at(w, &msg_key(&m.uaid, seq))?;
+    }
+    Ok(())
+}
+
+/// Removes every message of `uaid` for which `pred` holds.
+fn remove_messages_of(
+    w: &mut impl Write,
+    uaid: &Token,
+    pred: impl Fn(&Message) -> bool,
+) -> Result<(), StoreError> {
+    let end = prefix_end(uaid);
+    let mut doomed = Vec::new();
+    w.range(
+        MSGS,
+        Bound::Included(&uaid[..]),
+        Bound::Excluded(&end),
+        false,
+        &mut |k, v| {
+            if pred(&codec::read_message(v)?) {
+                doomed.push(k.to_vec());
+            }
+            Ok(true)
+        },
+    )?;
+    for k in doomed {
+        remove_message_at(w, &k)?;
+    }
+    Ok(())
+}
+
+fn delete_subscription(w: &mut impl Write, push: &Token) -> Result<(), StoreError> {
+    let Some(raw) = w.take(SUBS, push)? else {
+        return Ok(());
+    };
+    let s = codec::read_subscription(&raw)?;
+    w.delete(SUB_RESOURCES, &s.resource)?;
+    let uk: [u8; 32] = cat(&[&s.uaid, &s.channel]);
+    w.delete(UA_SUBS, &uk)?;
+    // The subscription leaves every list it was in.
+    for k in keys_with_prefix(w, SUB_LISTS, push)? {
+        let list: Token = k[16..32].try_into().expect("16 bytes");
+        if remove_member(w, &list, push)? {
+            count_members(w, &list, -1)?;
+        }
+    }
+    remove_messages_of(w, &s.uaid, |m| m.push == s.push)
+}
+
+fn delete_ua_if_empty(w: &mut impl Write, uaid: &Token) -> Result<(), StoreError> {
+    let end = prefix_end(uaid);
+    let mut empty = true;
+    w.range(
+        UA_SUBS,
+        Bound::Included(&uaid[..]),
+        Bound::Excluded(&end),
+        false,
+        &mut |_, _| {
+            empty = false;
+            Ok(false)
+        },
+    )?;
+    if empty {
+        w.delete(UAS, uaid)?;
+    }
+    Ok(())
+}
+
+/// Adds `delta` to a list's member count.
+fn count_members(w: &mut impl Write, list: &Token, delta: i64) -> Result<(), StoreError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    if let Some(mut l) = w.get(LISTS, list, codec::read_list)? {
+        l.members = (l.members as i64 + delta).max(0) as u64;
+        w.put(LISTS, list, &codec::list(&l))?;
+    }
+    Ok(())
+}
+
+fn remove_member(w: &mut impl Write, list: &Token, push: &Token) -> Result<bool, StoreError> {
+    let mk: [u8; 32] = cat(&[list, push]);
+    let old = w.take(LIST_MEMBERS, &mk)?;
+    let existed = old.is_some();
+    if let Some(e) = old
+        .map(|o| codec::read_member(&o))
+        .transpose()?
+        .and_then(|m| m.expires)
+    {
+        w.delete(MEMBER_EXPIRY, &member_expiry_key(e, list, push))?;
+    }
+    let sk: [u8; 32] = cat(&[push, list]);
+    w.delete(SUB_LISTS, &sk)?;
+    Ok(existed)
+}
+
+fn delete_list_message(w: &mut impl Write, id: &Token) -> Result<(), StoreError> {
+    let Some(raw) = w.take(LIST_MSGS, id)? else {
+        return Ok(());
+    };
+    let m = codec::read_list_message(&raw)?;
+    w.delete(LIST_MSG_SEQ, &msg_key(&m.list, m.seq))?;
+    w.delete(LIST_MSG_EXPIRY, &list_msg_expiry_key(m.expires, id))?;
+    w.delete(FANOUTS, id)?;
+    for a in keys_with_prefix(w, COPY_ACKS, id)? {
+        w.delete(COPY_ACKS, &a)?;
+    }
+    Ok(())
+}
+
+fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {
+    let Some(raw) = w.take(LISTS, list)? else {
+        return Ok(());
+    };
+    let l = codec::read_list(&raw)?;
+    let owner = l.owner.as_ref().unwrap_or(&super::NO_OWNER);
+    let ok: [u8; 81] = cat(&[owner, list]);
+    w.delete(OWNER_LISTS, &ok)?;
+    for k in keys_with_prefix(w, LIST_MEMBERS, list)? {
+        let push: Token = k[16..32].try_into().expect("16 bytes");
+        remove_member(w, list, &push)?;
+    }
+    for (k, id) in kv::with_prefix(w, LIST_MSG_SEQ, list)? {
+        if let Ok(id) = token(&id, "list message sequence") {
+            // Its row, sequence and expiry keys, acks, unfinished mark.
+            delete_list_message(w, &id)?;
+        }
+        // A row already gone leaves its sequence key behind: drop it.
+        w.delete(LIST_MSG_SEQ, &k)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,641 @@
+//! The conformance suite every storage backend passes: what the service
+//! relies on a `Store` to do, checked through the trait alone.
+
+use origin::store::policy::LIST_MESSAGE_GRACE;
+use origin::store::{
+    Encoding, List, ListBody, ListMember, ListMessage, Message, Op, Store, Subscription, UaKind,
+    UserAgent,
+};
+use origin::tokens::{new_token, Token};
+use shared::limits::Limits;
+use std::sync::Arc;
+
+/// Makes an empty store keeping `limits`' caps.
+pub type Fresh<'a> = &'a dyn Fn(&Limits) -> Arc<dyn Store>;
+
+/// Runs every check against stores made by `fresh`.
+pub fn run(fresh: Fresh<'_>) {
+    type Check = fn(Fresh<'_>);
+    let checks: [(&str, Check); 12] = [
+        ("a fresh store answers every read", fresh_store),
+        ("subscriptions and their indexes", subscriptions),
+        (
+            "a user agent record goes only without subscriptions",
+            user_agents,
+        ),
+        ("messages in order, by id, expiring", messages),
+        ("a topic replaces the message it names", topics),
+        (
+            "a subscription keeps its newest messages up to the cap",
+            per_subscription_cap,
+        ),
+        (
+            "a receipt subscription keeps its newest receipts",
+            receipt_cap,
+        ),
+        ("lists, members and their counts", lists),
+        ("a large list reads in pages", large_list),
+        (
+            "list messages, their fan-out and acknowledgements",
+            list_messages,
+        ),
+        ("deleting a list takes what hangs on it", delete_list),
+        ("sequence numbers rise", sequence),
+    ];
+    for (name, check) in checks {
+        eprintln!("store conformance: {name}");
+        check(fresh);
+    }
+}
+
+fn limits(per_subscription: usize, receipts: usize) -> Limits {
+    Limits {
+        max_stored_per_subscription: per_subscription,
+        max_stored_receipts: receipts,
+        ..Default::default()
+    }
+}
+
+fn apply(s: &dyn Store, ops: &[Op]) {
+    let refs: Vec<&Op> = ops.iter().collect();
+    s.apply(&refs).unwrap();
+}
+
+const FAR: u64 = u64::MAX / 4;
+
+fn sub(uaid: Token) -> Subscription {
+    Subscription {
+        push: new_token(),
+        uaid,
+        channel: new_token(),
+        resource: new_token(),
+        vapid: Some([4; 65]),
+        created: 1,
+    }
+}
+
+fn ua(kind: UaKind) -> UserAgent {
+    UserAgent {
+        uaid: new_token(),
+        kind,
+        created: 1,
+    }
+}
+
+fn msg(s: &dyn Store, sub: &Subscription, topic: Option<&str>, expires: u64) -> Message {
+    Message {
+        id: new_token(),
+        uaid: sub.uaid,
+        push: sub.push,
+        channel: sub.channel,
+        seq: s.next_seq(),
+        expires,
+        urgency: Default::default(),
+        topic: topic.map(str::to_owned),
+        receipt: Some(new_token()),
+        encoding: Encoding::Aes128gcm,
+        body: bytes::Bytes::from(vec![7u8; 100]),
+        list_message: None,
+    }
+}
+
+fn ids(s: &dyn Store, uaid: &Token) -> Vec<Token> {
+    s.messages(uaid, 0, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+fn fresh_store(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let t = new_token();
+    assert!(s.subscription(&t).unwrap().is_none());
+    assert!(s.subscription_by_resource(&t).unwrap().is_none());
+    assert!(s.subscription_by_channel(&t, &t).unwrap().is_none());
+    assert!(s.subscriptions_of(&t).unwrap().is_empty());
+    assert_eq!(s.subscription_count(&t, 10).unwrap(), 0);
+    assert!(s.user_agent(&t).unwrap().is_none());
+    assert!(s.messages(&t, 0, 0, 10).unwrap().is_empty());
+    assert!(s.message(&t).unwrap().is_none());
+    assert!(s.expired(0, 10).unwrap().is_empty());
+    assert_eq!(s.expired_list_items(FAR, 10).unwrap(), (vec![], vec![]));
+    assert!(s.list(&t).unwrap().is_none());
+    assert!(s.list_members(&t, None, 10).unwrap().is_empty());
+    assert!(s.list_member(&t, &t).unwrap().is_none());
+    assert!(s.lists_of(&t).unwrap().is_empty());
+    assert_eq!(s.owned_lists(&[4; 65]).unwrap(), 0);
+    assert!(s.list_message(&t).unwrap().is_none());
+    assert!(s.unfinished_fanouts().unwrap().is_empty());
+    assert!(s.list_messages_since(&t, 0, 0, 10).unwrap().is_empty());
+    assert!(!s.copy_acked(&t, &t).unwrap());
+    assert_eq!(s.copies_acked(&t).unwrap(), 0);
+    let c = s.counts().unwrap();
+    assert_eq!(
+        (c.messages, c.list_messages, c.lists, c.subscriptions),
+        (0, 0, 0, 0)
+    );
+    // Deleting what is not there is not an error.
+    apply(
+        &*s,
+        &[
+            Op::DeleteSubscription(t),
+            Op::DeleteMessage(t),
+            Op::DeleteList(t),
+            Op::DeleteListMessage(t),
+            Op::DeleteUaIfEmpty(t),
+            Op::RemoveMembers(t, vec![t]),
+            Op::FinishListMessage { id: t, failed: 0 },
+        ],
+    );
+    assert!(s.list_message(&t).unwrap().is_none());
+}
+
+fn subscriptions(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let u = ua(UaKind::WebSocket);
+    let (a, b) = (sub(u.uaid), sub(u.uaid));
+    apply(
+        &*s,
+        &[
+            Op::PutUa(u.clone()),
+            Op::PutSubscription(a.clone()),
+            Op::PutSubscription(b.clone()),
+        ],
+    );
+    assert_eq!(s.user_agent(&u.uaid).unwrap(), Some(u.clone()));
+    assert_eq!(s.subscription(&a.push).unwrap(), Some(a.clone()));
+    assert_eq!(
+        s.subscription_by_resource(&b.resource).unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(
+        s.subscription_by_channel(&u.uaid, &a.channel).unwrap(),
+        Some(a.clone())
+    );
+    let mut all = s.subscriptions_of(&u.uaid).unwrap();
+    all.sort_by_key(|x| x.push);
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort_by_key(|x| x.push);
+    assert_eq!(all, want);
+    assert_eq!(s.subscription_count(&u.uaid, 10).unwrap(), 2);
+    assert_eq!(
+        s.subscription_count(&u.uaid, 1).unwrap(),
+        1,
+        "counted up to at_most"
+    );
+    assert_eq!(s.counts().unwrap().subscriptions, 2);
+    let m = msg(&*s, &a, None, FAR);
+    let kept = msg(&*s, &b, None, FAR);
+    apply(
+        &*s,
+        &[
+            Op::PutMessage(Box::new(m.clone())),
+            Op::PutMessage(Box::new(kept.clone())),
+        ],
+    );
+    // A deleted subscription takes its indexes and its messages along.
+    apply(&*s, &[Op::DeleteSubscription(a.push)]);
+    assert!(s.subscription(&a.push).unwrap().is_none());
+    assert!(s.subscription_by_resource(&a.resource).unwrap().is_none());
+    assert!(s
+        .subscription_by_channel(&u.uaid, &a.channel)
+        .unwrap()
+        .is_none());
+    assert!(s.message(&m.id).unwrap().is_none());
+    assert_eq!(ids(&*s, &u.uaid), vec![kept.id]);
+    assert_eq!(s.subscriptions_of(&u.uaid).unwrap(), vec![b.clone()]);
+    assert_eq!(s.counts().unwrap().subscriptions, 1);
+    // Rewriting a subscription replaces it.
+    let mut b2 = b.clone();
+    b2.vapid = None;
+    apply(&*s, &[Op::PutSubscription(b2.clone())]);
+    assert_eq!(s.subscription(&b.push).unwrap(), Some(b2));
+    assert_eq!(s.counts().unwrap().subscriptions, 1);
+}
+
+fn user_agents(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let u = ua(UaKind::Http2);
+    let a = sub(u.uaid);
+    apply(&*s, &[Op::PutUa(u.clone()), Op::PutSubscription(a.clone())]);
+    apply(&*s, &[Op::DeleteUaIfEmpty(u.uaid)]);
+    assert!(
+        s.user_agent(&u.uaid).unwrap().is_some(),
+        "a subscription is left"
+    );
+    apply(
+        &*s,
+        &[Op::DeleteSubscription(a.push), Op::DeleteUaIfEmpty(u.uaid)],
+    );
+    assert!(s.user_agent(&u.uaid).unwrap().is_none());
+}
+
+fn messages(fresh: Fresh<'_>) {
+    let s = fresh(&limits(100, 10));
+    let u = ua(UaKind::WebSocket);
+    let a = sub(u.uaid);
+    apply(&*s, &[Op::PutUa(u.clone()), Op::PutSubscription(a.clone())]);
+    let soon = msg(&*s, &a, None, 1000);
+    let later: Vec<Message> = (0..5).map(|_| msg(&*s, &a, None, FAR)).collect();
+    // One batch, and one write each: both commit.
+    apply(&*s, &[Op::PutMessage(Box::new(soon.clone()))]);
+    apply(
+        &*s,
+        &later
+            .iter()
+            .map(|m| Op::PutMessage(Box::new(m.clone())))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(s.message(&later[2].id).unwrap(), Some(later[2].clone()));
+    assert_eq!(s.counts().unwrap().messages, 6);
+    // In sequence order; expired ones are not read; after a sequence; up to a limit.
+    let all = s.messages(&u.uaid, 0, 0, 100).unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let live = s.messages(&u.uaid, 0, 1000, 100).unwrap();
+    assert_eq!(live, later);
+    let after = s.messages(&u.uaid, later[1].seq, 1000, 2).unwrap();
+    assert_eq!(after, later[2..4].to_vec());
+    // The sweep finds what expired, and nothing else.
+    assert!(s.expired(999, 10).unwrap().is_empty());
+    assert_eq!(s.expired(1000, 10).unwrap(), vec![soon.id]);
+    apply(&*s, &[Op::DeleteMessage(soon.id)]);
+    assert!(s.expired(1000, 10).unwrap().is_empty());
+    assert!(s.message(&soon.id).unwrap().is_none());
+    assert_eq!(s.counts().unwrap().messages, 5);
+    // Another user agent's queue is its own.
+    let other = sub(new_token());
+    apply(
+        &*s,
+        &[Op::PutMessage(Box::new(msg(&*s, &other, None, FAR)))],
+    );
+    assert_eq!(ids(&*s, &u.uaid).len(), 5);
+    assert_eq!(ids(&*s, &other.uaid).len(), 1);
+}
+
+fn topics(fresh: Fresh<'_>) {
+    let s = fresh(&limits(100, 10));
+    let uaid = new_token();
+    let (a, b) = (sub(uaid), sub(uaid));
+    let first = msg(&*s, &a, Some("news"), FAR);
+    let other = msg(&*s, &b, Some("news"), FAR);
+    let plain = msg(&*s, &a, None, FAR);
+    apply(
+        &*s,
+        &[
+            Op::PutMessage(Box::new(first.clone())),
+            Op::PutMessage(Box::new(other.clone())),
+            Op::PutMessage(Box::new(plain.clone())),
+        ],
+    );
+    let second = msg(&*s, &a, Some("news"), FAR);
+    apply(&*s, &[Op::PutMessage(Box::new(second.clone()))]);
+    assert!(s.message(&first.id).unwrap().is_none(), "replaced");
+    assert_eq!(ids(&*s, &uaid), vec![other.id, plain.id, second.id]);
+    // Within one batch too.
+    let third = msg(&*s, &a, Some("news"), FAR);
+    let fourth = msg(&*s, &a, Some("news"), FAR);
+    apply(
+        &*s,
+        &[
+            Op::PutMessage(Box::new(third)),
+            Op::PutMessage(Box::new(fourth.clone())),
+        ],
+    );
+    assert_eq!(ids(&*s, &uaid), vec![other.id, plain.id, fourth.id]);
+    // A delivered message frees its topic; the next one is simply stored.
+    apply(&*s, &[Op::DeleteMessage(fourth.id)]);
+    let fifth = msg(&*s, &a, Some("news"), FAR);
+    apply(&*s, &[Op::PutMessage(Box::new(fifth.clone()))]);
+    assert_eq!(ids(&*s, &uaid), vec![other.id, plain.id, fifth.id]);
+}
+
+fn per_subscription_cap(fresh: Fresh<'_>) {
+    let s = fresh(&limits(3, 10));
+    let uaid = new_token();
+    let (a, b) = (sub(uaid), sub(uaid));
+    let other = msg(&*s, &b, None, FAR);
+    let sent: Vec<Message> = (0..5).map(|_| msg(&*s, &a, None, FAR)).collect();
+    apply(&*s, &[Op::PutMessage(Box::new(other.clone()))]);
+    for m in &sent {
+        apply(&*s, &[Op::PutMessage(Box::new(m.clone()))]);
+    }
+    let mut want = vec![other.id];
+    want.extend(sent[2..].iter().map(|m| m.id));
+    assert_eq!(ids(&*s, &uaid), want, "the oldest went first");
+    assert!(s.message(&sent[0].id).unwrap().is_none());
+    assert_eq!(
+        s.expired(FAR, 100).unwrap().len(),
+        4,
+        "evicted ones left the sweep"
+    );
+}
+
+fn receipt(s: &dyn Store, to: Token) -> Message {
+    Message {
+        id: new_token(),
+        uaid: to,
+        push: new_token(),
+        channel: [0; 16],
+        seq: s.next_seq(),
+        expires: FAR,
+        urgency: Default::default(),
+        topic: None,
+        receipt: None,
+        encoding: Encoding::Receipt,
+        body: bytes::Bytes::from_static(b"204"),
+        list_message: None,
+    }
+}
+
+fn receipt_cap(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 3));
+    let (a, b) = (ua(UaKind::Receipts), ua(UaKind::Receipts));
+    apply(&*s, &[Op::PutUa(a.clone()), Op::PutUa(b.clone())]);
+    let sent: Vec<Message> = (0..5).map(|_| receipt(&*s, a.uaid)).collect();
+    for m in &sent {
+        apply(&*s, &[Op::PutMessage(Box::new(m.clone()))]);
+    }
+    apply(&*s, &[Op::PutMessage(Box::new(receipt(&*s, b.uaid)))]);
+    let newest: Vec<Token> = sent[2..].iter().map(|m| m.id).collect();
+    assert_eq!(ids(&*s, &a.uaid), newest, "the oldest went first");
+    assert_eq!(
+        ids(&*s, &b.uaid).len(),
+        1,
+        "another subscription counts apart"
+    );
+    // A fetched receipt makes room: the next one takes its place, and no
+    // other goes.
+    apply(&*s, &[Op::DeleteMessage(sent[2].id)]);
+    let next = receipt(&*s, a.uaid);
+    apply(&*s, &[Op::PutMessage(Box::new(next.clone()))]);
+    assert_eq!(ids(&*s, &a.uaid), vec![sent[3].id, sent[4].id, next.id]);
+}
+
+fn list(owner: Option<[u8; 65]>) -> List {
+    List {
+        token: new_token(),
+        owner,
+        partition: 0,
+        created: 1,
+        members: 0,
+    }
+}
+
+fn member(push: Token, joined: u64, expires: Option<i64>) -> ListMember {
+    ListMember {
+        push,
+        uaid: new_token(),
+        channel: new_token(),
+        joined,
+        expires,
+        encrypted_key: Some("a2V5".into()),
+        header: Some("{\"kid\":\"1\"}".into()),
+        previous: vec![],
+    }
+}
+
+fn lists(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let owner = [4u8; 65];
+    let (l1, l2, keyless) = (list(Some(owner)), list(Some(owner)), list(None));
+    apply(
+        &*s,
+        &[
+            Op::PutList(l1.clone()),
+            Op::PutList(l2.clone()),
+            Op::PutList(keyless.clone()),
+        ],
+    );
+    assert_eq!(s.owned_lists(&owner).unwrap(), 2);
+    assert_eq!(s.owned_lists(&origin::store::NO_OWNER).unwrap(), 1);
+    assert_eq!(s.counts().unwrap().lists, 3);
+    let a = sub(new_token());
+    let m1 = member(a.push, 5, Some(2000));
+    let m2 = member(new_token(), 5, None);
+    apply(
+        &*s,
+        &[
+            Op::PutSubscription(a.clone()),
+            Op::PutMembers(l1.token, vec![m1.clone(), m2.clone()]),
+            Op::PutMembers(l2.token, vec![m1.clone()]),
+        ],
+    );
+    assert_eq!(s.list(&l1.token).unwrap().unwrap().members, 2);
+    // Putting a member again replaces it without counting it twice.
+    let mut m1b = m1.clone();
+    m1b.expires = Some(3000);
+    apply(&*s, &[Op::PutMembers(l1.token, vec![m1b.clone()])]);
+    assert_eq!(s.list(&l1.token).unwrap().unwrap().members, 2);
+    assert_eq!(
+        s.list_member(&l1.token, &a.push).unwrap(),
+        Some(m1b.clone())
+    );
+    let mut of = s.lists_of(&a.push).unwrap();
+    of.sort();
+    let mut want = vec![l1.token, l2.token];
+    want.sort();
+    assert_eq!(of, want);
+    // Member expiry: the replaced time no longer counts.
+    let (_, due) = s.expired_list_items(2500, 10).unwrap();
+    assert_eq!(due, vec![(l2.token, a.push)]);
+    let (_, due) = s.expired_list_items(3000, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    apply(
+        &*s,
+        &[Op::RemoveMembers(l1.token, vec![m2.push, new_token()])],
+    );
+    assert_eq!(s.list(&l1.token).unwrap().unwrap().members, 1);
+    assert!(s.list_member(&l1.token, &m2.push).unwrap().is_none());
+    // A deleted subscription leaves every list it was in.
+    apply(&*s, &[Op::DeleteSubscription(a.push)]);
+    assert_eq!(s.list(&l1.token).unwrap().unwrap().members, 0);
+    assert_eq!(s.list(&l2.token).unwrap().unwrap().members, 0);
+    assert!(s.lists_of(&a.push).unwrap().is_empty());
+    assert_eq!(s.expired_list_items(FAR, 10).unwrap(), (vec![], vec![]));
+}
+
+fn large_list(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let l = list(Some([4; 65]));
+    apply(&*s, &[Op::PutList(l.clone())]);
+    let mut pushes: Vec<Token> = (0..2500).map(|_| new_token()).collect();
+    for chunk in pushes.chunks(1000) {
+        let members = chunk.iter().map(|p| member(*p, 1, None)).collect();
+        apply(&*s, &[Op::PutMembers(l.token, members)]);
+    }
+    pushes.sort();
+    assert_eq!(s.list(&l.token).unwrap().unwrap().members, 2500);
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.list_members(&l.token, after.as_ref(), 1000).unwrap();
+        assert!(page.len() <= 1000);
+        let Some(last) = page.last() else { break };
+        after = Some(last.push);
+        read.extend(page.iter().map(|m| m.push));
+    }
+    assert_eq!(read, pushes, "every member once, in token order");
+}
+
+fn list_message(list: &List, seq: u64, expires: u64, done: bool) -> ListMessage {
+    ListMessage {
+        id: new_token(),
+        list: list.token,
+        seq,
+        created: 1,
+        expires,
+        urgency: Default::default(),
+        topic: Some("t".into()),
+        body: ListBody::Compact("a..b.c.d".into()),
+        members: 2,
+        failed: 0,
+        fanout_done: done,
+    }
+}
+
+fn list_messages(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let l = list(Some([4; 65]));
+    let old = list_message(&l, s.next_seq(), 1000, true);
+    let mid = list_message(&l, s.next_seq(), FAR, false);
+    let new = list_message(&l, s.next_seq(), FAR, false);
+    apply(
+        &*s,
+        &[
+            Op::PutList(l.clone()),
+            Op::PutListMessage(Box::new(old.clone())),
+            Op::PutListMessage(Box::new(mid.clone())),
+            Op::PutListMessage(Box::new(new.clone())),
+        ],
+    );
+    assert_eq!(s.list_message(&mid.id).unwrap(), Some(mid.clone()));
+    assert_eq!(s.counts().unwrap().list_messages, 3);
+    let mut unfinished: Vec<Token> = s
+        .unfinished_fanouts()
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    unfinished.sort();
+    let mut want = vec![mid.id, new.id];
+    want.sort();
+    assert_eq!(unfinished, want);
+    apply(
+        &*s,
+        &[Op::FinishListMessage {
+            id: mid.id,
+            failed: 1,
+        }],
+    );
+    let done = s.list_message(&mid.id).unwrap().unwrap();
+    assert!(done.fanout_done);
+    assert_eq!(done.failed, 1);
+    assert_eq!(
+        s.unfinished_fanouts()
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        vec![new.id]
+    );
+    // Newest first, after a sequence, unexpired, up to `newest`.
+    let since = |after: u64, now: u64, newest: usize| -> Vec<Token> {
+        let got = s.list_messages_since(&l.token, after, now, newest).unwrap();
+        got.iter().map(|m| m.id).collect()
+    };
+    assert_eq!(since(0, 0, 10), vec![new.id, mid.id, old.id]);
+    assert_eq!(since(0, 1000, 10), vec![new.id, mid.id]);
+    assert_eq!(since(mid.seq, 0, 10), vec![new.id]);
+    assert_eq!(since(0, 0, 1), vec![new.id]);
+    // Acknowledged copies.
+    let (p, q) = (new_token(), new_token());
+    apply(
+        &*s,
+        &[
+            Op::AckCopy {
+                list_message: new.id,
+                push: p,
+            },
+            Op::AckCopy {
+                list_message: new.id,
+                push: p,
+            },
+            Op::AckCopy {
+                list_message: new.id,
+                push: q,
+            },
+        ],
+    );
+    assert!(s.copy_acked(&new.id, &p).unwrap());
+    assert!(!s.copy_acked(&mid.id, &p).unwrap());
+    assert_eq!(s.copies_acked(&new.id).unwrap(), 2);
+    // A list message's record outlives its TTL by the grace period.
+    let (due, _) = s
+        .expired_list_items(1000 + LIST_MESSAGE_GRACE - 1, 10)
+        .unwrap();
+    assert!(due.is_empty());
+    let (due, _) = s.expired_list_items(1000 + LIST_MESSAGE_GRACE, 10).unwrap();
+    assert_eq!(due, vec![old.id]);
+    apply(
+        &*s,
+        &[Op::DeleteListMessage(new.id), Op::DeleteListMessage(old.id)],
+    );
+    assert!(s.list_message(&new.id).unwrap().is_none());
+    assert_eq!(s.copies_acked(&new.id).unwrap(), 0);
+    assert!(s.unfinished_fanouts().unwrap().is_empty());
+    assert_eq!(since(0, 0, 10), vec![mid.id]);
+    // Finishing a message that went meanwhile writes nothing.
+    apply(
+        &*s,
+        &[Op::FinishListMessage {
+            id: new.id,
+            failed: 0,
+        }],
+    );
+    assert!(s.list_message(&new.id).unwrap().is_none());
+}
+
+fn delete_list(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let owner = [4u8; 65];
+    let (l, kept) = (list(Some(owner)), list(Some(owner)));
+    let a = sub(new_token());
+    let lm = list_message(&l, s.next_seq(), FAR, false);
+    apply(
+        &*s,
+        &[
+            Op::PutList(l.clone()),
+            Op::PutList(kept.clone()),
+            Op::PutSubscription(a.clone()),
+            Op::PutMembers(l.token, vec![member(a.push, 1, Some(5000))]),
+            Op::PutMembers(kept.token, vec![member(a.push, 1, None)]),
+            Op::PutListMessage(Box::new(lm.clone())),
+            Op::AckCopy {
+                list_message: lm.id,
+                push: a.push,
+            },
+        ],
+    );
+    apply(&*s, &[Op::DeleteList(l.token)]);
+    assert!(s.list(&l.token).unwrap().is_none());
+    assert_eq!(s.owned_lists(&owner).unwrap(), 1);
+    assert!(s.list_members(&l.token, None, 10).unwrap().is_empty());
+    assert_eq!(s.lists_of(&a.push).unwrap(), vec![kept.token]);
+    assert!(s.list_message(&lm.id).unwrap().is_none());
+    assert_eq!(s.copies_acked(&lm.id).unwrap(), 0);
+    assert!(s.unfinished_fanouts().unwrap().is_empty());
+    assert_eq!(s.expired_list_items(FAR, 10).unwrap(), (vec![], vec![]));
+    assert_eq!(s.list(&kept.token).unwrap().unwrap().members, 1);
+}
+
+fn sequence(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let mut last = s.next_seq();
+    for _ in 0..1000 {
+        let n = s.next_seq();
+        assert!(n > last);
+        last = n;
+    }
+}
