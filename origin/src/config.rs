@@ -70,6 +70,32 @@ pub struct Settings {
         default_value = "data"
     )]
     pub data_dir: PathBuf,
+    /// Where the service's state lives: unset for the embedded store in
+    /// --data-dir (one process); `redis://host:port[/db]` for one Redis
+    /// server, or `redis-cluster://host:port,host:port,…` (seed nodes) for a
+    /// Redis Cluster, which any number of origin nodes share. Redis must
+    /// keep an append-only file with `appendfsync always` for a 201 to mean
+    /// durable.
+    #[arg(long, env = "ORIGIN_STORE", value_name = "URL", value_parser = store_url)]
+    pub store: Option<String>,
+    /// Prefix of every Redis key, so that services can share one Redis.
+    #[arg(long, env = "ORIGIN_REDIS_PREFIX", default_value = "wp", value_parser = name)]
+    pub redis_prefix: String,
+    /// Replicas of each master that must have a write (Redis `WAIT`) before
+    /// the service answers for it; 0 relies on the masters' append-only file.
+    #[arg(long, env = "ORIGIN_REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = u32_in(0, 16))]
+    pub redis_wait_replicas: u32,
+    /// Milliseconds a write waits for those replicas before it fails (503).
+    #[arg(long, env = "ORIGIN_REDIS_WAIT_MS", default_value_t = 1000, value_parser = u64_in(1, 60_000))]
+    pub redis_wait_ms: u64,
+    /// Milliseconds a Redis command may take before it counts as failed.
+    #[arg(long, env = "ORIGIN_REDIS_TIMEOUT_MS", default_value_t = 2000, value_parser = u64_in(10, 60_000))]
+    pub redis_timeout_ms: u64,
+    /// This node's name among the origin nodes that share a Redis store
+    /// (route records, notices, logs): letters, digits, `-` and `_`, at
+    /// most 64. Default: a new random name at each start.
+    #[arg(long, env = "ORIGIN_NODE_ID", value_parser = name)]
+    pub node_id: Option<String>,
     /// Messages queued for one connected device before further ones are stored.
     #[arg(long, env = "ORIGIN_QUEUE_DEPTH", default_value_t = 64, value_parser = usize_in(1, 65_536))]
     pub queue_depth: usize,
@@ -222,6 +248,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// A Redis store URL.
+fn store_url(s: &str) -> Result<String, String> {
+    match s.split_once("://") {
+        Some(("redis" | "redis-cluster", rest)) if !rest.is_empty() => Ok(s.to_owned()),
+        _ => Err("expected redis://host:port[/db] or redis-cluster://host:port,…".into()),
+    }
+}
+
+/// A name of letters, digits, `-` and `_` (1 to 64 of them).
+fn name(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '-' or '_'".into())
+    }
+}
+
 fn u64_in(min: u64, max: u64) -> RangedU64ValueParser<u64> {
     RangedU64ValueParser::new().range(min..=max)
 }
@@ -319,6 +365,18 @@ pub struct Config {
     pub device_url: String,
     /// Store folder.
     pub data_dir: PathBuf,
+    /// The Redis store's URL (`None`: the embedded store).
+    pub store: Option<String>,
+    /// Prefix of Redis keys.
+    pub redis_prefix: String,
+    /// Replicas a Redis write waits for.
+    pub redis_wait_replicas: u32,
+    /// How long a Redis write waits for them, ms.
+    pub redis_wait_ms: u64,
+    /// Redis command timeout, ms.
+    pub redis_timeout_ms: u64,
+    /// This node's name.
+    pub node_id: String,
     /// Per-connection queue depth.
     pub queue_depth: usize,
     /// Commit batch size.
@@ -464,6 +522,14 @@ impl Config {
             public_url,
             device_url,
             data_dir: s.data_dir,
+            store: s.store,
+            redis_prefix: s.redis_prefix,
+            redis_wait_replicas: s.redis_wait_replicas,
+            redis_wait_ms: s.redis_wait_ms,
+            redis_timeout_ms: s.redis_timeout_ms,
+            node_id: s.node_id.unwrap_or_else(|| {
+                crate::tokens::to_hex(&crate::tokens::new_token())[..16].to_owned()
+            }),
             queue_depth: s.queue_depth,
             commit_batch: s.commit_batch,
             ack_commit_delay_ms: s.ack_commit_delay_ms,

@@ -179,6 +179,22 @@ impl Tally {
 /// message was durable: a connection with that id or a larger one said
 /// `hello` after it, and so fetched its copy there; it gets none from here.
 pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
+    let failed = run_here(state.clone(), push.clone(), mark).await;
+    // Not a rewrite of the whole record: the list may have been deleted
+    // meanwhile, and its messages with it.
+    let done = Op::FinishListMessage {
+        id: push.msg.id,
+        failed,
+    };
+    if let Err(e) = state.committer.write(vec![done]).await {
+        tracing::error!("fan-out record: {e}");
+    }
+}
+
+/// Sends a list push to the members connected to this node (of a cluster,
+/// where the node that took the push records its end); returns how many
+/// copies failed.
+pub async fn run_here(state: Arc<State>, push: Arc<ListPush>, mark: u64) -> u64 {
     let _running = metrics::Running::start(&state.metrics);
     // Reads pause from the first copy queued to the end (a fan-out that
     // reaches no connection, like one finished after a restart, pauses none).
@@ -196,7 +212,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("fan-out read: {e}");
-                return;
+                return tally.failed;
             }
         };
         let Some(last) = batch.last() else { break };
@@ -266,15 +282,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
         (tally.members() as f64 / secs) as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    // Not a rewrite of the whole record: the list may have been deleted
-    // meanwhile, and its messages with it.
-    let done = Op::FinishListMessage {
-        id: push.msg.id,
-        failed: tally.failed,
-    };
-    if let Err(e) = state.committer.write(vec![done]).await {
-        tracing::error!("fan-out record: {e}");
-    }
+    tally.failed
 }
 
 /// Finishes the fan-outs a crash interrupted. `mark` is taken before the

@@ -23,6 +23,7 @@
 pub mod app;
 pub mod burst;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod device;

@@ -1,10 +1,7 @@
 //! Starts the origin: configuration, store, listeners; stops on SIGINT/SIGTERM.
 
 use origin::config::{Config, ConfigError, LogFormat, Settings};
-use origin::server::start;
-use origin::store::redb::RedbStore;
-use origin::store::StoreError;
-use std::sync::Arc;
+use origin::server::{open_store, start};
 
 fn main() -> std::process::ExitCode {
     let settings = match Settings::load() {
@@ -53,22 +50,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> std::process::ExitCode {
-    // A previous process that is still exiting (after a crash, or a quick
-    // restart) holds the store's file lock for a moment: wait for it.
-    let lock_wait = std::time::Duration::from_secs(config.store_lock_wait_secs);
-    let deadline = std::time::Instant::now() + lock_wait;
-    let opened = loop {
-        match RedbStore::open(&config.data_dir, &config.limits, config.store_cache_bytes) {
-            Err(StoreError::Locked) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            r => break r,
-        }
-    };
-    let store = match opened {
-        Ok(s) => Arc::new(s),
+    let store = match open_store(&config).await {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!("opening the store in {}: {e}", config.data_dir.display());
+            match &config.store {
+                Some(url) => tracing::error!("opening the store at {url}: {e}"),
+                None => tracing::error!("opening the store in {}: {e}", config.data_dir.display()),
+            }
             return std::process::ExitCode::from(1);
         }
     };

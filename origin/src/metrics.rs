@@ -85,9 +85,29 @@ pub struct Gauges<'a> {
     pub connected: &'a [(&'static str, u64)],
     /// What the store holds.
     pub store: StoreCounts,
+    /// This node's part in a cluster, if it is in one.
+    pub cluster: Option<ClusterGauges>,
+}
+
+/// What a node of a cluster shows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterGauges {
+    /// 1 while Redis answers.
+    pub redis_up: u64,
+    /// The last Redis round trip, microseconds.
+    pub redis_rtt_us: u64,
+    /// Messages for user agents held by other nodes.
+    pub route_hits: u64,
+    /// Messages for user agents no live node holds.
+    pub route_misses: u64,
+    /// Notices sent to other nodes.
+    pub notices_sent: u64,
+    /// Notices heard from other nodes.
+    pub notices_heard: u64,
 }
 
 /// One metric family: name, help, type, and its samples by label value.
+#[derive(Clone)]
 struct Family<'a> {
     name: &'a str,
     help: &'a str,
@@ -233,6 +253,37 @@ impl Metrics {
                 v(&self.edge_refused),
             ),
         ];
+        let mut families = families.to_vec();
+        if let Some(c) = gauges.cluster {
+            families.extend([
+                one(
+                    "push_cluster_redis_up",
+                    "1 while this node reaches Redis",
+                    "gauge",
+                    c.redis_up,
+                ),
+                one(
+                    "push_cluster_redis_rtt_microseconds",
+                    "The last Redis round trip of this node",
+                    "gauge",
+                    c.redis_rtt_us,
+                ),
+                Family {
+                    name: "push_cluster_routes_total",
+                    help: "Messages stored for user agents not connected here, by whether a live node held them",
+                    kind: "counter",
+                    label: Some("outcome"),
+                    samples: vec![("hit", c.route_hits), ("miss", c.route_misses)],
+                },
+                Family {
+                    name: "push_cluster_notices_total",
+                    help: "Notices between nodes (stored messages, list pushes), by direction",
+                    kind: "counter",
+                    label: Some("direction"),
+                    samples: vec![("sent", c.notices_sent), ("heard", c.notices_heard)],
+                },
+            ]);
+        }
         let mut out = String::with_capacity(4096);
         for f in families {
             let (name, help, kind) = (f.name, f.help, f.kind);

@@ -95,11 +95,21 @@ impl Protocol {
 
 const SHARDS: usize = 64;
 
+/// Told of every connection that comes and goes (the cluster's route
+/// records); called outside the registry's locks, and must not block.
+pub trait Presence: Send + Sync {
+    /// `uaid` connected here, as connection `id`.
+    fn arrived(&self, uaid: &Token, id: u64);
+    /// Connection `id` of `uaid` ended (and no newer one replaced it).
+    fn left(&self, uaid: &Token, id: u64);
+}
+
 /// Connected user agents by uaid.
 pub struct Registry {
     shards: Box<[Mutex<TokenMap<ConnHandle>>]>,
     next_id: AtomicU64,
     count: [AtomicUsize; 2],
+    presence: std::sync::OnceLock<Arc<dyn Presence>>,
 }
 
 impl Default for Registry {
@@ -110,6 +120,7 @@ impl Default for Registry {
                 .collect(),
             next_id: AtomicU64::new(1),
             count: Default::default(),
+            presence: Default::default(),
         }
     }
 }
@@ -130,8 +141,26 @@ impl Registry {
         self.next_id.load(Ordering::Relaxed)
     }
 
+    /// Sets who is told of connections (once, before the first).
+    pub fn set_presence(&self, p: Arc<dyn Presence>) {
+        let _ = self.presence.set(p);
+    }
+
+    /// Every connected user agent and its handle (a snapshot).
+    pub fn handles(&self) -> Vec<(Token, ConnHandle)> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in self.shards.iter() {
+            let s = s.lock().expect("registry lock");
+            out.extend(s.iter().map(|(u, h)| (*u, h.clone())));
+        }
+        out
+    }
+
     /// Registers a connection; a previous one of the same user agent is told to close.
     pub fn insert(&self, uaid: Token, handle: ConnHandle) {
+        if let Some(p) = self.presence.get() {
+            p.arrived(&uaid, handle.id);
+        }
         self.count[handle.protocol as usize].fetch_add(1, Ordering::Relaxed);
         let old = self
             .shard(&uaid)
@@ -146,10 +175,18 @@ impl Registry {
 
     /// Unregisters a connection, unless a newer one has replaced it.
     pub fn remove(&self, uaid: &Token, id: u64) {
-        let mut shard = self.shard(uaid).lock().expect("registry lock");
-        if shard.get(uaid).is_some_and(|h| h.id == id) {
-            if let Some(h) = shard.remove(uaid) {
-                self.count[h.protocol as usize].fetch_sub(1, Ordering::Relaxed);
+        let removed = {
+            let mut shard = self.shard(uaid).lock().expect("registry lock");
+            if shard.get(uaid).is_some_and(|h| h.id == id) {
+                shard.remove(uaid)
+            } else {
+                None
+            }
+        };
+        if let Some(h) = removed {
+            self.count[h.protocol as usize].fetch_sub(1, Ordering::Relaxed);
+            if let Some(p) = self.presence.get() {
+                p.left(uaid, id);
             }
         }
     }

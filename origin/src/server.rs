@@ -3,11 +3,15 @@
 
 use crate::app;
 use crate::clock::now;
+use crate::cluster::{Cluster, Inbox};
 use crate::config::Config;
 use crate::device;
 use crate::metrics::inc;
 use crate::state::State;
-use crate::store::{Op, Store};
+use crate::store::redb::RedbStore;
+use crate::store::redis::{RedisOptions, RedisStore};
+use crate::store::{Op, Store, StoreError};
+use crate::tokens::Token;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -91,10 +95,110 @@ impl Drop for Running {
     }
 }
 
-/// Opens the store, binds the listeners and serves in the background.
+/// The Redis store's options in `config`, if it names one.
+pub fn redis_options(config: &Config) -> Option<RedisOptions> {
+    Some(RedisOptions {
+        url: config.store.clone()?,
+        prefix: config.redis_prefix.clone(),
+        wait_replicas: config.redis_wait_replicas,
+        wait_timeout: Duration::from_millis(config.redis_wait_ms),
+        timeout: Duration::from_millis(config.redis_timeout_ms),
+    })
+}
+
+/// Opens the store `config` names: Redis, or the embedded store in its
+/// folder (waiting up to `store_lock_wait_secs` for a previous process that
+/// still holds its file lock).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(options) = redis_options(config) {
+        let limits = config.limits.clone();
+        let opened = tokio::task::spawn_blocking(move || RedisStore::connect(options, &limits))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        return Ok(Arc::new(opened));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(config.store_lock_wait_secs);
+    loop {
+        match RedbStore::open(&config.data_dir, &config.limits, config.store_cache_bytes) {
+            Err(StoreError::Locked) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return Ok(Arc::new(r?)),
+        }
+    }
+}
+
+/// What this node does with the notices of other nodes.
+struct Peers {
+    state: std::sync::Weak<State>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Inbox for Peers {
+    fn nudge(&self, uaids: &[Token]) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        for u in uaids {
+            if let Some(h) = state.registry.handle(u) {
+                h.mark_pending();
+            }
+        }
+    }
+
+    fn list_message(&self, id: Token) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        // Connections from now on fetch it at hello.
+        let mark = state.registry.id_mark();
+        self.runtime.spawn(async move {
+            let msg = match state.store.list_message(&id) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => return tracing::error!("cluster: list message: {e}"),
+            };
+            match state.list_cache.get(msg) {
+                Ok(lp) => {
+                    crate::fanout::run_here(state, lp, mark).await;
+                }
+                Err(e) => tracing::error!("cluster: list message: {e}"),
+            }
+        });
+    }
+
+    fn resubscribed(&self) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let Some(cluster) = state.cluster.get() else {
+            return;
+        };
+        // Routes written while Redis was away are written again, and every
+        // connection looks for what notices it may have missed.
+        for (uaid, h) in state.registry.handles() {
+            crate::registry::Presence::arrived(&**cluster, &uaid, h.id);
+            h.mark_pending();
+        }
+    }
+}
+
+/// Binds the listeners and serves in the background; on a Redis store,
+/// joins the other nodes.
 pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result<Running> {
     let listeners = Listeners::bind(&mut config).await?;
+    let options = redis_options(&config);
     let state = Arc::new(State::new(config, store));
+    if let Some(options) = options {
+        let peers = Arc::new(Peers {
+            state: Arc::downgrade(&state),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let cluster = Cluster::start(state.config.node_id.clone(), &options, peers)
+            .map_err(std::io::Error::other)?;
+        state.registry.set_presence(cluster.clone());
+        let _ = state.cluster.set(cluster);
+    }
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(serve(state.clone(), listeners, stopped));
     Ok(Running {
@@ -193,6 +297,9 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(c) = state.cluster.get() {
+        c.stop();
     }
 }
 

@@ -48,6 +48,8 @@ pub struct State {
     pub documents: tokio::sync::Semaphore,
     /// Set once shutdown has begun (`/ready` answers 503).
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// This node's part in a cluster (on a Redis store).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Where a message went.
@@ -82,6 +84,7 @@ impl State {
             documents: tokio::sync::Semaphore::new(config.max_list_documents),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),
+            cluster: Default::default(),
             config,
             store,
             committer,
@@ -127,6 +130,9 @@ impl State {
         // device acknowledged the one it fetched).
         if let Some(h) = self.registry.handle(&stored.uaid) {
             h.mark_pending();
+        } else if let Some(c) = self.cluster.get() {
+            // Another node may hold it.
+            c.notify(&stored.uaid);
         }
         Ok(Outcome::Stored)
     }

@@ -496,6 +496,10 @@ where
     let lp = Arc::new(ListPush::new(msg).map_err(store_err)?);
     let mark = state.registry.id_mark();
     tokio::spawn(fanout::run(state.clone(), lp, mark));
+    if let Some(c) = state.cluster.get() {
+        // The other nodes fan out to the members they hold.
+        c.announce(&id);
+    }
     let mut r = empty(StatusCode::CREATED);
     let url = crate::urls::list_message(&state.config, &id);
     r.headers_mut()

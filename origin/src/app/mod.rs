@@ -69,6 +69,18 @@ fn own(state: &State, method: &Method, path: &str) -> Option<Response<Body>> {
             "application/json",
             r#"{"status":"shutting down"}"#,
         ),
+        "/ready" if state.cluster.get().is_some_and(|c| !c.is_up()) => {
+            let mut r = with_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                r#"{"status":"redis unreachable"}"#,
+            );
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            r
+        }
         "/ready" => with_body(StatusCode::OK, "application/json", r#"{"status":"ready"}"#),
         _ => with_body(
             StatusCode::OK,
@@ -81,9 +93,22 @@ fn own(state: &State, method: &Method, path: &str) -> Option<Response<Body>> {
 /// The `/metrics` text.
 fn render_metrics(state: &State) -> String {
     let connected = Protocol::ALL.map(|p| (p.label(), state.registry.connected(p) as u64));
+    let cluster = state.cluster.get().map(|c| {
+        let v = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let m = &c.metrics;
+        crate::metrics::ClusterGauges {
+            redis_up: u64::from(c.is_up()),
+            redis_rtt_us: v(&m.redis_rtt_us),
+            route_hits: v(&m.route_hits),
+            route_misses: v(&m.route_misses),
+            notices_sent: v(&m.notices_sent),
+            notices_heard: v(&m.notices_heard),
+        }
+    });
     state.metrics.render(&Gauges {
         connected: &connected,
         store: state.store.counts().unwrap_or_default(),
+        cluster,
     })
 }
 

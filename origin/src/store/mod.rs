@@ -2,7 +2,8 @@
 //!
 //! [`Store`] is what the service asks of storage. [`layered::Layered`]
 //! implements it once, over any [`layered::Backend`]: the tables of [`kv`]
-//! and the rules of [`policy`]; [`redb`] is the embedded backend. Reads are
+//! and the rules of [`policy`]; [`redb`] is the embedded backend, [`redis`]
+//! the one that many origin nodes share. Reads are
 //! direct; every write goes through [`Store::apply`] as a batch, so that the
 //! [`committer`] can group many requests into one durable commit.
 
@@ -12,6 +13,7 @@ pub mod kv;
 pub mod layered;
 pub mod policy;
 pub mod redb;
+pub mod redis;
 
 use crate::tokens::Token;
 use bytes::Bytes;

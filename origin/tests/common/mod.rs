@@ -2,12 +2,13 @@
 //! a fresh store, a small HTTP/1.1 client, a WebSocket device, VAPID tokens.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use origin::config::{Config, Settings};
 use origin::server::{start, Running};
-use origin::store::redb::RedbStore;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use serde::Deserialize;
@@ -16,7 +17,6 @@ use shared::b64;
 use shared::webpush_ws::{AckUpdate, DeviceMessage, Notification, ServerMessage, STATUS_OK};
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -65,17 +65,11 @@ pub async fn start_with(
     adjust(&mut settings);
     let config = Config::from_settings(settings).unwrap();
     // A service stopped in this process may still be letting go of the same
-    // store (its last tasks end asynchronously): wait for the file lock.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match RedbStore::open(dir, &config.limits, config.store_cache_bytes) {
-            Ok(s) => break Arc::new(s),
-            Err(origin::store::StoreError::Locked) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("opening the store: {e}"),
-        }
-    };
+    // store (its last tasks end asynchronously): `open_store` waits for the
+    // file lock.
+    let store = origin::server::open_store(&config)
+        .await
+        .expect("opening the store");
     start(config, store).await.unwrap()
 }
 
@@ -394,7 +388,7 @@ pub fn aes128gcm_body(len: usize) -> Vec<u8> {
 pub async fn metric(running: &Running, name: &str) -> u64 {
     let r = request(
         "GET",
-        &format!("{}/metrics", running.state.config.public_url),
+        &format!("http://{}/metrics", running.state.config.app_listen),
         &[],
         b"",
     )

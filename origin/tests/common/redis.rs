@@ -1,0 +1,173 @@
+//! Real `redis-server` processes for tests: one server, or a Redis Cluster
+//! of masters and replicas on loopback, stopped when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One `redis-server` process.
+pub struct Server {
+    pub port: u16,
+    child: Child,
+    pub dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port that is free, and whose cluster bus port (+10000) is too.
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 55000 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// Sends one inline command and reads what comes back within a moment.
+pub fn command(port: u16, line: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "waited 30 s for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn(args: &[String], port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is not installed: run scripts/setup.sh");
+    wait_for("redis-server to answer", || {
+        command(port, "PING").is_some_and(|r| r.starts_with("+PONG"))
+    });
+    child
+}
+
+impl Server {
+    /// Starts a server with an append-only file fsynced on every write, as
+    /// the service requires of Redis; `extra` adds settings.
+    pub fn start(extra: &[&str]) -> Server {
+        let port = free_port();
+        let dir = super::temp_dir(&format!("redis-{port}"));
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(&args, port);
+        Server {
+            port,
+            child,
+            dir,
+            args,
+        }
+    }
+
+    /// Kills it at once (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and files.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.args, self.port);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A Redis Cluster: masters, each with replicas.
+pub struct Cluster {
+    pub servers: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts `masters` × (1 + `replicas`) servers and joins them.
+    pub fn start(masters: usize, replicas: usize) -> Cluster {
+        let servers: Vec<Server> = (0..masters * (1 + replicas))
+            .map(|_| Server::start(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]))
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for s in &servers {
+            create.arg(format!("127.0.0.1:{}", s.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli is not installed: run scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for s in &servers {
+            wait_for("the cluster to be ok", || {
+                command(s.port, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok"))
+            });
+        }
+        // Writes that wait for a replica need the replicas in sync.
+        for s in &servers {
+            wait_for("the replicas to be in sync", || {
+                command(s.port, "INFO replication").is_some_and(|r| {
+                    r.contains("role:slave") || r.matches("state=online").count() >= replicas
+                })
+            });
+        }
+        Cluster { servers }
+    }
+
+    /// Its URL for the origin's `--store`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis-cluster://{}", nodes.join(","))
+    }
+}
