@@ -33,10 +33,18 @@
 #      J_ROUNDS times, then one line of their medians and ratios per round
 #      and overall: the machine's speed moves within minutes, the ratio much
 #      less (not in the default run)
+#   k  two origin nodes on one redis-server (appendfsync always): PUSH_DEVICES
+#      devices on node A; 2 KiB pushes as fast as possible, then open loop at
+#      CLUSTER_RATE/s, first through node A itself ("k-same-node-*"), then
+#      through node B, which routes each to A ("k-other-node-*"): deliveries/s
+#      and p99 POST→delivery, the two side by side; then e's list push (list
+#      only) on node A; after each, Redis's memory and CPU ("k-redis-*": bytes
+#      per subscription with its user agent and route, bytes per list member,
+#      CPU seconds of the step) (not in the default run)
 #
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
-# Environment (defaults in brackets): CONNECT_DEVICES [15000],
+# Environment (defaults in brackets): CONNECT_DEVICES [15000], CLUSTER_RATE [2000],
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
@@ -114,6 +122,7 @@ stop_origin() {
 cleanup() {
   trap - INT TERM EXIT
   stop_origin
+  stop_cluster
   if [[ -n "${KEEP_WORK:-}" ]]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -123,8 +132,9 @@ trap 'exit 130' INT TERM
 start_origin() {
   local name="$1" dir="$WORK/$1"
   mkdir -p "$dir/data"
+  # shellcheck disable=SC2086 # ORIGIN_ARGS is a list of flags
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
-    --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \
+    --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 ${ORIGIN_ARGS:-} \
     >"$dir/stdout" 2>"$dir/origin.log" &
   ORIGIN_PID=$!
   local line=
@@ -149,6 +159,74 @@ start_origin() {
 echo \$! >"$WORK/restarted.pid"
 EOF
   echo "bench: $name: origin $ORIGIN_PID app=$APP ws=$WS" >&2
+}
+
+# Scenario k: a redis-server and two origin nodes on it; devices on node A,
+# pushes through node A, then through node B.
+REDIS_PID=
+NODE_B_PID=
+stop_cluster() {
+  [[ -z "$NODE_B_PID" ]] || { kill -TERM "$NODE_B_PID" 2>/dev/null; wait "$NODE_B_PID" 2>/dev/null; }
+  [[ -z "$REDIS_PID" ]] || { kill -TERM "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
+  NODE_B_PID= REDIS_PID=
+}
+cluster_scenario() {
+  local dir="$WORK/k" port
+  mkdir -p "$dir/redis" "$dir/a" "$dir/b"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis" --appendonly yes \
+    --appendfsync always --save '' --loglevel warning >"$dir/redis/log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  local store="redis://127.0.0.1:$port" rate="${CLUSTER_RATE:-2000}" via
+  "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
+    --store "$store" --node-id b --data-dir "$dir/b" \
+    --limit subscription_messages_per_minute=1000000 >"$dir/b/stdout" 2>"$dir/b/origin.log" &
+  NODE_B_PID=$!
+  local line=
+  for _ in $(seq 100); do
+    line="$(grep -m1 '^origin ready' "$dir/b/stdout" 2>/dev/null)" && break
+    sleep 0.1
+  done
+  local app_b
+  app_b="http://$(sed -E 's/.* app=([^ ]+).*/\1/' <<<"$line")"
+  redis_line k-redis-start "$port"
+  for via in same-node other-node; do
+    local target="@APP@"
+    [[ "$via" == same-node ]] || target="$app_b"
+    ORIGIN_ARGS="--store $store --node-id a" run "k-$via-flat-out" push --devices "$PUSH_DEVICES" \
+      --pushes "$PUSHES_BODY" --concurrency "$CONCURRENCY" --body-bytes "$BODY_BYTES" \
+      --app "$target" --src-base 200
+    redis_line "k-redis-after-$via-flat-out" "$port"
+    ORIGIN_ARGS="--store $store --node-id a" run "k-$via-open-loop" push --devices "$PUSH_DEVICES" \
+      --pushes "$((rate * RATE_SECS))" --rate "$rate" --concurrency "$CONCURRENCY" \
+      --body-bytes "$BODY_BYTES" --app "$target" --src-base 220
+    redis_line "k-redis-after-$via-open-loop" "$port"
+  done
+  ORIGIN_ARGS="--store $store --node-id a" run k-list-on-redis list --list-only \
+    --devices "$PUSH_DEVICES" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
+    --list-repeats 2 --app @APP@ --src-base 240
+  redis_line k-redis-after-list "$port"
+  stop_cluster
+}
+
+# One line of Redis's figures: memory, what it holds, and the CPU it spent
+# since the last line.
+REDIS_CPU_LAST=0
+redis_line() {
+  local name="$1" port="$2" mem subs members ticks cpu
+  mem="$(redis-cli -p "$port" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
+  subs="$(redis-cli -p "$port" hget wp:counts subscriptions | tr -d '\r')"
+  members=0
+  for key in $(redis-cli -p "$port" --scan --pattern 'wp:list_members:*'); do
+    members=$((members + $(redis-cli -p "$port" zcard "$key")))
+  done
+  ticks="$(awk '{print $14 + $15}' "/proc/$REDIS_PID/stat")"
+  cpu="$(awk -v t="$ticks" -v l="$REDIS_CPU_LAST" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (t - l) / h}')"
+  REDIS_CPU_LAST="$ticks"
+  local out="{\"scenario\":\"$name\",\"redis_used_memory\":${mem:-0},\"subscriptions\":${subs:-0},\"list_members\":$members,\"redis_cpu_s\":$cpu}"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
 }
 
 # Waits (at most QUIET_WAIT s) for a second with the CPUs ≥ 90% idle.
@@ -281,7 +359,8 @@ for s in "${scenarios[@]}"; do
        run_bare i-floor-acks-watched floor --sockets "$LIST_DEVICES" --rounds "$((LIST_REPEATS + 1))" \
          --watcher ;;
     j) list_against_floor ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g h i j)" >&2; failures=$((failures + 1)) ;;
+    k) cluster_scenario ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h i j k)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

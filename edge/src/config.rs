@@ -5,7 +5,8 @@ use shared::Limits;
 
 /// Names of the Worker's bindings and variables (see wrangler.toml).
 pub mod vars {
-    /// Base URL of the origin's application API (`scheme://host[:port]`).
+    /// Base URL of the origin's application API (`scheme://host[:port]`),
+    /// or of several origin nodes, separated by commas.
     pub const ORIGIN_URL: &str = "ORIGIN_URL";
     /// The protocol limits, a JSON object of `shared::Limits` fields.
     pub const LIMITS: &str = "LIMITS";
@@ -25,8 +26,8 @@ pub enum ConfigError {
     /// `LIMITS` is not a JSON object of known limits.
     #[error("LIMITS: {0}")]
     Limits(String),
-    /// `ORIGIN_URL` is missing or not an `http(s)://host[:port]` URL.
-    #[error("ORIGIN_URL must be http(s)://host[:port], not {0:?}")]
+    /// `ORIGIN_URL` is missing, or one of its URLs is not `http(s)://host[:port]`.
+    #[error("ORIGIN_URL must be http(s)://host[:port] (several separated by commas), not {0:?}")]
     OriginUrl(String),
     /// No `EDGE_HMAC_SECRET`.
     #[error("EDGE_HMAC_SECRET is not set (wrangler secret put EDGE_HMAC_SECRET, or --var for local runs)")]
@@ -42,8 +43,10 @@ pub enum ConfigError {
 /// Everything the edge reads from its environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Where validated requests go, without a trailing slash.
-    pub origin_url: String,
+    /// Where validated requests go: the origin nodes' URLs, without a
+    /// trailing slash. Requests are spread over them, and one that a node
+    /// refuses to connect goes to the next.
+    pub origins: Vec<String>,
     /// The key of the mark (docs/protocol.md §5).
     pub secret: Vec<u8>,
     /// The protocol limits; the origin must run with the same.
@@ -62,13 +65,17 @@ impl Config {
             None | Some("") => Limits::default(),
             Some(s) => serde_json::from_str(s).map_err(|e| ConfigError::Limits(e.to_string()))?,
         };
-        let origin_url = get(vars::ORIGIN_URL).unwrap_or_default();
-        let origin_url = origin_url.trim().trim_end_matches('/').to_owned();
-        let authority = origin_url
-            .strip_prefix("https://")
-            .or_else(|| origin_url.strip_prefix("http://"));
-        if !authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#'])) {
-            return Err(ConfigError::OriginUrl(origin_url));
+        let given = get(vars::ORIGIN_URL).unwrap_or_default();
+        let mut origins = Vec::new();
+        for url in given.split(',') {
+            let url = url.trim().trim_end_matches('/').to_owned();
+            let authority = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if !authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#'])) {
+                return Err(ConfigError::OriginUrl(url));
+            }
+            origins.push(url);
         }
         let secret = get(vars::EDGE_HMAC_SECRET)
             .filter(|s| !s.is_empty())
@@ -79,7 +86,7 @@ impl Config {
         let max_list_documents = whole(&get, vars::MAX_LIST_DOCUMENTS, 1, 1..=64)
             .map_err(ConfigError::MaxListDocuments)? as usize;
         Ok(Config {
-            origin_url,
+            origins,
             secret,
             limits,
             rate_window_secs,
@@ -130,7 +137,7 @@ pub(crate) mod tests {
     #[test]
     fn defaults() {
         let c = config();
-        assert_eq!(c.origin_url, "http://127.0.0.1:8080");
+        assert_eq!(c.origins, ["http://127.0.0.1:8080"]);
         assert_eq!(c.secret, b"s3cret");
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.rate_window_secs, 60);
@@ -148,6 +155,8 @@ pub(crate) mod tests {
         assert_eq!(c.max_list_documents, 3);
         assert_eq!(c.limits.max_ttl_secs, 100);
         assert_eq!(c.rate_window_secs, 5);
+        let c = Config::from_env(env(&[("ORIGIN_URL", "http://a:1, https://b/")])).unwrap();
+        assert_eq!(c.origins, ["http://a:1", "https://b"]);
     }
 
     #[test]
@@ -164,6 +173,10 @@ pub(crate) mod tests {
         ));
         assert!(matches!(
             bad("ORIGIN_URL", "http://x/base"),
+            ConfigError::OriginUrl(_)
+        ));
+        assert!(matches!(
+            bad("ORIGIN_URL", "http://x,"),
             ConfigError::OriginUrl(_)
         ));
         assert_eq!(bad("EDGE_HMAC_SECRET", ""), ConfigError::MissingSecret);

@@ -1,6 +1,7 @@
 //! The request the edge sends the origin (docs/protocol.md §5): the same method,
-//! path and query on `ORIGIN_URL`, the application server's header fields,
-//! the exact body bytes, and the mark over all of that.
+//! path and query on an origin node's URL, the application server's header
+//! fields, the exact body bytes, and the mark over all of that (not over the
+//! node: any node of a cluster takes it).
 
 use crate::config::Config;
 use shared::mark;
@@ -31,10 +32,19 @@ pub fn forwards(name: &str) -> bool {
 /// A request for the origin, ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
-    /// `ORIGIN_URL` + path and query.
-    pub url: String,
+    /// The request's path and query.
+    pub path_and_query: String,
     /// Header fields, the mark among them.
     pub headers: Vec<(String, String)>,
+}
+
+impl Outgoing {
+    /// The URL on each origin node, in the order to try them: starting
+    /// with node `first` (mod their number), so that requests spread.
+    pub fn urls<'c>(&'c self, cfg: &'c Config, first: usize) -> impl Iterator<Item = String> + 'c {
+        let n = cfg.origins.len();
+        (0..n).map(move |i| format!("{}{}", cfg.origins[(first + i) % n], self.path_and_query))
+    }
 }
 
 /// Builds the forwarded request. `path_and_query` is the request's, as the
@@ -57,7 +67,7 @@ pub fn prepare<'h>(
     let value = mark::sign(&cfg.secret, method, path_and_query, now, vapid_key, body);
     out.push((mark::HEADER.to_owned(), value));
     Outgoing {
-        url: format!("{}{}", cfg.origin_url, path_and_query),
+        path_and_query: path_and_query.to_owned(),
         headers: out,
     }
 }
@@ -97,7 +107,21 @@ mod tests {
             Some("KEY"),
             1000,
         );
-        assert_eq!(out.url, "http://127.0.0.1:8080/p/abc?x=1");
+        let urls: Vec<String> = out.urls(&cfg, 7).collect();
+        assert_eq!(urls, ["http://127.0.0.1:8080/p/abc?x=1"]);
+        let three = Config {
+            origins: vec!["http://a".into(), "http://b".into(), "http://c".into()],
+            ..cfg.clone()
+        };
+        let urls: Vec<String> = out.urls(&three, 4).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://b/p/abc?x=1",
+                "http://c/p/abc?x=1",
+                "http://a/p/abc?x=1"
+            ]
+        );
         let names: Vec<&str> = out.headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["TTL", "authorization", mark::HEADER]);
         let m = mark::verify(

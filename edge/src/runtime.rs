@@ -211,7 +211,7 @@ async fn application(
         checked.vapid_key.as_deref(),
         now,
     );
-    send(out, target.method, &body).await
+    send(cfg, out, target.method, &body).await
 }
 
 /// Reads at most `cap` bytes of the body (one over a limit is enough to refuse it).
@@ -231,27 +231,30 @@ async fn read_body(req: &mut Request, cap: usize) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-/// Sends the marked request; the origin's answer goes back as it is.
-async fn send(out: Outgoing, method: &str, body: &[u8]) -> Result<Response> {
-    let headers = Headers::new();
-    for (k, v) in &out.headers {
-        headers.append(k, v)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::from(method.to_owned()))
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
-    if !body.is_empty() {
-        init.with_body(Some(Uint8Array::from(body).into()));
-    }
-    let req = Request::new_with_init(&out.url, &init)?;
-    match Fetch::Request(req).send().await {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            console_error!("origin unreachable at {}: {e}", out.url);
-            refuse(EdgeError::OriginUnreachable)
+/// Sends the marked request to an origin node, starting at a random one and
+/// going on to the next while one cannot be reached; the first answer goes
+/// back as it is.
+async fn send(cfg: &Config, out: Outgoing, method: &str, body: &[u8]) -> Result<Response> {
+    let first = (js_sys::Math::random() * cfg.origins.len() as f64) as usize;
+    for url in out.urls(cfg, first) {
+        let headers = Headers::new();
+        for (k, v) in &out.headers {
+            headers.append(k, v)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::from(method.to_owned()))
+            .with_headers(headers)
+            .with_redirect(RequestRedirect::Manual);
+        if !body.is_empty() {
+            init.with_body(Some(Uint8Array::from(body).into()));
+        }
+        let req = Request::new_with_init(&url, &init)?;
+        match Fetch::Request(req).send().await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => console_error!("origin unreachable at {url}: {e}"),
         }
     }
+    refuse(EdgeError::OriginUnreachable)
 }
 
 /// Counts the request in its Durable Object; a refusal if over the limit.

@@ -55,11 +55,14 @@ pub struct ClusterMetrics {
     pub redis_rtt_us: AtomicU64,
 }
 
+/// Told whether the notice went out.
+type Sent = tokio::sync::oneshot::Sender<bool>;
+
 enum Job {
     Arrived(Token, u64),
     Left(Token, u64),
-    Notify(Token),
-    Announce(Token),
+    Notify(Token, Sent),
+    Announce(Token, Sent),
 }
 
 /// This node's part in a cluster.
@@ -139,14 +142,22 @@ impl Cluster {
         let _ = self.jobs.send(job);
     }
 
-    /// Announces a stored message to the node that holds its user agent.
-    pub fn notify(&self, uaid: &Token) {
-        self.send(Job::Notify(*uaid));
+    /// Announces a stored message to the node that holds its user agent;
+    /// returns once the notice went out (`true`), or could not (`false`:
+    /// the device gets the message at its next `hello`).
+    pub async fn notify(&self, uaid: &Token) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Notify(*uaid, tx));
+        rx.await.unwrap_or(false)
     }
 
-    /// Announces a recorded list message to every node.
-    pub fn announce(&self, list_message: &Token) {
-        self.send(Job::Announce(*list_message));
+    /// Announces a recorded list message to every node; returns once the
+    /// notice went out (`true`), or could not (`false`: members fetch
+    /// their copies at their next `hello`).
+    pub async fn announce(&self, list_message: &Token) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Announce(*list_message, tx));
+        rx.await.unwrap_or(false)
     }
 
     fn route_key(&self, uaid: &Token) -> String {
@@ -218,6 +229,15 @@ impl Cluster {
                 Ok(())
             };
             let done = done.and_then(|()| self.run(c, &jobs, &mut alive, inbox));
+            if done.is_err() {
+                self.missed(&jobs);
+            }
+            // Whoever waits for a notice learns whether it went out.
+            for j in jobs.drain(..) {
+                if let Job::Notify(_, sent) | Job::Announce(_, sent) = j {
+                    let _ = sent.send(done.is_ok());
+                }
+            }
             match done {
                 Ok(()) => {
                     let rtt = started.elapsed().as_micros() as u64;
@@ -228,7 +248,6 @@ impl Cluster {
                 }
                 Err(e) => {
                     self.down(&e);
-                    self.missed(&jobs);
                     conn = None;
                 }
             }
@@ -245,7 +264,7 @@ impl Cluster {
     /// are stored: the devices fetch them at their next `hello`, or at the
     /// nudge when this node's subscription is restored).
     fn missed(&self, jobs: &[Job]) {
-        let n = jobs.iter().filter(|j| matches!(j, Job::Notify(_))).count();
+        let n = jobs.iter().filter(|j| matches!(j, Job::Notify(..))).count();
         self.metrics
             .route_misses
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -277,8 +296,8 @@ impl Cluster {
                         .arg(self.record(*id));
                     writes.push(cmd);
                 }
-                Job::Notify(u) => wanted.push(*u),
-                Job::Announce(id) => lists.push(*id),
+                Job::Notify(u, _) => wanted.push(*u),
+                Job::Announce(id, _) => lists.push(*id),
             }
         }
         c.pipeline(writes)?;

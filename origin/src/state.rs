@@ -131,8 +131,9 @@ impl State {
         if let Some(h) = self.registry.handle(&stored.uaid) {
             h.mark_pending();
         } else if let Some(c) = self.cluster.get() {
-            // Another node may hold it.
-            c.notify(&stored.uaid);
+            // Another node may hold it: told before the answer, so that
+            // this node's death after a 201 cannot lose the notice.
+            c.notify(&stored.uaid).await;
         }
         Ok(Outcome::Stored)
     }

@@ -227,3 +227,189 @@ async fn a_node_that_loses_redis_says_so_and_recovers() {
     }
     d.expect_nothing().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_master_killed_loses_nothing_answered() {
+    let mut cluster = Cluster::start(3, 1);
+    let [a, b, _c] = three(&cluster.url(), 1).await;
+    // Devices on A, away; messages through B, each answered 201.
+    let mut uaids = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..6 {
+        let mut d = Device::connect(&a, None).await;
+        let (_, e) = d.register(None).await;
+        uaids.push(d.uaid.clone());
+        endpoints.push(e);
+        d.close().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for e in &endpoints {
+        assert_eq!(push(&b, e, "600", b"").await.status, 201);
+    }
+    // A master goes, as with kill -9; its replica takes over, and the old
+    // master, back, follows it (writes wait for a replica of every master).
+    let master = cluster.masters()[0];
+    cluster.servers[master].kill();
+    let mut restarted = false;
+    // Meanwhile requests are answered (201 or 503), none hangs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut answered = 0;
+    // A 503 promises nothing either way: the write may have landed.
+    let mut unsure = vec![0usize; endpoints.len()];
+    loop {
+        let started = std::time::Instant::now();
+        let i = answered % endpoints.len();
+        let r = push(&b, &endpoints[i], "600", b"").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a request hung for {:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(r.status, 201 | 503),
+            "{}: {:?}",
+            r.status,
+            r.json()
+        );
+        if r.status == 201 {
+            answered += 1;
+            if answered >= endpoints.len() {
+                break;
+            }
+        } else {
+            unsure[i] += 1;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery in 30 s");
+        if !restarted && cluster.masters().len() == 3 {
+            cluster.servers[master].restart();
+            restarted = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every message answered 201 reaches its device (two each).
+    for (i, uaid) in uaids.iter().enumerate() {
+        let mut d = Device::connect(&b, Some(uaid)).await;
+        let mut got = 0;
+        while let Some(n) = d.recv_notification_within(Duration::from_secs(2)).await {
+            d.ack(&n).await;
+            got += 1;
+        }
+        assert!(
+            (2..=2 + unsure[i]).contains(&got),
+            "device {i}: {got} messages, 2 answered 201 and {} answered 503",
+            unsure[i]
+        );
+    }
+}
+
+/// An origin node in a process of its own, to be killed.
+struct Process {
+    child: std::process::Child,
+    app: String,
+    ws: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn process(store: &str, prefix: &str, name: &str) -> Process {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
+        .args([
+            "--app-listen=127.0.0.1:0",
+            "--ws-listen=127.0.0.1:0",
+            "--h2-listen=127.0.0.1:0",
+            &format!("--store={store}"),
+            &format!("--redis-prefix={prefix}"),
+            &format!("--node-id={name}"),
+            &format!("--public-url={PUBLIC}"),
+            &format!("--device-url={DEVICES}"),
+        ])
+        .arg("--data-dir")
+        .arg(temp_dir(name))
+        .env("ORIGIN_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |k: &str| -> String {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in {line:?}"))
+            .to_owned()
+    };
+    Process {
+        app: field("app="),
+        ws: field("ws="),
+        child,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
+    let server = Server::start(&[]);
+    let prefix = "killed";
+    let mut nodes: Vec<Process> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|n| process(&server.url(), prefix, n))
+        .collect();
+    let mut devices = Vec::new();
+    let mut endpoints = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..5 {
+            let mut d = Device::connect_to(&n.ws, None).await;
+            let (_, e) = d.register(None).await;
+            endpoints.push(e);
+            devices.push((i, d));
+        }
+    }
+    let doc: Value = endpoints
+        .iter()
+        .map(|e| (e.clone(), json!({})))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let app =
+        |n: &Process, url: &str| format!("http://{}{}", n.app, url.strip_prefix(PUBLIC).unwrap());
+    let r = request(
+        "POST",
+        &app(&nodes[0], &format!("{PUBLIC}/lists/0")),
+        &[("content-type", "application/push-aggregation+json")],
+        doc.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    let r = request("POST", &app(&nodes[0], &list), &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    // kill -9 right after the answer.
+    nodes[0].child.kill().unwrap();
+    nodes[0].child.wait().unwrap();
+    for (i, mut d) in devices {
+        let mut versions = std::collections::HashSet::new();
+        // What arrived before the kill (on p1), or arrives (elsewhere).
+        while let Some(m) = d.recv_message_within(Duration::from_millis(700)).await {
+            if let shared::webpush_ws::ServerMessage::Notification(n) = m {
+                versions.insert(n.version.to_string());
+                d.ack(&n).await;
+            }
+        }
+        if i == 0 {
+            // Its node is gone: it reconnects to another.
+            let uaid = d.uaid.clone();
+            let mut d = Device::connect_to(&nodes[1].ws, Some(&uaid)).await;
+            while let Some(n) = d.recv_notification_within(Duration::from_millis(700)).await {
+                versions.insert(n.version.to_string());
+                d.ack(&n).await;
+            }
+        }
+        assert_eq!(versions.len(), 1, "node p{}'s member: {versions:?}", i + 1);
+    }
+}

@@ -497,8 +497,11 @@ where
     let mark = state.registry.id_mark();
     tokio::spawn(fanout::run(state.clone(), lp, mark));
     if let Some(c) = state.cluster.get() {
-        // The other nodes fan out to the members they hold.
-        c.announce(&id);
+        // The other nodes fan out to the members they hold, told before
+        // the answer (without it, members fetch their copies at hello).
+        if !c.announce(&id).await {
+            tracing::warn!(list_message = %crate::tokens::encode(&id), "cluster: list push not announced");
+        }
     }
     let mut r = empty(StatusCode::CREATED);
     let url = crate::urls::list_message(&state.config, &id);

@@ -161,6 +161,15 @@ impl Cluster {
         Cluster { servers }
     }
 
+    /// Which servers are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.servers.len())
+            .filter(|&i| {
+                command(self.servers[i].port, "ROLE").is_some_and(|r| r.contains("master"))
+            })
+            .collect()
+    }
+
     /// Its URL for the origin's `--store`.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self
