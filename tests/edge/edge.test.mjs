@@ -11,6 +11,8 @@
 // (e) the edge's rate limits (Durable Object) trip at the configured rate and recover;
 // (f) list documents past the edge's cap (MAX_LIST_DOCUMENTS, 1 here) are refused at once;
 // and the edge's own routes (health, unknown path, wrong method).
+// The edge's ORIGIN_URL names a node that is down before the origin, as in a
+// cluster with one node gone: every request reaches the live one.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -42,7 +44,7 @@ before(async () => {
   originBinary();
   stack = await startStack({
     limits: LIMITS, edgeLimits: EDGE_RATE, originLimits: ORIGIN_RATE,
-    vars: { RATE_WINDOW_SECS: String(WINDOW) },
+    vars: { RATE_WINDOW_SECS: String(WINDOW) }, deadOrigins: 1,
   });
   edge = stack.edge.url;
 });
@@ -412,6 +414,24 @@ function badInputs({ edge, vapid, push, open, owned }) {
 }
 
 describe("(d) the origin behind the edge", () => {
+  test("a node that refuses connections is passed over", async () => {
+    const [d] = await devices(1);
+    try {
+      const before = await appRequests();
+      // Each request starts at a random node: about half try the dead one first.
+      for (let i = 0; i < 12; i++) {
+        const r = await request(d.sub.endpoint, { method: "POST", headers: { TTL: "60" } });
+        assert.equal(r.status, 201, r.text);
+        const n = await d.notification();
+        assert.ok(n, `push ${i} delivered`);
+        d.ack(n);
+      }
+      assert.equal(await appRequests(), before + 13, "each reached the origin once (the +1 is the scrape)");
+    } finally {
+      d.close();
+    }
+  });
+
   test("refuses requests without a valid mark, and takes a valid one", async () => {
     const [d] = await devices(1);
     try {

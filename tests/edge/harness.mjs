@@ -102,9 +102,11 @@ async function startEdge({ port, originUrl, secret, vars, publicUrl }) {
  * both; `edgeLimits` / `originLimits` override one side. `publicUrl`
  * (default: the edge's own URL) is where clients reach the edge, e.g. a TLS
  * front forwarding to `edge.url`: the origin's --public-url and the edge's
- * request origin. Returns { edge, origin, secret, limits, stop() }.
+ * request origin. `deadOrigins` URLs where nothing listens are listed
+ * before the origin in the edge's ORIGIN_URL, as nodes that are down.
+ * Returns { edge, origin, secret, limits, deadOrigins, stop() }.
  */
-export async function startStack({ limits = {}, edgeLimits = {}, originLimits = {}, vars = {}, behindEdge = true, publicUrl } = {}) {
+export async function startStack({ limits = {}, edgeLimits = {}, originLimits = {}, vars = {}, behindEdge = true, publicUrl, deadOrigins = 0 } = {}) {
   const secret = `e2e-${crypto.randomBytes(12).toString("hex")}`;
   const port = await freePort();
   const edgeUrl = `http://127.0.0.1:${port}`;
@@ -116,8 +118,10 @@ export async function startStack({ limits = {}, edgeLimits = {}, originLimits = 
   };
   try {
     stack.origin = await startOrigin({ publicUrl: publicUrl ?? edgeUrl, secret, limits: { ...limits, ...originLimits }, behindEdge });
+    stack.deadOrigins = [];
+    for (let i = 0; i < deadOrigins; i++) stack.deadOrigins.push(`http://127.0.0.1:${await freePort()}`);
     stack.edge = await startEdge({
-      port, originUrl: stack.origin.url, secret, publicUrl,
+      port, originUrl: [...stack.deadOrigins, stack.origin.url].join(","), secret, publicUrl,
       vars: { LIMITS: JSON.stringify({ ...limits, ...edgeLimits }), ...vars },
     });
   } catch (e) {

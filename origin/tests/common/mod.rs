@@ -62,6 +62,10 @@ pub async fn start_with(
     .unwrap();
     settings.data_dir = dir.to_owned();
     settings.limit = limits.iter().map(|s| s.to_string()).collect();
+    if let Some((url, prefix)) = test_store(dir) {
+        settings.store = Some(url);
+        settings.redis_prefix = prefix;
+    }
     adjust(&mut settings);
     let config = Config::from_settings(settings).unwrap();
     // A service stopped in this process may still be letting go of the same
@@ -71,6 +75,37 @@ pub async fn start_with(
         .await
         .expect("opening the store");
     start(config, store).await.unwrap()
+}
+
+/// With `ORIGIN_TEST_STORE=redis`, every service the tests start keeps its
+/// state in one redis-server started for the test process, under a key
+/// prefix named after its data folder (a service started again on the same
+/// folder finds its state), so that a suite runs on the Redis store as it
+/// does on redb.
+fn test_store(dir: &std::path::Path) -> Option<(String, String)> {
+    if std::env::var("ORIGIN_TEST_STORE").ok().as_deref() != Some("redis") {
+        return None;
+    }
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let url = URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server lives as long as this thread, which lives as long as
+        // the process (the server is told to die with it).
+        std::thread::spawn(move || {
+            let server = redis::Server::start(&[]);
+            tx.send(server.url()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap()
+    });
+    let name = dir.to_string_lossy();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Some((url.clone(), format!("t{h:016x}")))
 }
 
 /// A service with a fresh store and one WebSocket device registered to a

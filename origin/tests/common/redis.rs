@@ -53,7 +53,17 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 fn spawn(args: &[String], port: u16) -> Child {
-    let child = Command::new("redis-server")
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("redis-server");
+    // SAFETY: prctl is async-signal-safe; it only sets this child's parent
+    // death signal, so that no server outlives the thread that started it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
