@@ -2,13 +2,17 @@
 //! user agent (route records), and the notices nodes send each other over
 //! Redis pub/sub.
 //!
-//! A message for a user agent that another node holds is stored, as for a
-//! device that is away, then announced to the node its route record names,
-//! which has the connection fetch it. So a `201` means what it means on one
-//! node, and a notice lost with a node or a Redis failover only delays the
-//! message to the device's next `hello`, or to the nudge every connection
-//! of a node gets when its subscription to Redis is restored. A list push is
-//! announced to every node, and each fans out to the members it holds.
+//! A message for a user agent that another node holds is forwarded to that
+//! node (the node its route record names), which writes it to the
+//! device's connection and answers; the `201` follows that answer, as it
+//! follows the write on one node. When the device is not connected to a
+//! live node, or its node does not answer in time, the message is stored,
+//! as for a device that is away, and announced to the node the record
+//! names, which has the connection fetch it; a notice lost with a node or
+//! a Redis failover only delays the message to the device's next `hello`,
+//! or to the nudge every connection of a node gets when its subscription
+//! to Redis is restored. A list push is announced to every node, and each
+//! fans out to the members it holds.
 //!
 //! A route record is `<node>/<connection id>`: a record of an older
 //! connection is never removed by the end of a newer one, and one that
@@ -38,6 +42,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// The subscription to notices was (re)established: notices may have
     /// been missed, and route records lost with a Redis failure.
     fn resubscribed(&self);
+    /// Another node forwards a message for a device connected here: write
+    /// it to the connection, then call `written` with whether it was (if
+    /// not, the other node stores it).
+    fn deliver(&self, msg: crate::store::Message, written: Box<dyn FnOnce(bool) + Send>);
 }
 
 /// Counters of the cluster, for `/metrics`.
@@ -51,6 +59,9 @@ pub struct ClusterMetrics {
     pub notices_sent: AtomicU64,
     /// Notices heard from other nodes.
     pub notices_heard: AtomicU64,
+    /// Messages written to a device connected to another node, forwarded
+    /// there without being stored.
+    pub forwarded: AtomicU64,
     /// The last Redis round trip, microseconds.
     pub redis_rtt_us: AtomicU64,
 }
@@ -63,6 +74,19 @@ enum Job {
     Left(Token, u64),
     Notify(Token, Sent),
     Announce(Token, Sent),
+    /// A message (encoded) for the node that holds `uaid`, to write to the
+    /// device's connection; `reply` learns whether it was written.
+    Forward {
+        uaid: Token,
+        message: Vec<u8>,
+        reply: Option<Sent>,
+    },
+    /// The answer to another node's `Forward`.
+    Reply {
+        node: String,
+        id: u64,
+        delivered: bool,
+    },
 }
 
 /// This node's part in a cluster.
@@ -72,6 +96,9 @@ pub struct Cluster {
     jobs: mpsc::Sender<Job>,
     up: AtomicBool,
     stop: AtomicBool,
+    /// Forwarded messages whose answer is awaited, by request id.
+    pending: std::sync::Mutex<HashMap<u64, Sent>>,
+    next_request: AtomicU64,
     /// Counters.
     pub metrics: ClusterMetrics,
 }
@@ -105,6 +132,8 @@ impl Cluster {
             jobs: tx,
             up: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            pending: Default::default(),
+            next_request: AtomicU64::new(1),
             metrics: ClusterMetrics::default(),
         });
         let servers = target.servers();
@@ -149,6 +178,25 @@ impl Cluster {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Job::Notify(*uaid, tx));
         rx.await.unwrap_or(false)
+    }
+
+    /// Forwards `msg` to the node that holds its user agent, which writes
+    /// it to the device's connection; whether it was written within `wait`
+    /// (if not, the caller stores it: the device fetches it from there).
+    pub async fn forward(&self, msg: &crate::store::Message, wait: Duration) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Forward {
+            uaid: msg.uaid,
+            message: crate::store::codec::message(msg),
+            reply: Some(tx),
+        });
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(true)) => {
+                self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Announces a recorded list message to every node; returns once the
@@ -228,14 +276,23 @@ impl Cluster {
             } else {
                 Ok(())
             };
-            let done = done.and_then(|()| self.run(c, &jobs, &mut alive, inbox));
+            let done = done.and_then(|()| self.run(c, &mut jobs, &mut alive, inbox));
             if done.is_err() {
                 self.missed(&jobs);
             }
             // Whoever waits for a notice learns whether it went out.
             for j in jobs.drain(..) {
-                if let Job::Notify(_, sent) | Job::Announce(_, sent) = j {
-                    let _ = sent.send(done.is_ok());
+                match j {
+                    Job::Notify(_, sent) | Job::Announce(_, sent) => {
+                        let _ = sent.send(done.is_ok());
+                    }
+                    // A forward that did not go out is stored by its sender.
+                    Job::Forward {
+                        reply: Some(sent), ..
+                    } => {
+                        let _ = sent.send(false);
+                    }
+                    _ => {}
                 }
             }
             match done {
@@ -270,18 +327,19 @@ impl Cluster {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// One batch: route writes, then the notices.
+    /// One batch: route writes, then the notices, one `PUBLISH` per node.
     fn run(
         &self,
         c: &mut Conn,
-        jobs: &[Job],
+        jobs: &mut [Job],
         alive: &mut HashMap<String, (Instant, bool)>,
         inbox: &dyn Inbox,
     ) -> Result<(), StoreError> {
         let mut writes = Vec::new();
         let mut wanted: Vec<Token> = Vec::new();
         let mut lists = Vec::new();
-        for j in jobs {
+        let mut frames: HashMap<String, Vec<u8>> = HashMap::new();
+        for j in jobs.iter() {
             match j {
                 Job::Arrived(u, id) => {
                     let mut cmd = redis::cmd("SET");
@@ -297,79 +355,113 @@ impl Cluster {
                     writes.push(cmd);
                 }
                 Job::Notify(u, _) => wanted.push(*u),
+                Job::Forward { uaid, .. } => wanted.push(*uaid),
                 Job::Announce(id, _) => lists.push(*id),
+                Job::Reply {
+                    node,
+                    id,
+                    delivered,
+                } => {
+                    let mut body = id.to_be_bytes().to_vec();
+                    body.push(u8::from(*delivered));
+                    record(frames.entry(node.clone()).or_default(), REPLY, &body);
+                }
             }
         }
         c.pipeline(writes)?;
-        if !wanted.is_empty() {
-            wanted.sort_unstable();
-            wanted.dedup();
-            let gets = wanted
-                .iter()
-                .map(|u| {
-                    let mut cmd = redis::cmd("GET");
-                    cmd.arg(self.route_key(u));
-                    cmd
-                })
-                .collect();
-            let routes = c.pipeline(gets)?;
-            let mut by_node: HashMap<String, Vec<u8>> = HashMap::new();
-            let mut here = Vec::new();
-            for (u, r) in wanted.iter().zip(routes) {
-                let record: Option<String> = redis::from_redis_value(r).unwrap_or(None);
-                let node = record
-                    .as_deref()
-                    .and_then(|r| r.rsplit_once('/'))
-                    .map(|(n, _)| n);
-                match node {
-                    Some(n) if n == self.node => here.push(*u),
-                    Some(n) => by_node
-                        .entry(n.to_owned())
-                        .or_default()
-                        .extend_from_slice(u),
-                    None => {
+        // Where each user agent is: a live node, this one, or none.
+        wanted.sort_unstable();
+        wanted.dedup();
+        let gets = wanted
+            .iter()
+            .map(|u| {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(self.route_key(u));
+                cmd
+            })
+            .collect();
+        let mut routes: HashMap<Token, String> = HashMap::new();
+        for (u, r) in wanted.iter().zip(c.pipeline(gets)?) {
+            let record: Option<String> = redis::from_redis_value(r).unwrap_or(None);
+            if let Some((n, _)) = record.as_deref().and_then(|r| r.rsplit_once('/')) {
+                routes.insert(*u, n.to_owned());
+            }
+        }
+        let unknown: Vec<String> = routes
+            .values()
+            .filter(|n| **n != self.node)
+            .filter(|n| {
+                alive
+                    .get(*n)
+                    .is_none_or(|(at, _)| at.elapsed() >= ALIVE_READ)
+            })
+            .cloned()
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let checks = unknown
+            .iter()
+            .map(|n| {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(self.alive_key(n));
+                cmd
+            })
+            .collect();
+        let now = Instant::now();
+        for (n, found) in unknown.into_iter().zip(c.pipeline(checks)?) {
+            alive.insert(n, (now, matches!(found, redis::Value::Int(1))));
+        }
+        let live = |n: &String| alive.get(n).is_some_and(|(_, up)| *up);
+        let mut here = Vec::new();
+        for j in jobs.iter_mut() {
+            match j {
+                Job::Notify(u, _) => match routes.get(u) {
+                    // It connected here after the message was stored.
+                    Some(n) if *n == self.node => here.push(*u),
+                    Some(n) if live(n) => {
+                        self.metrics.route_hits.fetch_add(1, Ordering::Relaxed);
+                        record(frames.entry(n.clone()).or_default(), NUDGE, u);
+                    }
+                    // No live node holds it: it fetches at its next hello.
+                    _ => {
                         self.metrics.route_misses.fetch_add(1, Ordering::Relaxed);
                     }
-                }
+                },
+                Job::Forward {
+                    uaid,
+                    message,
+                    reply,
+                } => match routes.get(uaid) {
+                    Some(n) if *n != self.node && live(n) => {
+                        self.metrics.route_hits.fetch_add(1, Ordering::Relaxed);
+                        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+                        if let Some(r) = reply.take() {
+                            self.pending.lock().expect("pending").insert(id, r);
+                        }
+                        let mut body = id.to_be_bytes().to_vec();
+                        body.push(self.node.len() as u8);
+                        body.extend_from_slice(self.node.as_bytes());
+                        body.extend_from_slice(message);
+                        record(frames.entry(n.clone()).or_default(), DELIVER, &body);
+                    }
+                    // Not held by another live node: the sender stores it.
+                    _ => {
+                        if let Some(r) = reply.take() {
+                            let _ = r.send(false);
+                        }
+                    }
+                },
+                _ => {}
             }
-            if !here.is_empty() {
-                // It connected here after the message was stored.
-                inbox.nudge(&here);
-            }
-            let unknown: Vec<String> = by_node
-                .keys()
-                .filter(|n| {
-                    alive
-                        .get(*n)
-                        .is_none_or(|(at, _)| at.elapsed() >= ALIVE_READ)
-                })
-                .cloned()
-                .collect();
-            let checks = unknown
-                .iter()
-                .map(|n| {
-                    let mut cmd = redis::cmd("EXISTS");
-                    cmd.arg(self.alive_key(n));
-                    cmd
-                })
-                .collect();
-            let now = Instant::now();
-            for (n, found) in unknown.into_iter().zip(c.pipeline(checks)?) {
-                alive.insert(n, (now, matches!(found, redis::Value::Int(1))));
-            }
-            for (node, payload) in by_node {
-                let n = (payload.len() / 16) as u64;
-                if !alive.get(&node).is_some_and(|(_, up)| *up) {
-                    // The node is gone: the devices fetch at their next hello.
-                    self.metrics.route_misses.fetch_add(n, Ordering::Relaxed);
-                    continue;
-                }
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(self.node_channel(&node)).arg(payload);
-                c.query::<i64>(&cmd)?;
-                self.metrics.route_hits.fetch_add(n, Ordering::Relaxed);
-                self.metrics.notices_sent.fetch_add(1, Ordering::Relaxed);
-            }
+        }
+        if !here.is_empty() {
+            inbox.nudge(&here);
+        }
+        for (node, payload) in frames {
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(self.node_channel(&node)).arg(payload);
+            c.query::<i64>(&cmd)?;
+            self.metrics.notices_sent.fetch_add(1, Ordering::Relaxed);
         }
         for id in lists {
             let mut payload = id.to_vec();
@@ -420,17 +512,76 @@ impl Cluster {
             self.metrics.notices_heard.fetch_add(1, Ordering::Relaxed);
             let payload = msg.get_payload_bytes();
             if msg.get_channel_name() == mine {
-                let uaids: Vec<Token> = payload
-                    .chunks_exact(16)
-                    .map(|c| c.try_into().expect("16 bytes"))
-                    .collect();
-                inbox.nudge(&uaids);
+                self.heard(payload, inbox);
             } else if payload.len() > 16 && &payload[16..] != self.node.as_bytes() {
                 inbox.list_message(payload[..16].try_into().expect("16 bytes"));
             }
         }
         Ok(())
     }
+
+    /// The records of a notice on this node's channel.
+    fn heard(&self, mut payload: &[u8], inbox: &dyn Inbox) {
+        let mut nudges = Vec::new();
+        while payload.len() >= 5 {
+            let kind = payload[0];
+            let len = u32::from_be_bytes(payload[1..5].try_into().expect("4 bytes")) as usize;
+            let Some(body) = payload.get(5..5 + len) else {
+                break;
+            };
+            payload = &payload[5 + len..];
+            match kind {
+                NUDGE if body.len() == 16 => nudges.push(body.try_into().expect("16 bytes")),
+                DELIVER if body.len() > 9 => {
+                    let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+                    let from_len = body[8] as usize;
+                    let (Some(from), Some(message)) =
+                        (body.get(9..9 + from_len), body.get(9 + from_len..))
+                    else {
+                        continue;
+                    };
+                    let from = String::from_utf8_lossy(from).into_owned();
+                    let Ok(message) = crate::store::codec::read_message(message) else {
+                        continue;
+                    };
+                    let jobs = self.jobs.clone();
+                    inbox.deliver(
+                        message,
+                        Box::new(move |delivered| {
+                            let _ = jobs.send(Job::Reply {
+                                node: from,
+                                id,
+                                delivered,
+                            });
+                        }),
+                    );
+                }
+                REPLY if body.len() == 9 => {
+                    let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+                    let waiting = self.pending.lock().expect("pending").remove(&id);
+                    if let Some(w) = waiting {
+                        let _ = w.send(body[8] == 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !nudges.is_empty() {
+            inbox.nudge(&nudges);
+        }
+    }
+}
+
+/// Kinds of record on a node's channel.
+const NUDGE: u8 = b'N';
+const DELIVER: u8 = b'D';
+const REPLY: u8 = b'R';
+
+/// Appends one record (kind, length, body) to a notice.
+fn record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
 }
 
 impl Presence for Cluster {

@@ -104,6 +104,8 @@ pub struct ClusterGauges {
     pub notices_sent: u64,
     /// Notices heard from other nodes.
     pub notices_heard: u64,
+    /// Messages written to devices on other nodes without being stored.
+    pub forwarded: u64,
 }
 
 /// One metric family: name, help, type, and its samples by label value.
@@ -275,6 +277,12 @@ impl Metrics {
                     label: Some("outcome"),
                     samples: vec![("hit", c.route_hits), ("miss", c.route_misses)],
                 },
+                one(
+                    "push_cluster_forwarded_total",
+                    "Messages written to devices connected to other nodes, without being stored",
+                    "counter",
+                    c.forwarded,
+                ),
                 Family {
                     name: "push_cluster_notices_total",
                     help: "Notices between nodes (stored messages, list pushes), by direction",

@@ -167,6 +167,20 @@ impl Inbox for Peers {
         });
     }
 
+    fn deliver(&self, msg: crate::store::Message, written: Box<dyn FnOnce(bool) + Send>) {
+        let Some(state) = self.state.upgrade() else {
+            return written(false);
+        };
+        self.runtime.spawn(async move {
+            let msg = Arc::new(msg);
+            written(
+                state
+                    .write_here(&msg, crate::state::FORWARDED_WRITE_WAIT)
+                    .await,
+            );
+        });
+    }
+
     fn resubscribed(&self) {
         let Some(state) = self.state.upgrade() else {
             return;

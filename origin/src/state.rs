@@ -14,7 +14,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How long a push waits for a connected device's socket before storing instead.
-const WRITE_WAIT: Duration = Duration::from_secs(2);
+pub const WRITE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a node writes a message another node forwarded: less than the
+/// other node waits, so that its answer arrives before that node stores it.
+pub const FORWARDED_WRITE_WAIT: Duration = Duration::from_millis(1500);
 
 /// Everything the handlers share.
 pub struct State {
@@ -94,22 +98,20 @@ impl State {
         }
     }
 
-    /// Delivers a message to its user agent now if it is connected, else
-    /// stores it (unless `ttl_zero`). Returns only once the message is on the
-    /// device's socket or committed.
+    /// Delivers a message to its user agent now if it is connected (here,
+    /// or to another node of a cluster), else stores it (unless
+    /// `ttl_zero`). Returns only once the message is on the device's socket
+    /// or committed.
     pub async fn deliver(&self, msg: Message, ttl_zero: bool) -> Result<Outcome, StoreError> {
         let msg = Arc::new(msg);
-        if let Some(tx) = self.registry.get(&msg.uaid) {
-            let (written, wait) = oneshot::channel();
-            let out = Outbound::Message {
-                msg: msg.clone(),
-                written,
-            };
-            if tx.try_send(out).is_ok() {
-                if let Ok(Ok(())) = tokio::time::timeout(WRITE_WAIT, wait).await {
-                    inc(&self.metrics.pushes_delivered);
-                    return Ok(Outcome::Delivered);
-                }
+        if self.write_here(&msg, WRITE_WAIT).await {
+            inc(&self.metrics.pushes_delivered);
+            return Ok(Outcome::Delivered);
+        }
+        if let Some(c) = self.cluster.get() {
+            if self.registry.handle(&msg.uaid).is_none() && c.forward(&msg, WRITE_WAIT).await {
+                inc(&self.metrics.pushes_delivered);
+                return Ok(Outcome::Delivered);
             }
         }
         if ttl_zero {
@@ -136,6 +138,20 @@ impl State {
             c.notify(&stored.uaid).await;
         }
         Ok(Outcome::Stored)
+    }
+
+    /// Writes a message to its user agent's connection on this node, if it
+    /// has one with room; whether it is on the socket within `wait`.
+    pub async fn write_here(&self, msg: &Arc<Message>, wait: Duration) -> bool {
+        let Some(tx) = self.registry.get(&msg.uaid) else {
+            return false;
+        };
+        let (written, done) = oneshot::channel();
+        let out = Outbound::Message {
+            msg: msg.clone(),
+            written,
+        };
+        tx.try_send(out).is_ok() && matches!(tokio::time::timeout(wait, done).await, Ok(Ok(())))
     }
 
     /// Stores messages that were written to a device but never acknowledged

@@ -105,6 +105,9 @@ async fn pushes_cross_nodes(store: &str, wait: u32) {
     d.ack(&n).await;
     d.expect_nothing().await;
     assert!(metric(&b, "push_cluster_routes_total{outcome=\"hit\"}").await >= 1);
+    // Written to A's connection, never stored.
+    assert!(metric(&b, "push_cluster_forwarded_total").await >= 1);
+    assert_eq!(metric(&b, "push_pushes_total{outcome=\"stored\"}").await, 0);
 
     // Away: stored; back on another node, it comes from there.
     let uaid = d.uaid.clone();

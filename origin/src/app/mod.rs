@@ -103,6 +103,7 @@ fn render_metrics(state: &State) -> String {
             route_misses: v(&m.route_misses),
             notices_sent: v(&m.notices_sent),
             notices_heard: v(&m.notices_heard),
+            forwarded: v(&m.forwarded),
         }
     });
     state.metrics.render(&Gauges {
