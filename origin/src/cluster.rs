@@ -98,6 +98,9 @@ pub struct Cluster {
     stop: AtomicBool,
     /// Forwarded messages whose answer is awaited, by request id.
     pending: std::sync::Mutex<HashMap<u64, Sent>>,
+    /// Where rate counters are kept, and the connection that counts.
+    counters: (Target, Duration),
+    counter: std::sync::Mutex<Option<Conn>>,
     next_request: AtomicU64,
     /// Counters.
     pub metrics: ClusterMetrics,
@@ -133,6 +136,8 @@ impl Cluster {
             up: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             pending: Default::default(),
+            counters: (Target::of(options)?, options.timeout),
+            counter: Default::default(),
             next_request: AtomicU64::new(1),
             metrics: ClusterMetrics::default(),
         });
@@ -196,6 +201,33 @@ impl Cluster {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Counts one event of `name` for `key` in the current clock minute, on
+    /// every node together; how many the minute holds with it.
+    pub fn count_minute(&self, name: &str, key: &[u8], now: u64) -> Result<u64, StoreError> {
+        use base64::Engine;
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        let k = format!("{}:rate:{name}:{{{tag}}}:{}", self.prefix, now / 60);
+        let mut conn = self.counter.lock().expect("counter");
+        let c = match &mut *conn {
+            Some(c) => c,
+            empty => empty.insert(self.counters.0.open(self.counters.1)?),
+        };
+        let mut incr = redis::cmd("INCR");
+        incr.arg(&k);
+        let mut expire = redis::cmd("EXPIRE");
+        expire.arg(&k).arg(120);
+        match c.pipeline(vec![incr, expire]) {
+            Ok(r) => Ok(
+                redis::from_redis_value::<u64>(r.into_iter().next().unwrap_or_default())
+                    .unwrap_or(0),
+            ),
+            Err(e) => {
+                *conn = None;
+                Err(e)
+            }
         }
     }
 

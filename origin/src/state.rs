@@ -140,6 +140,39 @@ impl State {
         Ok(Outcome::Stored)
     }
 
+    /// Counts a push to `list` against `list_pushes_per_minute`: across
+    /// every node in a cluster, else here; `Err(seconds)` to wait if over.
+    pub fn count_list_push(&self, list: &Token) -> Result<(), u64> {
+        let per_minute = self.config.limits.list_pushes_per_minute;
+        self.count_across("list_pushes", list, per_minute)
+            .unwrap_or_else(|| self.list_rate.check(list))
+    }
+
+    /// Counts a list creation by the owner `key` (a VAPID key, or
+    /// `NO_OWNER`) against `list_creations_per_minute`, as
+    /// [`State::count_list_push`] counts pushes.
+    pub fn count_list_creation(&self, key: &[u8; 65]) -> Result<(), u64> {
+        let per_minute = self.config.limits.list_creations_per_minute;
+        let key_id: Token = key[1..17].try_into().expect("16 bytes");
+        self.count_across("list_creations", key, per_minute)
+            .unwrap_or_else(|| self.create_rate.check(&key_id))
+    }
+
+    /// The verdict of a count kept in Redis; `None` off a cluster, or if
+    /// Redis cannot count now (then this node counts alone).
+    fn count_across(&self, name: &str, key: &[u8], per_minute: u32) -> Option<Result<(), u64>> {
+        let c = self.cluster.get()?;
+        let t = now();
+        match c.count_minute(name, key, t) {
+            Ok(n) if n > u64::from(per_minute) => Some(Err(60 - t % 60)),
+            Ok(_) => Some(Ok(())),
+            Err(e) => {
+                tracing::warn!("cluster: counting {name}: {e}");
+                None
+            }
+        }
+    }
+
     /// Writes a message to its user agent's connection on this node, if it
     /// has one with room; whether it is on the socket within `wait`.
     pub async fn write_here(&self, msg: &Arc<Message>, wait: Duration) -> bool {

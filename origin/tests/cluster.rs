@@ -15,7 +15,11 @@ const PUBLIC: &str = "http://push.test";
 const DEVICES: &str = "http://devices.test";
 
 async fn node(store: &str, prefix: &str, name: &str, wait: u32) -> Running {
-    start_with(&temp_dir(name), &[], |s| {
+    node_with(store, prefix, name, wait, &[]).await
+}
+
+async fn node_with(store: &str, prefix: &str, name: &str, wait: u32, limits: &[&str]) -> Running {
+    start_with(&temp_dir(name), limits, |s| {
         s.store = Some(store.to_owned());
         s.redis_wait_replicas = wait;
         s.redis_prefix = prefix.to_owned();
@@ -415,4 +419,46 @@ async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
         }
         assert_eq!(versions.len(), 1, "node p{}'s member: {versions:?}", i + 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_rate_limits_hold_across_nodes() {
+    let server = Server::start(&[]);
+    let limits = ["list_pushes_per_minute=2", "list_creations_per_minute=2"];
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(node_with(&server.url(), "rates", name, 0, &limits).await);
+    }
+    for n in &nodes {
+        until_ready(n, 200).await;
+    }
+    early_in_a_minute().await;
+    let create = |n: &Running| {
+        let url = at(n, &format!("{PUBLIC}/lists/0"));
+        async move {
+            request(
+                "POST",
+                &url,
+                &[("content-type", "application/push-aggregation+json")],
+                b"{}",
+            )
+            .await
+        }
+    };
+    let first = create(&nodes[0]).await;
+    assert_eq!(first.status, 201, "{:?}", first.json());
+    assert_eq!(create(&nodes[1]).await.status, 201);
+    // The third creation, on a third node, is one too many for all of them.
+    let r = create(&nodes[2]).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(r.header("retry-after").is_some());
+    let list = first.header("location").unwrap().to_owned();
+    let push = |n: &Running| {
+        let url = at(n, &list);
+        async move { request("POST", &url, &[("ttl", "60")], b"").await }
+    };
+    assert_eq!(push(&nodes[0]).await.status, 201);
+    assert_eq!(push(&nodes[1]).await.status, 201);
+    let r = push(&nodes[2]).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
 }

@@ -202,8 +202,7 @@ where
     // Both limits are checked before the document is read (and the count
     // again before the commit).
     state
-        .create_rate
-        .check(&key_id)
+        .count_list_creation(counted)
         .map_err(|retry_after| AppError::rate_limited(creations, retry_after))?;
     if state.store.owned_lists(counted).map_err(store_err)? >= limits.max_lists_per_key {
         return Err(AppError::rate_limited(held, 3600).into());
@@ -461,8 +460,7 @@ where
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     state
-        .list_rate
-        .check(&list.token)
+        .count_list_push(&list.token)
         .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;
     // Not across the list's deletion: read again under its lock, which a
     // DELETE holds until its commit, and hold it until this message's.
