@@ -41,6 +41,13 @@
 #      only) on node A; after each, Redis's memory and CPU ("k-redis-*": bytes
 #      per subscription with its user agent and route, bytes per list member,
 #      CPU seconds of the step) (not in the default run)
+#   l  CLUSTER_NODES [6] origin nodes on a Redis Cluster of 3 masters and 3
+#      replicas (appendfsync always; writes wait for a replica): CLUSTER_DEVICES
+#      [100000] devices spread evenly over the nodes connect, hello and
+#      register (devices/s, each node's RSS per idle device); then as many
+#      new devices, a list of all of them made and pushed (2 KiB compact JWE)
+#      through node 0, 1 + LIST_REPEATS times: 201 latency and last copy;
+#      Redis's memory and CPU after each (not in the default run)
 #
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
@@ -123,6 +130,7 @@ cleanup() {
   trap - INT TERM EXIT
   stop_origin
   stop_cluster
+  stop_scale
   if [[ -n "${KEEP_WORK:-}" ]]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -208,6 +216,104 @@ cluster_scenario() {
     --list-repeats 2 --app @APP@ --src-base 240
   redis_line k-redis-after-list "$port"
   stop_cluster
+}
+
+# Scenario l: a Redis Cluster and CLUSTER_NODES origin nodes on it.
+L_PIDS=()
+stop_scale() {
+  local p
+  for p in "${L_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${L_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  L_PIDS=()
+}
+free_port() {
+  python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p < 55000:
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", p + 10000)); print(p); break
+        except OSError: pass'
+}
+# Redis's memory (summed over servers) and CPU since the last such line.
+L_CPU_LAST=0
+scale_redis_line() {
+  local name="$1" mem=0 ticks=0 p m
+  for p in "${L_REDIS_PORTS[@]}"; do
+    m="$(redis-cli -p "$p" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
+    mem=$((mem + ${m:-0}))
+  done
+  for p in "${L_REDIS_PIDS[@]}"; do
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  local cpu
+  cpu="$(awk -v t="$ticks" -v l="$L_CPU_LAST" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (t - l) / h}')"
+  L_CPU_LAST="$ticks"
+  local out="{\"scenario\":\"$name\",\"redis_used_memory_all_servers\":$mem,\"redis_cpu_s\":$cpu}"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
+}
+scale_scenario() {
+  local nodes="${CLUSTER_NODES:-6}" devices="${CLUSTER_DEVICES:-100000}" dir="$WORK/l" i
+  L_REDIS_PORTS=() L_REDIS_PIDS=()
+  local seeds=()
+  for i in 0 1 2 3 4 5; do
+    local port
+    port="$(free_port)"
+    mkdir -p "$dir/redis-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis-$port" \
+      --cluster-enabled yes --cluster-node-timeout 2000 --appendonly yes \
+      --appendfsync always --save '' --loglevel warning >"$dir/redis-$port/log" 2>&1 &
+    L_PIDS+=($!) L_REDIS_PIDS+=($!) L_REDIS_PORTS+=("$port")
+    seeds+=("127.0.0.1:$port")
+  done
+  for i in "${L_REDIS_PORTS[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "$i" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  for i in "${L_REDIS_PORTS[@]}"; do
+    for _ in $(seq 300); do
+      redis-cli -p "$i" cluster info | grep -q cluster_state:ok && break
+      sleep 0.1
+    done
+  done
+  for i in "${L_REDIS_PORTS[@]}"; do
+    for _ in $(seq 300); do
+      redis-cli -p "$i" info replication | grep -q 'role:slave\|state=online' && break
+      sleep 0.1
+    done
+  done
+  local store apps=() wss=() pids=()
+  store="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
+  for ((i = 0; i < nodes; i++)); do apps+=("127.0.0.1:$(free_port)"); done
+  for ((i = 0; i < nodes; i++)); do
+    mkdir -p "$dir/n$i"
+    local ws
+    ws="127.0.0.1:$(free_port)"
+    "$ORIGIN_BIN" --app-listen "${apps[$i]}" --ws-listen "$ws" --h2-listen 127.0.0.1:0 \
+      --data-dir "$dir/n$i" --store "$store" --node-id "n$i" --redis-wait-replicas 1 \
+      --public-url "http://${apps[0]}" --limit subscription_messages_per_minute=1000000 \
+      >"$dir/n$i/stdout" 2>"$dir/n$i/origin.log" &
+    L_PIDS+=($!) pids+=($!) wss+=("$ws")
+  done
+  for ((i = 0; i < nodes; i++)); do
+    for _ in $(seq 200); do curl -fs "http://${apps[$i]}/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  echo "bench: l: $nodes nodes on $store" >&2
+  local ws_all pid_all per
+  ws_all="$(IFS=,; echo "${wss[*]}")"
+  pid_all="$(IFS=,; echo "${pids[*]}")"
+  per=$(((devices + 2 * nodes - 1) / (2 * nodes)))
+  scale_redis_line l-redis-start
+  run_bare l-connect connect --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
+    --ws "$ws_all" --origin-pid "$pid_all" --src-base 2
+  scale_redis_line l-redis-after-connect
+  run_bare l-list list --list-only --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
+    --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" \
+    --ws "$ws_all" --app "http://${apps[0]}" --origin-pid "${pids[0]}" --src-base 40
+  scale_redis_line l-redis-after-list
+  stop_scale
 }
 
 # One line of Redis's figures: memory, what it holds, and the CPU it spent
@@ -360,7 +466,8 @@ for s in "${scenarios[@]}"; do
          --watcher ;;
     j) list_against_floor ;;
     k) cluster_scenario ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g h i j k)" >&2; failures=$((failures + 1)) ;;
+    l) scale_scenario ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h i j k l)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 /// How devices are spread over workers.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceOpts {
-    /// The origin's WebSocket listener, `host:port` (a `ws://` prefix is allowed).
+    /// The origin's WebSocket listener, `host:port` (a `ws://` prefix is
+    /// allowed); several origin nodes' separated by commas, worker k
+    /// connecting to the k-th (round robin).
     #[arg(long)]
     pub ws: String,
     /// Most devices one worker process holds (one socket each).
@@ -40,10 +42,15 @@ pub struct DeviceOpts {
 }
 
 impl DeviceOpts {
-    /// The WebSocket address.
-    pub fn ws_addr(&self) -> Result<SocketAddr, String> {
-        let s = self.ws.trim_start_matches("ws://").trim_end_matches('/');
-        s.parse().map_err(|e| format!("--ws {:?}: {e}", self.ws))
+    /// The WebSocket addresses.
+    pub fn ws_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.ws
+            .split(',')
+            .map(|s| {
+                let s = s.trim().trim_start_matches("ws://").trim_end_matches('/');
+                s.parse().map_err(|e| format!("--ws {:?}: {e}", self.ws))
+            })
+            .collect()
     }
 }
 
@@ -126,7 +133,7 @@ impl Pool {
         timeout_secs: u64,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Result<Pool, String> {
-        let ws = o.ws_addr()?;
+        let ws = o.ws_addrs()?;
         let n = devices.div_ceil(o.per_worker.max(1)).max(o.workers).max(1);
         if usize::from(o.src_base) + n > 255 || o.src_base == 0 {
             return Err(format!(
@@ -145,7 +152,7 @@ impl Pool {
             let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, o.src_base + k as u8));
             let mut cmd = Command::new(&exe);
             cmd.arg("worker")
-                .arg(format!("--ws={ws}"))
+                .arg(format!("--ws={}", ws[k % ws.len()]))
                 .arg(format!("--devices={share}"))
                 .arg(format!("--first-index={first}"))
                 .arg(format!("--src={src}"))
