@@ -181,7 +181,7 @@ stop_cluster() {
 cluster_scenario() {
   local dir="$WORK/k" port
   mkdir -p "$dir/redis" "$dir/a" "$dir/b"
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis" --appendonly yes \
     --appendfsync always --save '' --loglevel warning >"$dir/redis/log" 2>&1 &
   REDIS_PID=$!
@@ -198,23 +198,24 @@ cluster_scenario() {
   done
   local app_b
   app_b="http://$(sed -E 's/.* app=([^ ]+).*/\1/' <<<"$line")"
-  redis_line k-redis-start "$port"
+  REDIS_PORTS=("$port") REDIS_PIDS=("$REDIS_PID") REDIS_CPU_LAST=0
+  redis_line k-redis-start
   for via in same-node other-node; do
     local target="@APP@"
     [[ "$via" == same-node ]] || target="$app_b"
     ORIGIN_ARGS="--store $store --node-id a" run "k-$via-flat-out" push --devices "$PUSH_DEVICES" \
       --pushes "$PUSHES_BODY" --concurrency "$CONCURRENCY" --body-bytes "$BODY_BYTES" \
       --app "$target" --src-base 200
-    redis_line "k-redis-after-$via-flat-out" "$port"
+    redis_line "k-redis-after-$via-flat-out"
     ORIGIN_ARGS="--store $store --node-id a" run "k-$via-open-loop" push --devices "$PUSH_DEVICES" \
       --pushes "$((rate * RATE_SECS))" --rate "$rate" --concurrency "$CONCURRENCY" \
       --body-bytes "$BODY_BYTES" --app "$target" --src-base 220
-    redis_line "k-redis-after-$via-open-loop" "$port"
+    redis_line "k-redis-after-$via-open-loop"
   done
   ORIGIN_ARGS="--store $store --node-id a" run k-list-on-redis list --list-only \
     --devices "$PUSH_DEVICES" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
     --list-repeats 2 --app @APP@ --src-base 240
-  redis_line k-redis-after-list "$port"
+  redis_line k-redis-after-list
   stop_cluster
 }
 
@@ -236,27 +237,9 @@ while True:
             t.bind(("127.0.0.1", p + 10000)); print(p); break
         except OSError: pass'
 }
-# Redis's memory (summed over servers) and CPU since the last such line.
-L_CPU_LAST=0
-scale_redis_line() {
-  local name="$1" mem=0 ticks=0 p m
-  for p in "${L_REDIS_PORTS[@]}"; do
-    m="$(redis-cli -p "$p" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
-    mem=$((mem + ${m:-0}))
-  done
-  for p in "${L_REDIS_PIDS[@]}"; do
-    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  local cpu
-  cpu="$(awk -v t="$ticks" -v l="$L_CPU_LAST" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (t - l) / h}')"
-  L_CPU_LAST="$ticks"
-  local out="{\"scenario\":\"$name\",\"redis_used_memory_all_servers\":$mem,\"redis_cpu_s\":$cpu}"
-  echo "$out"
-  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
-}
 scale_scenario() {
   local nodes="${CLUSTER_NODES:-6}" devices="${CLUSTER_DEVICES:-100000}" dir="$WORK/l" i
-  L_REDIS_PORTS=() L_REDIS_PIDS=()
+  REDIS_PORTS=() REDIS_PIDS=() REDIS_CPU_LAST=0
   local seeds=()
   for i in 0 1 2 3 4 5; do
     local port
@@ -265,20 +248,20 @@ scale_scenario() {
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis-$port" \
       --cluster-enabled yes --cluster-node-timeout 2000 --appendonly yes \
       --appendfsync always --save '' --loglevel warning >"$dir/redis-$port/log" 2>&1 &
-    L_PIDS+=($!) L_REDIS_PIDS+=($!) L_REDIS_PORTS+=("$port")
+    L_PIDS+=($!) REDIS_PIDS+=($!) REDIS_PORTS+=("$port")
     seeds+=("127.0.0.1:$port")
   done
-  for i in "${L_REDIS_PORTS[@]}"; do
+  for i in "${REDIS_PORTS[@]}"; do
     for _ in $(seq 100); do redis-cli -p "$i" ping >/dev/null 2>&1 && break; sleep 0.1; done
   done
   redis-cli --cluster create "${seeds[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
-  for i in "${L_REDIS_PORTS[@]}"; do
+  for i in "${REDIS_PORTS[@]}"; do
     for _ in $(seq 300); do
       redis-cli -p "$i" cluster info | grep -q cluster_state:ok && break
       sleep 0.1
     done
   done
-  for i in "${L_REDIS_PORTS[@]}"; do
+  for i in "${REDIS_PORTS[@]}"; do
     for _ in $(seq 300); do
       redis-cli -p "$i" info replication | grep -q 'role:slave\|state=online' && break
       sleep 0.1
@@ -305,32 +288,40 @@ scale_scenario() {
   ws_all="$(IFS=,; echo "${wss[*]}")"
   pid_all="$(IFS=,; echo "${pids[*]}")"
   per=$(((devices + 2 * nodes - 1) / (2 * nodes)))
-  scale_redis_line l-redis-start
+  redis_line l-redis-start
   run_bare l-connect connect --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
     --ws "$ws_all" --origin-pid "$pid_all" --src-base 2
-  scale_redis_line l-redis-after-connect
+  redis_line l-redis-after-connect
   run_bare l-list list --list-only --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
     --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" \
     --ws "$ws_all" --app "http://${apps[0]}" --origin-pid "${pids[0]}" --src-base 40
-  scale_redis_line l-redis-after-list
+  redis_line l-redis-after-list
   stop_scale
 }
 
-# One line of Redis's figures: memory, what it holds, and the CPU it spent
-# since the last line.
+# One line of Redis's figures: memory (summed over the servers on
+# REDIS_PORTS), the CPU their processes (REDIS_PIDS) spent since the last
+# line, and on one server what it holds (subscriptions, list members).
 REDIS_CPU_LAST=0
 redis_line() {
-  local name="$1" port="$2" mem subs members ticks cpu
-  mem="$(redis-cli -p "$port" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
-  subs="$(redis-cli -p "$port" hget wp:counts subscriptions | tr -d '\r')"
-  members=0
-  for key in $(redis-cli -p "$port" --scan --pattern 'wp:list_members:*'); do
-    members=$((members + $(redis-cli -p "$port" zcard "$key")))
+  local name="$1" mem=0 ticks=0 p m extra=""
+  for p in "${REDIS_PORTS[@]}"; do
+    m="$(redis-cli -p "$p" info memory | tr -d '\r' | sed -n 's/^used_memory://p')"
+    mem=$((mem + ${m:-0}))
   done
-  ticks="$(awk '{print $14 + $15}' "/proc/$REDIS_PID/stat")"
+  for p in "${REDIS_PIDS[@]}"; do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  local cpu
   cpu="$(awk -v t="$ticks" -v l="$REDIS_CPU_LAST" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (t - l) / h}')"
   REDIS_CPU_LAST="$ticks"
-  local out="{\"scenario\":\"$name\",\"redis_used_memory\":${mem:-0},\"subscriptions\":${subs:-0},\"list_members\":$members,\"redis_cpu_s\":$cpu}"
+  if ((${#REDIS_PORTS[@]} == 1)); then
+    local subs members=0 key
+    subs="$(redis-cli -p "${REDIS_PORTS[0]}" hget wp:counts subscriptions | tr -d '\r')"
+    for key in $(redis-cli -p "${REDIS_PORTS[0]}" --scan --pattern 'wp:list_members:*'); do
+      members=$((members + $(redis-cli -p "${REDIS_PORTS[0]}" zcard "$key")))
+    done
+    extra=",\"subscriptions\":${subs:-0},\"list_members\":$members"
+  fi
+  local out="{\"scenario\":\"$name\",\"redis_used_memory\":$mem,\"redis_cpu_s\":$cpu$extra}"
   echo "$out"
   [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
 }
