@@ -176,6 +176,10 @@ pub struct Redis {
     options: RedisOptions,
     idle: Mutex<Vec<Conn>>,
     seq: AtomicU64,
+    /// Changes to the tables' counts not yet written: they ride along with
+    /// the next batch (one commit, one `fsync`, instead of two), or go when
+    /// the counts are read.
+    unsent: Mutex<[i64; kv::TABLES.len()]>,
 }
 
 impl Layered<Redis> {
@@ -191,6 +195,7 @@ impl Layered<Redis> {
             options,
             idle: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
+            unsent: Mutex::new([0; kv::TABLES.len()]),
         };
         // Fail now, not at the first request, if Redis is not there.
         let mut c = engine.conn()?;
@@ -245,6 +250,35 @@ impl Redis {
 
     fn counts_key(&self) -> String {
         format!("{}:counts", self.options.prefix)
+    }
+
+    /// The counts' changes not yet written, taken out.
+    fn take_counts(&self) -> [i64; kv::TABLES.len()] {
+        std::mem::replace(
+            &mut *self.unsent.lock().expect("counts"),
+            [0; kv::TABLES.len()],
+        )
+    }
+
+    /// Puts back (or adds) changes to write later.
+    fn keep_counts(&self, delta: &[i64; kv::TABLES.len()]) {
+        let mut unsent = self.unsent.lock().expect("counts");
+        for (u, d) in unsent.iter_mut().zip(delta) {
+            *u += d;
+        }
+    }
+
+    /// The commands that write `delta`.
+    fn bumps(&self, delta: &[i64; kv::TABLES.len()]) -> Vec<Cmd> {
+        let mut bumps = Vec::new();
+        for (t, d) in delta.iter().enumerate() {
+            if *d != 0 {
+                let mut c = redis::cmd("HINCRBY");
+                c.arg(self.counts_key()).arg(kv::TABLES[t].name).arg(*d);
+                bumps.push(c);
+            }
+        }
+        bumps
     }
 }
 
@@ -501,6 +535,11 @@ fn get_raw(
 }
 
 fn len_raw(r: &Redis, c: &mut Conn, t: kv::Table) -> Result<u64, StoreError> {
+    let bumps = r.take_counts();
+    if let Err(e) = c.pipeline(r.bumps(&bumps)) {
+        r.keep_counts(&bumps);
+        return Err(e);
+    }
     let n: Option<i64> = c.query(redis::cmd("HGET").arg(r.counts_key()).arg(t.name))?;
     Ok(n.unwrap_or(0).max(0) as u64)
 }
@@ -629,7 +668,17 @@ impl RedisWrite<'_> {
         }
         let counts = std::mem::take(&mut self.counts);
         let redis = self.read.redis;
-        let replies = self.read.with(|_, c| c.pipeline(cmds))?;
+        // The counts' earlier changes go in the same commit.
+        let earlier = redis.take_counts();
+        let mut cmds = cmds;
+        cmds.extend(redis.bumps(&earlier));
+        let replies = match self.read.with(|_, c| c.pipeline(cmds)) {
+            Ok(r) => r,
+            Err(e) => {
+                redis.keep_counts(&earlier);
+                return Err(e);
+            }
+        };
         let mut delta = [0i64; kv::TABLES.len()];
         for (i, how) in counts {
             let reply = replies.get(i);
@@ -647,14 +696,7 @@ impl RedisWrite<'_> {
                 }
             }
         }
-        let mut bumps = Vec::new();
-        for (t, d) in delta.iter().enumerate() {
-            if *d != 0 {
-                let mut c = redis::cmd("HINCRBY");
-                c.arg(redis.counts_key()).arg(kv::TABLES[t].name).arg(*d);
-                bumps.push(c);
-            }
-        }
+        redis.keep_counts(&delta);
         if redis.options.wait_replicas > 0 {
             let mut w = redis::cmd("WAIT");
             w.arg(redis.options.wait_replicas)
@@ -666,10 +708,6 @@ impl RedisWrite<'_> {
                     redis.options.wait_replicas, redis.options.wait_timeout
                 )));
             }
-        }
-        // Counts only feed /metrics: they need not wait for replicas.
-        if !bumps.is_empty() {
-            self.read.with(|_, c| c.pipeline(bumps))?;
         }
         Ok(())
     }
