@@ -179,7 +179,7 @@ impl Tally {
 /// message was durable: a connection with that id or a larger one said
 /// `hello` after it, and so fetched its copy there; it gets none from here.
 pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
-    let failed = run_here(state.clone(), push.clone(), mark).await;
+    let failed = run_here(state.clone(), push.clone(), mark, false).await;
     // Not a rewrite of the whole record: the list may have been deleted
     // meanwhile, and its messages with it.
     let done = Op::FinishListMessage {
@@ -191,10 +191,16 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     }
 }
 
-/// Sends a list push to the members connected to this node (of a cluster,
-/// where the node that took the push records its end); returns how many
-/// copies failed.
-pub async fn run_here(state: Arc<State>, push: Arc<ListPush>, mark: u64) -> u64 {
+/// Sends a list push to the members connected to this node; returns how
+/// many copies failed. With `connected_only` (another node of a cluster
+/// took the push, and counts and records it), members not connected here
+/// are passed over unchecked and uncounted.
+pub async fn run_here(
+    state: Arc<State>,
+    push: Arc<ListPush>,
+    mark: u64,
+    connected_only: bool,
+) -> u64 {
     let _running = metrics::Running::start(&state.metrics);
     // Reads pause from the first copy queued to the end (a fan-out that
     // reaches no connection, like one finished after a restart, pauses none).
@@ -219,6 +225,9 @@ pub async fn run_here(state: Arc<State>, push: Arc<ListPush>, mark: u64) -> u64 
         after = Some(last.push);
         let mut direct = Vec::with_capacity(batch.len());
         for m in batch {
+            if connected_only && state.registry.with(&m.uaid, |_| ()).is_none() {
+                continue;
+            }
             if !push.is_for(&m) || m.expires.is_some_and(|e| e <= t as i64) {
                 continue;
             }

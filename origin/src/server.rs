@@ -160,7 +160,7 @@ impl Inbox for Peers {
             };
             match state.list_cache.get(msg) {
                 Ok(lp) => {
-                    crate::fanout::run_here(state, lp, mark).await;
+                    crate::fanout::run_here(state, lp, mark, true).await;
                 }
                 Err(e) => tracing::error!("cluster: list message: {e}"),
             }
