@@ -81,6 +81,13 @@ for _ in $(seq 300); do
   redis-cli -p "$REDIS_BASE_PORT" cluster info | grep -q 'cluster_state:ok' && break
   sleep 0.1
 done
+# Writes wait for a replica of every master: the replicas must be in sync.
+for s in "${seeds[@]}"; do
+  for _ in $(seq 300); do
+    redis-cli -p "${s#*:}" info replication | grep -q 'role:slave\|state=online' && break
+    sleep 0.1
+  done
+done
 STORE="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
 
 echo "==== $NODES origin nodes on $STORE ===="
