@@ -217,15 +217,25 @@ async fn a_node_that_loses_redis_says_so_and_recovers() {
     // Answered 201: stored in Redis's append-only file.
     assert_eq!(push(&b, &endpoint, "600", b"").await.status, 201);
 
+    // A device stays connected to A throughout.
+    let mut stays = Device::connect(&a, None).await;
     server.kill();
     until_ready(&a, 503).await;
     let r = push(&b, &endpoint, "600", b"").await;
     assert_eq!(r.status, 503, "{:?}", r.json());
+    // Its registration is refused with 500; the connection stays.
+    let channel = "3f1c9d2e-8b7a-4c6d-9e5f-1a2b3c4d5e6f";
+    let (status, _) = stays.register_channel(channel, None).await;
+    assert_eq!(status, 500);
 
     server.restart();
     until_ready(&a, 200).await;
     until_ready(&b, 200).await;
     assert_eq!(push(&b, &endpoint, "600", b"").await.status, 201);
+    // The same connection registers once Redis is back.
+    let (status, pushed) = stays.register_channel(channel, None).await;
+    assert_eq!(status, 200);
+    assert!(pushed.is_some());
     // Both messages answered 201 are there, on any node.
     let mut d = Device::connect(&b, Some(&uaid)).await;
     for _ in 0..2 {

@@ -467,7 +467,13 @@ impl Conn {
                     Err(RegisterError::TooMany(_)) => {
                         ws_session::register_error(&tokens::to_uuid(&channel), 429)
                     }
-                    Err(RegisterError::Store(e)) => return Err(store_err(e)),
+                    Err(RegisterError::Store(e)) => {
+                        // The store cannot take it now (Redis away, a
+                        // replica late): the device may try again; its
+                        // connection stays.
+                        tracing::warn!("register: {e}");
+                        ws_session::register_error(&tokens::to_uuid(&channel), 500)
+                    }
                 };
                 self.reply(&reply).await?;
             }
