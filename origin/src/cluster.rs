@@ -219,7 +219,7 @@ impl Cluster {
         incr.arg(&k);
         let mut expire = redis::cmd("EXPIRE");
         expire.arg(&k).arg(120);
-        match c.pipeline(vec![incr, expire]) {
+        match c.pipeline(&[incr, expire]) {
             Ok(r) => Ok(
                 redis::from_redis_value::<u64>(r.into_iter().next().unwrap_or_default())
                     .unwrap_or(0),
@@ -400,11 +400,11 @@ impl Cluster {
                 }
             }
         }
-        c.pipeline(writes)?;
+        c.pipeline(&writes)?;
         // Where each user agent is: a live node, this one, or none.
         wanted.sort_unstable();
         wanted.dedup();
-        let gets = wanted
+        let gets: Vec<_> = wanted
             .iter()
             .map(|u| {
                 let mut cmd = redis::cmd("GET");
@@ -413,7 +413,7 @@ impl Cluster {
             })
             .collect();
         let mut routes: HashMap<Token, String> = HashMap::new();
-        for (u, r) in wanted.iter().zip(c.pipeline(gets)?) {
+        for (u, r) in wanted.iter().zip(c.pipeline(&gets)?) {
             let record: Option<String> = redis::from_redis_value(r).unwrap_or(None);
             if let Some((n, _)) = record.as_deref().and_then(|r| r.rsplit_once('/')) {
                 routes.insert(*u, n.to_owned());
@@ -431,7 +431,7 @@ impl Cluster {
             .collect::<std::collections::HashSet<_>>()
             .into_iter()
             .collect();
-        let checks = unknown
+        let checks: Vec<_> = unknown
             .iter()
             .map(|n| {
                 let mut cmd = redis::cmd("EXISTS");
@@ -440,7 +440,7 @@ impl Cluster {
             })
             .collect();
         let now = Instant::now();
-        for (n, found) in unknown.into_iter().zip(c.pipeline(checks)?) {
+        for (n, found) in unknown.into_iter().zip(c.pipeline(&checks)?) {
             alive.insert(n, (now, matches!(found, redis::Value::Int(1))));
         }
         let live = |n: &String| alive.get(n).is_some_and(|(_, up)| *up);

@@ -96,11 +96,11 @@ impl Target {
                 let c = client.get_connection_with_timeout(timeout).map_err(err)?;
                 c.set_read_timeout(Some(timeout)).map_err(err)?;
                 c.set_write_timeout(Some(timeout)).map_err(err)?;
-                Conn::One(c)
+                Conn::new(Link::One(c))
             }
-            Target::Cluster(client, _) => {
-                Conn::Cluster(Box::new(client.get_connection().map_err(err)?))
-            }
+            Target::Cluster(client, _) => Conn::new(Link::Cluster(Box::new(
+                client.get_connection().map_err(err)?,
+            ))),
         })
     }
 
@@ -117,52 +117,83 @@ impl Target {
     }
 }
 
-/// A connection to one server or to a cluster.
-pub enum Conn {
+/// The client of one server or of a cluster.
+enum Link {
     One(redis::Connection),
     Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
+/// A connection to one server or to a cluster.
+pub struct Conn {
+    link: Link,
+    /// Set when it failed as a connection (reset, closed, timed out): it
+    /// is not used again.
+    broken: bool,
+}
+
 impl Conn {
+    fn new(link: Link) -> Conn {
+        Conn {
+            link,
+            broken: false,
+        }
+    }
+
     /// Whether it speaks to a cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+        matches!(self.link, Link::Cluster(_))
+    }
+
+    /// Whether it failed as a connection.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     fn link(&mut self) -> &mut dyn ConnectionLike {
-        match self {
-            Conn::One(c) => c,
-            Conn::Cluster(c) => &mut **c,
+        match &mut self.link {
+            Link::One(c) => c,
+            Link::Cluster(c) => &mut **c,
         }
+    }
+
+    fn check<T>(&mut self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                self.broken = true;
+            }
+            err(e)
+        })
     }
 
     /// Runs one command.
     pub fn query<T: redis::FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, StoreError> {
-        cmd.query(self.link()).map_err(err)
+        let r = cmd.query(self.link());
+        self.check(r)
     }
 
     /// Runs `cmds` as one pipeline (atomic on one server); their replies.
-    pub fn pipeline(&mut self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+    pub fn pipeline(&mut self, cmds: &[Cmd]) -> Result<Vec<Value>, StoreError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            Conn::One(c) => {
+        let r = match &mut self.link {
+            Link::One(c) => {
                 let mut p = redis::pipe();
                 p.atomic();
                 for cmd in cmds {
-                    p.add_command(cmd);
+                    p.add_command(cmd.clone());
                 }
-                p.query(c).map_err(err)
+                p.query(c)
             }
-            Conn::Cluster(c) => {
+            Link::Cluster(c) => {
                 let mut p = redis::cluster::cluster_pipe();
                 for cmd in cmds {
-                    p.add_command(cmd);
+                    p.add_command(cmd.clone());
                 }
-                p.query(c).map_err(err)
+                p.query(c)
             }
-        }
+        };
+        self.check(r)
     }
 }
 
@@ -500,20 +531,33 @@ impl Drop for RedisRead<'_> {
 
 impl RedisRead<'_> {
     /// Runs `f` on the connection; one that failed is dropped, not reused.
+    /// A pooled connection that fails as a connection (Redis restarted
+    /// since it was used) empties the pool, and `f` runs once more on a new
+    /// one: stale connections cost no request an error.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&Redis, &mut Conn) -> Result<T, StoreError>,
+        mut f: impl FnMut(&Redis, &mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let redis = self.redis;
-        let conn = match &mut self.conn {
-            Some(c) => c,
-            empty => empty.insert(redis.open()?),
-        };
-        let r = f(redis, conn);
-        if r.is_err() {
+        let mut retried = false;
+        loop {
+            let pooled = self.conn.is_some();
+            let conn = match &mut self.conn {
+                Some(c) => c,
+                empty => empty.insert(redis.open()?),
+            };
+            let r = f(redis, conn);
+            let Err(e) = r else { return r };
+            let broken = conn.is_broken();
             self.conn = None;
+            if broken {
+                redis.idle.lock().expect("pool").clear();
+            }
+            if !(broken && pooled) || retried {
+                return Err(e);
+            }
+            retried = true;
         }
-        r
     }
 }
 
@@ -536,7 +580,7 @@ fn get_raw(
 
 fn len_raw(r: &Redis, c: &mut Conn, t: kv::Table) -> Result<u64, StoreError> {
     let bumps = r.take_counts();
-    if let Err(e) = c.pipeline(r.bumps(&bumps)) {
+    if let Err(e) = c.pipeline(&r.bumps(&bumps)) {
         r.keep_counts(&bumps);
         return Err(e);
     }
@@ -672,7 +716,7 @@ impl RedisWrite<'_> {
         let earlier = redis.take_counts();
         let mut cmds = cmds;
         cmds.extend(redis.bumps(&earlier));
-        let replies = match self.read.with(|_, c| c.pipeline(cmds)) {
+        let replies = match self.read.with(|_, c| c.pipeline(&cmds)) {
             Ok(r) => r,
             Err(e) => {
                 redis.keep_counts(&earlier);
@@ -891,8 +935,14 @@ impl Backend for Redis {
     fn bytes(&self) -> u64 {
         let Ok(mut c) = self.conn() else { return 0 };
         let info = match &mut c {
-            Conn::One(one) => redis::cmd("INFO").arg("memory").query::<Value>(one),
-            Conn::Cluster(cl) => cl.route_command(
+            Conn {
+                link: Link::One(one),
+                ..
+            } => redis::cmd("INFO").arg("memory").query::<Value>(one),
+            Conn {
+                link: Link::Cluster(cl),
+                ..
+            } => cl.route_command(
                 redis::cmd("INFO").arg("memory"),
                 redis::cluster_routing::RoutingInfo::MultiNode((
                     redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,

@@ -348,12 +348,27 @@ impl Device {
         channel: &str,
         key: Option<&str>,
     ) -> (u16, Option<String>) {
+        self.register_channel_within(channel, key, Duration::from_secs(3))
+            .await
+    }
+
+    /// [`Device::register_channel`], waiting up to `wait` for the reply.
+    pub async fn register_channel_within(
+        &mut self,
+        channel: &str,
+        key: Option<&str>,
+        wait: Duration,
+    ) -> (u16, Option<String>) {
         self.send(&DeviceMessage::Register {
             channel_id: channel.into(),
             key: key.map(Cow::Borrowed),
         })
         .await;
-        match self.recv_message().await.expect("register reply") {
+        match self
+            .recv_message_within(wait)
+            .await
+            .expect("register reply")
+        {
             ServerMessage::Register {
                 channel_id,
                 status,
