@@ -1,6 +1,6 @@
 //! Many origin nodes on one Redis store: which node holds each connected
-//! user agent (route records), and the notices nodes send each other over
-//! Redis pub/sub.
+//! user agent (route records), the messages and notices nodes send each
+//! other over Redis pub/sub, and the rate counters they share.
 //!
 //! A message for a user agent that another node holds is forwarded to that
 //! node (the node its route record names), which writes it to the

@@ -272,7 +272,7 @@ impl Metrics {
                 ),
                 Family {
                     name: "push_cluster_routes_total",
-                    help: "Messages stored for user agents not connected here, by whether a live node held them",
+                    help: "Messages for user agents not connected here, by whether a live node held them",
                     kind: "counter",
                     label: Some("outcome"),
                     samples: vec![("hit", c.route_hits), ("miss", c.route_misses)],
