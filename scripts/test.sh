@@ -7,8 +7,8 @@
 #   4 test         cargo test --workspace --all-features (unit, RFC vectors, property tests, and the
 #                  origin's integration tests over real sockets: the store conformance suite on
 #                  redb, redis-server and a Redis Cluster, nodes of a cluster); then the origin's
-#                  request, list, device and restart suites again on the Redis store
-#                  (ORIGIN_TEST_STORE=redis)
+#                  request, list, device and restart suites again on one redis-server and on a
+#                  Redis Cluster (ORIGIN_TEST_STORE=redis, redis-cluster)
 #   5 e2e          Firefox ESR and the npm web-push library against the origin binary
 #   6 wasm32       the shared crate builds for wasm32-unknown-unknown on its own;
 #                  clippy of the edge (and shared) as compiled for wasm32, with
@@ -64,15 +64,18 @@ skipped clippy || cargo clippy --workspace --all-targets --all-features -- -D wa
 step "4/10 cargo test --workspace --all-features"
 # The edge once more without its features: the benchmark route must be
 # absent from the production Worker.
-# The origin's suites again with every service on one redis-server: bad
-# input, limits and every protocol behave as on the embedded store.
+# The origin's suites again with every service on one redis-server, then
+# on a Redis Cluster: bad input, limits and every protocol behave as on the
+# embedded store.
 # (An `if` body, not `skipped || { a && b; }`: bash's -e does not stop at
 # a command that fails inside such a group.)
 if ! skipped test; then
   cargo test --workspace --all-features
   cargo test -p edge
-  ORIGIN_TEST_STORE=redis cargo test -p origin --test bad_input --test lists --test rfc8030 \
-    --test websocket --test metrics --test restart --test edge_mark
+  for store in redis redis-cluster; do
+    ORIGIN_TEST_STORE=$store cargo test -p origin --test bad_input --test lists --test rfc8030 \
+      --test websocket --test metrics --test restart --test edge_mark
+  done
 fi
 
 step "5/10 end-to-end: Firefox ESR and npm web-push against the origin (tests/js)"

@@ -77,23 +77,32 @@ pub async fn start_with(
     start(config, store).await.unwrap()
 }
 
-/// With `ORIGIN_TEST_STORE=redis`, every service the tests start keeps its
-/// state in one redis-server started for the test process, under a key
+/// With `ORIGIN_TEST_STORE=redis` (or `redis-cluster`), every service the
+/// tests start keeps its state in one redis-server (or a Redis Cluster of
+/// 3 masters and 3 replicas) started for the test process, under a key
 /// prefix named after its data folder (a service started again on the same
 /// folder finds its state), so that a suite runs on the Redis store as it
 /// does on redb.
 fn test_store(dir: &std::path::Path) -> Option<(String, String)> {
-    if std::env::var("ORIGIN_TEST_STORE").ok().as_deref() != Some("redis") {
-        return None;
-    }
+    let cluster = match std::env::var("ORIGIN_TEST_STORE").ok().as_deref() {
+        Some("redis") => false,
+        Some("redis-cluster") => true,
+        _ => return None,
+    };
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let url = URL.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
-        // The server lives as long as this thread, which lives as long as
-        // the process (the server is told to die with it).
+        // The servers live as long as this thread, which lives as long as
+        // the process (they are told to die with it).
         std::thread::spawn(move || {
-            let server = redis::Server::start(&[]);
-            tx.send(server.url()).unwrap();
+            let (url, _kept): (String, Box<dyn std::any::Any>) = if cluster {
+                let c = redis::Cluster::start(3, 1);
+                (c.url(), Box::new(c))
+            } else {
+                let s = redis::Server::start(&[]);
+                (s.url(), Box::new(s))
+            };
+            tx.send(url).unwrap();
             loop {
                 std::thread::park();
             }
