@@ -157,11 +157,6 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// This node's name.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// Whether Redis answered the last time it was asked.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)

@@ -54,11 +54,6 @@ impl<B: Backend> Layered<B> {
         }
     }
 
-    /// The backend.
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
     fn get<T>(
         &self,
         t: kv::Table,

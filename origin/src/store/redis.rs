@@ -139,11 +139,6 @@ impl Conn {
         }
     }
 
-    /// Whether it speaks to a cluster.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.link, Link::Cluster(_))
-    }
-
     /// Whether it failed as a connection.
     pub fn is_broken(&self) -> bool {
         self.broken
@@ -239,16 +234,6 @@ impl Layered<Redis> {
 impl Redis {
     fn open(&self) -> Result<Conn, StoreError> {
         self.target.open(self.options.timeout)
-    }
-
-    /// The options it was opened with.
-    pub fn options(&self) -> &RedisOptions {
-        &self.options
-    }
-
-    /// Where it is.
-    pub fn target(&self) -> &Target {
-        &self.target
     }
 
     fn conn(&self) -> Result<Conn, StoreError> {
@@ -861,7 +846,11 @@ impl Write for RedisWrite<'_> {
                         t.name
                     )));
                 }
-                self.remove(t, key);
+                // A value already there goes first, unless this batch has
+                // just removed it.
+                if self.overlay[t.id].get(key) != Some(&None) {
+                    self.remove(t, key);
+                }
                 let mut member = key[skip..].to_vec();
                 member.extend_from_slice(value);
                 let mut c = redis::cmd("ZADD");
