@@ -11,8 +11,16 @@
 //! names, which has the connection fetch it; a notice lost with a node or
 //! a Redis failover only delays the message to the device's next `hello`,
 //! or to the nudge every connection of a node gets when its subscription
-//! to Redis is restored. A list push is announced to every node, and each
-//! fans out to the members it holds.
+//! to Redis is restored.
+//!
+//! A list push is walked once, by the node that took it: it reaches the
+//! members connected to it, and sends every other live node the members
+//! that node holds (looked up in their route records), which it reaches
+//! in turn; each node so reads only the members it holds, once. The walk
+//! records how far it got (a fan-out record, `<node>/<epoch>/<cursor>`);
+//! a fan-out whose node died, or restarted, is taken over by another node
+//! from there (see [`Cluster::claim`]), and the copies a member already
+//! has are not written to its connection twice.
 //!
 //! A route record is `<node>/<connection id>`: a record of an older
 //! connection is never removed by the end of a newer one, and one that
@@ -26,7 +34,7 @@
 
 use crate::registry::Presence;
 use crate::store::redis::{Conn, RedisOptions, Target};
-use crate::store::StoreError;
+use crate::store::{ListMember, StoreError};
 use crate::tokens::Token;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +45,9 @@ use std::time::{Duration, Instant};
 pub trait Inbox: Send + Sync + 'static {
     /// These user agents, connected here, have stored messages to fetch.
     fn nudge(&self, uaids: &[Token]);
-    /// A list message was recorded: fan it out to the members held here.
-    fn list_message(&self, id: Token);
+    /// Members of list message `id` connected here, sent by the node
+    /// that walks it: write each its copy.
+    fn list_members(&self, id: Token, members: Vec<ListMember>);
     /// The subscription to notices was (re)established: notices may have
     /// been missed, and route records lost with a Redis failure.
     fn resubscribed(&self);
@@ -64,16 +73,40 @@ pub struct ClusterMetrics {
     pub forwarded: AtomicU64,
     /// The last Redis round trip, microseconds.
     pub redis_rtt_us: AtomicU64,
+    /// List members sent to the node that holds them.
+    pub members_sent: AtomicU64,
+    /// Fan-outs of a node that died or restarted, taken over here.
+    pub fanouts_taken_over: AtomicU64,
 }
 
 /// Told whether the notice went out.
 type Sent = tokio::sync::oneshot::Sender<bool>;
 
+/// Claimed fan-outs, each with the member its walk reached.
+type Claimed = Vec<(Token, Option<Token>)>;
+
 enum Job {
     Arrived(Token, u64),
     Left(Token, u64),
     Notify(Token, Sent),
-    Announce(Token, Sent),
+    /// Answered once the route writes queued before it are done.
+    Barrier(Sent),
+    /// Members of list message `id` held elsewhere, for their nodes; the
+    /// walk reached `cursor`. `reply` learns how many no live node holds
+    /// (`None`: the batch failed).
+    Spread {
+        id: Token,
+        cursor: Token,
+        members: Vec<ListMember>,
+        offline: u64,
+        reply: Option<tokio::sync::oneshot::Sender<Option<u64>>>,
+    },
+    /// Claims the fan-outs among `ids` whose walker is gone; `reply`
+    /// learns those claimed, and where each walk stood.
+    Claim {
+        ids: Vec<Token>,
+        reply: Option<tokio::sync::oneshot::Sender<Claimed>>,
+    },
     /// A message (encoded) for the node that holds `uaid`, to write to the
     /// device's connection; `reply` learns whether it was written.
     Forward {
@@ -92,6 +125,8 @@ enum Job {
 /// This node's part in a cluster.
 pub struct Cluster {
     node: String,
+    /// Tells this process's fan-out records from an earlier one's.
+    epoch: u64,
     prefix: String,
     jobs: mpsc::Sender<Job>,
     up: AtomicBool,
@@ -109,6 +144,13 @@ pub struct Cluster {
 /// Removes a route record only if it is still the given connection's.
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// Sets a fan-out record only if it is still the one read.
+const CLAIM: &str = "if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then \
+     redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0";
+
+/// How long a fan-out record outlives its last write, seconds.
+const FANOUT_RECORD_SECS: u64 = 600;
 
 /// The most jobs one pipeline carries.
 const BATCH: usize = 4096;
@@ -131,6 +173,7 @@ impl Cluster {
         let (tx, rx) = mpsc::channel();
         let cluster = Arc::new(Cluster {
             node,
+            epoch: u64::from_le_bytes(crate::tokens::new_token()[..8].try_into().expect("8 bytes")),
             prefix: options.prefix.clone(),
             jobs: tx,
             up: AtomicBool::new(false),
@@ -226,13 +269,55 @@ impl Cluster {
         }
     }
 
-    /// Announces a recorded list message to every node; returns once the
-    /// notice went out (`true`), or could not (`false`: members fetch
-    /// their copies at their next `hello`).
-    pub async fn announce(&self, list_message: &Token) -> bool {
+    /// Returns once the route records of the connections registered
+    /// before the call are written (`true`), or could not be (`false`).
+    /// A connection waits for its own before it fetches what is stored:
+    /// then a sender that stores a message after the connection's fetch
+    /// finds the route, and one that stored it before is seen by the fetch.
+    pub async fn routed(&self) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Job::Announce(*list_message, tx));
+        self.send(Job::Barrier(tx));
         rx.await.unwrap_or(false)
+    }
+
+    /// Sends `members` of list message `id`, held by other nodes, to their
+    /// nodes, and records that the walk reached `cursor`. The receiver
+    /// learns how many no live node holds (they fetch their copies at
+    /// `hello`), or `None` if the batch failed (then every connection of
+    /// every node fetches what it may have missed once Redis is back).
+    pub fn spread(
+        &self,
+        id: Token,
+        cursor: Token,
+        members: Vec<ListMember>,
+    ) -> tokio::sync::oneshot::Receiver<Option<u64>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Spread {
+            id,
+            cursor,
+            members,
+            offline: 0,
+            reply: Some(tx),
+        });
+        rx
+    }
+
+    /// Claims, among the unfinished fan-outs `ids`, those whose walker is
+    /// gone: its node's liveness key expired, or it names this node from
+    /// an earlier process, or there is none. Returns each claimed fan-out
+    /// with the member its walk reached (`None`: from the start). Only
+    /// one node claims a fan-out.
+    pub async fn claim(&self, ids: Vec<Token>) -> Claimed {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Claim {
+            ids,
+            reply: Some(tx),
+        });
+        let claimed = rx.await.unwrap_or_default();
+        self.metrics
+            .fanouts_taken_over
+            .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        claimed
     }
 
     fn route_key(&self, uaid: &Token) -> String {
@@ -247,8 +332,14 @@ impl Cluster {
         format!("{}:alive:{node}", self.prefix)
     }
 
-    fn lists_channel(&self) -> String {
-        format!("{}:lists", self.prefix)
+    fn fanout_key(&self, id: &Token) -> String {
+        format!("{}:fanout:{{{}}}", self.prefix, crate::tokens::encode(id))
+    }
+
+    /// A fan-out record of this process: the walk reached `cursor`.
+    fn fanout_record(&self, cursor: Option<&Token>) -> String {
+        let at = cursor.map(crate::tokens::encode).unwrap_or_default();
+        format!("{}/{:x}/{at}", self.node, self.epoch)
     }
 
     fn record(&self, id: u64) -> String {
@@ -310,8 +401,18 @@ impl Cluster {
             // Whoever waits for a notice learns whether it went out.
             for j in jobs.drain(..) {
                 match j {
-                    Job::Notify(_, sent) | Job::Announce(_, sent) => {
+                    Job::Notify(_, sent) | Job::Barrier(sent) => {
                         let _ = sent.send(done.is_ok());
+                    }
+                    Job::Spread {
+                        offline,
+                        reply: Some(r),
+                        ..
+                    } => {
+                        let _ = r.send(done.is_ok().then_some(offline));
+                    }
+                    Job::Claim { reply: Some(r), .. } => {
+                        let _ = r.send(Vec::new());
                     }
                     // A forward that did not go out is stored by its sender.
                     Job::Forward {
@@ -354,7 +455,9 @@ impl Cluster {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// One batch: route writes, then the notices, one `PUBLISH` per node.
+    /// One batch: route writes, then the notices, one `PUBLISH` per node,
+    /// then the fan-out records (after the members they account for went
+    /// out), then the claims.
     fn run(
         &self,
         c: &mut Conn,
@@ -364,8 +467,8 @@ impl Cluster {
     ) -> Result<(), StoreError> {
         let mut writes = Vec::new();
         let mut wanted: Vec<Token> = Vec::new();
-        let mut lists = Vec::new();
         let mut frames: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut claims: Vec<Token> = Vec::new();
         for j in jobs.iter() {
             match j {
                 Job::Arrived(u, id) => {
@@ -383,7 +486,9 @@ impl Cluster {
                 }
                 Job::Notify(u, _) => wanted.push(*u),
                 Job::Forward { uaid, .. } => wanted.push(*uaid),
-                Job::Announce(id, _) => lists.push(*id),
+                Job::Spread { members, .. } => wanted.extend(members.iter().map(|m| m.uaid)),
+                Job::Claim { ids, .. } => claims.extend_from_slice(ids),
+                Job::Barrier(_) => {}
                 Job::Reply {
                     node,
                     id,
@@ -407,39 +512,38 @@ impl Cluster {
                 cmd
             })
             .collect();
-        let mut routes: HashMap<Token, String> = HashMap::new();
+        let mut routes: HashMap<Token, String> = HashMap::with_capacity(wanted.len());
         for (u, r) in wanted.iter().zip(c.pipeline(&gets)?) {
             let record: Option<String> = redis::from_redis_value(r).unwrap_or(None);
             if let Some((n, _)) = record.as_deref().and_then(|r| r.rsplit_once('/')) {
                 routes.insert(*u, n.to_owned());
             }
         }
-        let unknown: Vec<String> = routes
-            .values()
-            .filter(|n| **n != self.node)
-            .filter(|n| {
-                alive
-                    .get(*n)
-                    .is_none_or(|(at, _)| at.elapsed() >= ALIVE_READ)
-            })
-            .cloned()
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
-            .collect();
-        let checks: Vec<_> = unknown
+        // Fan-out records name the nodes whose liveness a claim depends on.
+        let records: Vec<Option<String>> = if claims.is_empty() {
+            Vec::new()
+        } else {
+            let gets: Vec<_> = claims
+                .iter()
+                .map(|id| {
+                    let mut cmd = redis::cmd("GET");
+                    cmd.arg(self.fanout_key(id));
+                    cmd
+                })
+                .collect();
+            c.pipeline(&gets)?
+                .into_iter()
+                .map(|v| redis::from_redis_value(v).unwrap_or(None))
+                .collect()
+        };
+        let walkers = records
             .iter()
-            .map(|n| {
-                let mut cmd = redis::cmd("EXISTS");
-                cmd.arg(self.alive_key(n));
-                cmd
-            })
-            .collect();
-        let now = Instant::now();
-        for (n, found) in unknown.into_iter().zip(c.pipeline(&checks)?) {
-            alive.insert(n, (now, matches!(found, redis::Value::Int(1))));
-        }
-        let live = |n: &String| alive.get(n).is_some_and(|(_, up)| *up);
+            .flatten()
+            .filter_map(|r| r.split('/').next().map(str::to_owned));
+        self.check_alive(c, alive, routes.values().cloned().chain(walkers))?;
+        let live = |n: &str| alive.get(n).is_some_and(|(_, up)| *up);
         let mut here = Vec::new();
+        let mut progress = Vec::new();
         for j in jobs.iter_mut() {
             match j {
                 Job::Notify(u, _) => match routes.get(u) {
@@ -478,6 +582,33 @@ impl Cluster {
                         }
                     }
                 },
+                Job::Spread {
+                    id,
+                    cursor,
+                    members,
+                    offline,
+                    ..
+                } => {
+                    let mut by_node: HashMap<&str, Vec<u8>> = HashMap::new();
+                    for m in members.iter() {
+                        match routes.get(&m.uaid) {
+                            Some(n) if *n != self.node && live(n) => {
+                                let body = by_node.entry(n).or_insert_with(|| id.to_vec());
+                                let member = crate::store::codec::member(m);
+                                body.extend_from_slice(&(member.len() as u32).to_be_bytes());
+                                body.extend_from_slice(&member);
+                                self.metrics.members_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // It left this node, or no live node holds it:
+                            // it fetches its copy at its next hello.
+                            _ => *offline += 1,
+                        }
+                    }
+                    for (n, body) in by_node {
+                        record(frames.entry(n.to_owned()).or_default(), MEMBERS, &body);
+                    }
+                    progress.push((*id, *cursor));
+                }
                 _ => {}
             }
         }
@@ -490,27 +621,123 @@ impl Cluster {
             c.query::<i64>(&cmd)?;
             self.metrics.notices_sent.fetch_add(1, Ordering::Relaxed);
         }
-        for id in lists {
-            let mut payload = id.to_vec();
-            payload.extend_from_slice(self.node.as_bytes());
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(self.lists_channel()).arg(payload);
-            c.query::<i64>(&cmd)?;
-            self.metrics.notices_sent.fetch_add(1, Ordering::Relaxed);
+        // The last record of each fan-out in this batch is where it stands.
+        let mut at: HashMap<Token, Token> = HashMap::new();
+        at.extend(progress);
+        let sets: Vec<_> = at
+            .iter()
+            .map(|(id, cursor)| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(self.fanout_key(id))
+                    .arg(self.fanout_record(Some(cursor)))
+                    .arg("EX")
+                    .arg(FANOUT_RECORD_SECS);
+                cmd
+            })
+            .collect();
+        c.pipeline(&sets)?;
+        self.claim_gone(c, jobs, &claims, &records, alive)
+    }
+
+    /// Learns (or recalls, for [`ALIVE_READ`]) whether each of `nodes` other
+    /// than this one is alive.
+    fn check_alive(
+        &self,
+        c: &mut Conn,
+        alive: &mut HashMap<String, (Instant, bool)>,
+        nodes: impl Iterator<Item = String>,
+    ) -> Result<(), StoreError> {
+        let unknown: Vec<String> = nodes
+            .filter(|n| *n != self.node)
+            .filter(|n| {
+                alive
+                    .get(n)
+                    .is_none_or(|(at, _)| at.elapsed() >= ALIVE_READ)
+            })
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let checks: Vec<_> = unknown
+            .iter()
+            .map(|n| {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(self.alive_key(n));
+                cmd
+            })
+            .collect();
+        let now = Instant::now();
+        for (n, found) in unknown.into_iter().zip(c.pipeline(&checks)?) {
+            alive.insert(n, (now, matches!(found, redis::Value::Int(1))));
+        }
+        Ok(())
+    }
+
+    /// Claims the fan-outs among `claims` (whose records are `records`)
+    /// whose walker is gone, and answers the `Claim` jobs.
+    fn claim_gone(
+        &self,
+        c: &mut Conn,
+        jobs: &mut [Job],
+        claims: &[Token],
+        records: &[Option<String>],
+        alive: &HashMap<String, (Instant, bool)>,
+    ) -> Result<(), StoreError> {
+        let mine = format!("{:x}", self.epoch);
+        let mut tries = Vec::new();
+        let mut cmds = Vec::new();
+        for (id, record) in claims.iter().zip(records) {
+            let old = record.as_deref().unwrap_or("");
+            let mut parts = old.splitn(3, '/');
+            let (node, epoch, cursor) = (parts.next(), parts.next(), parts.next());
+            let gone = match (node, epoch) {
+                (Some(n), Some(e)) if n == self.node => e != mine,
+                (Some(n), Some(_)) => !alive.get(n).is_some_and(|(_, up)| *up),
+                _ => true,
+            };
+            if !gone {
+                continue;
+            }
+            let cursor = cursor.and_then(crate::tokens::decode);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(CLAIM)
+                .arg(1)
+                .arg(self.fanout_key(id))
+                .arg(old)
+                .arg(self.fanout_record(cursor.as_ref()))
+                .arg(FANOUT_RECORD_SECS);
+            cmds.push(cmd);
+            tries.push((*id, cursor));
+        }
+        let won: Vec<(Token, Option<Token>)> = tries
+            .into_iter()
+            .zip(c.pipeline(&cmds)?)
+            .filter(|(_, r)| matches!(r, redis::Value::Int(1)))
+            .map(|(t, _)| t)
+            .collect();
+        for j in jobs.iter_mut() {
+            if let Job::Claim { ids, reply } = j {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(
+                        won.iter()
+                            .filter(|(id, _)| ids.contains(id))
+                            .copied()
+                            .collect(),
+                    );
+                }
+            }
         }
         Ok(())
     }
 
     fn listen_loop(&self, servers: &[redis::Client], inbox: &dyn Inbox) {
         let mine = self.node_channel(&self.node);
-        let lists = self.lists_channel();
         let mut i = 0;
         while !self.stop.load(Ordering::Acquire) {
             let Some(server) = servers.get(i % servers.len().max(1)) else {
                 return;
             };
             i += 1;
-            if let Err(e) = self.listen(server, &mine, &lists, inbox) {
+            if let Err(e) = self.listen(server, &mine, inbox) {
                 tracing::warn!(node = %self.node, "cluster: notices: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -521,13 +748,11 @@ impl Cluster {
         &self,
         server: &redis::Client,
         mine: &str,
-        lists: &str,
         inbox: &dyn Inbox,
     ) -> redis::RedisResult<()> {
         let mut conn = server.get_connection_with_timeout(Duration::from_secs(2))?;
         let mut ps = conn.as_pubsub();
         ps.subscribe(mine)?;
-        ps.subscribe(lists)?;
         ps.set_read_timeout(Some(Duration::from_millis(500)))?;
         inbox.resubscribed();
         while !self.stop.load(Ordering::Acquire) {
@@ -537,12 +762,7 @@ impl Cluster {
                 Err(e) => return Err(e),
             };
             self.metrics.notices_heard.fetch_add(1, Ordering::Relaxed);
-            let payload = msg.get_payload_bytes();
-            if msg.get_channel_name() == mine {
-                self.heard(payload, inbox);
-            } else if payload.len() > 16 && &payload[16..] != self.node.as_bytes() {
-                inbox.list_message(payload[..16].try_into().expect("16 bytes"));
-            }
+            self.heard(msg.get_payload_bytes(), inbox);
         }
         Ok(())
     }
@@ -583,6 +803,20 @@ impl Cluster {
                         }),
                     );
                 }
+                MEMBERS if body.len() > 16 => {
+                    let id: Token = body[..16].try_into().expect("16 bytes");
+                    let mut rest = &body[16..];
+                    let mut members = Vec::new();
+                    while rest.len() >= 4 {
+                        let n = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+                        let Some(m) = rest.get(4..4 + n) else { break };
+                        if let Ok(m) = crate::store::codec::read_member(m) {
+                            members.push(m);
+                        }
+                        rest = &rest[4 + n..];
+                    }
+                    inbox.list_members(id, members);
+                }
                 REPLY if body.len() == 9 => {
                     let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
                     let waiting = self.pending.lock().expect("pending").remove(&id);
@@ -603,6 +837,7 @@ impl Cluster {
 const NUDGE: u8 = b'N';
 const DELIVER: u8 = b'D';
 const REPLY: u8 = b'R';
+const MEMBERS: u8 = b'L';
 
 /// Appends one record (kind, length, body) to a notice.
 fn record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {

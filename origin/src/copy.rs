@@ -263,4 +263,20 @@ impl Cache {
         map.insert(p.msg.id, p.clone());
         Ok(p)
     }
+
+    /// The parsed list push of list message `id`, read from `store` if it
+    /// is not held (`None`: there is none).
+    pub fn by_id(
+        &self,
+        id: &Token,
+        store: &dyn crate::store::Store,
+    ) -> Result<Option<Arc<ListPush>>, StoreError> {
+        if let Some(p) = self.0.lock().expect("cache lock").get(id) {
+            return Ok(Some(p.clone()));
+        }
+        match store.list_message(id)? {
+            Some(m) => self.get(m).map(Some),
+            None => Ok(None),
+        }
+    }
 }

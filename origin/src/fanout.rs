@@ -9,6 +9,11 @@
 //! subscriptions' lists sent since each joined ([`pending_copies`]). The same
 //! holds after a crash: every device reconnects and fetches, and a repeated
 //! copy carries the same version ([`copy_id`]).
+//!
+//! In a cluster, the node that took the push walks the list and sends the
+//! members other nodes hold to them ([`crate::cluster::Cluster::spread`]),
+//! which reach theirs ([`reach_members`]); a walk whose node died is taken
+//! over from where it stood ([`take_over`]).
 
 use crate::clock::now;
 use crate::copy::{CopyOutlet, ListPush, QueuedCopy, Sent};
@@ -179,7 +184,65 @@ impl Tally {
 /// message was durable: a connection with that id or a larger one said
 /// `hello` after it, and so fetched its copy there; it gets none from here.
 pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
-    let failed = run_here(state.clone(), push.clone(), mark, false).await;
+    run_from(state, push, mark, None).await;
+}
+
+/// [`run`], from the member after `after` on (a fan-out taken over from a
+/// node that died). In a cluster, members other nodes hold are sent to
+/// them ([`crate::cluster::Cluster::spread`]), which write their copies.
+pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: Option<Token>) {
+    let mut pass = Pass::new(&state, &push, mark);
+    let cluster = state.cluster.get().cloned();
+    let mut spread = Vec::new();
+    let list = push.msg.list;
+    let mut after = after;
+    let t = now();
+    loop {
+        let batch = match state.store.list_members(&list, after.as_ref(), BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                // The rest fetch their copies at hello.
+                tracing::error!("fan-out read: {e}");
+                break;
+            }
+        };
+        let Some(last) = batch.last() else { break };
+        let cursor = last.push;
+        after = Some(cursor);
+        let mut here = Vec::with_capacity(batch.len());
+        let mut away = Vec::new();
+        for m in batch {
+            if !push.is_for(&m) || m.expires.is_some_and(|e| e <= t as i64) {
+                continue;
+            }
+            if !push.key_fits(&m) || state.rate.check(&m.push).is_err() {
+                pass.tally.failed += 1;
+                continue;
+            }
+            match &cluster {
+                Some(_) if state.registry.with(&m.uaid, |_| ()).is_none() => away.push(m),
+                _ => here.push(m),
+            }
+        }
+        if let Some(c) = &cluster {
+            let n = away.len() as u64;
+            spread.push((n, c.spread(push.msg.id, cursor, away)));
+        }
+        pass.reach(here).await;
+    }
+    for (n, s) in spread {
+        // Members no live node holds fetch their copies at hello; if the
+        // batch failed, every connection looks again once Redis is back.
+        match s.await.ok().flatten() {
+            Some(offline) => {
+                pass.tally.queued += n - offline;
+                pass.tally.offline += offline;
+            }
+            None => pass.tally.deferred += n,
+        }
+    }
+    let failed = pass.tally.failed;
+    pass.end();
     // Not a rewrite of the whole record: the list may have been deleted
     // meanwhile, and its messages with it.
     let done = Op::FinishListMessage {
@@ -191,56 +254,64 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
     }
 }
 
-/// Sends a list push to the members connected to this node; returns how
-/// many copies failed. With `connected_only` (another node of a cluster
-/// took the push, and counts and records it), members not connected here
-/// are passed over unchecked and uncounted.
-pub async fn run_here(
+/// Writes the copies of `members`, sent by the node of a cluster that
+/// walks the list message (which counted and checked them). `mark` is
+/// taken when they arrived, after the message was durable.
+pub async fn reach_members(
     state: Arc<State>,
     push: Arc<ListPush>,
+    members: Vec<ListMember>,
     mark: u64,
-    connected_only: bool,
-) -> u64 {
-    let _running = metrics::Running::start(&state.metrics);
-    // Reads pause from the first copy queued to the end (a fan-out that
-    // reaches no connection, like one finished after a restart, pauses none).
-    let mut hold = None;
-    let started = std::time::Instant::now();
-    let pause = std::time::Duration::from_millis(state.config.fanout_read_pause_ms);
-    let mut raised = Raised::default();
-    let mut raised_since = started;
-    let list = push.msg.list;
-    let mut after: Option<Token> = None;
-    let mut tally = Tally::default();
-    let t = now();
-    loop {
-        let batch = match state.store.list_members(&list, after.as_ref(), BATCH) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("fan-out read: {e}");
-                return tally.failed;
-            }
-        };
-        let Some(last) = batch.last() else { break };
-        after = Some(last.push);
-        let mut direct = Vec::with_capacity(batch.len());
-        for m in batch {
-            if connected_only && state.registry.with(&m.uaid, |_| ()).is_none() {
-                continue;
-            }
-            if !push.is_for(&m) || m.expires.is_some_and(|e| e <= t as i64) {
-                continue;
-            }
-            if !push.key_fits(&m) || state.rate.check(&m.push).is_err() {
-                tally.failed += 1;
-                continue;
-            }
+) {
+    let mut pass = Pass::new(&state, &push, mark);
+    pass.reach(members).await;
+    pass.end();
+}
+
+/// One node's part of a fan-out: its copies written, and its tally.
+struct Pass<'a> {
+    state: &'a Arc<State>,
+    push: &'a Arc<ListPush>,
+    mark: u64,
+    _running: metrics::Running<'a>,
+    /// Reads pause from the first copy queued to the end (a fan-out that
+    /// reaches no connection, like one finished after a restart, pauses none).
+    hold: Option<crate::burst::Hold>,
+    started: std::time::Instant,
+    pause: std::time::Duration,
+    raised: Raised,
+    raised_since: std::time::Instant,
+    tally: Tally,
+}
+
+impl<'a> Pass<'a> {
+    fn new(state: &'a Arc<State>, push: &'a Arc<ListPush>, mark: u64) -> Self {
+        let started = std::time::Instant::now();
+        Pass {
+            state,
+            push,
+            mark,
+            _running: metrics::Running::start(&state.metrics),
+            hold: None,
+            started,
+            pause: std::time::Duration::from_millis(state.config.fanout_read_pause_ms),
+            raised: Raised::default(),
+            raised_since: started,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Writes (or queues) the copies of `members` connected here.
+    async fn reach(&mut self, members: Vec<ListMember>) {
+        let (state, push) = (self.state, self.push);
+        let mut direct = Vec::with_capacity(members.len());
+        for m in members {
             let uaid = m.uaid;
             let sent = state.registry.with(&uaid, |h| {
-                if h.id >= mark {
+                if h.id >= self.mark {
                     return Reach::Offline;
                 }
-                hold.get_or_insert_with(|| state.burst.hold());
+                self.hold.get_or_insert_with(|| state.burst.hold());
                 if let Some(outlet) = &h.outlet {
                     return Reach::Direct(outlet.clone(), m);
                 }
@@ -254,51 +325,55 @@ pub async fn run_here(
             });
             match sent.unwrap_or(Reach::Offline) {
                 Reach::Direct(outlet, m) => direct.push((outlet, m)),
-                Reach::Queued(true) => tally.queued += 1,
-                Reach::Queued(false) => tally.deferred += 1,
-                Reach::Offline => tally.offline += 1,
+                Reach::Queued(true) => self.tally.queued += 1,
+                Reach::Queued(false) => self.tally.deferred += 1,
+                Reach::Offline => self.tally.offline += 1,
             }
         }
         if !direct.is_empty() {
             // Marks are raised only while the burst pauses reads, so that
             // reads still get their share under a stream of fan-outs.
             let raise = state.burst.reads_paused();
-            let (written, mut now_raised) = write_direct(&state, &push, direct, raise).await;
-            tally.add(&written);
-            raised.0.append(&mut now_raised.0);
-            if raised_since.elapsed() >= pause {
+            let (written, mut now_raised) = write_direct(state, push, direct, raise).await;
+            self.tally.add(&written);
+            self.raised.0.append(&mut now_raised.0);
+            if self.raised_since.elapsed() >= self.pause {
                 // The longest a fan-out leaves acknowledgements unread.
-                raised.lower();
-                raised_since = std::time::Instant::now();
+                self.raised.lower();
+                self.raised_since = std::time::Instant::now();
             }
         }
-        tally.flush(&state.metrics);
+        self.tally.flush(&state.metrics);
         tokio::task::yield_now().await;
     }
-    // Acknowledgements are read a little after the last copy was written
-    // (within the pause), once the devices have read their copies.
-    if !raised.0.is_empty() {
-        let linger = std::time::Duration::from_millis(state.config.fanout_linger_ms)
-            .min(pause.saturating_sub(raised_since.elapsed()));
-        tokio::spawn(async move {
-            tokio::time::sleep(linger).await;
-            drop(raised);
-        });
+
+    /// Ends the pass: acknowledgements are read a little after the last
+    /// copy was written (within the pause), once the devices read their copies.
+    fn end(mut self) {
+        self.tally.flush(&self.state.metrics);
+        let raised = std::mem::take(&mut self.raised);
+        if !raised.0.is_empty() {
+            let linger = std::time::Duration::from_millis(self.state.config.fanout_linger_ms)
+                .min(self.pause.saturating_sub(self.raised_since.elapsed()));
+            tokio::spawn(async move {
+                tokio::time::sleep(linger).await;
+                drop(raised);
+            });
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
+        self.state.metrics.fanout_last_rate.store(
+            (self.tally.members() as f64 / secs) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
-    drop(hold);
-    let secs = started.elapsed().as_secs_f64().max(1e-6);
-    state.metrics.fanout_last_rate.store(
-        (tally.members() as f64 / secs) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    tally.failed
 }
 
 /// Finishes the fan-outs a crash interrupted. `mark` is taken before the
 /// service accepts its first connection, so every member fetches its copy
 /// at `hello` (with the same version as any copy sent before the crash) and
 /// none is sent from here; this pass counts the failed members again and
-/// records that the fan-out finished.
+/// records that the fan-out finished. (In a cluster, unfinished fan-outs
+/// are claimed instead: see [`take_over`].)
 pub async fn resume(state: Arc<State>, mark: u64) {
     let unfinished = match state.store.unfinished_fanouts() {
         Ok(u) => u,
@@ -311,6 +386,43 @@ pub async fn resume(state: Arc<State>, mark: u64) {
         tracing::info!(list_message = %crate::tokens::encode(&msg.id), "resuming fan-out");
         match ListPush::new(msg) {
             Ok(p) => run(state.clone(), Arc::new(p), mark).await,
+            Err(e) => tracing::error!("unfinished fan-out: {e}"),
+        }
+    }
+}
+
+/// How old an unfinished fan-out must be before a node of a cluster
+/// looks whether its walker is gone, seconds.
+const CLAIM_AFTER_SECS: u64 = 3;
+
+/// Takes over the unfinished fan-outs of a cluster whose node died or
+/// restarted, from where each stood; members connected since it was
+/// recorded fetched their copies at `hello`, and a copy a connection
+/// already has is not written twice.
+pub async fn take_over(state: Arc<State>, cluster: &crate::cluster::Cluster) {
+    let unfinished = match state.store.unfinished_fanouts() {
+        Ok(u) => u,
+        Err(e) => return tracing::error!("unfinished fan-outs: {e}"),
+    };
+    let t = now();
+    let old: Vec<_> = unfinished
+        .into_iter()
+        .filter(|m| m.created + CLAIM_AFTER_SECS <= t)
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    let claimed = cluster.claim(old.iter().map(|m| m.id).collect()).await;
+    for (id, cursor) in claimed {
+        let Some(msg) = old.iter().find(|m| m.id == id) else {
+            continue;
+        };
+        tracing::info!(list_message = %crate::tokens::encode(&id), "taking over fan-out");
+        match ListPush::new(msg.clone()) {
+            Ok(p) => {
+                let mark = state.registry.id_mark();
+                tokio::spawn(run_from(state.clone(), Arc::new(p), mark, cursor));
+            }
             Err(e) => tracing::error!("unfinished fan-out: {e}"),
         }
     }

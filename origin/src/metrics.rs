@@ -106,6 +106,10 @@ pub struct ClusterGauges {
     pub notices_heard: u64,
     /// Messages written to devices on other nodes without being stored.
     pub forwarded: u64,
+    /// List members sent to the nodes that hold them.
+    pub members_sent: u64,
+    /// Fan-outs of nodes that died or restarted, taken over here.
+    pub fanouts_taken_over: u64,
 }
 
 /// One metric family: name, help, type, and its samples by label value.
@@ -285,11 +289,23 @@ impl Metrics {
                 ),
                 Family {
                     name: "push_cluster_notices_total",
-                    help: "Notices between nodes (stored messages, list pushes), by direction",
+                    help: "Notices between nodes (stored messages, forwarded messages, list members), by direction",
                     kind: "counter",
                     label: Some("direction"),
                     samples: vec![("sent", c.notices_sent), ("heard", c.notices_heard)],
                 },
+                one(
+                    "push_cluster_list_members_sent_total",
+                    "List members this node's fan-outs sent to the nodes that hold them",
+                    "counter",
+                    c.members_sent,
+                ),
+                one(
+                    "push_cluster_fanouts_taken_over_total",
+                    "Fan-outs of nodes that died or restarted, finished by this node",
+                    "counter",
+                    c.fanouts_taken_over,
+                ),
             ]);
         }
         let mut out = String::with_capacity(4096);

@@ -146,22 +146,18 @@ impl Inbox for Peers {
         }
     }
 
-    fn list_message(&self, id: Token) {
+    fn list_members(&self, id: Token, members: Vec<crate::store::ListMember>) {
         let Some(state) = self.state.upgrade() else {
             return;
         };
-        // Connections from now on fetch it at hello.
+        // The message is durable: connections from now on fetch it at hello.
         let mark = state.registry.id_mark();
         self.runtime.spawn(async move {
-            let msg = match state.store.list_message(&id) {
-                Ok(Some(m)) => m,
-                Ok(None) => return,
-                Err(e) => return tracing::error!("cluster: list message: {e}"),
-            };
-            match state.list_cache.get(msg) {
-                Ok(lp) => {
-                    crate::fanout::run_here(state, lp, mark, true).await;
-                }
+            match state.list_cache.by_id(&id, &*state.store) {
+                Ok(Some(lp)) => crate::fanout::reach_members(state, lp, members, mark).await,
+                // Deleted with its list meanwhile.
+                Ok(None) => {}
+                // They fetch their copies at hello.
                 Err(e) => tracing::error!("cluster: list message: {e}"),
             }
         });
@@ -225,9 +221,21 @@ pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result
 /// Serves until `shutdown` turns true.
 pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receiver<bool>) {
     let sweeper = tokio::spawn(sweep(state.clone()));
-    // Before any connection is accepted: see `fanout::resume`.
-    let mark = state.registry.id_mark();
-    tokio::spawn(crate::fanout::resume(state.clone(), mark));
+    let claimer = state.cluster.get().map(|c| {
+        let (state, c) = (state.clone(), c.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                crate::fanout::take_over(state.clone(), &c).await;
+            }
+        })
+    });
+    if claimer.is_none() {
+        // Before any connection is accepted: see `fanout::resume`.
+        let mark = state.registry.id_mark();
+        tokio::spawn(crate::fanout::resume(state.clone(), mark));
+    }
     let app_loop = {
         let state = state.clone();
         async move {
@@ -304,6 +312,9 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     // what it held, and wait for those writes to commit.
     state.shutting_down.store(true, Ordering::Release);
     sweeper.abort();
+    if let Some(c) = claimer {
+        c.abort();
+    }
     state.registry.close_all();
     let drain = Duration::from_secs(state.config.shutdown_drain_secs);
     let deadline = tokio::time::Instant::now() + drain;

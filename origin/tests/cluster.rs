@@ -414,8 +414,12 @@ async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
     nodes[0].child.wait().unwrap();
     for (i, mut d) in devices {
         let mut versions = std::collections::HashSet::new();
-        // What arrived before the kill (on p1), or arrives (elsewhere).
-        while let Some(m) = d.recv_message_within(Duration::from_millis(700)).await {
+        // What arrived before the kill (on p1), or arrives (elsewhere: sent
+        // by p1's walk, or by the node that takes it over once p1's
+        // liveness key has expired).
+        let mut wait = if i == 0 { 700 } else { 12_000 };
+        while let Some(m) = d.recv_message_within(Duration::from_millis(wait)).await {
+            wait = 700;
             if let shared::webpush_ws::ServerMessage::Notification(n) = m {
                 versions.insert(n.version.to_string());
                 d.ack(&n).await;

@@ -493,14 +493,8 @@ where
     let id = msg.id;
     let lp = Arc::new(ListPush::new(msg).map_err(store_err)?);
     let mark = state.registry.id_mark();
+    // In a cluster, a node that dies before its walk ends has it taken over.
     tokio::spawn(fanout::run(state.clone(), lp, mark));
-    if let Some(c) = state.cluster.get() {
-        // The other nodes fan out to the members they hold, told before
-        // the answer (without it, members fetch their copies at hello).
-        if !c.announce(&id).await {
-            tracing::warn!(list_message = %crate::tokens::encode(&id), "cluster: list push not announced");
-        }
-    }
     let mut r = empty(StatusCode::CREATED);
     let url = crate::urls::list_message(&state.config, &id);
     r.headers_mut()

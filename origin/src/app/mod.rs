@@ -104,6 +104,8 @@ fn render_metrics(state: &State) -> String {
             notices_sent: v(&m.notices_sent),
             notices_heard: v(&m.notices_heard),
             forwarded: v(&m.forwarded),
+            members_sent: v(&m.members_sent),
+            fanouts_taken_over: v(&m.fanouts_taken_over),
         }
     });
     state.metrics.render(&Gauges {

@@ -346,6 +346,10 @@ async fn monitor(
             },
         );
     }
+    if let (true, Some(c)) = (filter.wait, state.cluster.get()) {
+        // See `Cluster::routed`.
+        c.routed().await;
+    }
     let mut out = Monitor {
         state: &state,
         respond: &mut respond,

@@ -448,6 +448,11 @@ impl Conn {
                     },
                 );
                 if known.is_some() {
+                    if let Some(c) = st.cluster.get() {
+                        // See `Cluster::routed`; if Redis is away, every
+                        // connection looks again once it is back.
+                        c.routed().await;
+                    }
                     self.drain(uaid).await?;
                     self.send_pending_copies(uaid).await?;
                 }

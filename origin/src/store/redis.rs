@@ -23,7 +23,10 @@
 //! kept rising: nodes with synchronized clocks order list messages and
 //! member joins alike.
 
-use super::kv::{self, Read, Shape, Visit, Write, LISTS, LIST_MSGS, MSGS, SUBS};
+use super::kv::{
+    self, Read, Shape, Visit, Write, COPY_ACKS, FANOUTS, LISTS, LIST_MSGS, LIST_MSG_EXPIRY,
+    MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS, SUBS, SUB_LISTS,
+};
 use super::layered::{Backend, Layered};
 use super::StoreError;
 use base64::Engine;
@@ -634,6 +637,22 @@ fn counted(t: kv::Table) -> bool {
     [SUBS.id, MSGS.id, LISTS.id, LIST_MSGS.id].contains(&t.id)
 }
 
+/// Whether the entries of sorted-set table `t` never carry a value: an
+/// entry written again is then the same member, and needs no removal
+/// first (one command less for each acknowledged copy, for one).
+fn valueless(t: kv::Table) -> bool {
+    [
+        COPY_ACKS.id,
+        SUB_LISTS.id,
+        OWNER_LISTS.id,
+        PUSH_MSGS.id,
+        LIST_MSG_EXPIRY.id,
+        MEMBER_EXPIRY.id,
+        FANOUTS.id,
+    ]
+    .contains(&t.id)
+}
+
 /// The writes of one batch, sent as one pipeline at its end.
 pub struct RedisWrite<'a> {
     read: RedisRead<'a>,
@@ -848,7 +867,8 @@ impl Write for RedisWrite<'_> {
                 }
                 // A value already there goes first, unless this batch has
                 // just removed it.
-                if self.overlay[t.id].get(key) != Some(&None) {
+                if !(value.is_empty() && valueless(t)) && self.overlay[t.id].get(key) != Some(&None)
+                {
                     self.remove(t, key);
                 }
                 let mut member = key[skip..].to_vec();
