@@ -660,6 +660,11 @@ pub struct RedisWrite<'a> {
     overlay: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     cmds: Vec<Cmd>,
     counts: Vec<(usize, Counted)>,
+    /// Sorted sets whose last command so far is a `ZADD` (its index), which
+    /// takes the next members too: the acknowledgements of a fan-out then
+    /// cost Redis one command, one AOF record and one replicated command
+    /// per batch instead of one each.
+    adding: std::collections::HashMap<Vec<u8>, usize>,
 }
 
 impl RedisWrite<'_> {
@@ -673,6 +678,7 @@ impl RedisWrite<'_> {
     /// Queues the removal of `key` from Redis.
     fn remove(&mut self, t: kv::Table, key: &[u8]) {
         let rk = self.read.redis.redis_key(t, key);
+        self.adding.remove(&rk);
         let n = counted(t).then_some(Counted::Removed(t.id));
         match t.shape {
             Shape::Point => {
@@ -873,10 +879,15 @@ impl Write for RedisWrite<'_> {
                 }
                 let mut member = key[skip..].to_vec();
                 member.extend_from_slice(value);
-                let mut c = redis::cmd("ZADD");
-                c.arg(rk).arg(0).arg(member);
-                let n = counted(t).then_some(Counted::Added(t.id));
-                self.push(c, n);
+                if let Some(&i) = self.adding.get(&rk) {
+                    self.cmds[i].arg(0).arg(member);
+                } else {
+                    let mut c = redis::cmd("ZADD");
+                    c.arg(&rk).arg(0).arg(member);
+                    let n = counted(t).then_some(Counted::Added(t.id));
+                    self.adding.insert(rk, self.cmds.len());
+                    self.push(c, n);
+                }
             }
         }
         self.overlay[t.id].insert(key.to_vec(), Some(value.to_vec()));
@@ -918,6 +929,7 @@ impl Backend for Redis {
             overlay: vec![BTreeMap::new(); kv::TABLES.len()],
             cmds: Vec::new(),
             counts: Vec::new(),
+            adding: Default::default(),
         };
         f(&mut w)?;
         w.flush()
