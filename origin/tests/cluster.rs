@@ -479,3 +479,104 @@ async fn list_rate_limits_hold_across_nodes() {
     let r = push(&nodes[2]).await;
     assert_eq!(r.status, 429, "{:?}", r.json());
 }
+
+/// Sends an HTTP/2 request without a body; the response head and body.
+async fn h2_send(
+    c: &mut h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+) -> (http::response::Parts, Vec<u8>) {
+    let (fut, _) = c.send_request(req, true).unwrap();
+    let (parts, mut body) = fut.await.unwrap().into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    (parts, data)
+}
+
+/// The link of relation `rel` in a response head.
+fn link(parts: &http::response::Parts, rel: &str) -> String {
+    let values = parts.headers.get_all("link").iter();
+    let values: Vec<&str> = values.map(|v| v.to_str().unwrap()).collect();
+    shared::links::find(values, rel).unwrap().to_owned()
+}
+
+/// RFC 8030 over HTTP/2 across nodes of a Redis Cluster: a user agent on
+/// node C gets a push sent through node A, and the receipt of its
+/// acknowledgement reaches the application server watching on node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_push_and_its_receipt_cross_three_nodes() {
+    let cluster = Cluster::start(3, 1);
+    let [a, b, c] = three(&cluster.url(), 1).await;
+    let mut ua = h2_connect(c.state.config.h2_listen).await;
+    let req = http::Request::post(format!("{DEVICES}/subscribe"))
+        .body(())
+        .unwrap();
+    let (parts, _) = h2_send(&mut ua, req).await;
+    assert_eq!(parts.status, 201);
+    let push_url = link(&parts, shared::links::REL_PUSH);
+    let receipt_subscribe = link(&parts, shared::links::REL_RECEIPT);
+    let set_url = link(&parts, shared::links::REL_SET);
+
+    // The application server subscribes to receipts, and watches, on B.
+    let mut app = h2_connect(b.state.config.h2_listen).await;
+    let req = http::Request::post(receipt_subscribe).body(()).unwrap();
+    let (rparts, _) = h2_send(&mut app, req).await;
+    assert_eq!(rparts.status, 201);
+    let receipt_sub = rparts.headers["location"].to_str().unwrap().to_owned();
+    let (mut watch, _) = app
+        .send_request(http::Request::get(&receipt_sub).body(()).unwrap(), true)
+        .unwrap();
+    let mut receipts = watch.push_promises();
+
+    // The user agent watches its set on C.
+    let (mut set_fut, _) = ua
+        .send_request(http::Request::get(&set_url).body(()).unwrap(), true)
+        .unwrap();
+    let mut pushes = set_fut.push_promises();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Pushed through A, with a receipt request.
+    let body = aes128gcm_body(120);
+    let r = request(
+        "POST",
+        &at(&a, &push_url),
+        &[
+            ("ttl", "60"),
+            ("content-encoding", "aes128gcm"),
+            ("push-receipt", &receipt_sub),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let promise = tokio::time::timeout(Duration::from_secs(5), pushes.push_promise())
+        .await
+        .expect("a push on C")
+        .unwrap()
+        .unwrap();
+    let (preq, presp) = promise.into_parts();
+    let (presp_parts, mut pbody) = presp.await.unwrap().into_parts();
+    assert_eq!(presp_parts.status, 200);
+    let mut got = Vec::new();
+    while let Some(chunk) = pbody.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, body);
+
+    // Acknowledged on C: the receipt is pushed to the watcher on B.
+    let ack = http::Request::delete(preq.uri().to_string())
+        .body(())
+        .unwrap();
+    let (aparts, _) = h2_send(&mut ua, ack).await;
+    assert_eq!(aparts.status, 204);
+    let receipt = tokio::time::timeout(Duration::from_secs(5), receipts.push_promise())
+        .await
+        .expect("a receipt on B")
+        .unwrap()
+        .unwrap();
+    let (rreq, rresp) = receipt.into_parts();
+    assert_eq!(rreq.uri().path(), preq.uri().path());
+    assert_eq!(rresp.await.unwrap().status(), 204);
+    assert!(metric(&a, "push_cluster_forwarded_total").await >= 1);
+}
