@@ -262,3 +262,49 @@ export async function startTlsFront() {
     },
   };
 }
+
+/** Runs `redis-cli -p port …args`; its output, or null if it failed. */
+function redisCli(port, ...args) {
+  const r = spawnSync("redis-cli", ["-p", String(port), ...args], { encoding: "utf8", timeout: 20_000 });
+  return r.status === 0 ? r.stdout : null;
+}
+
+/**
+ * A Redis Cluster of 3 masters and 3 replicas on free loopback ports (AOF
+ * with `appendfsync always`), in sync before it returns. Returns
+ * { url: "redis-cluster://…", stop() }.
+ */
+export async function startRedisCluster() {
+  const dir = await mkdtemp(path.join(tmpdir(), "redis-cluster-e2e-"));
+  const ports = [];
+  const children = [];
+  for (let i = 0; i < 6; i++) {
+    const port = await freePort();
+    ports.push(port);
+    children.push(startGroup("redis-server", [
+      "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
+      "--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`,
+      "--cluster-node-timeout", "2000", "--appendonly", "yes", "--appendfsync", "always",
+      "--appendfilename", `aof-${port}.aof`, "--appenddirname", `aof-${port}`, "--save", "",
+    ], { cwd: dir }));
+  }
+  const stop = async () => {
+    for (const c of children) await killGroup(c);
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const p of ports) await waitUntil(() => redisCli(p, "ping")?.includes("PONG"), { what: `redis on ${p}` });
+    const seeds = ports.map((p) => `127.0.0.1:${p}`);
+    const created = redisCli(ports[0], "--cluster", "create", ...seeds, "--cluster-replicas", "1", "--cluster-yes");
+    if (created === null) throw new Error("redis-cli --cluster create failed");
+    for (const p of ports) {
+      await waitUntil(() => redisCli(p, "cluster", "info")?.includes("cluster_state:ok"), { what: `cluster state on ${p}` });
+      await waitUntil(() => /role:slave[\s\S]*master_link_status:up|role:master[\s\S]*state=online/.test(redisCli(p, "info", "replication") ?? ""),
+        { what: `replication on ${p}` });
+    }
+    return { url: `redis-cluster://${seeds.join(",")}`, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
