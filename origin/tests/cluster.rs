@@ -580,3 +580,126 @@ async fn an_http2_push_and_its_receipt_cross_three_nodes() {
     assert_eq!(rresp.await.unwrap().status(), 204);
     assert!(metric(&a, "push_cluster_forwarded_total").await >= 1);
 }
+
+/// Redis stopped (as by a crash) and restarted while pushes stream through
+/// two nodes to devices on a third and to devices that are away: the
+/// nodes recover by themselves, and every push answered `201` reaches its
+/// device (live, or at its next `hello` on another node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_loses_nothing_answered() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut server = Server::start(&[]);
+    let prefix = "restarted";
+    let limits = ["subscription_messages_per_minute=100000"];
+    let a = node_with(&server.url(), prefix, "ra", 0, &limits).await;
+    let b = node_with(&server.url(), prefix, "rb", 0, &limits).await;
+    let c = node_with(&server.url(), prefix, "rc", 0, &limits).await;
+    for n in [&a, &b, &c] {
+        until_ready(n, 200).await;
+    }
+    // Six devices stay on A; six are away.
+    let done = Arc::new(AtomicBool::new(false));
+    let mut endpoints = Vec::new();
+    let mut receivers = Vec::new();
+    let mut away = Vec::new();
+    for i in 0..12 {
+        let mut d = Device::connect(&a, None).await;
+        let (_, e) = d.register(None).await;
+        endpoints.push(e.clone());
+        if i % 2 == 0 {
+            let done = done.clone();
+            receivers.push(tokio::spawn(async move {
+                let mut got = HashSet::new();
+                loop {
+                    let asked = std::time::Instant::now();
+                    match d.recv_notification_within(Duration::from_secs(2)).await {
+                        Some(n) => {
+                            got.insert(n.version.to_string());
+                            d.ack(&n).await;
+                        }
+                        None if done.load(Ordering::Acquire) => break,
+                        // The connection stays up through the outage.
+                        None => assert!(
+                            asked.elapsed() >= Duration::from_secs(1),
+                            "the connection to A closed"
+                        ),
+                    }
+                }
+                (e, got)
+            }));
+        } else {
+            away.push((e, d.uaid.clone()));
+            d.close().await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Pushes through B and C in turn, for 4 s; Redis is down from 1 s to 2 s.
+    let load = {
+        let endpoints = endpoints.clone();
+        let (b_app, c_app) = (b.state.config.app_listen, c.state.config.app_listen);
+        tokio::spawn(async move {
+            let mut answered: HashMap<String, usize> = HashMap::new();
+            let mut refused = 0;
+            let started = std::time::Instant::now();
+            let mut i = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let e = &endpoints[i % endpoints.len()];
+                let app = if i % 2 == 0 { b_app } else { c_app };
+                let path = e.strip_prefix(PUBLIC).unwrap();
+                let r = request(
+                    "POST",
+                    &format!("http://{app}{path}"),
+                    &[("ttl", "600")],
+                    b"",
+                )
+                .await;
+                match r.status {
+                    201 => *answered.entry(e.clone()).or_default() += 1,
+                    _ => refused += 1,
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (answered, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart();
+    let (answered, refused) = load.await.unwrap();
+    assert!(refused > 0, "some pushes met Redis down");
+    for n in [&a, &b, &c] {
+        until_ready(n, 200).await;
+    }
+    done.store(true, Ordering::Release);
+    for r in receivers {
+        let (e, got) = r.await.unwrap();
+        let want = answered.get(&e).copied().unwrap_or(0);
+        assert!(want > 0);
+        assert!(
+            got.len() >= want,
+            "{e}: {} of {want} answered 201",
+            got.len()
+        );
+    }
+    // Those away get theirs on another node.
+    for (e, uaid) in away {
+        let want = answered.get(&e).copied().unwrap_or(0);
+        assert!(want > 0);
+        let mut d = Device::connect(&c, Some(&uaid)).await;
+        let mut got = HashSet::new();
+        while let Some(n) = d.recv_notification_within(Duration::from_secs(2)).await {
+            got.insert(n.version.to_string());
+            d.ack(&n).await;
+        }
+        assert!(
+            got.len() >= want,
+            "{e}: {} of {want} answered 201",
+            got.len()
+        );
+    }
+}

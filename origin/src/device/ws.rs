@@ -14,7 +14,7 @@ use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::State;
-use crate::store::{ListMember, Message, Op, UaKind};
+use crate::store::{ListMember, Message, Op, StoreError, UaKind};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use std::io;
 use std::sync::atomic::Ordering;
@@ -313,34 +313,53 @@ impl Conn {
             && self.out.pending().swap(false, Ordering::AcqRel)
         {
             if let Some(uaid) = self.session.uaid() {
-                Box::pin(self.drain(uaid)).await?;
-                Box::pin(self.send_pending_copies(uaid)).await?;
+                Box::pin(self.fetch_waiting(uaid)).await?;
             }
         }
         Ok(())
     }
 
-    /// Sends the list copies waiting for this user agent.
+    /// Sends the stored messages, then the list copies, waiting for this
+    /// user agent. If the store cannot be read (Redis away), the connection
+    /// stays, marked to fetch them again at its next nudge (every
+    /// connection of a node is nudged when its Redis comes back).
+    async fn fetch_waiting(&mut self, uaid: Token) -> io::Result<()> {
+        let fetched = match self.drain(uaid).await? {
+            Ok(()) => self.send_pending_copies(uaid).await?,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = fetched {
+            tracing::warn!("fetching what waits for a device: {e}");
+            self.out.pending().store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Sends the list copies waiting for this user agent (the outer error:
+    /// the socket's; the inner: the store's).
     /// (Called right after [`Conn::drain`], which settled pending writes.)
-    async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<()> {
+    async fn send_pending_copies(&mut self, uaid: Token) -> io::Result<Result<(), StoreError>> {
         if self.full() {
             // Fetched once acknowledgements make room.
             self.out.pending().store(true, Ordering::Release);
-            return Ok(());
+            return Ok(Ok(()));
         }
         let limit = self.state.config.max_unacked;
-        let (copies, more) = crate::fanout::pending_copies(&self.state, &uaid, limit, &|_| true)
-            .map_err(io::Error::other)?;
+        let (copies, more) =
+            match crate::fanout::pending_copies(&self.state, &uaid, limit, &|_| true) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
         for m in copies {
             if !self.send_message(Arc::new(m)).await? {
-                return Ok(());
+                return Ok(Ok(()));
             }
         }
         if more {
             // Fetched again once acknowledgements make room.
             self.out.pending().store(true, Ordering::Release);
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Whether as many messages as allowed wait for their acknowledgement:
@@ -453,8 +472,7 @@ impl Conn {
                         // connection looks again once it is back.
                         c.routed().await;
                     }
-                    self.drain(uaid).await?;
-                    self.send_pending_copies(uaid).await?;
+                    self.fetch_waiting(uaid).await?;
                 }
             }
             Command::Register { channel, key } => {
@@ -549,25 +567,27 @@ impl Conn {
         self.state.acknowledged(&msg, delivered);
     }
 
-    /// Sends the user agent's stored messages, oldest first.
-    async fn drain(&mut self, uaid: Token) -> io::Result<()> {
-        self.state.settle().await.map_err(io::Error::other)?;
+    /// Sends the user agent's stored messages, oldest first (the outer
+    /// error: the socket's; the inner: the store's).
+    async fn drain(&mut self, uaid: Token) -> io::Result<Result<(), StoreError>> {
+        if let Err(e) = self.state.settle().await {
+            return Ok(Err(e));
+        }
         let mut after = 0;
         loop {
-            let page = self
-                .state
-                .store
-                .messages(&uaid, after, now(), DRAIN_PAGE)
-                .map_err(io::Error::other)?;
+            let page = match self.state.store.messages(&uaid, after, now(), DRAIN_PAGE) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
             let done = page.len() < DRAIN_PAGE;
             for m in page {
                 after = m.seq;
                 if !self.send_message(Arc::new(m)).await? {
-                    return Ok(());
+                    return Ok(Ok(()));
                 }
             }
             if done {
-                return Ok(());
+                return Ok(Ok(()));
             }
         }
     }
