@@ -245,23 +245,39 @@ impl Cluster {
     /// Counts one event of `name` for `key` in the current clock minute, on
     /// every node together; how many the minute holds with it.
     pub fn count_minute(&self, name: &str, key: &[u8], now: u64) -> Result<u64, StoreError> {
+        let totals = self.add_counts(name, &[(key, now / 60, 1)])?;
+        Ok(totals.into_iter().next().unwrap_or(0))
+    }
+
+    /// Adds `events` to each key's count of `name` in clock minute
+    /// `minute`, on every node together; the totals with them.
+    pub fn add_counts(
+        &self,
+        name: &str,
+        counts: &[(&[u8], u64, u32)],
+    ) -> Result<Vec<u64>, StoreError> {
         use base64::Engine;
-        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-        let k = format!("{}:rate:{name}:{{{tag}}}:{}", self.prefix, now / 60);
+        let mut cmds = Vec::with_capacity(2 * counts.len());
+        for (key, minute, events) in counts {
+            let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+            let k = format!("{}:rate:{name}:{{{tag}}}:{minute}", self.prefix);
+            let mut incr = redis::cmd("INCRBY");
+            incr.arg(&k).arg(*events);
+            let mut expire = redis::cmd("EXPIRE");
+            expire.arg(&k).arg(120);
+            cmds.extend([incr, expire]);
+        }
         let mut conn = self.counter.lock().expect("counter");
         let c = match &mut *conn {
             Some(c) => c,
             empty => empty.insert(self.counters.0.open(self.counters.1)?),
         };
-        let mut incr = redis::cmd("INCR");
-        incr.arg(&k);
-        let mut expire = redis::cmd("EXPIRE");
-        expire.arg(&k).arg(120);
-        match c.pipeline(&[incr, expire]) {
-            Ok(r) => Ok(
-                redis::from_redis_value::<u64>(r.into_iter().next().unwrap_or_default())
-                    .unwrap_or(0),
-            ),
+        match c.pipeline(&cmds) {
+            Ok(r) => Ok(r
+                .into_iter()
+                .step_by(2)
+                .map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0))
+                .collect()),
             Err(e) => {
                 *conn = None;
                 Err(e)

@@ -231,6 +231,10 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
             }
         })
     });
+    let counter = state.cluster.get().map(|c| {
+        state.rate.shared();
+        tokio::spawn(share_rates(state.clone(), c.clone()))
+    });
     if claimer.is_none() {
         // Before any connection is accepted: see `fanout::resume`.
         let mark = state.registry.id_mark();
@@ -312,8 +316,8 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     // what it held, and wait for those writes to commit.
     state.shutting_down.store(true, Ordering::Release);
     sweeper.abort();
-    if let Some(c) = claimer {
-        c.abort();
+    for task in [claimer, counter].into_iter().flatten() {
+        task.abort();
     }
     state.registry.close_all();
     let drain = Duration::from_secs(state.config.shutdown_drain_secs);
@@ -325,6 +329,40 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     }
     if let Some(c) = state.cluster.get() {
         c.stop();
+    }
+}
+
+/// How often a node of a cluster tells the others its per-subscription
+/// message counts (those past a sixteenth of their limit), and hears theirs.
+const RATE_EXCHANGE: Duration = Duration::from_millis(100);
+
+/// Exchanges per-subscription message counts with the other nodes of a
+/// cluster, through Redis, so that the limit holds across nodes.
+async fn share_rates(state: Arc<State>, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(RATE_EXCHANGE);
+    loop {
+        tick.tick().await;
+        let counts = state.rate.take_unshared();
+        if counts.is_empty() {
+            continue;
+        }
+        let (s, c) = (state.clone(), cluster.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let keys: Vec<_> = counts
+                .iter()
+                .map(|u| (&u.key[..], u.start / 60, u.events))
+                .collect();
+            match c.add_counts("subscription_messages", &keys) {
+                Ok(totals) => {
+                    for (u, total) in counts.iter().zip(totals) {
+                        s.rate.heard(&u.key, u.start, total);
+                    }
+                }
+                // Counted alone meanwhile; told again with the next events.
+                Err(e) => tracing::warn!("cluster: sharing message counts: {e}"),
+            }
+        });
+        let _ = done.await;
     }
 }
 

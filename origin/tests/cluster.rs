@@ -703,3 +703,43 @@ async fn redis_restarted_under_load_loses_nothing_answered() {
         );
     }
 }
+
+/// A subscription's message limit holds across nodes: pushes to one
+/// subscription through three nodes in turn are refused with `429` once
+/// the nodes together took the limit (give or take the pushes of one
+/// exchange of counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_message_limit_holds_across_nodes() {
+    let server = Server::start(&[]);
+    let limits = ["subscription_messages_per_minute=20"];
+    let mut nodes = Vec::new();
+    for name in ["sa", "sb", "sc"] {
+        nodes.push(node_with(&server.url(), "subrates", name, 0, &limits).await);
+    }
+    for n in &nodes {
+        until_ready(n, 200).await;
+    }
+    let mut d = Device::connect(&nodes[0], None).await;
+    let (_, endpoint) = d.register(None).await;
+    early_in_a_minute().await;
+    let (mut taken, mut refused) = (0, 0);
+    for i in 0..60 {
+        let r = push(&nodes[i % 3], &endpoint, "0", b"").await;
+        match r.status {
+            201 => taken += 1,
+            429 => {
+                assert!(r.header("retry-after").is_some());
+                refused += 1;
+            }
+            s => panic!("{s}: {:?}", r.json()),
+        }
+        // Slower than the exchange of counts (every 100 ms) across three nodes.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(
+        (20..=25).contains(&taken),
+        "{taken} taken, {refused} refused"
+    );
+    // Each node alone would have taken 20.
+    assert_eq!(taken + refused, 60);
+}
