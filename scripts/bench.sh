@@ -46,12 +46,19 @@
 #      [100000] devices spread evenly over the nodes connect, hello and
 #      register (devices/s, each node's RSS per idle device); then as many
 #      new devices, a list of all of them made and pushed (2 KiB compact JWE)
-#      through node 0, 1 + LIST_REPEATS times: 201 latency and last copy;
-#      Redis's memory and CPU after each (not in the default run)
+#      through node 0, 1 + LIST_REPEATS times: 201 latency and last copy,
+#      and the same devices by single pushes through node 0 (ratio, as e);
+#      then CLUSTER_PUSH_DEVICES [60000] new devices take 2 KiB single pushes
+#      sent to every node in turn (each device is on one node, so 5 in 6
+#      are routed to another): as fast as possible ("l-singles-flat-out",
+#      deliveries/s), then open loop at RATE/s ("l-singles-open-loop", p99
+#      POST→delivery); Redis's memory and CPU after each (not in the
+#      default run)
 #
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000], CLUSTER_RATE [2000],
+# CLUSTER_NODES [6], CLUSTER_DEVICES [100000], CLUSTER_PUSH_DEVICES [60000],
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
@@ -292,10 +299,22 @@ scale_scenario() {
   run_bare l-connect connect --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
     --ws "$ws_all" --origin-pid "$pid_all" --src-base 2
   redis_line l-redis-after-connect
-  run_bare l-list list --list-only --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
+  run_bare l-list list --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
     --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" \
     --ws "$ws_all" --app "http://${apps[0]}" --origin-pid "${pids[0]}" --src-base 40
   redis_line l-redis-after-list
+  local app_all push_devices="${CLUSTER_PUSH_DEVICES:-60000}"
+  app_all="$(printf 'http://%s,' "${apps[@]}")"
+  app_all="${app_all%,}"
+  per=$(((push_devices + 2 * nodes - 1) / (2 * nodes)))
+  run_bare l-singles-flat-out push --devices "$push_devices" --pushes "$((2 * push_devices))" \
+    --concurrency "$((8 * nodes))" --body-bytes "$BODY_BYTES" --app "$app_all" \
+    --workers $((2 * nodes)) --per-worker "$per" --ws "$ws_all" --origin-pid "${pids[0]}" --src-base 80
+  redis_line l-redis-after-singles-flat-out
+  run_bare l-singles-open-loop push --devices "$push_devices" --pushes "$((RATE * RATE_SECS))" \
+    --rate "$RATE" --concurrency "$((8 * nodes))" --body-bytes "$BODY_BYTES" --app "$app_all" \
+    --workers $((2 * nodes)) --per-worker "$per" --ws "$ws_all" --origin-pid "${pids[0]}" --src-base 120
+  redis_line l-redis-after-singles-open-loop
   stop_scale
 }
 

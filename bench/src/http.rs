@@ -19,8 +19,9 @@ const MAX_RECONNECTS: u32 = 100;
 
 /// What to push, and how.
 pub struct Plan {
-    /// The application API's address.
-    pub addr: SocketAddr,
+    /// The application API's addresses (nodes): pusher `k` sends to
+    /// `addrs[k % len]`, so that requests spread evenly over them.
+    pub addrs: Vec<SocketAddr>,
     /// Its `Host` header.
     pub host: String,
     /// Push resource paths (`/p/…`); push `i` goes to `paths[i % len]`.
@@ -109,7 +110,7 @@ pub async fn run(plan: Arc<Plan>) -> Outcome {
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..plan.concurrency.max(1))
-        .map(|_| tokio::spawn(pusher(plan.clone(), next.clone(), t0)))
+        .map(|k| tokio::spawn(pusher(plan.clone(), k, next.clone(), t0)))
         .collect();
     let mut all = Outcome {
         sent: Vec::with_capacity(plan.pushes),
@@ -135,7 +136,8 @@ pub async fn run(plan: Arc<Plan>) -> Outcome {
 }
 
 /// One connection's loop: takes the next push until there is none.
-async fn pusher(plan: Arc<Plan>, next: Arc<AtomicUsize>, t0: Instant) -> Outcome {
+async fn pusher(plan: Arc<Plan>, k: usize, next: Arc<AtomicUsize>, t0: Instant) -> Outcome {
+    let addr = plan.addrs[k % plan.addrs.len().max(1)];
     let mut out = Outcome::default();
     let mut stream: Option<TcpStream> = None;
     let mut reconnects = 0;
@@ -168,13 +170,13 @@ async fn pusher(plan: Arc<Plan>, next: Arc<AtomicUsize>, t0: Instant) -> Outcome
                 continue;
             }
             reconnects += 1;
-            match TcpStream::connect(plan.addr).await {
+            match TcpStream::connect(addr).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     stream = Some(s);
                 }
                 Err(e) => {
-                    fail(&mut out, format!("connect {}: {e}", plan.addr));
+                    fail(&mut out, format!("connect {addr}: {e}"));
                     out.sent.push(failed(lag_ns));
                     continue;
                 }

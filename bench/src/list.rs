@@ -206,7 +206,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             .then(|| http::AppSide::new(&a.list.app, a.single_body_bytes))
             .transpose()?;
         let plan = Arc::new(Plan {
-            addr: app.addr,
+            addrs: vec![app.addr],
             host: app.host.clone(),
             paths: paths.clone(),
             body: single_body.clone(),

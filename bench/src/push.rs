@@ -32,7 +32,9 @@ pub struct PushArgs {
     /// Pushes per second (open loop); as fast as possible without it.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// The application API's base URL, e.g. http://127.0.0.1:8080.
+    /// The application API's base URL, e.g. http://127.0.0.1:8080, or
+    /// several nodes' URLs, comma-separated: the connections are spread
+    /// over them in turn.
     #[arg(long)]
     pub app: String,
     /// The origin's process id, to report its CPU time.
@@ -48,7 +50,13 @@ pub struct PushArgs {
 
 /// Runs the measurement; the result line's fields.
 pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
-    let (host, addr) = app_addr(&a.app)?;
+    let apps = a
+        .app
+        .split(',')
+        .map(app_addr)
+        .collect::<Result<Vec<_>, _>>()?;
+    let host = apps[0].0.clone();
+    let addrs = apps.iter().map(|(_, addr)| *addr).collect();
     let body = aes128gcm_body(a.body_bytes)?;
     if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
@@ -63,7 +71,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
         a.rate.map(|r| format!(" at {r}/s")).unwrap_or_default()
     );
     let plan = Arc::new(Plan {
-        addr,
+        addrs,
         host,
         paths: endpoints.iter().map(|(_, url)| path_of(url)).collect(),
         body,
