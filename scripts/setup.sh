@@ -15,6 +15,8 @@
 #          rust-web-clippy                          (clippy of the wasm32-only code)
 #          firefox-esr                              (end-to-end browser tests)
 #          podman runc debootstrap                  (the container image and its test)
+#          catatonit                                (the pause process of a pod:
+#                                                    podman kube play podman-cluster.yaml)
 #          redis-server redis-tools                 (the Redis store, the cluster and
 #                                                    their tests: real servers, a real
 #                                                    Redis Cluster)
@@ -34,7 +36,7 @@ WORKER_BUILD_VERSION=0.8.7
 CARGO_FUZZ_VERSION=0.13.2
 APT_PACKAGES=(gcc g++ libc6-dev pkg-config libssl-dev git ca-certificates curl
   rustc-web cargo-web rust-web-src rust-web-clippy rust-web-llvm lld-22
-  firefox-esr openssl podman runc debootstrap redis-server redis-tools)
+  firefox-esr openssl podman runc debootstrap catatonit redis-server redis-tools)
 MIN_RUSTC_WEB=1.91.0
 
 case ":$PATH:" in
@@ -179,6 +181,7 @@ check firefox-esr firefox-esr --version
 check podman podman --version
 check runc runc --version
 check debootstrap ls /usr/sbin/debootstrap
+check catatonit catatonit --version
 check redis-server redis-server --version
 check redis-cli redis-cli --version
 if ((${#failed[@]})); then

@@ -17,7 +17,10 @@
 #   8 edge         build the Worker and run the edge tests under wrangler dev
 #   9 container    scripts/container-test.sh: the origin's image built (base from
 #                  debootstrap), run under podman, a message pushed through it,
-#                  SIGTERM and a restart on the same volume with nothing lost
+#                  SIGTERM and a restart on the same volume with nothing lost;
+#                  scripts/pod-test.sh: podman-cluster.yaml played (a Redis
+#                  Cluster of 3+3 and three nodes from the images), a message
+#                  through node b to a device on node a
 #  10 load         scripts/bench.sh e g (release): one list push to 10,000 devices
 #                  over real WebSocket connections against single pushes, and
 #                  kill -9 during the fan-out of a 200,000-member offline list
@@ -106,7 +109,10 @@ if ! skipped edge; then
 fi
 
 step "9/10 container: build the origin's image, run it, push through it, stop and restart"
-skipped container || bash scripts/container-test.sh
+if ! skipped container; then
+  bash scripts/container-test.sh
+  bash scripts/pod-test.sh
+fi
 
 step "10/10 load: a 10,000-member list over real WebSocket connections; kill -9 during a 200,000-member fan-out"
 # Release builds; each scenario checks correctness (every member exactly one
