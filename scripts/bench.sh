@@ -59,6 +59,7 @@
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000], CLUSTER_RATE [2000],
 # CLUSTER_NODES [6], CLUSTER_DEVICES [100000], CLUSTER_PUSH_DEVICES [60000],
+# CLUSTER_REPLICA_FSYNC [always] (the replicas' appendfsync in l: everysec),
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
@@ -274,6 +275,16 @@ scale_scenario() {
       sleep 0.1
     done
   done
+  # Replicas may flush their append-only file once a second: a write a
+  # 201 answered is then on its master's disk and in a replica's memory.
+  local replica_fsync="${CLUSTER_REPLICA_FSYNC:-always}"
+  if [[ "$replica_fsync" != always ]]; then
+    for i in "${REDIS_PORTS[@]}"; do
+      if redis-cli -p "$i" info replication | grep -q role:slave; then
+        redis-cli -p "$i" config set appendfsync "$replica_fsync" >/dev/null
+      fi
+    done
+  fi
   local store apps=() wss=() pids=()
   store="redis-cluster://$(IFS=,; echo "${seeds[*]}")"
   for ((i = 0; i < nodes; i++)); do apps+=("127.0.0.1:$(free_port)"); done
@@ -290,7 +301,7 @@ scale_scenario() {
   for ((i = 0; i < nodes; i++)); do
     for _ in $(seq 200); do curl -fs "http://${apps[$i]}/ready" >/dev/null 2>&1 && break; sleep 0.1; done
   done
-  echo "bench: l: $nodes nodes on $store" >&2
+  echo "bench: l: $nodes nodes on $store (replicas: appendfsync $replica_fsync)" >&2
   local ws_all pid_all per
   ws_all="$(IFS=,; echo "${wss[*]}")"
   pid_all="$(IFS=,; echo "${pids[*]}")"

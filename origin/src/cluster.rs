@@ -520,38 +520,15 @@ impl Cluster {
         // Where each user agent is: a live node, this one, or none.
         wanted.sort_unstable();
         wanted.dedup();
-        let gets: Vec<_> = wanted
-            .iter()
-            .map(|u| {
-                let mut cmd = redis::cmd("GET");
-                cmd.arg(self.route_key(u));
-                cmd
-            })
-            .collect();
+        let records = get_all(c, wanted.iter().map(|u| self.route_key(u)))?;
         let mut routes: HashMap<Token, String> = HashMap::with_capacity(wanted.len());
-        for (u, r) in wanted.iter().zip(c.pipeline(&gets)?) {
-            let record: Option<String> = redis::from_redis_value(r).unwrap_or(None);
+        for (u, record) in wanted.iter().zip(records) {
             if let Some((n, _)) = record.as_deref().and_then(|r| r.rsplit_once('/')) {
                 routes.insert(*u, n.to_owned());
             }
         }
         // Fan-out records name the nodes whose liveness a claim depends on.
-        let records: Vec<Option<String>> = if claims.is_empty() {
-            Vec::new()
-        } else {
-            let gets: Vec<_> = claims
-                .iter()
-                .map(|id| {
-                    let mut cmd = redis::cmd("GET");
-                    cmd.arg(self.fanout_key(id));
-                    cmd
-                })
-                .collect();
-            c.pipeline(&gets)?
-                .into_iter()
-                .map(|v| redis::from_redis_value(v).unwrap_or(None))
-                .collect()
-        };
+        let records = get_all(c, claims.iter().map(|id| self.fanout_key(id)))?;
         let walkers = records
             .iter()
             .flatten()
@@ -854,6 +831,27 @@ const NUDGE: u8 = b'N';
 const DELIVER: u8 = b'D';
 const REPLY: u8 = b'R';
 const MEMBERS: u8 = b'L';
+
+/// The string values of `keys` (`None`: no such key), in one pipeline.
+fn get_all(
+    c: &mut Conn,
+    keys: impl Iterator<Item = String>,
+) -> Result<Vec<Option<String>>, StoreError> {
+    let gets: Vec<_> = keys
+        .map(|k| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(k);
+            cmd
+        })
+        .collect();
+    if gets.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(c.pipeline(&gets)?
+        .into_iter()
+        .map(|v| redis::from_redis_value(v).unwrap_or(None))
+        .collect())
+}
 
 /// Appends one record (kind, length, body) to a notice.
 fn record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {

@@ -584,7 +584,9 @@ async fn an_http2_push_and_its_receipt_cross_three_nodes() {
 /// Redis stopped (as by a crash) and restarted while pushes stream through
 /// two nodes to devices on a third and to devices that are away: the
 /// nodes recover by themselves, and every push answered `201` reaches its
-/// device (live, or at its next `hello` on another node).
+/// device (live, or at its next `hello` on another node). (That a node
+/// keeps its device connections through an outage is
+/// `a_node_that_loses_redis_says_so_and_recovers`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_under_load_loses_nothing_answered() {
     use std::collections::{HashMap, HashSet};
@@ -610,6 +612,7 @@ async fn redis_restarted_under_load_loses_nothing_answered() {
         endpoints.push(e.clone());
         if i % 2 == 0 {
             let done = done.clone();
+            let ws = a.state.config.ws_listen.to_string();
             receivers.push(tokio::spawn(async move {
                 let mut got = HashSet::new();
                 loop {
@@ -620,11 +623,13 @@ async fn redis_restarted_under_load_loses_nothing_answered() {
                             d.ack(&n).await;
                         }
                         None if done.load(Ordering::Acquire) => break,
-                        // The connection stays up through the outage.
-                        None => assert!(
-                            asked.elapsed() >= Duration::from_secs(1),
-                            "the connection to A closed"
-                        ),
+                        None if asked.elapsed() >= Duration::from_secs(1) => {}
+                        // Closed: it reconnects, as a device does, and
+                        // fetches what was stored meanwhile.
+                        None => {
+                            let uaid = d.uaid.clone();
+                            d = Device::connect_to(&ws, Some(&uaid)).await;
+                        }
                     }
                 }
                 (e, got)
@@ -636,7 +641,8 @@ async fn redis_restarted_under_load_loses_nothing_answered() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Pushes through B and C in turn, for 4 s; Redis is down from 1 s to 2 s.
+    // Pushes through B and C in turn, for 4 s; Redis is down from 1 s for
+    // about a second.
     let load = {
         let endpoints = endpoints.clone();
         let (b_app, c_app) = (b.state.config.app_listen, c.state.config.app_listen);
@@ -668,10 +674,12 @@ async fn redis_restarted_under_load_loses_nothing_answered() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The nodes see it down, and say so.
+    until_ready(&b, 503).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
     let (answered, refused) = load.await.unwrap();
-    assert!(refused > 0, "some pushes met Redis down");
+    eprintln!("{refused} pushes refused while Redis was away");
     for n in [&a, &b, &c] {
         until_ready(n, 200).await;
     }

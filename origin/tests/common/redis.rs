@@ -52,7 +52,9 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn spawn(args: &[String], port: u16) -> Child {
+/// Starts redis-server with `args` on `port`; `None` if another process
+/// answers there (the port was taken between its choice and the start).
+fn try_spawn(args: &[String], port: u16) -> Option<Child> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("redis-server");
     // SAFETY: prctl is async-signal-safe; it only sets this child's parent
@@ -63,22 +65,52 @@ fn spawn(args: &[String], port: u16) -> Child {
             Ok(())
         });
     }
-    let child = cmd
+    let mut child = cmd
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server is not installed: run scripts/setup.sh");
-    wait_for("redis-server to answer", || {
-        command(port, "PING").is_some_and(|r| r.starts_with("+PONG"))
-    });
-    child
+    let mine = format!("process_id:{}\r\n", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if let Some(info) = command(port, "INFO server") {
+            if info.contains(&mine) {
+                return Some(child);
+            }
+            if info.contains("process_id:") {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+        assert!(Instant::now() < deadline, "waited 30 s for redis-server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`try_spawn`] on a port that must be this server's (a restart).
+fn spawn(args: &[String], port: u16) -> Child {
+    try_spawn(args, port).unwrap_or_else(|| panic!("port {port} was taken meanwhile"))
 }
 
 impl Server {
     /// Starts a server with an append-only file fsynced on every write, as
     /// the service requires of Redis; `extra` adds settings.
     pub fn start(extra: &[&str]) -> Server {
+        loop {
+            if let Some(s) = Server::try_start(extra) {
+                return s;
+            }
+        }
+    }
+
+    /// [`Server::start`] on a free port, or `None` if the port was taken
+    /// before the server could bind it.
+    fn try_start(extra: &[&str]) -> Option<Server> {
         let port = free_port();
         let dir = super::temp_dir(&format!("redis-{port}"));
         let mut args: Vec<String> = [
@@ -103,13 +135,13 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(&args, port);
-        Server {
+        let child = try_spawn(&args, port)?;
+        Some(Server {
             port,
             child,
             dir,
             args,
-        }
+        })
     }
 
     /// Kills it at once (as a crash would).
