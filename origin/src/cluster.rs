@@ -145,6 +145,11 @@ pub struct Cluster {
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// Takes a lease that is free or already the caller's, for `ARGV[2]` ms.
+const LEASE: &str = "local v = redis.call('GET', KEYS[1]) \
+     if not v or v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+     return 0";
+
 /// Sets a fan-out record only if it is still the one read.
 const CLAIM: &str = "if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then \
      redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0";
@@ -247,6 +252,30 @@ impl Cluster {
     pub fn count_minute(&self, name: &str, key: &[u8], now: u64) -> Result<u64, StoreError> {
         let totals = self.add_counts(name, &[(key, now / 60, 1)])?;
         Ok(totals.into_iter().next().unwrap_or(0))
+    }
+
+    /// Whether this process holds the lease on `what` (one node of the
+    /// cluster at a time): taken when free, renewed while held, and free
+    /// again `lease` after its holder's last renewal.
+    pub fn lead(&self, what: &str, lease: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LEASE)
+            .arg(1)
+            .arg(format!("{}:lease:{what}", self.prefix))
+            .arg(format!("{}/{:x}", self.node, self.epoch))
+            .arg(lease.as_millis() as u64);
+        let mut conn = self.counter.lock().expect("counter");
+        let c = match &mut *conn {
+            Some(c) => c,
+            empty => empty.insert(self.counters.0.open(self.counters.1)?),
+        };
+        match c.query::<i64>(&cmd) {
+            Ok(n) => Ok(n == 1),
+            Err(e) => {
+                *conn = None;
+                Err(e)
+            }
+        }
     }
 
     /// Adds `events` to each key's count of `name` in clock minute

@@ -374,6 +374,20 @@ async fn sweep(state: Arc<State>) {
         state.rate.prune();
         state.list_rate.prune();
         state.create_rate.prune();
+        if let Some(c) = state.cluster.get() {
+            // One node sweeps at a time, so that each expired message's
+            // 410 receipt is sent once.
+            let (c, lease) = (c.clone(), Duration::from_secs(3 * state.config.sweep_secs));
+            match tokio::task::spawn_blocking(move || c.lead("sweeper", lease)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!("cluster: sweeper lease: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            }
+        }
         sweep_lists(&state).await;
         loop {
             let ids = match state.store.expired(now(), 1000) {

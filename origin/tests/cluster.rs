@@ -751,3 +751,62 @@ async fn a_subscriptions_message_limit_holds_across_nodes() {
     // Each node alone would have taken 20.
     assert_eq!(taken + refused, 60);
 }
+
+/// Every node sweeps expired messages, but one at a time: a message that
+/// expires unread has its `410` receipt sent once, whichever node holds
+/// the sweeper's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_messages_receipt_is_sent_once_across_nodes() {
+    let server = Server::start(&[]);
+    let mut nodes = Vec::new();
+    for name in ["ea", "eb", "ec"] {
+        let n = start_with(&temp_dir(name), &[], |s| {
+            s.store = Some(server.url());
+            s.redis_prefix = "expiry".to_owned();
+            s.node_id = Some(name.to_owned());
+            s.public_url = Some(PUBLIC.to_owned());
+            s.device_url = Some(DEVICES.to_owned());
+            s.sweep_secs = 1;
+        })
+        .await;
+        until_ready(&n, 200).await;
+        nodes.push(n);
+    }
+    // A user agent's subscription over HTTP/2 on A, not watched.
+    let mut ua = h2_connect(nodes[0].state.config.h2_listen).await;
+    let req = http::Request::post(format!("{DEVICES}/subscribe"))
+        .body(())
+        .unwrap();
+    let (parts, _) = h2_send(&mut ua, req).await;
+    assert_eq!(parts.status, 201);
+    let push_url = link(&parts, shared::links::REL_PUSH);
+    let receipt_subscribe = link(&parts, shared::links::REL_RECEIPT);
+    // The application server watches its receipts on B.
+    let mut app = h2_connect(nodes[1].state.config.h2_listen).await;
+    let req = http::Request::post(receipt_subscribe).body(()).unwrap();
+    let (rparts, _) = h2_send(&mut app, req).await;
+    assert_eq!(rparts.status, 201);
+    let receipt_sub = rparts.headers["location"].to_str().unwrap().to_owned();
+    let (mut watch, _) = app
+        .send_request(http::Request::get(&receipt_sub).body(()).unwrap(), true)
+        .unwrap();
+    let mut receipts = watch.push_promises();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stored (nobody watches the subscription) for a second, through C.
+    let r = request(
+        "POST",
+        &at(&nodes[2], &push_url),
+        &[("ttl", "1"), ("push-receipt", &receipt_sub)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let mut statuses = Vec::new();
+    while let Ok(Some(p)) =
+        tokio::time::timeout(Duration::from_secs(6), receipts.push_promise()).await
+    {
+        let (_, resp) = p.unwrap().into_parts();
+        statuses.push(resp.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [410], "one receipt, for the expiry");
+}
