@@ -301,7 +301,7 @@ impl Cluster {
             Some(c) => c,
             empty => empty.insert(self.counters.0.open(self.counters.1)?),
         };
-        match c.pipeline(&cmds) {
+        match c.pipeline(cmds) {
             Ok(r) => Ok(r
                 .into_iter()
                 .step_by(2)
@@ -545,7 +545,7 @@ impl Cluster {
                 }
             }
         }
-        c.pipeline(&writes)?;
+        c.pipeline(writes)?;
         // Where each user agent is: a live node, this one, or none.
         wanted.sort_unstable();
         wanted.dedup();
@@ -657,7 +657,7 @@ impl Cluster {
                 cmd
             })
             .collect();
-        c.pipeline(&sets)?;
+        c.pipeline(sets)?;
         self.claim_gone(c, jobs, &claims, &records, alive)
     }
 
@@ -688,7 +688,7 @@ impl Cluster {
             })
             .collect();
         let now = Instant::now();
-        for (n, found) in unknown.into_iter().zip(c.pipeline(&checks)?) {
+        for (n, found) in unknown.into_iter().zip(c.pipeline(checks)?) {
             alive.insert(n, (now, matches!(found, redis::Value::Int(1))));
         }
         Ok(())
@@ -732,7 +732,7 @@ impl Cluster {
         }
         let won: Vec<(Token, Option<Token>)> = tries
             .into_iter()
-            .zip(c.pipeline(&cmds)?)
+            .zip(c.pipeline(cmds)?)
             .filter(|(_, r)| matches!(r, redis::Value::Int(1)))
             .map(|(t, _)| t)
             .collect();
@@ -876,7 +876,7 @@ fn get_all(
     if gets.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(c.pipeline(&gets)?
+    Ok(c.pipeline(gets)?
         .into_iter()
         .map(|v| redis::from_redis_value(v).unwrap_or(None))
         .collect())

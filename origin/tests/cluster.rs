@@ -501,25 +501,28 @@ fn link(parts: &http::response::Parts, rel: &str) -> String {
     shared::links::find(values, rel).unwrap().to_owned()
 }
 
-/// RFC 8030 over HTTP/2 across nodes of a Redis Cluster: a user agent on
-/// node C gets a push sent through node A, and the receipt of its
-/// acknowledgement reaches the application server watching on node B.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_push_and_its_receipt_cross_three_nodes() {
-    let cluster = Cluster::start(3, 1);
-    let [a, b, c] = three(&cluster.url(), 1).await;
-    let mut ua = h2_connect(c.state.config.h2_listen).await;
+/// An RFC 8030 subscription made over HTTP/2 on node `n`: the user
+/// agent's connection and the subscription's `201` head.
+async fn h2_subscribe(
+    n: &Running,
+) -> (h2::client::SendRequest<bytes::Bytes>, http::response::Parts) {
+    let mut ua = h2_connect(n.state.config.h2_listen).await;
     let req = http::Request::post(format!("{DEVICES}/subscribe"))
         .body(())
         .unwrap();
     let (parts, _) = h2_send(&mut ua, req).await;
     assert_eq!(parts.status, 201);
-    let push_url = link(&parts, shared::links::REL_PUSH);
-    let receipt_subscribe = link(&parts, shared::links::REL_RECEIPT);
-    let set_url = link(&parts, shared::links::REL_SET);
+    (ua, parts)
+}
 
-    // The application server subscribes to receipts, and watches, on B.
-    let mut app = h2_connect(b.state.config.h2_listen).await;
+/// An application server's receipt subscription (from the link
+/// `receipt_subscribe`), watched on node `n`: its URL and the receipts
+/// pushed to it.
+async fn watch_receipts(
+    n: &Running,
+    receipt_subscribe: String,
+) -> (String, h2::client::PushPromises) {
+    let mut app = h2_connect(n.state.config.h2_listen).await;
     let req = http::Request::post(receipt_subscribe).body(()).unwrap();
     let (rparts, _) = h2_send(&mut app, req).await;
     assert_eq!(rparts.status, 201);
@@ -527,7 +530,23 @@ async fn an_http2_push_and_its_receipt_cross_three_nodes() {
     let (mut watch, _) = app
         .send_request(http::Request::get(&receipt_sub).body(()).unwrap(), true)
         .unwrap();
-    let mut receipts = watch.push_promises();
+    (receipt_sub, watch.push_promises())
+}
+
+/// RFC 8030 over HTTP/2 across nodes of a Redis Cluster: a user agent on
+/// node C gets a push sent through node A, and the receipt of its
+/// acknowledgement reaches the application server watching on node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_push_and_its_receipt_cross_three_nodes() {
+    let cluster = Cluster::start(3, 1);
+    let [a, b, c] = three(&cluster.url(), 1).await;
+    let (mut ua, parts) = h2_subscribe(&c).await;
+    let push_url = link(&parts, shared::links::REL_PUSH);
+    let set_url = link(&parts, shared::links::REL_SET);
+
+    // The application server subscribes to receipts, and watches, on B.
+    let receipt_subscribe = link(&parts, shared::links::REL_RECEIPT);
+    let (receipt_sub, mut receipts) = watch_receipts(&b, receipt_subscribe).await;
 
     // The user agent watches its set on C.
     let (mut set_fut, _) = ua
@@ -773,24 +792,11 @@ async fn an_expired_messages_receipt_is_sent_once_across_nodes() {
         nodes.push(n);
     }
     // A user agent's subscription over HTTP/2 on A, not watched.
-    let mut ua = h2_connect(nodes[0].state.config.h2_listen).await;
-    let req = http::Request::post(format!("{DEVICES}/subscribe"))
-        .body(())
-        .unwrap();
-    let (parts, _) = h2_send(&mut ua, req).await;
-    assert_eq!(parts.status, 201);
+    let (_ua, parts) = h2_subscribe(&nodes[0]).await;
     let push_url = link(&parts, shared::links::REL_PUSH);
-    let receipt_subscribe = link(&parts, shared::links::REL_RECEIPT);
     // The application server watches its receipts on B.
-    let mut app = h2_connect(nodes[1].state.config.h2_listen).await;
-    let req = http::Request::post(receipt_subscribe).body(()).unwrap();
-    let (rparts, _) = h2_send(&mut app, req).await;
-    assert_eq!(rparts.status, 201);
-    let receipt_sub = rparts.headers["location"].to_str().unwrap().to_owned();
-    let (mut watch, _) = app
-        .send_request(http::Request::get(&receipt_sub).body(()).unwrap(), true)
-        .unwrap();
-    let mut receipts = watch.push_promises();
+    let receipt_subscribe = link(&parts, shared::links::REL_RECEIPT);
+    let (receipt_sub, mut receipts) = watch_receipts(&nodes[1], receipt_subscribe).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Stored (nobody watches the subscription) for a second, through C.
     let r = request(

@@ -170,29 +170,58 @@ impl Conn {
     }
 
     /// Runs `cmds` as one pipeline (atomic on one server); their replies.
-    pub fn pipeline(&mut self, cmds: &[Cmd]) -> Result<Vec<Value>, StoreError> {
+    pub fn pipeline(&mut self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        let batch = self.batch(cmds);
+        self.send(&batch)
+    }
+
+    /// `cmds` made into the pipeline this kind of connection sends (atomic
+    /// on one server), to send once or again.
+    pub fn batch(&self, cmds: Vec<Cmd>) -> Batch {
         if cmds.is_empty() {
-            return Ok(Vec::new());
+            return Batch::Empty;
         }
-        let r = match &mut self.link {
-            Link::One(c) => {
+        match &self.link {
+            Link::One(_) => {
                 let mut p = redis::pipe();
                 p.atomic();
                 for cmd in cmds {
-                    p.add_command(cmd.clone());
+                    p.add_command(cmd);
                 }
-                p.query(c)
+                Batch::One(p)
             }
-            Link::Cluster(c) => {
+            Link::Cluster(_) => {
                 let mut p = redis::cluster::cluster_pipe();
                 for cmd in cmds {
-                    p.add_command(cmd.clone());
+                    p.add_command(cmd);
                 }
-                p.query(c)
+                Batch::Cluster(p)
+            }
+        }
+    }
+
+    /// Sends a batch made by [`Conn::batch`]; its replies.
+    pub fn send(&mut self, batch: &Batch) -> Result<Vec<Value>, StoreError> {
+        let r = match (&mut self.link, batch) {
+            (_, Batch::Empty) => return Ok(Vec::new()),
+            (Link::One(c), Batch::One(p)) => p.query(c),
+            (Link::Cluster(c), Batch::Cluster(p)) => p.query(c),
+            _ => {
+                return Err(StoreError::Engine(
+                    "a batch for another kind of Redis".into(),
+                ))
             }
         };
         self.check(r)
     }
+}
+
+/// Commands made into one pipeline, once: sent again on a retry, no
+/// command is copied.
+pub enum Batch {
+    Empty,
+    One(redis::Pipeline),
+    Cluster(redis::cluster::ClusterPipeline),
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -568,7 +597,7 @@ fn get_raw(
 
 fn len_raw(r: &Redis, c: &mut Conn, t: kv::Table) -> Result<u64, StoreError> {
     let bumps = r.take_counts();
-    if let Err(e) = c.pipeline(&r.bumps(&bumps)) {
+    if let Err(e) = c.pipeline(r.bumps(&bumps)) {
         r.keep_counts(&bumps);
         return Err(e);
     }
@@ -726,7 +755,11 @@ impl RedisWrite<'_> {
         let earlier = redis.take_counts();
         let mut cmds = cmds;
         cmds.extend(redis.bumps(&earlier));
-        let replies = match self.read.with(|_, c| c.pipeline(&cmds)) {
+        let mut batch = None;
+        let replies = match self.read.with(|_, c| {
+            let b = batch.get_or_insert_with(|| c.batch(std::mem::take(&mut cmds)));
+            c.send(b)
+        }) {
             Ok(r) => r,
             Err(e) => {
                 redis.keep_counts(&earlier);
