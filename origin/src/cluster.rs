@@ -1,6 +1,6 @@
 //! Many origin nodes on one Redis store: which node holds each connected
 //! user agent (route records), the messages and notices nodes send each
-//! other over Redis pub/sub, and the rate counters they share.
+//! other over Redis sharded pub/sub, and the rate counters they share.
 //!
 //! A message for a user agent that another node holds is forwarded to that
 //! node (the node its route record names), which writes it to the
@@ -22,12 +22,15 @@
 //! from there (see [`Cluster::claim`]), and the copies a member already
 //! has are not written to its connection twice.
 //!
-//! A route record is `<node>/<connection id>`: a record of an older
+//! A route record is `<node>/<connection id>`, a field of one of 256
+//! hashes (by the user agent's first byte), so that a batch of lookups
+//! or writes costs Redis one command per hash, not one per user agent: a
+//! list push's walk looks up a route per member. A record of an older
 //! connection is never removed by the end of a newer one, and one that
 //! names a node that died is recognised by that node's liveness key, which
 //! each node renews every second and which expires [`ALIVE`] after its last
-//! renewal. (On a Redis Cluster, `PUBLISH` counts only the subscribers of
-//! the server it reached, so its reply cannot tell.)
+//! renewal. (A publish's reply cannot tell: on a Redis Cluster it counts
+//! only the subscribers of the server it reached.)
 //! Route writes and notices are sent by one thread in pipelines, so that a
 //! connect storm or a burst of pushes costs a few round trips per batch,
 //! and none waits on a runtime thread.
@@ -141,9 +144,17 @@ pub struct Cluster {
     pub metrics: ClusterMetrics,
 }
 
-/// Removes a route record only if it is still the given connection's.
-const RELEASE: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+/// Removes each route record of a hash (`ARGV`: user agent, record,
+/// ...) only if it is still the given connection's.
+const RELEASE: &str = "for i = 1, #ARGV, 2 do \
+     if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then \
+     redis.call('HDEL', KEYS[1], ARGV[i]) end end return 0";
+
+/// How many hashes the route records are spread over (by a user agent's
+/// first byte): a batch of lookups or writes is then one command per hash
+/// it touches, not one per user agent, which is what a list push's walk
+/// and a connect storm cost Redis (see the module doc).
+const ROUTE_HASHES: usize = 256;
 
 /// Takes a lease that is free or already the caller's, for `ARGV[2]` ms.
 const LEASE: &str = "local v = redis.call('GET', KEYS[1]) \
@@ -365,8 +376,37 @@ impl Cluster {
         claimed
     }
 
-    fn route_key(&self, uaid: &Token) -> String {
-        format!("{}:route:{{{}}}", self.prefix, crate::tokens::encode(uaid))
+    /// The hash that holds `uaid`'s route record (its field is the user
+    /// agent's 16 bytes).
+    fn routes_key(&self, uaid: &Token) -> String {
+        format!("{}:routes:{{r{:02x}}}", self.prefix, uaid[0])
+    }
+
+    /// The route records of `uaids` (`None`: none), one `HMGET` per hash.
+    fn routes_of(&self, c: &mut Conn, uaids: &[Token]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut by_hash: Vec<Vec<usize>> = vec![Vec::new(); ROUTE_HASHES];
+        for (i, u) in uaids.iter().enumerate() {
+            by_hash[usize::from(u[0])].push(i);
+        }
+        let mut asked = Vec::new();
+        let mut cmds = Vec::new();
+        for at in by_hash.into_iter().filter(|at| !at.is_empty()) {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(self.routes_key(&uaids[at[0]]));
+            for &i in &at {
+                cmd.arg(&uaids[i][..]);
+            }
+            cmds.push(cmd);
+            asked.push(at);
+        }
+        let mut out = vec![None; uaids.len()];
+        for (at, reply) in asked.into_iter().zip(c.pipeline(cmds)?) {
+            let found: Vec<Option<String>> = redis::from_redis_value(reply).unwrap_or_default();
+            for (i, r) in at.into_iter().zip(found) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
     }
 
     fn node_channel(&self, node: &str) -> String {
@@ -500,7 +540,7 @@ impl Cluster {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// One batch: route writes, then the notices, one `PUBLISH` per node,
+    /// One batch: route writes, then the notices, one `SPUBLISH` per node,
     /// then the fan-out records (after the members they account for went
     /// out), then the claims.
     fn run(
@@ -510,24 +550,35 @@ impl Cluster {
         alive: &mut HashMap<String, (Instant, bool)>,
         inbox: &dyn Inbox,
     ) -> Result<(), StoreError> {
-        let mut writes = Vec::new();
+        // Route writes, per hash: every arrival (in order, so the last
+        // wins), then every conditional removal.
+        let mut arrived: HashMap<u8, redis::Cmd> = HashMap::new();
+        let mut left: HashMap<u8, redis::Cmd> = HashMap::new();
         let mut wanted: Vec<Token> = Vec::new();
         let mut frames: HashMap<String, Vec<u8>> = HashMap::new();
         let mut claims: Vec<Token> = Vec::new();
         for j in jobs.iter() {
             match j {
                 Job::Arrived(u, id) => {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(self.route_key(u)).arg(self.record(*id));
-                    writes.push(cmd);
+                    arrived
+                        .entry(u[0])
+                        .or_insert_with(|| {
+                            let mut cmd = redis::cmd("HSET");
+                            cmd.arg(self.routes_key(u));
+                            cmd
+                        })
+                        .arg(&u[..])
+                        .arg(self.record(*id));
                 }
                 Job::Left(u, id) => {
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(RELEASE)
-                        .arg(1)
-                        .arg(self.route_key(u))
+                    left.entry(u[0])
+                        .or_insert_with(|| {
+                            let mut cmd = redis::cmd("EVAL");
+                            cmd.arg(RELEASE).arg(1).arg(self.routes_key(u));
+                            cmd
+                        })
+                        .arg(&u[..])
                         .arg(self.record(*id));
-                    writes.push(cmd);
                 }
                 Job::Notify(u, _) => wanted.push(*u),
                 Job::Forward { uaid, .. } => wanted.push(*uaid),
@@ -545,11 +596,11 @@ impl Cluster {
                 }
             }
         }
-        c.pipeline(writes)?;
+        c.pipeline(arrived.into_values().chain(left.into_values()).collect())?;
         // Where each user agent is: a live node, this one, or none.
         wanted.sort_unstable();
         wanted.dedup();
-        let records = get_all(c, wanted.iter().map(|u| self.route_key(u)))?;
+        let records = self.routes_of(c, &wanted)?;
         let mut routes: HashMap<Token, String> = HashMap::with_capacity(wanted.len());
         for (u, record) in wanted.iter().zip(records) {
             if let Some((n, _)) = record.as_deref().and_then(|r| r.rsplit_once('/')) {
@@ -638,7 +689,7 @@ impl Cluster {
             inbox.nudge(&here);
         }
         for (node, payload) in frames {
-            let mut cmd = redis::cmd("PUBLISH");
+            let mut cmd = redis::cmd("SPUBLISH");
             cmd.arg(self.node_channel(&node)).arg(payload);
             c.query::<i64>(&cmd)?;
             self.metrics.notices_sent.fetch_add(1, Ordering::Relaxed);
@@ -766,25 +817,70 @@ impl Cluster {
         }
     }
 
+    /// Hears this node's channel, a shard channel (`SSUBSCRIBE`): on a
+    /// Redis Cluster only the master of its slot and that master's replicas
+    /// carry its notices, where a `PUBLISH` would cross every server. The
+    /// connection speaks RESP3, whose notices are pushes, not replies.
     fn listen(
         &self,
         server: &redis::Client,
         mine: &str,
         inbox: &dyn Inbox,
     ) -> redis::RedisResult<()> {
-        let mut conn = server.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut ps = conn.as_pubsub();
-        ps.subscribe(mine)?;
-        ps.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let info = server.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(resp3);
+        let mut subscribe = redis::cmd("SSUBSCRIBE");
+        subscribe.arg(mine);
+        let open = |info: redis::ConnectionInfo| -> redis::RedisResult<redis::Connection> {
+            let mut conn =
+                redis::Client::open(info)?.get_connection_with_timeout(Duration::from_secs(2))?;
+            conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+            conn.send_packed_command(&subscribe.get_packed_command())?;
+            conn.recv_response()?.extract_error()?;
+            Ok(conn)
+        };
+        let mut conn = match open(info.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                // Not the master of the channel's slot: go where it says.
+                let Some((addr, _)) = e.redirect_node() else {
+                    return Err(e);
+                };
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                    .ok_or(e)?;
+                open(info.set_addr(redis::ConnectionAddr::Tcp(host, port)))?
+            }
+        };
+        conn.set_read_timeout(Some(Duration::from_millis(500)))?;
         inbox.resubscribed();
         while !self.stop.load(Ordering::Acquire) {
-            let msg = match ps.get_message() {
-                Ok(m) => m,
+            let (kind, data) = match conn.recv_response() {
+                Ok(redis::Value::Push { kind, data }) => (kind, data),
+                Ok(_) => continue,
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => return Err(e),
             };
-            self.metrics.notices_heard.fetch_add(1, Ordering::Relaxed);
-            self.heard(msg.get_payload_bytes(), inbox);
+            match (kind, data.as_slice()) {
+                (redis::PushKind::SMessage, [_, redis::Value::BulkString(payload)]) => {
+                    self.metrics.notices_heard.fetch_add(1, Ordering::Relaxed);
+                    self.heard(payload, inbox);
+                }
+                // The slot moved (a failover, a resharding): subscribe
+                // again, where the slot is now.
+                (redis::PushKind::SUnsubscribe, _) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the shard channel moved",
+                    )));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

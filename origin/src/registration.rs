@@ -16,6 +16,13 @@ pub enum Owner {
         uaid: Token,
         /// Its channel for the subscription.
         channel: Token,
+        /// The user agent was made by its connection's `hello` and this is
+        /// its first subscription: it holds none, and the store is not
+        /// read (a round trip per device, on a shared store). Only a
+        /// device that gave its new uaid to a second connection and
+        /// registered there first could see a subscription more than the
+        /// cap allows.
+        new: bool,
     },
     /// An HTTP/2 subscription set, or a new set when `None`.
     Http2Set(Option<Token>),
@@ -45,25 +52,25 @@ pub async fn register(
     owner: Owner,
     vapid: Option<[u8; 65]>,
 ) -> Result<Subscription, RegisterError> {
-    let (uaid, channel, kind) = match owner {
-        Owner::WebSocket { uaid, channel } => (Some(uaid), channel, UaKind::WebSocket),
-        Owner::Http2Set(set) => (set, new_token(), UaKind::Http2),
+    let (uaid, channel, kind, new) = match owner {
+        Owner::WebSocket { uaid, channel, new } => (Some(uaid), channel, UaKind::WebSocket, new),
+        Owner::Http2Set(set) => (set, new_token(), UaKind::Http2, set.is_none()),
     };
     let _held = match uaid {
         Some(u) => Some(state.ua_locks.lock(&u).await),
         None => None,
     };
-    if let (Some(u), UaKind::WebSocket) = (uaid, kind) {
-        match state.store.subscription_by_channel(&u, &channel)? {
-            Some(s) if s.vapid == vapid => return Ok(s),
-            Some(_) => return Err(RegisterError::Conflict),
-            None => {}
-        }
-    }
-    if let Some(u) = uaid {
+    if let Some(u) = uaid.filter(|_| !new) {
         // At least 1, so that a limit of 0 still lets a user agent be.
         let max = state.config.limits.max_subscriptions_per_user_agent.max(1);
-        if state.store.subscription_count(&u, max)? >= max {
+        let (held, count) = state.store.channel_and_count(&u, &channel, max)?;
+        match held {
+            // A WebSocket channel registered again with the same key.
+            Some(s) if kind == UaKind::WebSocket && s.vapid == vapid => return Ok(s),
+            Some(_) if kind == UaKind::WebSocket => return Err(RegisterError::Conflict),
+            _ => {}
+        }
+        if count >= max {
             return Err(RegisterError::TooMany(max));
         }
     }

@@ -143,6 +143,9 @@ struct Conn {
     /// message recorded before it reaches the connection from its fan-out,
     /// one recorded after from the connection's own fetch.
     id: u64,
+    /// The user agent was made by this connection's `hello` and has not
+    /// registered yet: it holds no subscription.
+    new_ua: bool,
 }
 
 /// Serves one device connection to its end.
@@ -161,6 +164,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         session: Session::new(),
         inflight: TokenMap::default(),
         id: 0,
+        new_ua: false,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -453,6 +457,7 @@ impl Conn {
                 // A new user agent is recorded with its first subscription,
                 // so that devices that only say `hello` leave nothing behind.
                 let uaid = known.unwrap_or_else(new_token);
+                self.new_ua = known.is_none();
                 self.session.hello_done(uaid);
                 self.reply(&ws_session::hello_reply(&uaid)).await?;
                 self.id = st.registry.next_id();
@@ -478,7 +483,11 @@ impl Conn {
             Command::Register { channel, key } => {
                 let uaid = self.session.uaid().expect("after hello");
                 let st = &self.state;
-                let owner = Owner::WebSocket { uaid, channel };
+                let owner = Owner::WebSocket {
+                    uaid,
+                    channel,
+                    new: std::mem::take(&mut self.new_ua),
+                };
                 let reply = match registration::register(st, owner, key.map(|k| k.0)).await {
                     Ok(s) => ws_session::register_reply(
                         &channel,

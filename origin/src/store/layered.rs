@@ -181,6 +181,30 @@ impl<B: Backend> Store for Layered<B> {
         Ok(n)
     }
 
+    fn channel_and_count(
+        &self,
+        uaid: &Token,
+        channel: &Token,
+        at_most: usize,
+    ) -> Result<(Option<Subscription>, usize), StoreError> {
+        let mut r = self.backend.reader()?;
+        let uk: [u8; 32] = cat(&[uaid, channel]);
+        let (mut n, mut push) = (0, None);
+        // In key order: once past `channel`'s place, only the count is wanted.
+        scan(&mut r, UA_SUBS, uaid, &mut |k, p| {
+            if k == uk {
+                push = Some(p.to_vec());
+                return Ok(false);
+            }
+            n += 1;
+            Ok(n < at_most || k < &uk[..])
+        })?;
+        match push {
+            Some(p) => Ok((r.get(SUBS, &p, codec::read_subscription)?, n)),
+            None => Ok((None, n.min(at_most))),
+        }
+    }
+
     fn user_agent(&self, uaid: &Token) -> Result<Option<UserAgent>, StoreError> {
         self.get(UAS, uaid, codec::read_user_agent)
     }

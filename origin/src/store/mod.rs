@@ -316,6 +316,15 @@ pub trait Store: Send + Sync + 'static {
     fn subscriptions_of(&self, uaid: &Token) -> Result<Vec<Subscription>, StoreError>;
     /// How many subscriptions a user agent holds, counted up to `at_most`.
     fn subscription_count(&self, uaid: &Token, at_most: usize) -> Result<usize, StoreError>;
+    /// What registering `channel` needs, in one read of the user agent's
+    /// subscriptions: the one on `channel`, if any, and how many it holds,
+    /// counted up to `at_most` (when `channel` has none).
+    fn channel_and_count(
+        &self,
+        uaid: &Token,
+        channel: &Token,
+        at_most: usize,
+    ) -> Result<(Option<Subscription>, usize), StoreError>;
     /// A user agent.
     fn user_agent(&self, uaid: &Token) -> Result<Option<UserAgent>, StoreError>;
     /// Up to `limit` unexpired messages of a user agent after `after_seq`, in order.

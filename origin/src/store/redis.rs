@@ -624,10 +624,21 @@ impl Read for RedisRead<'_> {
         rev: bool,
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
+        // A retry on a fresh connection goes on after the last entry
+        // visited: none is visited twice.
+        let mut last: Option<Vec<u8>> = None;
         self.with(|r, c| {
+            let resume = last.clone();
+            let (lo, hi) = match (&resume, rev) {
+                (Some(k), false) => (Bound::Excluded(&k[..]), hi),
+                (Some(k), true) => (lo, Bound::Excluded(&k[..])),
+                (None, _) => (lo, hi),
+            };
             let mut range = Ranged::new(r, t, lo, hi, rev)?;
             while let Some((k, v)) = range.next(c)? {
-                if !visit(&k, &v)? {
+                let more = visit(&k, &v)?;
+                last = Some(k);
+                if !more {
                     break;
                 }
             }

@@ -185,6 +185,25 @@ fn subscriptions(fresh: Fresh<'_>) {
         "counted up to at_most"
     );
     assert_eq!(s.counts().unwrap().subscriptions, 2);
+    // What registering a channel needs, in one read.
+    assert_eq!(
+        s.channel_and_count(&u.uaid, &a.channel, 10).unwrap().0,
+        Some(a.clone()),
+        "the channel's subscription"
+    );
+    assert_eq!(
+        s.channel_and_count(&u.uaid, &new_token(), 10).unwrap(),
+        (None, 2)
+    );
+    assert_eq!(
+        s.channel_and_count(&u.uaid, &new_token(), 1).unwrap(),
+        (None, 1),
+        "counted up to at_most"
+    );
+    assert_eq!(
+        s.channel_and_count(&new_token(), &a.channel, 10).unwrap(),
+        (None, 0)
+    );
     let m = msg(&*s, &a, None, FAR);
     let kept = msg(&*s, &b, None, FAR);
     apply(
