@@ -198,6 +198,8 @@ pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: 
     let mut after = after;
     let t = now();
     loop {
+        #[cfg(debug_assertions)]
+        debug_walk_delay().await;
         let batch = match state.store.list_members(&list, after.as_ref(), BATCH) {
             Ok(b) => b,
             Err(e) => {
@@ -251,6 +253,16 @@ pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: 
     };
     if let Err(e) = state.committer.write(vec![done]).await {
         tracing::error!("fan-out record: {e}");
+    }
+}
+
+/// In debug builds, `ORIGIN_DEBUG_WALK_DELAY_MS` holds each batch of a
+/// walk that long: the tests kill a node in the middle of its walk with it.
+#[cfg(debug_assertions)]
+async fn debug_walk_delay() {
+    let ms = std::env::var("ORIGIN_DEBUG_WALK_DELAY_MS").ok();
+    if let Some(ms) = ms.and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 }
 

@@ -337,6 +337,11 @@ impl Drop for Process {
 }
 
 fn process(store: &str, prefix: &str, name: &str) -> Process {
+    process_with(store, prefix, name, &[])
+}
+
+/// [`process`], with more environment variables.
+fn process_with(store: &str, prefix: &str, name: &str, env: &[(&str, &str)]) -> Process {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_origin"))
         .args([
@@ -352,6 +357,7 @@ fn process(store: &str, prefix: &str, name: &str) -> Process {
         .arg("--data-dir")
         .arg(temp_dir(name))
         .env("ORIGIN_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -377,10 +383,18 @@ fn process(store: &str, prefix: &str, name: &str) -> Process {
 async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
     let server = Server::start(&[]);
     let prefix = "killed";
-    let mut nodes: Vec<Process> = ["p1", "p2", "p3"]
-        .iter()
-        .map(|n| process(&server.url(), prefix, n))
-        .collect();
+    // p1's walk waits before its first batch (a debug build's hook), so
+    // the kill lands before any member went out: the others take it over.
+    let mut nodes: Vec<Process> = vec![
+        process_with(
+            &server.url(),
+            prefix,
+            "p1",
+            &[("ORIGIN_DEBUG_WALK_DELAY_MS", "60000")],
+        ),
+        process(&server.url(), prefix, "p2"),
+        process(&server.url(), prefix, "p3"),
+    ];
     let mut devices = Vec::new();
     let mut endpoints = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -409,14 +423,13 @@ async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
     let list = r.header("location").unwrap().to_owned();
     let r = request("POST", &app(&nodes[0], &list), &[("ttl", "600")], b"").await;
     assert_eq!(r.status, 201, "{:?}", r.json());
-    // kill -9 right after the answer.
+    // kill -9 right after the answer, in the middle of the walk.
     nodes[0].child.kill().unwrap();
     nodes[0].child.wait().unwrap();
     for (i, mut d) in devices {
         let mut versions = std::collections::HashSet::new();
-        // What arrived before the kill (on p1), or arrives (elsewhere: sent
-        // by p1's walk, or by the node that takes it over once p1's
-        // liveness key has expired).
+        // Nothing arrives on p1; elsewhere, it arrives from the node that
+        // takes the walk over once p1's liveness key has expired.
         let mut wait = if i == 0 { 700 } else { 12_000 };
         while let Some(m) = d.recv_message_within(Duration::from_millis(wait)).await {
             wait = 700;
@@ -435,6 +448,16 @@ async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
             }
         }
         assert_eq!(versions.len(), 1, "node p{}'s member: {versions:?}", i + 1);
+    }
+    let mut taken = 0;
+    for n in &nodes[1..] {
+        let r = request("GET", &format!("http://{}/metrics", n.app), &[], b"").await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        taken += metric_in(&text, "push_cluster_fanouts_taken_over_total").unwrap_or(0);
+    }
+    // (A release build has no such hook: its walk may finish first.)
+    if cfg!(debug_assertions) {
+        assert_eq!(taken, 1, "one node took the walk over");
     }
 }
 
