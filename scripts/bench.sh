@@ -48,6 +48,8 @@
 #      new devices, a list of all of them made and pushed (2 KiB compact JWE)
 #      through node 0, 1 + LIST_REPEATS times: 201 latency and last copy,
 #      and the same devices by single pushes through node 0 (ratio, as e);
+#      with CLUSTER_ACK_DELAY_MS, the devices acknowledge each copy that
+#      many ms after it arrived (as in h);
 #      then CLUSTER_PUSH_DEVICES [60000] new devices take 2 KiB single pushes
 #      sent to every node in turn (each device is on one node, so 5 in 6
 #      are routed to another): as fast as possible ("l-singles-flat-out",
@@ -60,6 +62,7 @@
 # Environment (defaults in brackets): CONNECT_DEVICES [15000], CLUSTER_RATE [2000],
 # CLUSTER_NODES [6], CLUSTER_DEVICES [100000], CLUSTER_PUSH_DEVICES [60000],
 # CLUSTER_REPLICA_FSYNC [always] (the replicas' appendfsync in l: everysec),
+# CLUSTER_ACK_DELAY_MS [0] (l's list devices acknowledge that much later),
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
@@ -312,6 +315,7 @@ scale_scenario() {
   redis_line l-redis-after-connect
   run_bare l-list list --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
     --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" \
+    --ack-delay-ms "${CLUSTER_ACK_DELAY_MS:-0}" \
     --ws "$ws_all" --app "http://${apps[0]}" --origin-pid "${pids[0]}" --src-base 40
   redis_line l-redis-after-list
   local app_all push_devices="${CLUSTER_PUSH_DEVICES:-60000}"
