@@ -275,18 +275,25 @@ impl Cluster {
             .arg(format!("{}:lease:{what}", self.prefix))
             .arg(format!("{}/{:x}", self.node, self.epoch))
             .arg(lease.as_millis() as u64);
+        self.on_counter(|c| c.query::<i64>(&cmd)).map(|n| n == 1)
+    }
+
+    /// Runs `f` on the connection that counts (opened when there is none;
+    /// dropped when `f` fails, for a fresh one next time).
+    fn on_counter<T>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.counter.lock().expect("counter");
         let c = match &mut *conn {
             Some(c) => c,
             empty => empty.insert(self.counters.0.open(self.counters.1)?),
         };
-        match c.query::<i64>(&cmd) {
-            Ok(n) => Ok(n == 1),
-            Err(e) => {
-                *conn = None;
-                Err(e)
-            }
+        let r = f(c);
+        if r.is_err() {
+            *conn = None;
         }
+        r
     }
 
     /// Adds `events` to each key's count of `name` in clock minute
@@ -307,22 +314,12 @@ impl Cluster {
             expire.arg(&k).arg(120);
             cmds.extend([incr, expire]);
         }
-        let mut conn = self.counter.lock().expect("counter");
-        let c = match &mut *conn {
-            Some(c) => c,
-            empty => empty.insert(self.counters.0.open(self.counters.1)?),
-        };
-        match c.pipeline(cmds) {
-            Ok(r) => Ok(r
-                .into_iter()
-                .step_by(2)
-                .map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0))
-                .collect()),
-            Err(e) => {
-                *conn = None;
-                Err(e)
-            }
-        }
+        let replies = self.on_counter(|c| c.pipeline(cmds))?;
+        Ok(replies
+            .into_iter()
+            .step_by(2)
+            .map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0))
+            .collect())
     }
 
     /// Returns once the route records of the connections registered

@@ -54,7 +54,7 @@ pub async fn register(
 ) -> Result<Subscription, RegisterError> {
     let (uaid, channel, kind, new) = match owner {
         Owner::WebSocket { uaid, channel, new } => (Some(uaid), channel, UaKind::WebSocket, new),
-        Owner::Http2Set(set) => (set, new_token(), UaKind::Http2, set.is_none()),
+        Owner::Http2Set(set) => (set, new_token(), UaKind::Http2, false),
     };
     let _held = match uaid {
         Some(u) => Some(state.ua_locks.lock(&u).await),

@@ -169,18 +169,6 @@ impl<B: Backend> Store for Layered<B> {
         Ok(out)
     }
 
-    fn subscription_count(&self, uaid: &Token, at_most: usize) -> Result<usize, StoreError> {
-        let mut n = 0;
-        if at_most == 0 {
-            return Ok(0);
-        }
-        scan(&mut self.backend.reader()?, UA_SUBS, uaid, &mut |_, _| {
-            n += 1;
-            Ok(n < at_most)
-        })?;
-        Ok(n)
-    }
-
     fn channel_and_count(
         &self,
         uaid: &Token,

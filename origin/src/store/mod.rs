@@ -314,8 +314,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Subscription>, StoreError>;
     /// Every subscription of a user agent.
     fn subscriptions_of(&self, uaid: &Token) -> Result<Vec<Subscription>, StoreError>;
-    /// How many subscriptions a user agent holds, counted up to `at_most`.
-    fn subscription_count(&self, uaid: &Token, at_most: usize) -> Result<usize, StoreError>;
     /// What registering `channel` needs, in one read of the user agent's
     /// subscriptions: the one on `channel`, if any, and how many it holds,
     /// counted up to `at_most` (when `channel` has none).
