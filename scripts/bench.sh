@@ -57,6 +57,18 @@
 #      POST→delivery); Redis's memory and CPU after each (not in the
 #      default run)
 #
+#   m  what a delivered copy costs the origin, acknowledgements included:
+#      e's list push alone (1 + LIST_REPEATS times) to LIST_DEVICES devices,
+#      then PUSHES_EMPTY unsigned single pushes to PUSH_DEVICES devices, each
+#      with devices that acknowledge at once and with devices that never do,
+#      first as the workers' epoll loop serves them, then as plain WebSocket
+#      clients ("m-*-plain-*": a tokio-tungstenite task per device, serde_json);
+#      each line gives the origin's CPU per copy inside the delivery window
+#      ("origin_cpu_us_per_copy") and over the whole push, until every
+#      acknowledgement is read and its write committed ("whole"); then one
+#      line "m-per-copy" of those medians and what an acknowledgement costs
+#      (acknowledging minus not) (not in the default run)
+#
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
 # Environment (defaults in brackets): CONNECT_DEVICES [15000], CLUSTER_RATE [2000],
@@ -420,6 +432,52 @@ list_against_floor() {
   [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
   grep -q '"error"' <<<"$out" && failures=$((failures + 1))
 }
+# Scenario m: list and single pushes with devices that acknowledge and
+# devices that do not, served two ways; then the medians side by side.
+per_copy_scenario() {
+  local figs=() kind acks extra
+  for kind in epoll plain; do
+    for acks in acks no-acks; do
+      extra=()
+      [[ $kind == plain ]] && extra+=(--plain)
+      [[ $acks == no-acks ]] && extra+=(--no-acks)
+      run "m-list-$kind-$acks" list --list-only --devices "$LIST_DEVICES" --body-bytes "$BODY_BYTES" \
+        --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" --app @APP@ --src-base 200 "${extra[@]}"
+      figs+=("list-$kind-$acks=${LAST_OUT:-null}")
+      run "m-singles-$kind-$acks" push --devices "$PUSH_DEVICES" --pushes "$PUSHES_BODY" \
+        --concurrency "$CONCURRENCY" --app @APP@ --src-base 220 "${extra[@]}"
+      figs+=("singles-$kind-$acks=${LAST_OUT:-null}")
+    done
+  done
+  local out
+  out="$(python3 - "${figs[@]}" <<'PY'
+import json, sys
+f = {}
+def pick(k, line):
+    if k.startswith("list-"):
+        r = (line.get("list") or {}).get("list_repeats") or {}
+        return [r.get("whole_origin_cpu_us_per_copy_median"), r.get("origin_cpu_us_per_copy_median"), r.get("median_ms")]
+    return [(line.get("whole") or {}).get("origin_cpu_us_per_push"), line.get("origin_cpu_us_per_push"), line.get("deliveries_per_s")]
+for a in sys.argv[1:]:
+    k, _, v = a.partition("=")
+    try:
+        f[k] = pick(k, json.loads(v) or {})
+    except (ValueError, AttributeError):
+        f[k] = None
+out = {"scenario": "m-per-copy", "fields": "[whole µs per copy, window µs per copy, last copy median ms or deliveries/s]"}
+out.update(f)
+for what in ("list", "singles"):
+    for kind in ("epoll", "plain"):
+        a, n = f.get(f"{what}-{kind}-acks"), f.get(f"{what}-{kind}-no-acks")
+        if a and n and a[0] is not None and n[0] is not None:
+            out[f"{what}-{kind}-ack_us"] = round(a[0] - n[0], 3)
+print(json.dumps(out))
+PY
+)"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
+}
+
 # Runs one scenario without an origin: name, then pushbench arguments.
 run_bare() {
   local name="$1"
@@ -492,7 +550,8 @@ for s in "${scenarios[@]}"; do
     j) list_against_floor ;;
     k) cluster_scenario ;;
     l) scale_scenario ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g h i j k l)" >&2; failures=$((failures + 1)) ;;
+    m) per_copy_scenario ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h i j k l m)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

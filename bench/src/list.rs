@@ -5,6 +5,7 @@ use crate::bodies::{aes128gcm_body, copy_len, list_jwe};
 use crate::http::{self, Plan};
 use crate::list_api::{adds_up, build_list, delivered_to_all, poll_status, push_list, ListOpts};
 use crate::pool::Pool;
+use crate::settled::{self, per_copy, Whole};
 use crate::stats::{percentile, r3, CpuWindow};
 use crate::tally::{
     self, connect_with_endpoints, count, device_errors, dump, ms, records_after, seen, spread,
@@ -77,11 +78,12 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
 
     // 1. One push to the list.
     let tool_pids = tool_pids(&pool);
-    let cpu = CpuWindow::start(a.list.origin_pid, tool_pids.clone());
     let mut delivered = vec![0u64; pool.len()];
     eprintln!("pushbench: list built; pushing");
-    let (resp, status_path) = push_list(&app, &list, &jwe).await?;
     let drain = Duration::from_secs(a.list.drain_secs);
+    let base = settled::acks(&app).await?;
+    let cpu = CpuWindow::start(a.list.origin_pid, tool_pids.clone());
+    let (resp, status_path) = push_list(&app, &list, &jwe).await?;
     wait_delivered(
         &mut pool,
         &mut delivered,
@@ -90,6 +92,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     )
     .await?;
     let list_cpu = cpu.finish();
+    let whole = Whole::wait(&app, &a.list.dev, base, connected, drain, &cpu).await?;
     let (status, _) =
         poll_status(&app, &status_path, 5.0, |s| delivered_to_all(s, connected)).await?;
     let (records, ends1) = dump(&mut pool).await?;
@@ -112,6 +115,8 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         "status": status,
         "status_adds_up": adds_up(&status),
         "devices_delay_acks": delayed_sockets,
+        "origin_cpu_us_per_copy": per_copy(&list_cpu, connected),
+        "whole": whole.fig(connected),
     });
     list_fig.as_object_mut().expect("object").extend(list_cpu);
 
@@ -121,6 +126,8 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         bad_total: bad1,
     };
     let mut rounds = vec![list_from_201_ms];
+    let mut window_us = vec![list_fig["origin_cpu_us_per_copy"].as_f64()];
+    let mut whole_us = vec![whole.per_copy(connected)];
     let mut round_problems = Vec::new();
     for k in 0..a.list_repeats {
         let r = list_round(
@@ -132,8 +139,11 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             &after,
             connected,
             drain,
+            (&a.list, &tool_pids),
         )
         .await?;
+        window_us.push(r.window_us);
+        whole_us.push(r.whole_us);
         eprintln!(
             "pushbench: list push {}: last copy {} ms after the 201",
             k + 2,
@@ -154,6 +164,10 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
                 "median_ms": percentile(&sorted, 50.0).map(r3),
                 "min_ms": sorted.first(),
                 "max_ms": sorted.last(),
+                "origin_cpu_us_per_copy": window_us,
+                "origin_cpu_us_per_copy_median": median(&window_us),
+                "whole_origin_cpu_us_per_copy": whole_us,
+                "whole_origin_cpu_us_per_copy_median": median(&whole_us),
                 "problems": round_problems,
             }),
         );
@@ -182,6 +196,8 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             "problems": problems,
             "devices": a.devices,
             "ack_delay_ms": a.list.dev.ack_delay_ms,
+            "acks": !a.list.dev.no_acks,
+            "plain_devices": a.list.dev.plain,
             "list": list_fig,
             "list_ms": list_from_post_ms,
         }));
@@ -221,7 +237,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             &mut delivered,
             &after,
             drain,
-            a.list.origin_pid,
+            (&app, &a.list),
             &tool_pids,
         )
         .await?;
@@ -282,6 +298,10 @@ struct Round {
 /// A list push after the first.
 struct ListRound {
     from_201_ms: f64,
+    /// The origin's CPU per copy, µs: until the last copy arrived, and
+    /// until every acknowledgement was settled.
+    window_us: Option<f64>,
+    whole_us: Option<f64>,
     after: Round,
     problem: Option<String>,
 }
@@ -298,9 +318,14 @@ async fn list_round(
     before: &Round,
     connected: u64,
     drain: Duration,
+    (opts, tool_pids): (&ListOpts, &[u32]),
 ) -> Result<ListRound, String> {
+    let base = settled::acks(app).await?;
+    let cpu = CpuWindow::start(opts.origin_pid, tool_pids.to_vec());
     let (resp, status_path) = push_list(app, list, jwe).await?;
     wait_more(pool, delivered, &before.seen, connected, drain).await?;
+    let window = cpu.finish();
+    let whole = Whole::wait(app, &opts.dev, base, connected, drain, &cpu).await?;
     let (status, _) =
         poll_status(app, &status_path, 5.0, |s| delivered_to_all(s, connected)).await?;
     let (records, ends) = dump(pool).await?;
@@ -311,6 +336,8 @@ async fn list_round(
         .then(|| format!("a repeated list push: {distinct} of {connected} devices got it, {dups} duplicates, {bad} bad, status {status}"));
     Ok(ListRound {
         from_201_ms: ms(resp.done_ns, last),
+        window_us: per_copy(&window, connected),
+        whole_us: whole.per_copy(connected),
         after: Round {
             seen: seen(&records),
             bad_total,
@@ -333,13 +360,14 @@ async fn single_phase(
     delivered: &mut [u64],
     before: &Round,
     drain: Duration,
-    origin_pid: Option<u32>,
+    (app, opts): (&App, &ListOpts),
     tool_pids: &[u32],
 ) -> Result<SinglePhase, String> {
     let as_apps = plan.app_side.is_some();
     let concurrency = plan.concurrency;
     let body_bytes = plan.body.len();
-    let cpu = CpuWindow::start(origin_pid, tool_pids.to_vec());
+    let base = settled::acks(app).await?;
+    let cpu = CpuWindow::start(opts.origin_pid, tool_pids.to_vec());
     let outcome = {
         let pushers = tokio::spawn(http::run(plan));
         tokio::pin!(pushers);
@@ -355,7 +383,9 @@ async fn single_phase(
     };
     let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
     wait_more(pool, delivered, &before.seen, ok, drain).await?;
-    let cpu = cpu.finish();
+    let window = cpu.finish();
+    let whole = Whole::wait(app, &opts.dev, base, ok, drain, &cpu).await?;
+    let cpu = window;
     let (records, ends) = dump(pool).await?;
     let new = || records_after(&records, &before.seen);
     let (copies, distinct, dups, last) = tally(new());
@@ -381,6 +411,8 @@ async fn single_phase(
         "bad_payload": bad,
         "device_errors": errors,
         "first_error": outcome.first_error,
+        "origin_cpu_us_per_push": per_copy(&cpu, ok),
+        "whole": whole.fig(ok),
     });
     fig.as_object_mut().expect("object").extend(cpu);
     let problem = (distinct != ok || ok != outcome.sent.len() as u64 || dups > 0 || bad > 0 || errors > 0)
@@ -398,4 +430,11 @@ async fn single_phase(
         },
         problem,
     })
+}
+
+/// The median of the figures present.
+fn median(v: &[Option<f64>]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().flatten().copied().collect();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 50.0).map(r3)
 }

@@ -39,6 +39,15 @@ pub struct DeviceOpts {
     /// acknowledgements out of that window, as devices of their own would.
     #[arg(long, default_value_t = 0)]
     pub ack_delay_ms: u64,
+    /// Devices never acknowledge (to measure what acknowledgements cost
+    /// the service, against devices that do).
+    #[arg(long)]
+    pub no_acks: bool,
+    /// Devices are served as a plain WebSocket client library serves them:
+    /// a task per device, frames read by `tokio-tungstenite`, messages by
+    /// `serde_json` (rather than by the workers' one epoll loop and scanner).
+    #[arg(long)]
+    pub plain: bool,
 }
 
 impl DeviceOpts {
@@ -166,6 +175,8 @@ impl Pool {
                 ))
                 .arg(format!("--body-bytes={body_bytes}"))
                 .arg(format!("--ack-delay-ms={}", o.ack_delay_ms))
+                .args(o.no_acks.then_some("--no-acks"))
+                .args(o.plain.then_some("--plain"))
                 .arg(format!("--timeout-secs={}", timeout_secs + 10))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

@@ -1,10 +1,11 @@
 //! `pushbench push`: N registered devices, P pushes round-robin over them
 //! from C keep-alive connections; throughput and POST→delivery latency.
 
-use crate::app_client::{app_addr, path_of};
+use crate::app_client::{app_addr, path_of, App};
 use crate::bodies::aes128gcm_body;
 use crate::http::{self, Plan};
 use crate::pool::DeviceOpts;
+use crate::settled::{self, per_copy, Whole};
 use crate::stats::{percentile, r3, CpuWindow};
 use crate::tally::{
     connect_with_endpoints, count, device_errors, dump_each, sum, tool_pids, wait_delivered, Record,
@@ -81,6 +82,13 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
         app_side: None,
     });
 
+    // The whole of the pushes, acknowledgements included, is measured
+    // against one origin only.
+    let one_origin = App::new(a.app.split(',').next().unwrap_or_default())?;
+    let base = match a.origin_pid {
+        Some(_) => Some(settled::acks(&one_origin).await?),
+        None => None,
+    };
     let cpu = CpuWindow::start(a.origin_pid, tool_pids(&pool));
     let started = tokio::time::Instant::now();
     let pushers = tokio::spawn(http::run(plan));
@@ -104,7 +112,21 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
     let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(a.drain_secs);
     wait_delivered(&mut pool, &mut delivered, ok, drain_until).await?;
-    let cpu = cpu.finish();
+    let window = cpu.finish();
+    let whole = match base {
+        Some(base) => {
+            let drain = Duration::from_secs(a.drain_secs);
+            let w = Whole::wait(&one_origin, &a.dev, base, ok, drain, &cpu).await?;
+            json!({
+                "origin_cpu_us_per_push": w.per_copy(ok),
+                "cpu": w.fig(ok),
+            })
+        }
+        None => Value::Null,
+    };
+    let mut cpu = window;
+    cpu.insert("origin_cpu_us_per_push".into(), json!(per_copy(&cpu, ok)));
+    cpu.insert("whole".into(), whole);
 
     let mut records: Vec<Record> = Vec::with_capacity(ok as usize);
     let ends = dump_each(&mut pool, |_, v, ns| records.push((v.to_owned(), ns))).await?;

@@ -80,6 +80,13 @@ pub struct WorkerArgs {
     /// not register (`--devices` is ignored).
     #[arg(long)]
     pub uaids: Option<std::path::PathBuf>,
+    /// Devices never acknowledge.
+    #[arg(long)]
+    pub no_acks: bool,
+    /// Devices are served as a plain client library serves them
+    /// ([`crate::plain`]), not by the worker's epoll loop.
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// Everything the worker counts.
@@ -130,6 +137,8 @@ struct DevCfg {
     total: usize,
     ephemeral: bool,
     ack_delay: Duration,
+    acks: bool,
+    plain: bool,
 }
 
 /// Runs a worker to its end.
@@ -174,6 +183,8 @@ async fn main(a: WorkerArgs) {
         total: devices,
         ephemeral: a.ephemeral,
         ack_delay: Duration::from_millis(a.ack_delay_ms),
+        acks: !a.no_acks,
+        plain: a.plain,
     });
     let tally = Rc::new(RefCell::new(Tally::default()));
     let served = match Served::new(cfg.ack_delay) {
@@ -386,6 +397,10 @@ async fn device(
         return;
     }
     let h = Devices(cfg, tally);
+    if h.0.plain {
+        let r = crate::plain::serve(stream, buf, h.0.ack_delay, &h).await;
+        return h.ended(r.err());
+    }
     if let Err(e) = stream.into_std().and_then(|s| served.add(s, buf, &h)) {
         h.ended(Some(e));
     }
@@ -540,6 +555,26 @@ async fn next_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> 
     }
 }
 
+impl crate::plain::OnNote for Devices {
+    fn note(&self, n: &shared::webpush_ws::Notification, now: u64) -> bool {
+        let note = Note {
+            channel: &n.channel_id,
+            version: &n.version,
+            data_len: n.data.as_deref().map(str::len),
+        };
+        record(&mut self.1.borrow_mut(), &self.0, &note, now);
+        self.0.acks
+    }
+
+    fn other(&self, error: Option<String>) {
+        let mut t = self.1.borrow_mut();
+        match error {
+            Some(e) => t.error(e),
+            None => t.unexpected += 1,
+        }
+    }
+}
+
 /// Handles the complete frames at the start of `buf`, queueing replies in
 /// `out`: the bytes used, and whether the server closed.
 fn frames(
@@ -630,6 +665,20 @@ fn on_text(text: &[u8], now: u64, cfg: &DevCfg, tally: &RefCell<Tally>, out: &mu
             Err(e) => return t.error(format!("bad message: {e}")),
         },
     };
+    record(&mut t, cfg, &note, now);
+    if !cfg.acks {
+        return;
+    }
+    let mut ack = [0u8; 256];
+    let len = match write_ack(&note, &mut ack) {
+        Some(len) => len,
+        None => return t.error("version or channel too long"),
+    };
+    ws::encode(op::TEXT, &ack[..len], out);
+}
+
+/// Counts a notification and records its version and arrival.
+fn record(t: &mut Tally, cfg: &DevCfg, note: &Note, now: u64) {
     t.delivered += 1;
     if note.data_len != cfg.data_len.get() {
         t.bad_payload += 1;
@@ -637,12 +686,6 @@ fn on_text(text: &[u8], now: u64, cfg: &DevCfg, tally: &RefCell<Tally>, out: &mu
     t.versions.push_str(note.version);
     let end = t.versions.len();
     t.records.push((end, now));
-    let mut ack = [0u8; 256];
-    let len = match write_ack(&note, &mut ack) {
-        Some(len) => len,
-        None => return t.error("version or channel too long"),
-    };
-    ws::encode(op::TEXT, &ack[..len], out);
 }
 
 /// Writes the `ack` of a notification into `buf` (no allocation): its

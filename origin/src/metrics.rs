@@ -85,6 +85,8 @@ pub struct Gauges<'a> {
     pub connected: &'a [(&'static str, u64)],
     /// What the store holds.
     pub store: StoreCounts,
+    /// Store writes queued and not yet committed.
+    pub writes_pending: u64,
     /// This node's part in a cluster, if it is in one.
     pub cluster: Option<ClusterGauges>,
 }
@@ -211,6 +213,12 @@ impl Metrics {
                 "Size of the store on disk",
                 "gauge",
                 gauges.store.bytes,
+            ),
+            one(
+                "push_store_writes_pending",
+                "Store writes queued and not yet committed (acknowledgements, clean-ups, requests)",
+                "gauge",
+                gauges.writes_pending,
             ),
             one(
                 "push_app_requests_total",

@@ -212,16 +212,39 @@ impl State {
     /// copy goes, a list copy is marked acknowledged, and on delivery the
     /// application server's receipt is sent.
     pub fn acknowledged(self: &Arc<Self>, msg: &Message, delivered: bool) {
-        if let Some(lm) = msg.list_message {
-            // A list copy is never stored on its own and has no receipt.
-            return self.copy_acknowledged(lm, msg.push);
-        }
+        let mut ops = Vec::new();
+        self.acknowledged_into(msg, delivered, &mut ops);
         crate::metrics::inc(&self.metrics.messages_acked);
+        if !ops.is_empty() {
+            self.write_later(ops);
+        }
+    }
+
+    /// [`State::acknowledged`] with the store's writes appended to `ops`
+    /// and not counted, so that a connection settles many acknowledgements
+    /// with one queued write and one count ([`State::settled_acks`]).
+    pub fn acknowledged_into(self: &Arc<Self>, msg: &Message, delivered: bool, ops: &mut Vec<Op>) {
+        if let Some(list_message) = msg.list_message {
+            // A list copy is never stored on its own and has no receipt.
+            ops.push(Op::AckCopy {
+                list_message,
+                push: msg.push,
+            });
+            return;
+        }
         if msg.seq != 0 {
-            self.write_later(vec![Op::DeleteMessage(msg.id)]);
+            ops.push(Op::DeleteMessage(msg.id));
         }
         if let (Some(receipt), true) = (msg.receipt, delivered) {
             self.send_receipt(msg, receipt, 204);
+        }
+    }
+
+    /// Counts `count` acknowledgements and queues their store writes.
+    pub fn settled_acks(&self, count: u64, ops: Vec<Op>) {
+        crate::metrics::add(&self.metrics.messages_acked, count);
+        if !ops.is_empty() {
+            self.write_later(ops);
         }
     }
 
@@ -253,8 +276,7 @@ impl State {
     /// A device acknowledged (or refused) its copy of `list_message`,
     /// sent to subscription `push`.
     pub fn copy_acknowledged(&self, list_message: Token, push: Token) {
-        crate::metrics::inc(&self.metrics.messages_acked);
-        self.write_later(vec![Op::AckCopy { list_message, push }]);
+        self.settled_acks(1, vec![Op::AckCopy { list_message, push }]);
     }
 
     /// Waits until writes queued without waiting (acknowledgements) are

@@ -213,10 +213,12 @@ async fn metrics_count_what_happened() {
     }
     wait_for(&o, "push_messages_acked_total", 6).await;
     wait_for(&o, "push_stored_messages", 0).await;
+    wait_for(&o, "push_store_writes_pending", 0).await;
     let text = scrape(&o).await;
     check(
         &text,
         &[
+            ("push_store_writes_pending", 0),
             ("push_messages_sent_total", 6),
             ("push_connected_devices{protocol=\"websocket\"}", 3),
             ("push_device_connections_total{protocol=\"websocket\"}", 4),
@@ -226,6 +228,7 @@ async fn metrics_count_what_happened() {
         "push_pushes_total",
         "push_fanout_members_total",
         "push_store_bytes",
+        "push_store_writes_pending",
     ] {
         assert!(
             text.contains(&format!("# HELP {family} ")),

@@ -355,6 +355,40 @@ async fn an_ack_of_many_unknown_and_repeated_versions_counts_each_message_once()
 }
 
 #[tokio::test]
+async fn acks_in_any_json_shape_clear_their_messages() {
+    // Acks written as devices write them are read in place; any other
+    // shape is read as JSON, and both settle alike.
+    let (o, mut d, endpoint) = one_device("ws-ack-shapes").await;
+    for (k, shape) in [
+        r#"{"messageType":"ack","updates":[{"channelID":"C","version":"V","code":100}]}"#,
+        r#"{ "updates": [ { "version": "V", "channelID": "C" } ], "messageType": "ack" }"#,
+        r#"{"messageType":"ack","updates":[{"channelID":"C","version":"V"},{"channelID":"C","version":"V"}]}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+        assert_eq!(r.status, 201);
+        let n = d.recv_notification().await.expect("delivered");
+        let text = shape
+            .replace('C', &n.channel_id)
+            .replace('V', &n.version);
+        d.send_text(&text).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            metric(&o, "push_messages_acked_total").await,
+            k as u64 + 1,
+            "{shape}"
+        );
+    }
+    // None of them comes back.
+    let uaid = d.uaid.clone();
+    d.close().await;
+    let mut again = Device::connect(&o, Some(&uaid)).await;
+    again.expect_nothing().await;
+}
+
+#[tokio::test]
 async fn a_device_that_does_not_acknowledge_gets_no_more_than_max_unacked() {
     let o = start_with(&temp_dir("ws-unacked"), &[], |s| s.max_unacked = 3).await;
     let mut d = Device::connect(&o, None).await;

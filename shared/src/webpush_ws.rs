@@ -232,6 +232,83 @@ impl ServerMessage<'_> {
     }
 }
 
+/// The versions of an `ack` written in the shape devices write it
+/// (Firefox's: `{"messageType":"ack","updates":[{"channelID":"…",
+/// "version":"…","code":100}]}`, `code` optional, no white space inside, no
+/// escapes), read in place with no JSON tree and no allocation: a service
+/// reads one per delivered notification. `None` for any other text, which
+/// [`DeviceMessage::parse`] reads (and may refuse); where this reads an
+/// `ack`, `parse` reads the same one.
+pub fn ack_versions(text: &str) -> Option<AckVersions<'_>> {
+    let body = text
+        .trim()
+        .strip_prefix(r#"{"messageType":"ack","updates":["#)?
+        .strip_suffix("]}")?;
+    let mut rest = body.as_bytes();
+    while !rest.is_empty() {
+        let (_, after) = ack_update(rest)?;
+        rest = match after {
+            [] => after,
+            [b',', more @ ..] if !more.is_empty() => more,
+            _ => return None,
+        };
+    }
+    Some(AckVersions {
+        rest: body.as_bytes(),
+    })
+}
+
+/// The versions of an `ack` read by [`ack_versions`], in order.
+#[derive(Clone, Debug)]
+pub struct AckVersions<'a> {
+    /// The updates not yet read (checked whole by [`ack_versions`]).
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for AckVersions<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (version, after) = ack_update(self.rest)?;
+        self.rest = after.strip_prefix(b",").unwrap_or(after);
+        Some(version)
+    }
+}
+
+/// One update `{"channelID":"…","version":"…"[,"code":N]}` at the start of
+/// `b`: its version, and the bytes after it.
+fn ack_update(b: &[u8]) -> Option<(&str, &[u8])> {
+    let b = b.strip_prefix(br#"{"channelID":""#)?;
+    let (_, b) = plain_string(b)?;
+    let b = b.strip_prefix(br#","version":""#)?;
+    let (version, b) = plain_string(b)?;
+    let b = match b.strip_prefix(br#","code":"#) {
+        Some(code) => {
+            let digits = code.iter().take_while(|c| c.is_ascii_digit()).count();
+            if !(1..=5).contains(&digits) || (digits > 1 && code[0] == b'0') {
+                return None;
+            }
+            let n: u32 = std::str::from_utf8(&code[..digits]).ok()?.parse().ok()?;
+            u16::try_from(n).ok()?;
+            &code[digits..]
+        }
+        None => b,
+    };
+    Some((version, b.strip_prefix(b"}")?))
+}
+
+/// A JSON string's text up to its closing quote (already past the opening
+/// one), if it needs no unescaping and holds no control character.
+fn plain_string(b: &[u8]) -> Option<(&str, &[u8])> {
+    let end = b
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    if b[end] != b'"' {
+        return None;
+    }
+    Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
+}
+
 /// One text message of either direction: `ping` for `{}`, else its JSON.
 fn read<'a, T: Deserialize<'a>>(text: &'a str, ping: T) -> Result<T, serde_json::Error> {
     let text = text.trim();
@@ -391,6 +468,68 @@ mod tests {
         assert!(
             matches!(device(r#"{"messageType":"ack"}"#), DeviceMessage::Ack { updates } if updates.is_empty())
         );
+    }
+
+    /// What `parse` reads as an ack's versions, if it reads an ack.
+    fn parsed_versions(text: &str) -> Option<Vec<String>> {
+        match DeviceMessage::parse(text) {
+            Ok(DeviceMessage::Ack { updates }) => {
+                Some(updates.iter().map(|u| u.version.to_string()).collect())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn acks_read_in_place_as_parse_reads_them() {
+        let read = [
+            (
+                r#"{"messageType":"ack","updates":[{"channelID":"c-1","version":"v1"}]}"#,
+                vec!["v1"],
+            ),
+            (
+                r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v1","code":100}]}"#,
+                vec!["v1"],
+            ),
+            (
+                r#" {"messageType":"ack","updates":[{"channelID":"c","version":"a","code":0},{"channelID":"d","version":"b"}]} "#,
+                vec!["a", "b"],
+            ),
+            (r#"{"messageType":"ack","updates":[]}"#, vec![]),
+            (
+                r#"{"messageType":"ack","updates":[{"channelID":"","version":"é"}]}"#,
+                vec!["é"],
+            ),
+        ];
+        for (text, want) in read {
+            let got: Vec<&str> = ack_versions(text).expect(text).collect();
+            assert_eq!(got, want, "{text}");
+            let parsed = parsed_versions(text).expect(text);
+            assert_eq!(parsed, want, "{text}");
+        }
+        // Anything else is left to `parse`, which reads it (or refuses it).
+        for text in [
+            r#"{"messageType":"ack"}"#,
+            r#"{"messageType": "ack","updates":[{"channelID":"c","version":"v"}]}"#,
+            r#"{"updates":[{"channelID":"c","version":"v"}],"messageType":"ack"}"#,
+            r#"{"messageType":"ack","updates":[{"version":"v","channelID":"c"}]}"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v\u0031"}]}"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v","code":"100"}]}"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v","code":070}]}"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v","code":65536}]}"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v"},]}"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v"}{"channelID":"c","version":"w"}]}"#,
+            "{\"messageType\":\"ack\",\"updates\":[{\"channelID\":\"c\u{1}\",\"version\":\"v\"}]}",
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v"}]}x"#,
+            r#"{"messageType":"ack","updates":[{"channelID":"c","version":"v"}]"#,
+            r#"{"messageType":"nack","version":"v"}"#,
+        ] {
+            assert!(ack_versions(text).is_none(), "{text}");
+        }
+        assert!(parsed_versions(
+            "{\"messageType\":\"ack\",\"updates\":[{\"channelID\":\"c\u{1}\",\"version\":\"v\"}]}"
+        )
+        .is_none());
     }
 
     #[test]

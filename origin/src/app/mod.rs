@@ -111,6 +111,7 @@ fn render_metrics(state: &State) -> String {
     state.metrics.render(&Gauges {
         connected: &connected,
         store: state.store.counts().unwrap_or_default(),
+        writes_pending: state.committer.pending() as u64,
         cluster,
     })
 }

@@ -16,6 +16,7 @@ use crate::registry::{ConnHandle, Outbound};
 use crate::state::State;
 use crate::store::{ListMember, Message, Op, StoreError, UaKind};
 use crate::tokens::{self, new_token, Token, TokenMap};
+use shared::webpush_ws::ack_versions;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -173,9 +174,26 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     conn.finish(&mut rx);
 }
 
+/// What one read brought besides the acknowledgements settled on the way.
+#[derive(Default)]
+struct Read {
+    /// Messages to handle in turn.
+    incoming: Vec<Incoming>,
+    /// Acknowledged versions this connection did not write: the store is
+    /// asked about them ([`Conn::acknowledge`]).
+    unsettled: Vec<Token>,
+}
+
+/// Acknowledgements read in place during one read, settled together.
+#[derive(Default)]
+struct AckBatch {
+    count: u64,
+    ops: Vec<Op>,
+}
+
 impl Conn {
     /// Waits for the socket, then reads what it has; `None` at end of stream.
-    async fn read_some(&mut self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
+    async fn read_some(&mut self, decoder: &mut Decoder) -> io::Result<Option<Read>> {
         loop {
             self.out.stream().readable().await?;
             match self.read_ready(decoder) {
@@ -186,26 +204,72 @@ impl Conn {
     }
 
     /// Reads once and decodes the frames completed: `None` at end of
-    /// stream, `WouldBlock` if there was nothing to read after all.
-    fn read_ready(&self, decoder: &mut Decoder) -> io::Result<Option<Vec<Incoming>>> {
+    /// stream, `WouldBlock` if there was nothing to read after all. The
+    /// acknowledgements it holds are settled here, with one queued store
+    /// write and one count for all of them.
+    fn read_ready(&mut self, decoder: &mut Decoder) -> io::Result<Option<Read>> {
         let mut buf = [0u8; 4096];
         let n = read_once(self.out.stream(), &mut buf)?;
         if n == 0 {
             return Ok(None);
         }
-        let mut incoming = Vec::new();
+        let mut read = Read::default();
+        let mut acks = AckBatch::default();
+        let max = self.state.config.ws_max_message;
         decoder
-            .feed(&buf[..n], self.state.config.ws_max_message, &mut incoming)
+            .feed(
+                &mut buf[..n],
+                max,
+                &mut |text| self.take_ack(text, &mut acks, &mut read.unsettled),
+                &mut read.incoming,
+            )
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok(Some(incoming))
+        if acks.count > 0 {
+            self.state.settled_acks(acks.count, acks.ops);
+        }
+        Ok(Some(read))
+    }
+
+    /// Settles an `ack` read in place (see [`ack_versions`]); `false` for
+    /// any other text, or an `ack` before `hello`, which the [`Session`]
+    /// reads. A version this connection did not write goes to `unsettled`.
+    fn take_ack(&mut self, text: &str, acks: &mut AckBatch, unsettled: &mut Vec<Token>) -> bool {
+        if self.session.uaid().is_none() {
+            return false;
+        }
+        let Some(versions) = ack_versions(text) else {
+            return false;
+        };
+        for v in versions {
+            let Some(id) = tokens::decode(v) else {
+                continue;
+            };
+            if let Some(m) = self.inflight.remove(&id) {
+                self.out.message_done(&id, m.list_message.is_some());
+                self.state.acknowledged_into(&m, true, &mut acks.ops);
+            } else if let Some(c) = self.out.copy_done(&id) {
+                acks.ops.push(Op::AckCopy {
+                    list_message: c.list_message,
+                    push: c.push,
+                });
+            } else {
+                unsettled.push(id);
+                continue;
+            }
+            acks.count += 1;
+        }
+        true
     }
 
     /// Handles what the device sent; `false` once it closed. After
     /// answering, turns the socket's delayed ACKs off again
     /// ([`Outlet::ack_at_once`]), once per batch.
-    async fn handle_incoming(&mut self, incoming: Vec<Incoming>) -> io::Result<bool> {
+    async fn handle_incoming(&mut self, read: Read) -> io::Result<bool> {
+        if !read.unsettled.is_empty() {
+            self.acknowledge_all(read.unsettled, true).await;
+        }
         let mut answered = false;
-        for msg in incoming {
+        for msg in read.incoming {
             match msg {
                 Incoming::Text(t) => answered |= self.handle_text(&t).await?,
                 Incoming::Ping(p) => {
@@ -528,15 +592,8 @@ impl Conn {
                 ))
                 .await?;
             }
-            Command::Ack(mut versions) => {
-                // A version given twice counts once: the store is settled
-                // once per `ack`, so a repeat could find its message still there.
-                versions.sort_unstable();
-                versions.dedup();
-                let mut settled = false;
-                for v in versions {
-                    self.acknowledge(v, true, &mut settled).await;
-                }
+            Command::Ack(versions) => {
+                self.acknowledge_all(versions, true).await;
                 return Ok(false);
             }
             Command::Nack(v) => {
@@ -546,6 +603,18 @@ impl Conn {
             Command::Nothing => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Acknowledges `versions` (see [`Conn::acknowledge`]).
+    async fn acknowledge_all(&mut self, mut versions: Vec<Token>, delivered: bool) {
+        // A version given twice counts once: the store is settled once per
+        // call, so a repeat could find its message still there.
+        versions.sort_unstable();
+        versions.dedup();
+        let mut settled = false;
+        for v in versions {
+            self.acknowledge(v, delivered, &mut settled).await;
+        }
     }
 
     /// Forgets an acknowledged message, deletes it from the store, and sends

@@ -50,20 +50,25 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 impl Decoder {
-    /// Feeds bytes read from the socket; complete messages go to `out`.
+    /// Feeds bytes read from the socket (unmasked in place). Each complete,
+    /// unfragmented text message is offered to `take_text` first, borrowed
+    /// from `data`: if it takes it, nothing is copied (the acknowledgement
+    /// of every delivered notification goes this way); the other complete
+    /// messages go to `out`.
     pub fn feed(
         &mut self,
-        data: &[u8],
+        data: &mut [u8],
         max: usize,
+        take_text: &mut dyn FnMut(&str) -> bool,
         out: &mut Vec<Incoming>,
     ) -> Result<(), FrameError> {
         let mut owned;
-        let buf: &[u8] = if self.pending.is_empty() {
+        let buf: &mut [u8] = if self.pending.is_empty() {
             data
         } else {
             owned = std::mem::take(&mut self.pending);
             owned.extend_from_slice(data);
-            &owned[..]
+            &mut owned[..]
         };
         let mut pos = 0;
         loop {
@@ -85,10 +90,18 @@ impl Decoder {
             if header.rsv1 || header.rsv2 || header.rsv3 {
                 return Err(FrameError::Unsupported);
             }
-            let mut payload = buf[start..start + len].to_vec();
-            unmask(&mut payload, mask);
+            let payload = &mut buf[start..start + len];
+            unmask(payload, mask);
             pos = start + len;
-            self.frame(header.opcode, header.is_final, payload, max, out)?;
+            let whole_text = header.opcode == OpCode::Data(Data::Text) && header.is_final;
+            if whole_text && self.fragments.is_none() {
+                let text = std::str::from_utf8(payload).map_err(|_| FrameError::NotUtf8)?;
+                if !take_text(text) {
+                    out.push(Incoming::Text(text.to_owned()));
+                }
+                continue;
+            }
+            self.frame(header.opcode, header.is_final, payload.to_vec(), max, out)?;
         }
         if pos < buf.len() {
             if buf.len() - pos > max + 14 {
@@ -228,10 +241,10 @@ mod tests {
         let mut bytes = client_frame(1, false, b"he");
         bytes.extend(client_frame(0, true, b"llo"));
         bytes.extend(client_frame(9, true, b"p"));
-        let (a, b) = bytes.split_at(5);
-        d.feed(a, 1000, &mut out).unwrap();
+        let (a, b) = bytes.split_at_mut(5);
+        d.feed(a, 1000, &mut |_| false, &mut out).unwrap();
         assert!(out.is_empty() && !d.pending.is_empty());
-        d.feed(b, 1000, &mut out).unwrap();
+        d.feed(b, 1000, &mut |_| false, &mut out).unwrap();
         assert_eq!(
             out,
             vec![
@@ -245,18 +258,45 @@ mod tests {
     #[test]
     fn violations() {
         let mut out = Vec::new();
+        let no = &mut |_: &str| false;
         let unmasked = [0x81, 0x01, b'a'];
         assert_eq!(
-            Decoder::default().feed(&unmasked, 100, &mut out),
+            Decoder::default().feed(&mut unmasked.clone(), 100, no, &mut out),
             Err(FrameError::Unmasked)
         );
         assert_eq!(
-            Decoder::default().feed(&client_frame(1, true, &[b'a'; 50]), 10, &mut out),
+            Decoder::default().feed(&mut client_frame(1, true, &[b'a'; 50]), 10, no, &mut out),
             Err(FrameError::TooLarge)
         );
         assert_eq!(
-            Decoder::default().feed(&client_frame(2, true, b"x"), 10, &mut out),
+            Decoder::default().feed(&mut client_frame(2, true, b"x"), 10, no, &mut out),
             Err(FrameError::Unsupported)
+        );
+        assert_eq!(
+            Decoder::default().feed(&mut client_frame(1, true, &[0xff]), 10, no, &mut out),
+            Err(FrameError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn whole_texts_offered_in_place() {
+        let mut d = Decoder::default();
+        let mut out = Vec::new();
+        let mut bytes = client_frame(1, true, b"ack");
+        bytes.extend(client_frame(1, true, b"other"));
+        bytes.extend(client_frame(1, false, b"ac"));
+        bytes.extend(client_frame(0, true, b"k"));
+        let mut taken = Vec::new();
+        let mut take = |t: &str| {
+            taken.push(t.to_owned());
+            t == "ack"
+        };
+        d.feed(&mut bytes, 100, &mut take, &mut out).unwrap();
+        // A fragmented message is not offered: it was copied already.
+        assert_eq!(taken, ["ack", "other"]);
+        assert_eq!(
+            out,
+            vec![Incoming::Text("other".into()), Incoming::Text("ack".into())]
         );
     }
 }

@@ -277,7 +277,12 @@ impl Device {
     }
 
     pub async fn send(&mut self, m: &DeviceMessage<'_>) {
-        self.ws.send(WsMessage::text(m.to_text())).await.unwrap();
+        self.send_text(&m.to_text()).await;
+    }
+
+    /// Sends a text message as it is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(WsMessage::text(text)).await.unwrap();
     }
 
     /// The next message's text, or None after `d`.
