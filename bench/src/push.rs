@@ -85,9 +85,9 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
     // The whole of the pushes, acknowledgements included, is measured
     // against one origin only.
     let one_origin = App::new(a.app.split(',').next().unwrap_or_default())?;
-    let base = match a.origin_pid {
-        Some(_) => Some(settled::acks(&one_origin).await?),
-        None => None,
+    let base = match (a.origin_pid, apps.len()) {
+        (Some(_), 1) => Some(settled::acks(&one_origin).await?),
+        _ => None,
     };
     let cpu = CpuWindow::start(a.origin_pid, tool_pids(&pool));
     let started = tokio::time::Instant::now();
