@@ -328,7 +328,7 @@ pub(crate) mod tests {
             ..ttl60()
         };
         assert!(run(AppRoute::Push, f.clone(), &aes128gcm(200)).is_ok());
-        let (s, p) = status(run(AppRoute::Push, f.clone(), &aes128gcm(4097)));
+        let (s, p) = status(run(AppRoute::Push, f.clone(), &aes128gcm(5631)));
         assert_eq!((s, &p["errno"]), (413, &json!(104)));
         let (s, _) = status(run(AppRoute::Push, ttl60(), b"plain"));
         assert_eq!(s, 400);

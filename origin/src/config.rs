@@ -482,6 +482,9 @@ impl Config {
     /// with their overrides, and the checks that span settings.
     pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
         let limits = apply_overrides(s.limits.unwrap_or_default(), &s.limit)?;
+        limits
+            .check()
+            .map_err(|e| ConfigError::Limit(s.limit.join(","), e))?;
         let url = |given: Option<String>,
                    addr: SocketAddr,
                    listener: &'static str,
@@ -744,6 +747,7 @@ mod tests {
         let limit = file("limit", "[limits]\nmax_mesage_bytes = 1\n");
         assert!(error(&["--config", &limit]).contains("max_mesage_bytes"));
         assert!(error(&["--limit", "nope=1"]).contains("no such limit"));
+        assert!(error(&["--limit", "max_message_bytes=4095"]).contains("at least 4096"));
     }
 
     #[test]

@@ -559,3 +559,44 @@ async fn a_user_agent_holds_at_most_the_configured_subscriptions() {
     let mut other = Device::connect(&o, None).await;
     other.register(None).await;
 }
+
+#[tokio::test]
+async fn legacy_aesgcm_takes_what_mozillas_service_takes() {
+    // Mozilla's push service checks that `Encryption` has a salt and
+    // `Crypto-Key` (if sent) a dh, each base64url, and relays them: the
+    // device finds out whether they decrypt. So does this one.
+    let (_o, mut d, endpoint) = one_device("ws-aesgcm").await;
+    let body = vec![7u8; 5630];
+    for (encryption, crypto_key) in [
+        ("salt=\"AAAA==\"", Some("keyid=p256dh;dh=BBBB=")),
+        ("salt=c2FsdA; rs=1", None),
+    ] {
+        let mut headers = vec![
+            ("ttl", "60"),
+            ("content-encoding", "aesgcm"),
+            ("encryption", encryption),
+        ];
+        headers.extend(crypto_key.map(|c| ("crypto-key", c)));
+        let r = request("POST", &endpoint, &headers, &body).await;
+        assert_eq!(r.status, 201, "{encryption} {crypto_key:?}: {:?}", r.json());
+        let n = d.recv_notification().await.expect("delivered");
+        let h = n.headers.as_ref().expect("headers");
+        assert_eq!(h.encoding.as_deref(), Some("aesgcm"));
+        assert_eq!(h.encryption.as_deref(), Some(encryption));
+        assert_eq!(h.crypto_key.as_deref(), crypto_key);
+        // The 5,630 bytes older libraries make of a 4,096-byte payload.
+        assert_eq!(b64::decode(n.data.as_deref().unwrap()).unwrap(), body);
+        d.ack(&n).await;
+    }
+    for (encryption, crypto_key) in [("salt=a+b/", "dh=BBBB"), ("salt=AAAA", "dh=a b")] {
+        let headers = [
+            ("ttl", "60"),
+            ("content-encoding", "aesgcm"),
+            ("encryption", encryption),
+            ("crypto-key", crypto_key),
+        ];
+        let r = request("POST", &endpoint, &headers, &body).await;
+        assert_eq!(r.status, 400, "{encryption} {crypto_key}");
+        assert_eq!(r.json()["errno"], 110);
+    }
+}

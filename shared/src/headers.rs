@@ -1,7 +1,6 @@
 //! Push request header fields: `TTL`, `Urgency`, `Topic`, the content codings
 //! and the key parameters of the older `aesgcm` coding.
 
-use crate::b64;
 use crate::problem::{errno, ProblemSource};
 use std::fmt;
 
@@ -27,10 +26,10 @@ pub enum HeaderError {
     #[error("a message body must be encrypted: send Content-Encoding: aes128gcm, or a JWE with Content-Type application/jose or application/jose+json")]
     MissingEncoding,
     /// `aesgcm` needs `Encryption: salt=…`.
-    #[error("Content-Encoding aesgcm requires an Encryption header with a 16-byte base64url salt")]
+    #[error("Content-Encoding aesgcm requires an Encryption header with a base64url salt")]
     MissingSalt,
-    /// `aesgcm` needs `Crypto-Key: dh=…`.
-    #[error("Content-Encoding aesgcm requires a Crypto-Key header with dh= (a 65-byte uncompressed P-256 key)")]
+    /// An `aesgcm` `Crypto-Key` needs `dh=…`.
+    #[error("a Crypto-Key header with Content-Encoding aesgcm requires dh= (the sender's public key, base64url)")]
     MissingDh,
     /// A key parameter is malformed.
     #[error("{0}")]
@@ -316,9 +315,23 @@ pub struct AesgcmParams {
     pub crypto_key: String,
 }
 
+/// Whether `v` is base64url, padding tolerated: what Mozilla's push service
+/// asks of `aesgcm`'s key parameters (their lengths are the device's concern).
+fn base64url_padded(v: &str) -> bool {
+    let data = v.trim_end_matches('=');
+    !data.is_empty()
+        && data
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
 impl AesgcmParams {
-    /// Checks `Encryption: salt=…` (16 bytes) and `Crypto-Key: dh=…` (65
-    /// bytes, 0x04 first), each header at most `max` bytes.
+    /// Checks what Mozilla's push service checks of the legacy coding, no
+    /// more: `Encryption` has a `salt`, and `Crypto-Key`, if present, a
+    /// `dh`, each base64url (padding tolerated); each header at most `max`
+    /// bytes. Whether they decrypt is for the device to find out (it says
+    /// so in its acknowledgement). Without `Crypto-Key`, `crypto_key` is
+    /// empty and is not passed on.
     pub fn parse(
         encryption: Option<&str>,
         crypto_key: Option<&str>,
@@ -331,28 +344,22 @@ impl AesgcmParams {
         }
         let encryption = encryption.ok_or(HeaderError::MissingSalt)?;
         let salt = param(encryption, "salt").ok_or(HeaderError::MissingSalt)?;
-        b64::decode_exact::<16>(salt).ok_or(HeaderError::InvalidKeyParam(
-            "Encryption salt must be 16 bytes of base64url",
-        ))?;
-        if let Some(rs) = param(encryption, "rs") {
-            match rs.parse::<u32>() {
-                Ok(n) if n > 1 => {}
-                _ => return Err(HeaderError::InvalidKeyParam("Encryption rs must be > 1")),
-            }
+        if !base64url_padded(salt) {
+            return Err(HeaderError::InvalidKeyParam(
+                "the Encryption header's salt must be base64url",
+            ));
         }
-        let crypto_key = crypto_key.ok_or(HeaderError::MissingDh)?;
-        let dh = param(crypto_key, "dh").ok_or(HeaderError::MissingDh)?;
-        match b64::decode_exact::<65>(dh) {
-            Some(k) if k[0] == 4 => {}
-            _ => {
+        if let Some(crypto_key) = crypto_key {
+            let dh = param(crypto_key, "dh").ok_or(HeaderError::MissingDh)?;
+            if !base64url_padded(dh) {
                 return Err(HeaderError::InvalidKeyParam(
-                    "Crypto-Key dh must be a 65-byte uncompressed P-256 point in base64url",
-                ))
+                    "the Crypto-Key header's dh must be base64url",
+                ));
             }
         }
         Ok(AesgcmParams {
             encryption: encryption.trim().to_owned(),
-            crypto_key: crypto_key.trim().to_owned(),
+            crypto_key: crypto_key.unwrap_or_default().trim().to_owned(),
         })
     }
 }
@@ -444,9 +451,33 @@ mod tests {
             AesgcmParams::parse(Some(&enc), Some("p256ecdsa=abc"), 4096),
             Err(HeaderError::MissingDh)
         );
-        assert!(AesgcmParams::parse(Some("salt=AAAA"), Some(&ck), 4096).is_err());
-        let bad_dh = format!("dh={}", crate::b64::encode(&[5u8; 65]));
-        assert!(AesgcmParams::parse(Some(&enc), Some(&bad_dh), 4096).is_err());
+        // What Mozilla's service takes: any length, padding, quotes, a
+        // dh that is not a point, rs unchecked, no Crypto-Key at all.
+        for (enc, ck) in [
+            ("salt=AAAA", Some(ck.as_str())),
+            ("salt=\"AAAA==\"; rs=1", Some("dh=BBBB=")),
+            (enc.as_str(), Some("keyid=p256dh;dh=BQUF,p256ecdsa=x")),
+            (enc.as_str(), None),
+        ] {
+            let p = AesgcmParams::parse(Some(enc), ck, 4096).unwrap();
+            assert_eq!(p.crypto_key, ck.unwrap_or_default());
+        }
+        // What it refuses: no salt value, or characters outside base64url.
+        for (enc, ck) in [
+            ("salt=", Some(ck.as_str())),
+            ("salt=a+b/", Some(ck.as_str())),
+            ("salt==", Some(ck.as_str())),
+            (enc.as_str(), Some("dh=a b")),
+            (enc.as_str(), Some("dh=")),
+        ] {
+            assert!(
+                matches!(
+                    AesgcmParams::parse(Some(enc), ck, 4096),
+                    Err(HeaderError::InvalidKeyParam(_))
+                ),
+                "{enc} {ck:?}"
+            );
+        }
         let long = format!("{enc};x={}", "a".repeat(100));
         assert_eq!(
             AesgcmParams::parse(Some(&long), Some(&ck), 100),

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Largest `TTL` kept; larger values are lowered to it and echoed. 30 days.
     pub max_ttl_secs: u32,
-    /// Largest push message body, single or list push (RFC 8030 asks ≥ 4096). 4096.
+    /// Largest push message body, single or list push (RFC 8030 asks ≥ 4096).
+    /// 5630: what Mozilla's push service takes, the `aesgcm` body older
+    /// libraries make of a 4,096-byte payload.
     pub max_message_bytes: usize,
     /// Largest list document or merge patch as sent (maybe gzip). 16 MiB.
     pub max_list_body_bytes: usize,
@@ -54,6 +56,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Refuses limits that would break the protocol: a push service must
+    /// take message bodies of at least 4,096 bytes (RFC 8030 §7.2).
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_message_bytes < 4096 {
+            return Err(format!(
+                "max_message_bytes is {}: RFC 8030 requires at least 4096",
+                self.max_message_bytes
+            ));
+        }
+        Ok(())
+    }
+
     /// Longest JSON text of one member's value in a list document: room for
     /// the largest `encrypted_key` and `header` twice over (whitespace),
     /// plus 1 KiB. A longer one is refused unread, so that a document's
@@ -69,7 +83,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_ttl_secs: 30 * 24 * 3600,
-            max_message_bytes: 4096,
+            max_message_bytes: 5630,
             max_list_body_bytes: 16 << 20,
             max_list_document_bytes: 64 << 20,
             max_list_members: 1_000_000,
@@ -99,6 +113,12 @@ mod tests {
     fn partial_config_keeps_defaults() {
         let l: Limits = serde_json::from_str(r#"{"max_message_bytes": 8192}"#).unwrap();
         assert_eq!(l.max_message_bytes, 8192);
+        assert!(l.check().is_ok() && Limits::default().check().is_ok());
+        let small = Limits {
+            max_message_bytes: 4095,
+            ..Limits::default()
+        };
+        assert!(small.check().unwrap_err().contains("4096"));
         assert_eq!(l.max_ttl_secs, Limits::default().max_ttl_secs);
         assert!(serde_json::from_str::<Limits>(r#"{"max_mesage_bytes": 1}"#).is_err());
     }

@@ -342,7 +342,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p, Payload::Empty);
-        let e = validate_push(&headers(), &aes128gcm_body(5000), &l).unwrap_err();
+        let e =
+            validate_push(&headers(), &aes128gcm_body(l.max_message_bytes + 1), &l).unwrap_err();
         assert_eq!((e.status(), e.errno()), (413, Some(104)));
         let plain = PushHeaders {
             ttl: Some("60"),

@@ -211,14 +211,14 @@ mod tests {
     #[test]
     fn bodies() {
         let l = Limits::default();
-        assert_eq!(AppRoute::Push.body().read_cap(&l), 4097);
+        assert_eq!(AppRoute::Push.body().read_cap(&l), 5631);
         assert_eq!(AppRoute::ReadList.body().read_cap(&l), 0);
         assert_eq!(
             AppRoute::AmendList.body().read_cap(&l),
             l.max_list_body_bytes + 1
         );
-        assert_eq!(BodyKind::Message.over_limit(4096, &l), None);
-        assert_eq!(BodyKind::Message.over_limit(4097, &l).unwrap().status, 413);
+        assert_eq!(BodyKind::Message.over_limit(5630, &l), None);
+        assert_eq!(BodyKind::Message.over_limit(5631, &l).unwrap().status, 413);
         let p = BodyKind::Document
             .over_limit(l.max_list_body_bytes + 1, &l)
             .unwrap();

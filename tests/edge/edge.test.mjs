@@ -365,7 +365,7 @@ function badInputs({ edge, vapid, push, open, owned }) {
     { what: "compact JWE with 3 parts", method: "POST", path: push, headers: jose, body: "a.b.c", status: 400, type: "/problems/invalid-jwe", errno: 110 },
     { what: "compact JWE with a disallowed alg", method: "POST", path: push, headers: jose, body: template({ alg: "RSA1_5", enc: "A128GCM" }, b64u(Buffer.alloc(256))), status: 400, type: "/problems/invalid-jwe" },
     { what: "JSON JWE that is not an object", method: "POST", path: push, headers: joseJson, body: "[1]", status: 400, type: "/problems/invalid-jwe" },
-    { what: "body over the limit", method: "POST", path: push, headers: aesH, body: aes(5000), status: 413, type: "/problems/payload-too-large", errno: 104 },
+    { what: "body over the limit", method: "POST", path: push, headers: aesH, body: aes(6000), status: 413, type: "/problems/payload-too-large", errno: 104 },
     ...vapidCases("push", "POST", push),
     // §4: create.
     { what: "create: wrong Content-Type", method: "POST", path: "/lists/0", headers: { "content-type": "application/json" }, body: "{}", status: 415, type: "/problems/unsupported-media-type" },
@@ -408,7 +408,7 @@ function badInputs({ edge, vapid, push, open, owned }) {
     { what: "list push: compact JWE without enc", method: "POST", path: open, headers: jose, body: template({ alg: "A128KW" }), status: 400, type: "/problems/invalid-jwe" },
     { what: "list push: ECDH-ES without epk", method: "POST", path: open, headers: jose, body: template({ alg: "ECDH-ES+A128KW", enc: "A128GCM" }), status: 400, type: "/problems/invalid-jwe" },
     { what: "list push: JSON JWE not JSON", method: "POST", path: open, headers: joseJson, body: "{", status: 400, type: "/problems/invalid-jwe" },
-    { what: "list push: body over the limit", method: "POST", path: open, headers: jose, body: "a".repeat(5000), status: 413, errno: 104 },
+    { what: "list push: body over the limit", method: "POST", path: open, headers: jose, body: "a".repeat(6000), status: 413, errno: 104 },
     ...vapidCases("list push", "POST", open, jose, template()),
   ];
 }

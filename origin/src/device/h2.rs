@@ -550,7 +550,9 @@ fn send_push(
                     if let Ok(v) = HeaderValue::from_str(encryption) {
                         hs.insert(name::ENCRYPTION, v);
                     }
-                    if let Ok(v) = HeaderValue::from_str(crypto_key) {
+                    if let (false, Ok(v)) =
+                        (crypto_key.is_empty(), HeaderValue::from_str(crypto_key))
+                    {
                         hs.insert(name::CRYPTO_KEY, v);
                     }
                 }

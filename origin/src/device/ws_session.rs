@@ -217,8 +217,12 @@ pub fn notification_into(
             } => {
                 out.extend_from_slice(br#"{"encoding":"aesgcm","encryption":"#);
                 json(encryption, out);
-                out.extend_from_slice(br#","crypto_key":"#);
-                json(crypto_key, out);
+                // A sender may leave `Crypto-Key` out (the device then
+                // cannot decrypt, and says so): nothing is passed on.
+                if !crypto_key.is_empty() {
+                    out.extend_from_slice(br#","crypto_key":"#);
+                    json(crypto_key, out);
+                }
                 out.push(b'}');
             }
             Encoding::Jose(ct) => {
