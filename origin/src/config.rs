@@ -182,6 +182,12 @@ pub struct Settings {
     /// Seconds a device has to send `hello` after connecting.
     #[arg(long, env = "ORIGIN_HELLO_TIMEOUT_SECS", default_value_t = 10, value_parser = u64_in(1, 3600))]
     pub hello_timeout_secs: u64,
+    /// Fewest seconds between two pings (`{}`) of a WebSocket device: one
+    /// that pings sooner is disconnected, as Mozilla's service does (it
+    /// allows one per 45 s; Firefox pings after minutes of silence). 0
+    /// allows any.
+    #[arg(long, env = "ORIGIN_WS_MIN_PING_INTERVAL_SECS", default_value_t = 45, value_parser = u64_in(0, 3600))]
+    pub ws_min_ping_interval_secs: u64,
     /// Seconds an HTTP/1.1 client of the application API has to send a
     /// request's headers, so that slow senders cannot hold connections
     /// open; on a kept-alive connection, counted from the previous response
@@ -421,6 +427,8 @@ pub struct Config {
     pub shutdown_drain_secs: u64,
     /// Hello timeout, seconds.
     pub hello_timeout_secs: u64,
+    /// Fewest seconds between a device's pings (0: any).
+    pub ws_min_ping_interval_secs: u64,
     /// HTTP/1.1 header read timeout of the application API, seconds.
     pub header_read_timeout_secs: u64,
     /// Idle time before TCP keep-alive probes on device connections, seconds (0: off).
@@ -557,6 +565,7 @@ impl Config {
             shutdown_drain_secs: s.shutdown_drain_secs,
             body_read_timeout_secs: s.body_read_timeout_secs,
             hello_timeout_secs: s.hello_timeout_secs,
+            ws_min_ping_interval_secs: s.ws_min_ping_interval_secs,
             header_read_timeout_secs: s.header_read_timeout_secs,
             tcp_keepalive_secs: s.tcp_keepalive_secs,
             partitions: s.partitions,

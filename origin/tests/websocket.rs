@@ -600,3 +600,27 @@ async fn legacy_aesgcm_takes_what_mozillas_service_takes() {
         assert_eq!(r.json()["errno"], 110);
     }
 }
+
+#[tokio::test]
+async fn a_device_that_pings_in_a_loop_is_disconnected() {
+    // As Mozilla's service does: one ping per 45 s (by default) is answered,
+    // a second sooner ends the connection; the service serves on.
+    let (o, mut d, _) = one_device("ws-ping-flood").await;
+    d.send_text("{}").await;
+    assert_eq!(d.recv().await, Some(json!({})));
+    d.send_text("{}").await;
+    assert!(d.ended().await, "a second ping at once ends the connection");
+    let mut other = Device::connect(&o, None).await;
+    other.send_text("{}").await;
+    assert_eq!(other.recv().await, Some(json!({})));
+    // With the limit off, pings are answered however often they come.
+    let o = start_with(&temp_dir("ws-ping-any"), &[], |s| {
+        s.ws_min_ping_interval_secs = 0
+    })
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    for _ in 0..5 {
+        d.send_text("{}").await;
+        assert_eq!(d.recv().await, Some(json!({})));
+    }
+}

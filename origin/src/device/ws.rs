@@ -159,10 +159,11 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     }
     inc(&state.metrics.ws_connections);
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
+    let min_ping = Duration::from_secs(state.config.ws_min_ping_interval_secs);
     let mut conn = Conn {
         state,
         out: Arc::new(Outlet::new(stream, tx)),
-        session: Session::new(),
+        session: Session::new(min_ping),
         inflight: TokenMap::default(),
         id: 0,
         new_ua: false,
@@ -503,6 +504,12 @@ impl Conn {
         let store_err = |e| io::Error::other(e);
         match cmd {
             Command::Reply(r) => self.reply(&r).await?,
+            Command::Ping => {
+                self.session
+                    .pinged(std::time::Instant::now())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.reply(shared::webpush_ws::PING).await?;
+            }
             Command::Hello { requested } => {
                 let st = &self.state;
                 if requested.is_some() {

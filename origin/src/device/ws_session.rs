@@ -6,7 +6,8 @@ use crate::store::Encoding;
 use crate::tokens::{self, Token};
 use shared::b64;
 use shared::vapid::PublicKey;
-use shared::webpush_ws::{DeviceMessage, ServerMessage, PING, STATUS_OK};
+use shared::webpush_ws::{DeviceMessage, ServerMessage, STATUS_OK};
+use std::time::{Duration, Instant};
 
 /// A protocol violation that ends the connection.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +21,9 @@ pub enum SessionError {
     /// A second `hello`.
     #[error("hello sent twice")]
     HelloTwice,
+    /// A ping sooner than `--ws-min-ping-interval-secs` after the last one.
+    #[error("pinged again within {0} s")]
+    PingTooSoon(u64),
 }
 
 /// What the glue must do for a client message.
@@ -47,6 +51,9 @@ pub enum Command {
     Ack(Vec<Token>),
     /// The device could not process this message version.
     Nack(Token),
+    /// The device pinged: answer [`shared::webpush_ws::PING`] once
+    /// [`Session::pinged`] allows.
+    Ping,
     /// Send this reply and do nothing else.
     Reply(String),
     /// Nothing to do.
@@ -58,12 +65,32 @@ pub enum Command {
 pub struct Session {
     uaid: Option<Token>,
     hello_seen: bool,
+    /// Pings closer together than this end the connection (zero: any).
+    min_ping_interval: Duration,
+    last_ping: Option<Instant>,
 }
 
 impl Session {
-    /// A session awaiting `hello`.
-    pub fn new() -> Session {
-        Session::default()
+    /// A session awaiting `hello`, whose device may ping at most once per
+    /// `min_ping_interval` (as Mozilla's service allows once per 45 s: a
+    /// device that pings in a loop would keep a core busy answering).
+    pub fn new(min_ping_interval: Duration) -> Session {
+        Session {
+            min_ping_interval,
+            ..Session::default()
+        }
+    }
+
+    /// Records a ping received at `now`; an error if it came too soon
+    /// after the last one.
+    pub fn pinged(&mut self, now: Instant) -> Result<(), SessionError> {
+        if let Some(last) = self.last_ping {
+            if now.saturating_duration_since(last) < self.min_ping_interval {
+                return Err(SessionError::PingTooSoon(self.min_ping_interval.as_secs()));
+            }
+        }
+        self.last_ping = Some(now);
+        Ok(())
     }
 
     /// The user agent, once `hello` is done.
@@ -112,7 +139,7 @@ impl Session {
                 Some(v) => Command::Nack(v),
                 None => Command::Nothing,
             },
-            DeviceMessage::Ping => Command::Reply(PING.into()),
+            DeviceMessage::Ping => Command::Ping,
             DeviceMessage::BroadcastSubscribe => Command::Nothing,
         })
     }
@@ -243,8 +270,8 @@ mod tests {
 
     #[test]
     fn hello_first() {
-        let mut s = Session::new();
-        assert_eq!(s.receive("{}").unwrap(), Command::Reply("{}".into()));
+        let mut s = Session::new(Duration::ZERO);
+        assert_eq!(s.receive("{}").unwrap(), Command::Ping);
         assert!(matches!(
             s.receive(r#"{"messageType":"register","channelID":"x"}"#),
             Err(SessionError::NotHelloFirst(_))
@@ -266,8 +293,23 @@ mod tests {
     }
 
     #[test]
+    fn pings_at_most_once_per_interval() {
+        let mut s = Session::new(Duration::from_secs(45));
+        let t0 = Instant::now();
+        assert_eq!(s.receive("{}").unwrap(), Command::Ping);
+        assert_eq!(s.pinged(t0), Ok(()));
+        assert_eq!(
+            s.pinged(t0 + Duration::from_secs(44)),
+            Err(SessionError::PingTooSoon(45))
+        );
+        assert_eq!(s.pinged(t0 + Duration::from_secs(45)), Ok(()));
+        let mut any = Session::new(Duration::ZERO);
+        assert!((0..3).all(|_| any.pinged(t0).is_ok()));
+    }
+
+    #[test]
     fn register_and_ack() {
-        let mut s = Session::new();
+        let mut s = Session::new(Duration::ZERO);
         s.receive(r#"{"messageType":"hello","uaid":""}"#).unwrap();
         s.hello_done([1; 16]);
         let ch = "d9b74644-4f97-46aa-b8fa-9393985cd6cd";
@@ -298,7 +340,7 @@ mod tests {
 
     #[test]
     fn accepts_what_firefox_sends() {
-        let mut s = Session::new();
+        let mut s = Session::new(Duration::ZERO);
         let hello = r#"{"messageType":"hello","broadcasts":{"remote-settings/monitor_changes":"\"0\""},"use_webpush":true}"#;
         assert_eq!(
             s.receive(hello).unwrap(),
@@ -337,7 +379,7 @@ mod tests {
                 Command::Nothing,
             ),
             (r#"{"messageType":"ack"}"#.into(), Command::Ack(vec![])),
-            (" {} \n".into(), Command::Reply("{}".into())),
+            (" {} \n".into(), Command::Ping),
         ] {
             assert_eq!(s.receive(&text).unwrap(), want, "{text}");
         }
@@ -393,13 +435,11 @@ mod tests {
                 }
             );
         }
-        let mut s = Session::new();
+        let mut s = Session::new(Duration::ZERO);
         for ping in ["{}", r#"{"messageType":"ping"}"#] {
-            let Ok(Command::Reply(r)) = s.receive(ping) else {
-                panic!("a ping is answered");
-            };
-            assert_eq!(read(&r), ServerMessage::Ping);
+            assert_eq!(s.receive(ping), Ok(Command::Ping), "{ping}");
         }
+        assert_eq!(read(shared::webpush_ws::PING), ServerMessage::Ping);
     }
 
     #[test]

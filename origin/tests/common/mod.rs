@@ -332,6 +332,22 @@ impl Device {
         Some(serde_json::from_str(&text).unwrap())
     }
 
+    /// Whether the service ended the connection within 3 s (anything it
+    /// sends before that is skipped).
+    pub async fn ended(&mut self) -> bool {
+        let end = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), end)
+            .await
+            .is_ok()
+    }
+
     /// Asserts that nothing more arrives (within 300 ms).
     pub async fn expect_nothing(&mut self) {
         if let Some(m) = self.recv_within(Duration::from_millis(300)).await {
