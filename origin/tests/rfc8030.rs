@@ -511,3 +511,32 @@ async fn concurrent_subscribes_into_a_set_stay_within_the_limit() {
     }
     assert_eq!(made, 2, "as many as fit");
 }
+
+#[tokio::test]
+async fn only_the_user_agent_acknowledges_its_message() {
+    // The sender learns the message's URL from its 201; a DELETE of it on
+    // a connection that neither got it pushed nor monitors its user agent
+    // is 404 and leaves it for the user agent.
+    let o = start_fresh("h2-ack-owner").await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
+    let r = request("POST", &push_url, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    let location = r.header("location").unwrap().to_owned();
+    let path = &location[location.find("/m/").unwrap()..];
+    let mut stranger = connect(o.state.config.h2_listen).await;
+    let del = Request::delete(format!("{device_url}{path}"))
+        .body(())
+        .unwrap();
+    let (refused, _) = send(&mut stranger, del, None).await;
+    assert_eq!(refused.status, 404);
+    // The user agent still gets it, and acknowledges it.
+    let pushed = poll_stored(&mut ua, &sub_url).await;
+    assert_eq!(pushed, vec![path.to_owned()]);
+    let del = Request::delete(format!("{device_url}{path}"))
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut ua, del, None).await.0.status, 204);
+    assert!(poll_stored(&mut ua, &sub_url).await.is_empty());
+}

@@ -182,8 +182,11 @@ async fn handle(
             Err(_) => problem(&mut respond, DeviceError::Store),
         },
         (Some("m"), Some(id), Method::DELETE) => {
-            acknowledge(&state, id, &inflight).await;
-            reply(&mut respond, status(StatusCode::NO_CONTENT), None)
+            if acknowledge(&state, id, &inflight).await {
+                reply(&mut respond, status(StatusCode::NO_CONTENT), None)
+            } else {
+                problem(&mut respond, DeviceError::NotFound)
+            }
         }
         (Some("receipts"), None, Method::POST) if segs.len() == 1 => {
             let ua = UserAgent {
@@ -580,8 +583,11 @@ fn send_push(
     true
 }
 
-/// `DELETE` on a pushed message: the user agent acknowledges it.
-async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
+/// `DELETE` on a pushed message: the user agent acknowledges it. Only a
+/// message pushed on this connection, or stored for a user agent that one
+/// of its requests monitors, is acknowledged (`false` for any other: the
+/// message's URL alone, which its sender was given, is not enough).
+async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) -> bool {
     let gate = inflight.gate.lock().await;
     let (freed_room, held) = {
         let mut map = inflight.messages();
@@ -593,8 +599,16 @@ async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
         Some(m) => m,
         // Stored; not acknowledged already, with the deletion still queued.
         None => match state.settle().await.and_then(|()| state.store.message(&id)) {
-            Ok(Some(m)) => Arc::new(m),
-            _ => return,
+            Ok(Some(m))
+                if inflight
+                    .monitors
+                    .lock()
+                    .expect("monitors lock")
+                    .contains(&m.uaid) =>
+            {
+                Arc::new(m)
+            }
+            _ => return false,
         },
     };
     // Its deletion is queued first: a monitor that looks again settles the
@@ -611,4 +625,5 @@ async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) {
             }
         }
     }
+    true
 }
