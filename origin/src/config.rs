@@ -179,7 +179,8 @@ pub struct Settings {
     /// Largest WebSocket message a device may send, bytes.
     #[arg(long, env = "ORIGIN_WS_MAX_MESSAGE", default_value_t = 65_536, value_parser = usize_in(1024, 16 << 20))]
     pub ws_max_message: usize,
-    /// Seconds a device has to send `hello` after connecting.
+    /// Seconds a device has to send `hello` after connecting (an HTTP/2
+    /// device, to finish its connection preface).
     #[arg(long, env = "ORIGIN_HELLO_TIMEOUT_SECS", default_value_t = 10, value_parser = u64_in(1, 3600))]
     pub hello_timeout_secs: u64,
     /// Fewest seconds between two pings (`{}`) of a WebSocket device: one
@@ -200,6 +201,15 @@ pub struct Settings {
     /// most 32767, the kernel's bound.
     #[arg(long, env = "ORIGIN_TCP_KEEPALIVE_SECS", default_value_t = 300, value_parser = u64_in(0, 32_767))]
     pub tcp_keepalive_secs: u64,
+    /// Most device connections (WebSocket and HTTP/2) held at once; one more
+    /// is closed as soon as it is accepted. 0: the open-file limit (raised
+    /// to its hard limit at start) less `--fd-reserve`.
+    #[arg(long, env = "ORIGIN_MAX_DEVICE_CONNECTIONS", default_value_t = 0, value_parser = u64_in(0, 1 << 32))]
+    pub max_device_connections: u64,
+    /// File descriptors kept from device connections for everything else:
+    /// application requests, `/health`, the store and Redis.
+    #[arg(long, env = "ORIGIN_FD_RESERVE", default_value_t = 512, value_parser = u64_in(16, 1 << 20))]
+    pub fd_reserve: u64,
     /// Number of list registration service partitions (a subscription's
     /// is picked by the first byte of its push token).
     #[arg(long, env = "ORIGIN_PARTITIONS", default_value_t = 1, value_parser = u32_in(1, 256))]
@@ -433,6 +443,10 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Idle time before TCP keep-alive probes on device connections, seconds (0: off).
     pub tcp_keepalive_secs: u64,
+    /// Most device connections at once (0: the open-file limit less `fd_reserve`).
+    pub max_device_connections: u64,
+    /// Descriptors kept from device connections.
+    pub fd_reserve: u64,
     /// List registration service partitions.
     pub partitions: u32,
     /// The edge's HMAC secret.
@@ -568,6 +582,8 @@ impl Config {
             ws_min_ping_interval_secs: s.ws_min_ping_interval_secs,
             header_read_timeout_secs: s.header_read_timeout_secs,
             tcp_keepalive_secs: s.tcp_keepalive_secs,
+            max_device_connections: s.max_device_connections,
+            fd_reserve: s.fd_reserve,
             partitions: s.partitions,
             log_format: s.log_format,
             edge_secret,

@@ -18,7 +18,7 @@
 //!   the outlet the fan-out writes them to);
 //! - `store` (the `Store` trait, redb, group commit) and the leaves:
 //!   `config`, `clock`, `tokens`, `urls`, `metrics`, `rate`, `stripes`, `burst`,
-//!   `probe`.
+//!   `probe`, `fd`.
 
 pub mod app;
 pub mod burst;
@@ -28,6 +28,7 @@ pub mod config;
 pub mod copy;
 pub mod device;
 pub mod fanout;
+pub mod fd;
 pub mod metrics;
 pub mod probe;
 pub mod rate;

@@ -42,6 +42,14 @@ fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    // Every device connection is a descriptor: the soft limit goes up to
+    // the hard one (devices beyond it less --fd-reserve are turned away).
+    match origin::fd::raise_nofile() {
+        Ok((before, now, hard)) => {
+            tracing::info!("open files: soft limit {now} (was {before}), hard limit {hard}")
+        }
+        Err(e) => tracing::warn!("raising the open-file limit: {e}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

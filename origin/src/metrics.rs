@@ -48,6 +48,8 @@ pub struct Metrics {
     pub ws_connections: AtomicU64,
     /// RFC 8030 HTTP/2 connections accepted.
     pub h2_connections: AtomicU64,
+    /// Device connections closed at once: `--max-device-connections` held.
+    pub device_connections_refused: AtomicU64,
     /// Application requests refused for a missing or bad edge mark.
     pub edge_refused: AtomicU64,
 }
@@ -260,6 +262,12 @@ impl Metrics {
                     ("http2", v(&self.h2_connections)),
                 ],
             },
+            one(
+                "push_device_connections_refused_total",
+                "Device connections closed as accepted: as many as --max-device-connections were open",
+                "counter",
+                v(&self.device_connections_refused),
+            ),
             one(
                 "push_edge_refused_total",
                 "Application requests refused for their edge mark",

@@ -6,6 +6,7 @@ use crate::clock::now;
 use crate::cluster::{Cluster, Inbox};
 use crate::config::Config;
 use crate::device;
+use crate::fd::{device_connections_max, DeviceSlots};
 use crate::metrics::inc;
 use crate::state::State;
 use crate::store::redb::RedbStore;
@@ -253,8 +254,15 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
                 .header_read_timeout(header_wait);
             let builder = Arc::new(builder);
             loop {
-                let Ok((stream, _)) = l.app.accept().await else {
-                    continue;
+                let stream = match l.app.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors (EMFILE) or the like: not a
+                        // loop that spins a core until one is free.
+                        tracing::warn!("app accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let (state, builder) = (state.clone(), builder.clone());
@@ -273,13 +281,38 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
             }
         }
     };
+    let slots = DeviceSlots::new(device_connections_max(
+        state.config.max_device_connections,
+        state.config.fd_reserve,
+    ));
+    tracing::info!(
+        open_files = ?crate::fd::nofile(),
+        "device connections at most {}",
+        slots_max_text(&slots)
+    );
+    let take_slot = {
+        let (slots, state) = (slots.clone(), state.clone());
+        move || {
+            let slot = slots.take();
+            if slot.is_none() {
+                inc(&state.metrics.device_connections_refused);
+            }
+            slot
+        }
+    };
     let ws_loop = {
-        let state = state.clone();
+        let (state, take_slot) = (state.clone(), take_slot.clone());
         async move {
             loop {
                 match l.ws.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(device::ws::serve(stream, state.clone()));
+                        // Full: closed at once, leaving descriptors to the rest.
+                        let Some(slot) = take_slot() else { continue };
+                        let serve = device::ws::serve(stream, state.clone());
+                        tokio::spawn(async move {
+                            serve.await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!("ws accept: {e}");
@@ -290,12 +323,17 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
         }
     };
     let h2_loop = {
-        let state = state.clone();
+        let (state, take_slot) = (state.clone(), take_slot);
         async move {
             loop {
                 match l.h2.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(device::h2::serve(stream, state.clone()));
+                        let Some(slot) = take_slot() else { continue };
+                        let serve = device::h2::serve(stream, state.clone());
+                        tokio::spawn(async move {
+                            serve.await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!("h2 accept: {e}");
@@ -464,6 +502,14 @@ fn keep_alive(socket: &impl std::os::fd::AsFd, secs: u64) -> std::io::Result<()>
         .with_interval(Duration::from_secs((secs / 5).clamp(1, 75)))
         .with_retries(4);
     socket2::SockRef::from(socket).set_tcp_keepalive(&probes)
+}
+
+/// The device connection cap for the log: a number, or "unbounded".
+fn slots_max_text(slots: &DeviceSlots) -> String {
+    match slots.max() {
+        usize::MAX => "unbounded".into(),
+        n => n.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -290,10 +290,13 @@ async fn ttl_is_lowered_to_the_maximum() {
 /// Connects to the application API, sends `bytes`, and returns how long
 /// the service took to close the connection (at most 5 s).
 async fn closed_after(o: &origin::server::Running, bytes: &[u8]) -> Duration {
+    closed_after_at(o.state.config.app_listen, bytes).await
+}
+
+/// Like [`closed_after`], on the listener at `addr`.
+async fn closed_after_at(addr: std::net::SocketAddr, bytes: &[u8]) -> Duration {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
-        .await
-        .unwrap();
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     c.write_all(bytes).await.unwrap();
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
@@ -435,4 +438,47 @@ async fn repeated_and_non_ascii_fields_are_read_as_the_edge_reads_them() {
         format!("POST /p/{path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nContent-Length: 0\r\n\r\n");
     assert!(send(once.into_bytes()).await.starts_with("HTTP/1.1 201"));
     assert!(d.recv().await.is_some());
+}
+
+#[tokio::test]
+async fn an_http2_device_that_never_finishes_its_preface_is_let_go() {
+    let o = start_with(&temp_dir("h2-silent"), &[], |s| s.hello_timeout_secs = 1).await;
+    let h2 = o.state.config.h2_listen;
+    let silent = closed_after_at(h2, b"").await;
+    assert!(silent >= Duration::from_millis(900), "{silent:?}");
+    let partial = closed_after_at(h2, b"PRI * HTTP/2.0\r\n").await;
+    assert!(partial >= Duration::from_millis(900), "{partial:?}");
+}
+
+#[tokio::test]
+async fn devices_beyond_the_cap_are_turned_away_and_the_api_serves_on() {
+    let o = start_with(&temp_dir("device-cap"), &[], |s| {
+        s.max_device_connections = 2
+    })
+    .await;
+    let a = Device::connect(&o, None).await;
+    let _b = Device::connect(&o, None).await;
+    // The third is closed as soon as it is accepted.
+    let url = format!("ws://{}/", o.state.config.ws_listen);
+    assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+    assert_eq!(metric(&o, "push_device_connections_refused_total").await, 1);
+    let r = request(
+        "GET",
+        &format!("{}/health", o.state.config.public_url),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // A place given back is taken again.
+    a.close().await;
+    let mut c = None;
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+            c = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.is_some(), "a closed device's place is free again");
 }

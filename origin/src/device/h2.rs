@@ -52,7 +52,10 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         .max_concurrent_streams(c.h2_max_streams)
         .max_header_list_size(c.h2_max_header_bytes)
         .handshake(stream);
-    let Ok(mut conn) = handshake.await else {
+    // A client that never finishes its preface is let go, as a WebSocket
+    // device that never says hello is.
+    let wait = std::time::Duration::from_secs(c.hello_timeout_secs);
+    let Ok(Ok(mut conn)) = tokio::time::timeout(wait, handshake).await else {
         return;
     };
     inc(&state.metrics.h2_connections);
