@@ -146,9 +146,11 @@ pub struct Settings {
     /// further ones wait, stored, until acknowledgements make room.
     #[arg(long, env = "ORIGIN_MAX_UNACKED", default_value_t = 256, value_parser = usize_in(1, 65_536))]
     pub max_unacked: usize,
-    /// List documents and merge patches read and applied at once (each may
-    /// take up to the body limit and its inflated size in memory); more wait
-    /// up to the body timeout, then get 503.
+    /// List documents and merge patches decoded and applied at once (each
+    /// may take its inflated size in memory); more wait up to the body
+    /// timeout, then get 503. Bodies are read before: as many bytes at once
+    /// as this many documents of the largest size, so that a client that
+    /// trickles its body blocks no other.
     #[arg(long, env = "ORIGIN_MAX_LIST_DOCUMENTS", default_value_t = 4, value_parser = usize_in(1, 1024))]
     pub max_list_documents: usize,
     /// A list's newest messages a member is offered when it comes back:

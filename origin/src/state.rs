@@ -48,8 +48,12 @@ pub struct State {
     /// Serialize new subscriptions per user agent, so that its count and
     /// the commit are one step (`max_subscriptions_per_user_agent`).
     pub ua_locks: crate::stripes::Stripes,
-    /// Permits to read and apply a list document (`max_list_documents`).
+    /// Permits to decode and apply a list document (`max_list_documents`).
     pub documents: tokio::sync::Semaphore,
+    /// Bytes of list documents being read, one permit a byte: as much as
+    /// `max_list_documents` documents of the largest size. A client that
+    /// trickles its body holds only what it has sent, not a document's place.
+    pub document_bytes: tokio::sync::Semaphore,
     /// Set once shutdown has begun (`/ready` answers 503).
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// This node's part in a cluster (on a Redis store).
@@ -86,6 +90,12 @@ impl State {
             // Many more than list stripes: every registration takes one.
             ua_locks: crate::stripes::Stripes::new(1024),
             documents: tokio::sync::Semaphore::new(config.max_list_documents),
+            document_bytes: tokio::sync::Semaphore::new(
+                config
+                    .max_list_documents
+                    .saturating_mul(config.limits.max_list_body_bytes + 1)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),
             cluster: Default::default(),

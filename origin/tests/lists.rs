@@ -734,12 +734,18 @@ async fn a_list_push_racing_the_lists_deletion_leaves_no_message_behind() {
 }
 
 #[tokio::test]
-async fn list_documents_past_the_cap_wait_then_get_503() {
+async fn list_document_bytes_past_the_budget_wait_for_room() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let o = start_with(&temp_dir("list-documents"), &[], |s| {
-        s.max_list_documents = 1;
-        s.body_read_timeout_secs = 1;
-    })
+    // Bodies being read may hold as many bytes as one document of the
+    // largest size (1,024 here, plus one).
+    let o = start_with(
+        &temp_dir("list-documents"),
+        &["max_list_body_bytes=1024"],
+        |s| {
+            s.max_list_documents = 1;
+            s.body_read_timeout_secs = 1;
+        },
+    )
     .await;
     let mut d = Device::connect(&o, None).await;
     let sub = d.register(None).await.1;
@@ -749,41 +755,61 @@ async fn list_documents_past_the_cap_wait_then_get_503() {
         .public_url
         .trim_start_matches("http://")
         .to_owned();
-    // Two creations whose bodies stop halfway: the first holds the one
-    // permit for its body timeout, the second waits, then holds it too.
-    let mut stalled = Vec::new();
-    for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head = format!(
-            "POST /lists/0 HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {AGG}\r\ncontent-length: 100\r\n\r\n{{"
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        stalled.push(s);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    // A third waits behind both past its own timeout: refused, nothing made.
-    let r = create(&o, &json!({ sub.clone(): {} }), None).await;
-    assert_eq!(r.status, 503, "{:?}", r.json());
-    assert_eq!(r.json()["type"], "/problems/too-many-documents");
-    assert_eq!(r.header("retry-after"), Some("1"));
-    for mut s in stalled {
-        let mut answer = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !answer.windows(4).any(|w| {
-            w == b"
-
-"
-        }) {
-            let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk));
-            match read.await.expect("answered") {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    }
-    // The permit is back.
+    // A creation whose body stops after 1,000 of its 1,024 bytes holds
+    // them until its body timeout, then is answered 408.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /lists/0 HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {AGG}\r\ncontent-length: 1024\r\n\r\n{{{}",
+        " ".repeat(999)
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(o.state.document_bytes.available_permits(), 25);
+    // Another creation's bytes wait for room: made once the stalled one
+    // is let go, not before.
+    let started = std::time::Instant::now();
     let r = create(&o, &json!({ sub.clone(): {} }), None).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer));
+    let _ = read.await.expect("answered");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(o.state.document_bytes.available_permits(), 1025);
+}
+
+#[tokio::test]
+async fn a_document_that_trickles_in_blocks_no_other() {
+    // One document at a time may be applied; a client that sends the
+    // start of its document and stalls holds only the bytes it sent.
+    let o = start_with(&temp_dir("list-slow-upload"), &[], |s| {
+        s.max_list_documents = 1;
+        s.body_read_timeout_secs = 5;
+    })
+    .await;
+    use tokio::io::AsyncWriteExt;
+    let mut slow = tokio::net::TcpStream::connect(o.state.config.app_listen)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /lists/0 HTTP/1.1\r\nHost: x\r\nContent-Type: {AGG}\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let r = create(&o, &json!({ endpoint: {} }), None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(slow);
 }

@@ -3,7 +3,7 @@
 //! report a list message's delivery.
 
 use super::response::{empty, error, with_body, AppError, Body, Refusal};
-use super::{header, read_body};
+use super::{header, read_body, read_body_within};
 use crate::clock::now;
 use crate::copy::ListPush;
 use crate::fanout;
@@ -72,9 +72,12 @@ fn authorized_list<B>(state: &State, token: &str, req: &Request<B>) -> Result<Li
     Ok(list)
 }
 
-/// Reads and decodes a list document or patch body, with one of the
-/// permits that bound how many are in memory at once: held until the
-/// document is applied. Waits for a permit up to the body timeout.
+/// Reads and decodes a list document or patch body. Its bytes are read
+/// first, under the budget of bytes being read (a client that trickles its
+/// body holds only what it sent, and blocks nobody); then one of the
+/// permits that bound how many documents are decoded and applied at once
+/// is taken, held until the document is applied. Each wait lasts at most
+/// the body timeout.
 async fn read_document<'s, B>(
     state: &'s State,
     req: Request<B>,
@@ -88,13 +91,19 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     doc::check_content_type(header(&req, name::CONTENT_TYPE), content_type)?;
+    let docs = state.config.max_list_documents;
+    let cap = BodyKind::Document.read_cap(limits);
+    let budget = Some((&state.document_bytes, docs));
+    let (raw, bytes_held) = read_body_within(body, cap, wait, budget).await?;
     let permit = match tokio::time::timeout(wait, state.documents.acquire()).await {
         Ok(Ok(p)) => p,
-        _ => return Err(AppError::documents(state.config.max_list_documents).into()),
+        _ => return Err(AppError::documents(docs).into()),
     };
-    let raw = read_body(body, BodyKind::Document.read_cap(limits), wait).await?;
     let decoded = doc::decode_body(header(&req, name::CONTENT_ENCODING), &raw, limits)?;
-    Ok((req, Bytes::copy_from_slice(&decoded), permit))
+    let decoded = Bytes::copy_from_slice(&decoded);
+    // The raw body goes: the decoded copy is the document's permit's.
+    drop((raw, bytes_held));
+    Ok((req, decoded, permit))
 }
 
 /// Resolves a member URI to a subscription that may join `list`.

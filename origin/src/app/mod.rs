@@ -161,9 +161,30 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    read_body_within(body, cap, wait, None)
+        .await
+        .map(|(bytes, _)| bytes)
+}
+
+/// [`read_body`], each chunk first taking as many permits of `budget` as it
+/// has bytes (held by the permit returned). A body that cannot get its
+/// bytes' permits within `wait` is [`AppError::documents`] (`cap_docs`):
+/// the service holds as many bodies as it takes.
+pub async fn read_body_within<'s, B>(
+    body: B,
+    cap: usize,
+    wait: Duration,
+    budget: Option<(&'s tokio::sync::Semaphore, usize)>,
+) -> Result<(Bytes, Option<tokio::sync::SemaphorePermit<'s>>), AppError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut body = std::pin::pin!(body);
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0;
+    let mut held: Option<tokio::sync::SemaphorePermit<'s>> = None;
+    let mut waiting_for_room = false;
     let read = async {
         while len < cap {
             match body.frame().await {
@@ -172,6 +193,16 @@ where
                 Some(Ok(frame)) => {
                     if let Ok(d) = frame.into_data() {
                         let d = d.slice(..d.len().min(cap - len));
+                        if let (Some((sem, _)), false) = (budget, d.is_empty()) {
+                            let n = u32::try_from(d.len()).map_err(|_| AppError::Body)?;
+                            waiting_for_room = true;
+                            let p = sem.acquire_many(n).await.map_err(|_| AppError::Body)?;
+                            waiting_for_room = false;
+                            match &mut held {
+                                Some(h) => h.merge(p),
+                                None => held = Some(p),
+                            }
+                        }
                         len += d.len();
                         chunks.push(d);
                     }
@@ -181,13 +212,20 @@ where
         Ok(())
     };
     // A client that stops sending its body is let go.
-    tokio::time::timeout(wait, read)
-        .await
-        .map_err(|_| AppError::BodyTimeout(wait.as_secs()))??;
-    Ok(match chunks.len() {
+    match tokio::time::timeout(wait, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(match (budget, waiting_for_room) {
+                (Some((_, docs)), true) => AppError::documents(docs),
+                _ => AppError::BodyTimeout(wait.as_secs()),
+            })
+        }
+    }
+    let bytes = match chunks.len() {
         1 => chunks.pop().expect("one chunk"),
         _ => Bytes::from(chunks.concat()),
-    })
+    };
+    Ok((bytes, held))
 }
 
 /// The header fields the push rules read.
@@ -228,4 +266,28 @@ pub fn check_vapid<B>(
         }
     }
     vapid::verify(state, c).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::problem::ProblemSource;
+
+    #[tokio::test]
+    async fn a_body_that_finds_no_room_for_its_bytes_is_refused_503() {
+        let full = tokio::sync::Semaphore::new(10);
+        let body = http_body_util::Full::new(Bytes::from_static(&[b' '; 20]));
+        let wait = Duration::from_millis(100);
+        let r = read_body_within(body, 100, wait, Some((&full, 3))).await;
+        let Err(e) = r else { panic!("read") };
+        assert_eq!((e.status(), e.kind()), (503, "too-many-documents"));
+        // With room, the bytes are held until the permit goes.
+        let body = http_body_util::Full::new(Bytes::from_static(&[b' '; 8]));
+        let (bytes, held) = read_body_within(body, 100, wait, Some((&full, 3)))
+            .await
+            .unwrap();
+        assert_eq!((bytes.len(), full.available_permits()), (8, 2));
+        drop(held);
+        assert_eq!(full.available_permits(), 10);
+    }
 }
