@@ -75,3 +75,54 @@ async fn marks_are_required_and_verified() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn a_request_without_a_valid_mark_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = start_with(&temp_dir("edge-unread"), &[], |s| {
+        s.edge_secret = Some(SECRET.into());
+        s.behind_edge = true;
+        s.body_read_timeout_secs = 5;
+    })
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let path = http::Uri::try_from(endpoint.as_str())
+        .unwrap()
+        .path()
+        .to_owned();
+    // No mark, then a mark under another secret: a body announced and
+    // never sent is not waited for.
+    let forged = mark::sign(b"wrong", "POST", &path, now(), None, b"");
+    for extra in [String::new(), format!("{}: {forged}\r\n", mark::HEADER)] {
+        let mut s = tokio::net::TcpStream::connect(o.state.config.app_listen)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nttl: 60\r\ncontent-encoding: aes128gcm\r\ncontent-length: 1000\r\n{extra}\r\nsome"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut answer))
+            .await
+            .expect("answered before the body timeout")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+    // A valid mark made for another body: refused once the body is read.
+    let other = mark::sign(SECRET.as_bytes(), "POST", &path, now(), None, b"");
+    let r = request(
+        "POST",
+        &endpoint,
+        &[
+            ("ttl", "60"),
+            ("content-encoding", "aes128gcm"),
+            (mark::HEADER, &other),
+        ],
+        &aes128gcm_body(200),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    d.expect_nothing().await;
+}

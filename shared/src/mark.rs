@@ -103,6 +103,37 @@ pub fn verify(
     body: &[u8],
     now: u64,
 ) -> Result<Mark, MarkError> {
+    verify_head(secret, value, method, path, now)?.body(body)
+}
+
+/// A mark whose signature and time verified, with what it says of the
+/// body: checked against the head of a request before its body is read,
+/// so that a request the edge did not forward is refused unread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    mark: Mark,
+    body_hash: String,
+}
+
+impl Signed {
+    /// The mark, if `body` is the body it was made for.
+    pub fn body(self, body: &[u8]) -> Result<Mark, MarkError> {
+        if self.body_hash != body_hash(body) {
+            return Err(MarkError::Forged);
+        }
+        Ok(self.mark)
+    }
+}
+
+/// Checks a mark's form, signature and time against the request's method
+/// and path; its body is checked by [`Signed::body`].
+pub fn verify_head(
+    secret: &[u8],
+    value: Option<&str>,
+    method: &str,
+    path: &str,
+    now: u64,
+) -> Result<Signed, MarkError> {
     let value = value.ok_or(MarkError::Missing)?;
     let field = |name: &str| {
         value.split(';').find_map(|p| {
@@ -116,18 +147,18 @@ pub fn verify(
     };
     let time: u64 = t.parse().map_err(|_| MarkError::Malformed)?;
     let sig = b64::decode(s).ok_or(MarkError::Malformed)?;
-    if h != body_hash(body) {
-        return Err(MarkError::Forged);
-    }
     mac(secret, method, path, time, k, h)
         .verify_slice(&sig)
         .map_err(|_| MarkError::Forged)?;
     if time.abs_diff(now) > MAX_SKEW_SECS {
         return Err(MarkError::Stale);
     }
-    Ok(Mark {
-        time,
-        vapid_key: (!k.is_empty()).then(|| k.to_owned()),
+    Ok(Signed {
+        mark: Mark {
+            time,
+            vapid_key: (!k.is_empty()).then(|| k.to_owned()),
+        },
+        body_hash: h.to_owned(),
     })
 }
 
@@ -175,6 +206,26 @@ mod tests {
                 .unwrap()
                 .vapid_key,
             None
+        );
+    }
+
+    #[test]
+    fn the_head_is_checked_before_the_body() {
+        let v = sign(b"secret", "POST", "/p/abc", 1000, None, b"body");
+        let head = verify_head(b"secret", Some(&v), "POST", "/p/abc", 1000).unwrap();
+        assert_eq!(head.clone().body(b"other"), Err(MarkError::Forged));
+        assert_eq!(head.body(b"body").unwrap().vapid_key, None);
+        assert_eq!(
+            verify_head(b"wrong", Some(&v), "POST", "/p/abc", 1000),
+            Err(MarkError::Forged)
+        );
+        assert_eq!(
+            verify_head(b"secret", Some(&v), "POST", "/p/abc", 5000),
+            Err(MarkError::Stale)
+        );
+        assert_eq!(
+            verify_head(b"secret", None, "POST", "/p/abc", 1000),
+            Err(MarkError::Missing)
         );
     }
 }
