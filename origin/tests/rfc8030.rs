@@ -540,3 +540,50 @@ async fn only_the_user_agent_acknowledges_its_message() {
     assert_eq!(send(&mut ua, del, None).await.0.status, 204);
     assert!(poll_stored(&mut ua, &sub_url).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_subscription_set_can_be_deleted_and_is_not_made_again_by_name() {
+    let o = start_fresh("h2-set-delete").await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let parts = subscribe(&mut ua, &device_url).await;
+    let (second, _) = send(&mut ua, subscribe_into_set_of(&parts, &device_url), None).await;
+    assert_eq!(second.status, 201);
+    let pushes: Vec<String> = [&parts, &second]
+        .iter()
+        .map(|p| {
+            links_of(p)
+                .into_iter()
+                .find(|(_, r)| r == links::REL_PUSH)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let (set_url, _) = links_of(&parts)
+        .into_iter()
+        .find(|(_, r)| r == links::REL_SET)
+        .unwrap();
+    // DELETE on the set ends it and both subscriptions.
+    let del = Request::delete(&set_url).body(()).unwrap();
+    assert_eq!(send(&mut ua, del, None).await.0.status, 204);
+    for push in &pushes {
+        let r = request("POST", push, &[("ttl", "60")], b"").await;
+        assert_eq!(r.status, 404, "{push}");
+    }
+    let del = Request::delete(&set_url).body(()).unwrap();
+    assert_eq!(send(&mut ua, del, None).await.0.status, 404);
+    // A subscribe naming the deleted set, or no set of ours, is 400: no new
+    // set is made in its place.
+    let (refused, body) = send(&mut ua, subscribe_into_set_of(&parts, &device_url), None).await;
+    assert_eq!(refused.status, 400);
+    let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(p["type"], "/problems/unknown-set", "{p}");
+    let garbage = Request::post(format!("{device_url}/subscribe"))
+        .header(
+            "link",
+            links::link("http://elsewhere/set/x", links::REL_SET),
+        )
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut ua, garbage, None).await.0.status, 400);
+}

@@ -96,6 +96,8 @@ enum DeviceError {
     Store,
     #[error("this subscription set holds {0} subscriptions, as many as one may; delete one first")]
     TooManySubscriptions(usize),
+    #[error("the Link rel=\"urn:ietf:params:push:set\" names no subscription set of this service (deleted, or never made); subscribe without it for a new set")]
+    UnknownSet,
 }
 
 impl ProblemSource for DeviceError {
@@ -106,6 +108,7 @@ impl ProblemSource for DeviceError {
             DeviceError::SubscribeTooLarge(_) => 413,
             DeviceError::Store => 503,
             DeviceError::TooManySubscriptions(_) => 429,
+            DeviceError::UnknownSet => 400,
         }
     }
     fn kind(&self) -> &'static str {
@@ -115,6 +118,7 @@ impl ProblemSource for DeviceError {
             DeviceError::SubscribeTooLarge(_) => "too-large",
             DeviceError::Store => "store-unavailable",
             DeviceError::TooManySubscriptions(_) => "too-many-subscriptions",
+            DeviceError::UnknownSet => "unknown-set",
         }
     }
     fn title(&self) -> &'static str {
@@ -124,6 +128,7 @@ impl ProblemSource for DeviceError {
             DeviceError::SubscribeTooLarge(_) => "Subscribe request too large",
             DeviceError::Store => "Storage unavailable",
             DeviceError::TooManySubscriptions(_) => "Too many subscriptions",
+            DeviceError::UnknownSet => "No such subscription set",
         }
     }
 }
@@ -176,6 +181,7 @@ async fn handle(
                 Err(_) => problem(&mut respond, DeviceError::Store),
             }
         }
+        (Some("set"), Some(uaid), Method::DELETE) => delete_set(&state, uaid, &mut respond).await,
         (Some("set"), Some(uaid), Method::GET) => match state.store.user_agent(&uaid) {
             Ok(Some(ua)) if ua.kind == UaKind::Http2 => {
                 let filter = Filter::new(&req, None);
@@ -265,14 +271,21 @@ async fn subscribe(
             Err(_) => return problem(respond, DeviceError::BadSubscribe),
         }
     };
-    let existing_set = set_url.and_then(|u| {
-        let prefix = urls::subscription_set_prefix(&state.config);
-        u.strip_prefix(&prefix).and_then(tokens::decode)
-    });
-    let set = match existing_set.map(|u| (u, state.store.user_agent(&u))) {
-        Some((u, Ok(Some(ua)))) if ua.kind == UaKind::Http2 => Some(u),
-        Some((_, Err(_))) => return problem(respond, DeviceError::Store),
-        _ => None,
+    // A set named must be one of ours: a new set is made only when none is
+    // named (RFC 8030 §6.1), never in place of one that is gone.
+    let set = match set_url {
+        None => None,
+        Some(u) => {
+            let prefix = urls::subscription_set_prefix(&state.config);
+            let Some(t) = u.strip_prefix(&prefix).and_then(tokens::decode) else {
+                return problem(respond, DeviceError::UnknownSet);
+            };
+            match state.store.user_agent(&t) {
+                Ok(Some(ua)) if ua.kind == UaKind::Http2 => Some(t),
+                Ok(_) => return problem(respond, DeviceError::UnknownSet),
+                Err(_) => return problem(respond, DeviceError::Store),
+            }
+        }
     };
     let sub = match registration::register(state, Owner::Http2Set(set), vapid).await {
         Ok(s) => s,
@@ -584,6 +597,31 @@ fn send_push(
         state.write_later(vec![Op::DeleteMessage(msg.id)]);
     }
     true
+}
+
+/// `DELETE` on a subscription set: it ends with every subscription in it
+/// (each also leaves every list it is in).
+async fn delete_set(state: &Arc<State>, uaid: Token, respond: &mut SendResponse<Bytes>) {
+    // As a registration into the set holds it: none slips in meanwhile.
+    let _locked = state.ua_locks.lock(&uaid).await;
+    match state.store.user_agent(&uaid) {
+        Ok(Some(ua)) if ua.kind == UaKind::Http2 => {}
+        Ok(_) => return problem(respond, DeviceError::NotFound),
+        Err(_) => return problem(respond, DeviceError::Store),
+    }
+    let subs = match state.store.subscriptions_of(&uaid) {
+        Ok(s) => s,
+        Err(_) => return problem(respond, DeviceError::Store),
+    };
+    let mut ops: Vec<Op> = subs
+        .iter()
+        .map(|s| Op::DeleteSubscription(s.push))
+        .collect();
+    ops.push(Op::DeleteUaIfEmpty(uaid));
+    match state.committer.write(ops).await {
+        Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
+        Err(_) => problem(respond, DeviceError::Store),
+    }
 }
 
 /// `DELETE` on a pushed message: the user agent acknowledges it. Only a
