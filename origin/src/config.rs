@@ -132,6 +132,11 @@ pub struct Settings {
     /// monitors and requests).
     #[arg(long, env = "ORIGIN_H2_MAX_STREAMS", default_value_t = 100, value_parser = u32_in(1, 10_000))]
     pub h2_max_streams: u32,
+    /// Seconds an HTTP/2 device connection may hold no stream (no
+    /// monitoring request, nothing else) before it is closed (GOAWAY).
+    /// 0 keeps idle connections.
+    #[arg(long, env = "ORIGIN_H2_IDLE_SECS", default_value_t = 300, value_parser = u64_in(0, 86_400))]
+    pub h2_idle_secs: u64,
     /// Largest header list of an HTTP/2 device request, bytes.
     #[arg(long, env = "ORIGIN_H2_MAX_HEADER_BYTES", default_value_t = 16384, value_parser = u32_in(1024, 1 << 20))]
     pub h2_max_header_bytes: u32,
@@ -411,6 +416,8 @@ pub struct Config {
     pub store_cache_bytes: usize,
     /// Concurrent streams per HTTP/2 device connection.
     pub h2_max_streams: u32,
+    /// Idle HTTP/2 device connections are closed after this many seconds (0: never).
+    pub h2_idle_secs: u64,
     /// Largest HTTP/2 device request header list, bytes.
     pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
@@ -567,6 +574,7 @@ impl Config {
             }),
             store_cache_bytes: s.store_cache_mb.saturating_mul(1 << 20),
             h2_max_streams: s.h2_max_streams,
+            h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,
             sweep_secs: s.sweep_secs,
             store_lock_wait_secs: s.store_lock_wait_secs,

@@ -587,3 +587,33 @@ async fn a_subscription_set_can_be_deleted_and_is_not_made_again_by_name() {
         .unwrap();
     assert_eq!(send(&mut ua, garbage, None).await.0.status, 400);
 }
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_and_a_monitored_one_kept() {
+    let o = start_with(&temp_dir("h2-idle"), &[], |s| s.h2_idle_secs = 1).await;
+    let device_url = o.state.config.device_url.clone();
+    // A connection that subscribed and then holds no stream is closed.
+    let mut idle = connect(o.state.config.h2_listen).await;
+    subscribe(&mut idle, &device_url).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
+    let gone = match idle.clone().ready().await {
+        Err(_) => true,
+        Ok(mut c) => match c.send_request(req, true) {
+            Err(_) => true,
+            Ok((resp, _)) => resp.await.is_err(),
+        },
+    };
+    assert!(gone, "an idle connection is closed");
+    // One whose monitoring request stays open is kept.
+    let mut watched = connect(o.state.config.h2_listen).await;
+    let (sub_url, _) = subscribe_urls(&mut watched, &device_url).await;
+    let (monitor, _) = watched
+        .send_request(Request::get(&sub_url).body(()).unwrap(), true)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    subscribe(&mut watched, &device_url).await;
+    drop(monitor);
+}

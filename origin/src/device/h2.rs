@@ -60,9 +60,37 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
     };
     inc(&state.metrics.h2_connections);
     let inflight: Inflight = Arc::default();
-    while let Some(Ok((req, respond))) = conn.accept().await {
-        let (state, inflight) = (state.clone(), inflight.clone());
-        tokio::spawn(async move { handle(state, req, respond, inflight).await });
+    // Streams open now (a monitoring request is one for as long as it
+    // lasts); a connection with none for `--h2-idle-secs` is closed.
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let idle = std::time::Duration::from_secs(c.h2_idle_secs);
+    let mut closing = false;
+    loop {
+        let quiet =
+            !closing && idle > std::time::Duration::ZERO && open.load(Ordering::Acquire) == 0;
+        tokio::select! {
+            next = conn.accept() => {
+                let Some(Ok((req, respond))) = next else { break };
+                open.fetch_add(1, Ordering::AcqRel);
+                let (state, inflight) = (state.clone(), inflight.clone());
+                let (open, ended) = (open.clone(), ended.clone());
+                tokio::spawn(async move {
+                    handle(state, req, respond, inflight).await;
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    ended.notify_one();
+                });
+            }
+            // A stream's end re-arms the idle timer.
+            _ = ended.notified() => {}
+            _ = tokio::time::sleep(idle), if quiet => {
+                if open.load(Ordering::Acquire) == 0 {
+                    // GOAWAY; `accept` then ends once the client has seen it.
+                    conn.graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     }
     let unacked: Vec<Arc<Message>> = inflight.messages().drain().map(|(_, m)| m).collect();
     state.store_unacked(unacked);
