@@ -277,6 +277,10 @@ impl State {
         };
         let state = self.clone();
         tokio::spawn(async move {
+            // A receipt subscription that was deleted gets nothing more.
+            if let Ok(None) = state.store.user_agent(&to) {
+                return;
+            }
             if let Err(e) = state.deliver(receipt, false).await {
                 tracing::error!("storing a receipt: {e}");
             }

@@ -617,3 +617,54 @@ async fn an_idle_connection_is_closed_and_a_monitored_one_kept() {
     subscribe(&mut watched, &device_url).await;
     drop(monitor);
 }
+
+#[tokio::test]
+async fn a_receipt_subscription_can_be_deleted() {
+    let o = start_fresh("h2-receipt-delete").await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
+    let mut app = connect(o.state.config.h2_listen).await;
+    let req = Request::post(format!("{device_url}/receipts"))
+        .body(())
+        .unwrap();
+    let (rparts, _) = send(&mut app, req, None).await;
+    assert_eq!(rparts.status, 201);
+    let receipt_sub = rparts.headers["location"].to_str().unwrap().to_owned();
+    // A delivered message leaves a receipt stored for it.
+    let r = request(
+        "POST",
+        &push_url,
+        &[("ttl", "60"), ("push-receipt", &receipt_sub)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let pushed = poll_stored(&mut ua, &sub_url).await;
+    assert_eq!(pushed.len(), 1);
+    let del = Request::delete(format!("{device_url}{}", pushed[0]))
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut ua, del, None).await.0.status, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&o, "push_stored_messages").await, 1, "the receipt");
+    // Deleted: it answers 404, holds nothing, and a push cannot name it.
+    let del = Request::delete(&receipt_sub).body(()).unwrap();
+    assert_eq!(send(&mut app, del, None).await.0.status, 204);
+    let del = Request::delete(&receipt_sub).body(()).unwrap();
+    assert_eq!(send(&mut app, del, None).await.0.status, 404);
+    let get = Request::get(&receipt_sub)
+        .header("prefer", "wait=0")
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut app, get, None).await.0.status, 404);
+    assert_eq!(metric(&o, "push_stored_messages").await, 0);
+    let r = request(
+        "POST",
+        &push_url,
+        &[("ttl", "60"), ("push-receipt", &receipt_sub)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}

@@ -244,6 +244,9 @@ async fn handle(
                 Err(_) => problem(&mut respond, DeviceError::Store),
             }
         }
+        (Some("rs"), Some(uaid), Method::DELETE) => {
+            delete_receipt_subscription(&state, uaid, &mut respond).await
+        }
         (Some("rs"), Some(uaid), Method::GET) => match state.store.user_agent(&uaid) {
             Ok(Some(ua)) if ua.kind == UaKind::Receipts => {
                 let filter = Filter::new(&req, None);
@@ -646,6 +649,41 @@ async fn delete_set(state: &Arc<State>, uaid: Token, respond: &mut SendResponse<
         .map(|s| Op::DeleteSubscription(s.push))
         .collect();
     ops.push(Op::DeleteUaIfEmpty(uaid));
+    match state.committer.write(ops).await {
+        Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
+        Err(_) => problem(respond, DeviceError::Store),
+    }
+}
+
+/// `DELETE` on a receipt subscription: it ends with the receipts it holds;
+/// receipts for it sent later are dropped.
+async fn delete_receipt_subscription(
+    state: &Arc<State>,
+    uaid: Token,
+    respond: &mut SendResponse<Bytes>,
+) {
+    match state.store.user_agent(&uaid) {
+        Ok(Some(ua)) if ua.kind == UaKind::Receipts => {}
+        Ok(_) => return problem(respond, DeviceError::NotFound),
+        Err(_) => return problem(respond, DeviceError::Store),
+    }
+    // The record first: no receipt is stored for it once it is gone.
+    let mut ops = vec![Op::DeleteUaIfEmpty(uaid)];
+    let mut after = 0;
+    loop {
+        let page = match state.store.messages(&uaid, after, 0, 1024) {
+            Ok(p) => p,
+            Err(_) => return problem(respond, DeviceError::Store),
+        };
+        let done = page.len() < 1024;
+        for m in page {
+            after = m.seq;
+            ops.push(Op::DeleteMessage(m.id));
+        }
+        if done {
+            break;
+        }
+    }
     match state.committer.write(ops).await {
         Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
         Err(_) => problem(respond, DeviceError::Store),
