@@ -261,7 +261,18 @@ impl Cluster {
     /// Counts one event of `name` for `key` in the current clock minute, on
     /// every node together; how many the minute holds with it.
     pub fn count_minute(&self, name: &str, key: &[u8], now: u64) -> Result<u64, StoreError> {
-        let totals = self.add_counts(name, &[(key, now / 60, 1)])?;
+        self.count_minute_n(name, key, now, 1)
+    }
+
+    /// [`Cluster::count_minute`] of `n` events at once.
+    pub fn count_minute_n(
+        &self,
+        name: &str,
+        key: &[u8],
+        now: u64,
+        n: u32,
+    ) -> Result<u64, StoreError> {
+        let totals = self.add_counts(name, &[(key, now / 60, n)])?;
         Ok(totals.into_iter().next().unwrap_or(0))
     }
 

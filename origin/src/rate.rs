@@ -85,6 +85,12 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
 
     /// Counts one event for `key`; `Err(seconds)` to wait if over the limit.
     pub fn check(&self, key: &Token) -> Result<(), u64> {
+        self.check_n(key, 1)
+    }
+
+    /// Counts `n` events for `key` at once, all or none; `Err(seconds)` to
+    /// wait if they would pass the limit.
+    pub fn check_n(&self, key: &Token, n: u32) -> Result<(), u64> {
         let now = crate::clock::now();
         let mut shard = self.shard(key);
         let e = shard.entry(*key).or_default();
@@ -92,9 +98,9 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
             *e = Entry::default();
         }
         e.window
-            .hit(now, MINUTE, self.per_minute.saturating_sub(e.others))?;
+            .hit_n(now, MINUTE, n, self.per_minute.saturating_sub(e.others))?;
         if self.shared.load(std::sync::atomic::Ordering::Acquire) {
-            e.unsent += 1;
+            e.unsent += n;
             if !e.queued && e.window.count >= (self.per_minute / 16).max(1) {
                 e.queued = true;
                 self.to_tell.lock().expect("rate lock").push(*key);

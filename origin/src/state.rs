@@ -39,6 +39,8 @@ pub struct State {
     /// Per-owner list creation rate, keyed by the client's VAPID key (so
     /// hashed with a per-process secret).
     pub create_rate: RateLimiter<std::hash::RandomState>,
+    /// Copies caused by each list owner's pushes (`owner_copies_per_minute`).
+    pub owner_copies: RateLimiter<std::hash::RandomState>,
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
@@ -82,9 +84,11 @@ impl State {
         let rate = RateLimiter::new(config.limits.subscription_messages_per_minute);
         let list_rate = RateLimiter::new(config.limits.list_pushes_per_minute);
         let create_rate = RateLimiter::new(config.limits.list_creations_per_minute);
+        let owner_copies = RateLimiter::new(config.limits.owner_copies_per_minute);
         State {
             list_rate,
             create_rate,
+            owner_copies,
             list_cache: Default::default(),
             list_locks: Default::default(),
             // Many more than list stripes: every registration takes one.
@@ -168,12 +172,35 @@ impl State {
             .unwrap_or_else(|| self.create_rate.check(&key_id))
     }
 
+    /// Counts the `copies` a push to a list of the owner `key` (a VAPID key,
+    /// or `NO_OWNER`) causes against `owner_copies_per_minute`, summed over
+    /// all the owner's lists: across every node in a cluster (where a
+    /// refused push counts too), else here.
+    pub fn count_owner_copies(&self, key: &[u8; 65], copies: u64) -> Result<(), u64> {
+        let per_minute = self.config.limits.owner_copies_per_minute;
+        let n = u32::try_from(copies).unwrap_or(u32::MAX);
+        let key_id: Token = key[1..17].try_into().expect("16 bytes");
+        self.count_across_n("owner_copies", key, n, per_minute)
+            .unwrap_or_else(|| self.owner_copies.check_n(&key_id, n))
+    }
+
     /// The verdict of a count kept in Redis; `None` off a cluster, or if
     /// Redis cannot count now (then this node counts alone).
     fn count_across(&self, name: &str, key: &[u8], per_minute: u32) -> Option<Result<(), u64>> {
+        self.count_across_n(name, key, 1, per_minute)
+    }
+
+    /// [`State::count_across`] of `n` events at once.
+    fn count_across_n(
+        &self,
+        name: &str,
+        key: &[u8],
+        n: u32,
+        per_minute: u32,
+    ) -> Option<Result<(), u64>> {
         let c = self.cluster.get()?;
         let t = now();
-        match c.count_minute(name, key, t) {
+        match c.count_minute_n(name, key, t, n) {
             Ok(n) if n > u64::from(per_minute) => Some(Err(60 - t % 60)),
             Ok(_) => Some(Ok(())),
             Err(e) => {

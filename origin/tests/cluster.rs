@@ -839,3 +839,41 @@ async fn an_expired_messages_receipt_is_sent_once_across_nodes() {
     }
     assert_eq!(statuses, [410], "one receipt, for the expiry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_copy_budget_holds_across_nodes() {
+    let server = Server::start(&[]);
+    let limits = ["owner_copies_per_minute=5"];
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        nodes.push(node_with(&server.url(), "budget", name, 0, &limits).await);
+    }
+    for n in &nodes {
+        until_ready(n, 200).await;
+    }
+    let mut d = Device::connect(&nodes[0], None).await;
+    let mut members = serde_json::Map::new();
+    for _ in 0..3 {
+        members.insert(d.register(None).await.1, json!({}));
+    }
+    let r = request(
+        "POST",
+        &at(&nodes[0], &format!("{PUBLIC}/lists/0")),
+        &[("content-type", "application/push-aggregation+json")],
+        Value::Object(members).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    early_in_a_minute().await;
+    let push = |n: &Running| {
+        let url = at(n, &list);
+        async move { request("POST", &url, &[("ttl", "60")], b"").await }
+    };
+    // Three copies through one node, then three more through the other:
+    // past the five the owner may cause in a minute, wherever it pushes.
+    assert_eq!(push(&nodes[0]).await.status, 201);
+    let r = push(&nodes[1]).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(r.header("retry-after").is_some());
+}

@@ -813,3 +813,64 @@ async fn a_document_that_trickles_in_blocks_no_other() {
     );
     drop(slow);
 }
+
+#[tokio::test]
+async fn a_keys_copies_are_budgeted_over_all_its_lists() {
+    // Five copies a minute per key: a push to three members, then another
+    // to three more through a second list of the same key, is one too many.
+    let o = start_in(
+        &temp_dir("list-owner-budget"),
+        &["owner_copies_per_minute=5"],
+    )
+    .await;
+    let aud = o.state.config.public_url.clone();
+    let (owner, other) = (Vapid::new(41), Vapid::new(42));
+    let mut devices = Vec::new();
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut d = Device::connect(&o, None).await;
+        subs.push(d.register(None).await.1);
+        devices.push(d);
+    }
+    let doc = json!({ subs[0].clone(): {}, subs[1].clone(): {}, subs[2].clone(): {} });
+    let mut lists = Vec::new();
+    for key in [&owner, &owner, &other] {
+        let r = create(&o, &doc, Some(&key.header(&aud))).await;
+        assert_eq!(r.status, 201, "{:?}", r.json());
+        lists.push(r.header("location").unwrap().to_owned());
+    }
+    let push = |list: &str, key: &Vapid| {
+        let (list, auth) = (list.to_owned(), key.header(&aud));
+        async move {
+            request(
+                "POST",
+                &list,
+                &[("ttl", "60"), ("authorization", &auth)],
+                b"",
+            )
+            .await
+        }
+    };
+    early_in_a_minute().await;
+    assert_eq!(push(&lists[0], &owner).await.status, 201);
+    let r = push(&lists[1], &owner).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("owner_copies_per_minute"),
+        "{:?}",
+        r.json()
+    );
+    // Another key's budget is its own.
+    assert_eq!(push(&lists[2], &other).await.status, 201);
+    // Each device got one copy from each accepted push: two.
+    for d in &mut devices {
+        for _ in 0..2 {
+            assert!(d.recv_notification().await.is_some());
+        }
+        d.expect_nothing().await;
+    }
+}

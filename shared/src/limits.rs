@@ -29,6 +29,11 @@ pub struct Limits {
     /// Lists one VAPID key may create in a minute (lists without one, all
     /// together). 60.
     pub list_creations_per_minute: u32,
+    /// Copies one VAPID key's list pushes may cause in a minute, summed
+    /// over all its lists (a push to a list of m members is m copies; lists
+    /// without a key, all together). A push past it is refused whole. Ten
+    /// million: a million-member list ten times a minute.
+    pub owner_copies_per_minute: u32,
     /// Messages one subscription accepts in a minute (list copies count). 600.
     pub subscription_messages_per_minute: u32,
     /// Undelivered messages stored for one subscription; the oldest go first. 100.
@@ -90,6 +95,7 @@ impl Default for Limits {
             max_lists_per_key: 10_000,
             list_pushes_per_minute: 60,
             list_creations_per_minute: 60,
+            owner_copies_per_minute: 10_000_000,
             subscription_messages_per_minute: 600,
             max_stored_per_subscription: 100,
             max_subscriptions_per_user_agent: 1000,

@@ -39,16 +39,22 @@ impl Window {
     /// is another. A refused event is not counted: `Err` holds the seconds
     /// until the window ends (at least 1).
     pub fn hit(&mut self, now: u64, window_secs: u64, limit: u32) -> Result<(), u64> {
+        self.hit_n(now, window_secs, 1, limit)
+    }
+
+    /// Counts `n` events at once (a push's copies), all or none: refused
+    /// if they would take the window past `limit`.
+    pub fn hit_n(&mut self, now: u64, window_secs: u64, n: u32, limit: u32) -> Result<(), u64> {
         if !self.holds(now, window_secs) {
             *self = Window {
                 start: Window::start_at(now, window_secs),
                 count: 0,
             };
         }
-        if self.count >= limit {
+        if self.count.saturating_add(n) > limit {
             return Err(self.ends(window_secs).saturating_sub(now).max(1));
         }
-        self.count += 1;
+        self.count += n;
         Ok(())
     }
 }
@@ -136,5 +142,15 @@ mod tests {
         assert_eq!(w.hit(7, 0, 1), Err(1));
         assert_eq!(w.hit(8, 0, 1), Ok(()));
         assert_eq!(w.ends(0), 9);
+    }
+
+    #[test]
+    fn many_events_count_together_or_not_at_all() {
+        let mut w = Window::default();
+        assert_eq!(w.hit_n(T, 60, 3, 5), Ok(()));
+        assert_eq!(w.hit_n(T, 60, 3, 5), Err(20));
+        assert_eq!(w.count, 3, "a refused batch is not counted");
+        assert_eq!(w.hit_n(T, 60, 2, 5), Ok(()));
+        assert_eq!(w.hit_n(T + 20, 60, 5, 5), Ok(()), "a new window");
     }
 }

@@ -471,6 +471,15 @@ where
     state
         .count_list_push(&list.token)
         .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;
+    // Amplification: what one key's pushes cost, over all its lists.
+    state
+        .count_owner_copies(list.owner.as_ref().unwrap_or(&NO_OWNER), list.members)
+        .map_err(|retry_after| {
+            AppError::rate_limited(
+                "copies caused by this VAPID key's list pushes (owner_copies_per_minute)",
+                retry_after,
+            )
+        })?;
     // Not across the list's deletion: read again under its lock, which a
     // DELETE holds until its commit, and hold it until this message's.
     let _locked = state.list_locks.lock(&list.token).await;
