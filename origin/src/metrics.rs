@@ -38,6 +38,10 @@ pub struct Metrics {
     pub messages_sent: AtomicU64,
     /// Messages acknowledged by devices.
     pub messages_acked: AtomicU64,
+    /// Messages a device acknowledged as not decrypting (code 101).
+    pub messages_undecryptable: AtomicU64,
+    /// Messages a device refused (code 102, or a `nack`).
+    pub messages_rejected: AtomicU64,
     /// Times a message was left stored (or with its list) because its
     /// connection had `max_unacked` messages waiting for acknowledgement
     /// (one message can be held back more than once).
@@ -242,10 +246,20 @@ impl Metrics {
             ),
             one(
                 "push_messages_acked_total",
-                "Messages acknowledged by devices",
+                "Messages acknowledged (or refused) by devices",
                 "counter",
                 v(&self.messages_acked),
             ),
+            Family {
+                name: "push_messages_undelivered_total",
+                help: "Messages devices answered as not delivered: did not decrypt (ack code 101), or refused (code 102, nack)",
+                kind: "counter",
+                label: Some("reason"),
+                samples: vec![
+                    ("undecryptable", v(&self.messages_undecryptable)),
+                    ("rejected", v(&self.messages_rejected)),
+                ],
+            },
             one(
                 "push_messages_expired_total",
                 "Stored messages that expired undelivered",

@@ -7,7 +7,7 @@ use crate::metrics::{inc, Metrics};
 use crate::rate::RateLimiter;
 use crate::registry::{Outbound, Registry};
 use crate::store::committer::Committer;
-use crate::store::{Message, Op, Store, StoreError};
+use crate::store::{AckOutcome, Message, Op, Store, StoreError};
 use crate::tokens::Token;
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,35 +245,49 @@ impl State {
         self.write_later(ops);
     }
 
-    /// A device acknowledged `msg` (`delivered`), or refused it: the stored
-    /// copy goes, a list copy is marked acknowledged, and on delivery the
+    /// A device acknowledged `msg`, or refused it (`outcome`): the stored
+    /// copy goes, a list copy is marked answered, and on delivery the
     /// application server's receipt is sent.
-    pub fn acknowledged(self: &Arc<Self>, msg: &Message, delivered: bool) {
+    pub fn acknowledged(self: &Arc<Self>, msg: &Message, outcome: AckOutcome) {
         let mut ops = Vec::new();
-        self.acknowledged_into(msg, delivered, &mut ops);
-        crate::metrics::inc(&self.metrics.messages_acked);
-        if !ops.is_empty() {
-            self.write_later(ops);
-        }
+        self.acknowledged_into(msg, outcome, &mut ops);
+        self.settled_acks(1, ops);
     }
 
     /// [`State::acknowledged`] with the store's writes appended to `ops`
-    /// and not counted, so that a connection settles many acknowledgements
-    /// with one queued write and one count ([`State::settled_acks`]).
-    pub fn acknowledged_into(self: &Arc<Self>, msg: &Message, delivered: bool, ops: &mut Vec<Op>) {
+    /// and the acknowledgement not counted, so that a connection settles
+    /// many with one queued write and one count ([`State::settled_acks`]).
+    /// A message that was not delivered is counted by its outcome here.
+    pub fn acknowledged_into(
+        self: &Arc<Self>,
+        msg: &Message,
+        outcome: AckOutcome,
+        ops: &mut Vec<Op>,
+    ) {
+        self.undelivered(outcome);
         if let Some(list_message) = msg.list_message {
             // A list copy is never stored on its own and has no receipt.
             ops.push(Op::AckCopy {
                 list_message,
                 push: msg.push,
+                outcome,
             });
             return;
         }
         if msg.seq != 0 {
             ops.push(Op::DeleteMessage(msg.id));
         }
-        if let (Some(receipt), true) = (msg.receipt, delivered) {
+        if let (Some(receipt), AckOutcome::Delivered) = (msg.receipt, outcome) {
             self.send_receipt(msg, receipt, 204);
+        }
+    }
+
+    /// Counts a message a device answered as not delivered.
+    pub fn undelivered(&self, outcome: AckOutcome) {
+        match outcome {
+            AckOutcome::Delivered => {}
+            AckOutcome::Undecryptable => inc(&self.metrics.messages_undecryptable),
+            AckOutcome::Rejected => inc(&self.metrics.messages_rejected),
         }
     }
 
@@ -316,8 +330,14 @@ impl State {
 
     /// A device acknowledged (or refused) its copy of `list_message`,
     /// sent to subscription `push`.
-    pub fn copy_acknowledged(&self, list_message: Token, push: Token) {
-        self.settled_acks(1, vec![Op::AckCopy { list_message, push }]);
+    pub fn copy_acknowledged(&self, list_message: Token, push: Token, outcome: AckOutcome) {
+        self.undelivered(outcome);
+        let op = Op::AckCopy {
+            list_message,
+            push,
+            outcome,
+        };
+        self.settled_acks(1, vec![op]);
     }
 
     /// Waits until writes queued without waiting (acknowledgements) are

@@ -874,3 +874,58 @@ async fn a_keys_copies_are_budgeted_over_all_its_lists() {
         d.expect_nothing().await;
     }
 }
+
+#[tokio::test]
+async fn copies_a_device_could_not_decrypt_or_refused_are_counted_as_such() {
+    let o = start_fresh("list-outcomes").await;
+    let mut devices = Vec::new();
+    let mut members = serde_json::Map::new();
+    for _ in 0..4 {
+        let mut d = Device::connect(&o, None).await;
+        members.insert(d.register(None).await.1, json!({}));
+        devices.push(d);
+    }
+    let r = create(&o, &Value::Object(members), None).await;
+    assert_eq!(r.status, 201);
+    let list = r.header("location").unwrap().to_owned();
+    let r = request("POST", &list, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    let status_url = r.header("location").unwrap().to_owned();
+    // Firefox's answers: delivered (code 100), did not decrypt (101), not
+    // delivered (102, read as JSON: another field order), and a nack.
+    let answers = [
+        r#"{"messageType":"ack","updates":[{"channelID":"C","version":"V","code":100}]}"#,
+        r#"{"messageType":"ack","updates":[{"channelID":"C","version":"V","code":101}]}"#,
+        r#"{"messageType":"ack","updates":[{"code":102,"version":"V","channelID":"C"}]}"#,
+        r#"{"messageType":"nack","version":"V","code":301}"#,
+    ];
+    for (d, answer) in devices.iter_mut().zip(answers) {
+        let n = d.recv_notification().await.expect("copy");
+        let text = answer.replace('C', &n.channel_id).replace('V', &n.version);
+        d.send_text(&text).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = request("GET", &status_url, &[], b"").await.json();
+    assert_eq!(
+        (
+            &s["delivered"],
+            &s["undecryptable"],
+            &s["rejected"],
+            &s["stored"]
+        ),
+        (&json!(1), &json!(1), &json!(2), &json!(0)),
+        "{s}"
+    );
+    let undecryptable = "push_messages_undelivered_total{reason=\"undecryptable\"}";
+    assert_eq!(metric(&o, undecryptable).await, 1);
+    let rejected = "push_messages_undelivered_total{reason=\"rejected\"}";
+    assert_eq!(metric(&o, rejected).await, 2);
+    assert_eq!(metric(&o, "push_messages_acked_total").await, 4);
+    // None of them is sent again.
+    for d in devices {
+        let uaid = d.uaid.clone();
+        d.close().await;
+        let mut again = Device::connect(&o, Some(&uaid)).await;
+        again.expect_nothing().await;
+    }
+}

@@ -246,7 +246,7 @@ pub fn ack_versions(text: &str) -> Option<AckVersions<'_>> {
         .strip_suffix("]}")?;
     let mut rest = body.as_bytes();
     while !rest.is_empty() {
-        let (_, after) = ack_update(rest)?;
+        let (_, _, after) = ack_update(rest)?;
         rest = match after {
             [] => after,
             [b',', more @ ..] if !more.is_empty() => more,
@@ -266,35 +266,35 @@ pub struct AckVersions<'a> {
 }
 
 impl<'a> Iterator for AckVersions<'a> {
-    type Item = &'a str;
+    /// A version, and the update's `code` (see [`ack_code`]) if it has one.
+    type Item = (&'a str, Option<u16>);
 
-    fn next(&mut self) -> Option<&'a str> {
-        let (version, after) = ack_update(self.rest)?;
+    fn next(&mut self) -> Option<(&'a str, Option<u16>)> {
+        let (version, code, after) = ack_update(self.rest)?;
         self.rest = after.strip_prefix(b",").unwrap_or(after);
-        Some(version)
+        Some((version, code))
     }
 }
 
 /// One update `{"channelID":"…","version":"…"[,"code":N]}` at the start of
-/// `b`: its version, and the bytes after it.
-fn ack_update(b: &[u8]) -> Option<(&str, &[u8])> {
+/// `b`: its version, its code, and the bytes after it.
+fn ack_update(b: &[u8]) -> Option<(&str, Option<u16>, &[u8])> {
     let b = b.strip_prefix(br#"{"channelID":""#)?;
     let (_, b) = plain_string(b)?;
     let b = b.strip_prefix(br#","version":""#)?;
     let (version, b) = plain_string(b)?;
-    let b = match b.strip_prefix(br#","code":"#) {
+    let (code, b) = match b.strip_prefix(br#","code":"#) {
         Some(code) => {
             let digits = code.iter().take_while(|c| c.is_ascii_digit()).count();
             if !(1..=5).contains(&digits) || (digits > 1 && code[0] == b'0') {
                 return None;
             }
             let n: u32 = std::str::from_utf8(&code[..digits]).ok()?.parse().ok()?;
-            u16::try_from(n).ok()?;
-            &code[digits..]
+            (Some(u16::try_from(n).ok()?), &code[digits..])
         }
-        None => b,
+        None => (None, b),
     };
-    Some((version, b.strip_prefix(b"}")?))
+    Some((version, code, b.strip_prefix(b"}")?))
 }
 
 /// A JSON string's text up to its closing quote (already past the opening
@@ -481,6 +481,17 @@ mod tests {
     }
 
     #[test]
+    fn ack_codes_read_in_place_as_parse_reads_them() {
+        let text = r#"{"messageType":"ack","updates":[{"channelID":"c","version":"a","code":101},{"channelID":"c","version":"b"}]}"#;
+        let read: Vec<_> = ack_versions(text).unwrap().collect();
+        assert_eq!(read, [("a", Some(101)), ("b", None)]);
+        let Ok(DeviceMessage::Ack { updates }) = DeviceMessage::parse(text) else {
+            panic!("an ack");
+        };
+        assert_eq!((updates[0].code, updates[1].code), (Some(101), None));
+    }
+
+    #[test]
     fn acks_read_in_place_as_parse_reads_them() {
         let read = [
             (
@@ -502,7 +513,7 @@ mod tests {
             ),
         ];
         for (text, want) in read {
-            let got: Vec<&str> = ack_versions(text).expect(text).collect();
+            let got: Vec<&str> = ack_versions(text).expect(text).map(|(v, _)| v).collect();
             assert_eq!(got, want, "{text}");
             let parsed = parsed_versions(text).expect(text);
             assert_eq!(parsed, want, "{text}");

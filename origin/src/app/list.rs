@@ -532,12 +532,14 @@ pub fn status(state: &State, token: &str) -> Response<Body> {
         Ok(None) => return error(&AppError::UnknownMessage),
         Err(_) => return error(&AppError::Store),
     };
-    let delivered = state.store.copies_acked(&id).unwrap_or(0);
-    let open = msg.members.saturating_sub(delivered + msg.failed);
+    let acks = state.store.copies_acked(&id).unwrap_or_default();
+    let open = msg.members.saturating_sub(acks.answered() + msg.failed);
     let expired = msg.expires <= now();
     let body = json!({
         "members": msg.members,
-        "delivered": delivered,
+        "delivered": acks.delivered,
+        "undecryptable": acks.undecryptable,
+        "rejected": acks.rejected,
         "stored": if expired { 0 } else { open },
         "expired": if expired { open } else { 0 },
         "failed": msg.failed,

@@ -6,7 +6,7 @@ use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::State;
-use crate::store::{Encoding, Message, Op, UaKind, UserAgent};
+use crate::store::{AckOutcome, Encoding, Message, Op, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use crate::urls;
 use bytes::Bytes;
@@ -720,7 +720,7 @@ async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) -> bool
     };
     // Its deletion is queued first: a monitor that looks again settles the
     // queued writes before it reads, so it cannot push this one again.
-    state.acknowledged(&msg, true);
+    state.acknowledged(&msg, AckOutcome::Delivered);
     drop(gate);
     if freed_room {
         // The connection's monitors may have left messages stored for want

@@ -14,7 +14,7 @@ use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
 use crate::registry::{ConnHandle, Outbound};
 use crate::state::State;
-use crate::store::{ListMember, Message, Op, StoreError, UaKind};
+use crate::store::{AckOutcome, ListMember, Message, Op, StoreError, UaKind};
 use crate::tokens::{self, new_token, Token, TokenMap};
 use shared::webpush_ws::ack_versions;
 use std::io;
@@ -182,7 +182,7 @@ struct Read {
     incoming: Vec<Incoming>,
     /// Acknowledged versions this connection did not write: the store is
     /// asked about them ([`Conn::acknowledge`]).
-    unsettled: Vec<Token>,
+    unsettled: Vec<(Token, AckOutcome)>,
 }
 
 /// Acknowledgements read in place during one read, settled together.
@@ -234,27 +234,35 @@ impl Conn {
     /// Settles an `ack` read in place (see [`ack_versions`]); `false` for
     /// any other text, or an `ack` before `hello`, which the [`Session`]
     /// reads. A version this connection did not write goes to `unsettled`.
-    fn take_ack(&mut self, text: &str, acks: &mut AckBatch, unsettled: &mut Vec<Token>) -> bool {
+    fn take_ack(
+        &mut self,
+        text: &str,
+        acks: &mut AckBatch,
+        unsettled: &mut Vec<(Token, AckOutcome)>,
+    ) -> bool {
         if self.session.uaid().is_none() {
             return false;
         }
         let Some(versions) = ack_versions(text) else {
             return false;
         };
-        for v in versions {
+        for (v, code) in versions {
             let Some(id) = tokens::decode(v) else {
                 continue;
             };
+            let outcome = AckOutcome::of_ack(code);
             if let Some(m) = self.inflight.remove(&id) {
                 self.out.message_done(&id, m.list_message.is_some());
-                self.state.acknowledged_into(&m, true, &mut acks.ops);
+                self.state.acknowledged_into(&m, outcome, &mut acks.ops);
             } else if let Some(c) = self.out.copy_done(&id) {
+                self.state.undelivered(outcome);
                 acks.ops.push(Op::AckCopy {
                     list_message: c.list_message,
                     push: c.push,
+                    outcome,
                 });
             } else {
-                unsettled.push(id);
+                unsettled.push((id, outcome));
                 continue;
             }
             acks.count += 1;
@@ -267,7 +275,7 @@ impl Conn {
     /// ([`Outlet::ack_at_once`]), once per batch.
     async fn handle_incoming(&mut self, read: Read) -> io::Result<bool> {
         if !read.unsettled.is_empty() {
-            self.acknowledge_all(read.unsettled, true).await;
+            self.acknowledge_all(read.unsettled).await;
         }
         let mut answered = false;
         for msg in read.incoming {
@@ -600,11 +608,15 @@ impl Conn {
                 .await?;
             }
             Command::Ack(versions) => {
-                self.acknowledge_all(versions, true).await;
+                let versions = versions
+                    .into_iter()
+                    .map(|(v, code)| (v, AckOutcome::of_ack(code)))
+                    .collect();
+                self.acknowledge_all(versions).await;
                 return Ok(false);
             }
             Command::Nack(v) => {
-                self.acknowledge(v, false, &mut false).await;
+                self.acknowledge(v, AckOutcome::Rejected, &mut false).await;
                 return Ok(false);
             }
             Command::Nothing => return Ok(false),
@@ -613,14 +625,14 @@ impl Conn {
     }
 
     /// Acknowledges `versions` (see [`Conn::acknowledge`]).
-    async fn acknowledge_all(&mut self, mut versions: Vec<Token>, delivered: bool) {
+    async fn acknowledge_all(&mut self, mut versions: Vec<(Token, AckOutcome)>) {
         // A version given twice counts once: the store is settled once per
         // call, so a repeat could find its message still there.
-        versions.sort_unstable();
-        versions.dedup();
+        versions.sort_unstable_by_key(|(v, _)| *v);
+        versions.dedup_by_key(|(v, _)| *v);
         let mut settled = false;
-        for v in versions {
-            self.acknowledge(v, delivered, &mut settled).await;
+        for (v, outcome) in versions {
+            self.acknowledge(v, outcome, &mut settled).await;
         }
     }
 
@@ -628,13 +640,15 @@ impl Conn {
     /// its receipt. `settled` is shared by the versions of one `ack`, so that
     /// however many of them this connection did not write, the store's
     /// queued writes are waited for once.
-    async fn acknowledge(&mut self, id: Token, delivered: bool, settled: &mut bool) {
+    async fn acknowledge(&mut self, id: Token, outcome: AckOutcome, settled: &mut bool) {
         let uaid = self.session.uaid().expect("after hello");
         let msg = if let Some(m) = self.inflight.remove(&id) {
             self.out.message_done(&id, m.list_message.is_some());
             m
         } else if let Some(c) = self.out.copy_done(&id) {
-            return self.state.copy_acknowledged(c.list_message, c.push);
+            return self
+                .state
+                .copy_acknowledged(c.list_message, c.push, outcome);
         } else {
             // Written by an earlier connection: it must be stored and ours
             // (and not acknowledged already, with the deletion still queued).
@@ -649,7 +663,7 @@ impl Conn {
                 _ => return,
             }
         };
-        self.state.acknowledged(&msg, delivered);
+        self.state.acknowledged(&msg, outcome);
     }
 
     /// Sends the user agent's stored messages, oldest first (the outer

@@ -47,8 +47,9 @@ pub enum Command {
         /// The channelID.
         channel: Token,
     },
-    /// The device acknowledged these message versions.
-    Ack(Vec<Token>),
+    /// The device acknowledged these message versions, each with its
+    /// update's `code` if it had one.
+    Ack(Vec<(Token, Option<u16>)>),
     /// The device could not process this message version.
     Nack(Token),
     /// The device pinged: answer [`shared::webpush_ws::PING`] once
@@ -132,7 +133,7 @@ impl Session {
             DeviceMessage::Ack { updates } => Command::Ack(
                 updates
                     .iter()
-                    .filter_map(|u| tokens::decode(&u.version))
+                    .filter_map(|u| Some((tokens::decode(&u.version)?, u.code)))
                     .collect(),
             ),
             DeviceMessage::Nack { version, .. } => match tokens::decode(&version) {
@@ -333,7 +334,7 @@ mod tests {
                 r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{v}"}}]}}"#
             ))
             .unwrap(),
-            Command::Ack(vec![[7; 16]])
+            Command::Ack(vec![([7; 16], None)])
         );
         assert!(s.receive("not json").is_err());
     }
@@ -356,13 +357,13 @@ mod tests {
                 format!(
                     r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{v}","code":100}}]}}"#
                 ),
-                Command::Ack(vec![[7; 16]]),
+                Command::Ack(vec![([7; 16], Some(100))]),
             ),
             (
                 format!(
                     r#"{{"messageType":"ack","updates":[{{"channelID":"{ch}","version":"{escaped_v}","code":"x"}}],"extra":1}}"#
                 ),
-                Command::Ack(vec![[7; 16]]),
+                Command::Ack(vec![([7; 16], None)]),
             ),
             (
                 format!(r#"{{"messageType":"nack","version":"{v}","code":302}}"#),

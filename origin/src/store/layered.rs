@@ -9,8 +9,8 @@ use super::kv::{
 };
 use super::policy::{self, msg_key, Caps};
 use super::{
-    ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store, StoreCounts, StoreError,
-    Subscription, UserAgent,
+    AckCounts, AckOutcome, ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store,
+    StoreCounts, StoreError, Subscription, UserAgent,
 };
 use crate::tokens::Token;
 use std::ops::Bound;
@@ -382,14 +382,18 @@ impl<B: Backend> Store for Layered<B> {
         Ok(self.get(COPY_ACKS, &k, |_| Ok(()))?.is_some())
     }
 
-    fn copies_acked(&self, list_message: &Token) -> Result<u64, StoreError> {
-        let mut n = 0;
+    fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError> {
+        let mut n = AckCounts::default();
         scan(
             &mut self.backend.reader()?,
             COPY_ACKS,
             list_message,
-            &mut |_, _| {
-                n += 1;
+            &mut |_, v| {
+                match AckOutcome::decode(v) {
+                    AckOutcome::Delivered => n.delivered += 1,
+                    AckOutcome::Undecryptable => n.undecryptable += 1,
+                    AckOutcome::Rejected => n.rejected += 1,
+                }
                 Ok(true)
             },
         )?;

@@ -272,7 +272,70 @@ pub enum Op {
         list_message: Token,
         /// The member's push token.
         push: Token,
+        /// What the device said of it.
+        outcome: AckOutcome,
     },
+}
+
+/// What a device said of a message it was sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Acknowledged: delivered to the application.
+    #[default]
+    Delivered,
+    /// Acknowledged as not decrypting (Firefox's code 101).
+    Undecryptable,
+    /// Refused: acknowledged as not delivered (code 102), or a `nack`.
+    Rejected,
+}
+
+impl AckOutcome {
+    /// What an `ack` update's `code` says (`shared::webpush_ws::ack_code`):
+    /// none, 100 or an unknown code is a delivery.
+    pub fn of_ack(code: Option<u16>) -> AckOutcome {
+        use shared::webpush_ws::ack_code;
+        match code {
+            Some(ack_code::DECRYPT_FAILED) => AckOutcome::Undecryptable,
+            Some(ack_code::NOT_DELIVERED) => AckOutcome::Rejected,
+            _ => AckOutcome::Delivered,
+        }
+    }
+
+    /// As stored beside an acknowledged copy (a delivery as nothing).
+    pub fn encode(self) -> &'static [u8] {
+        match self {
+            AckOutcome::Delivered => &[],
+            AckOutcome::Undecryptable => &[1],
+            AckOutcome::Rejected => &[2],
+        }
+    }
+
+    /// Read back from [`AckOutcome::encode`].
+    pub fn decode(v: &[u8]) -> AckOutcome {
+        match v {
+            [1] => AckOutcome::Undecryptable,
+            [2] => AckOutcome::Rejected,
+            _ => AckOutcome::Delivered,
+        }
+    }
+}
+
+/// A list message's copies that devices answered, by what they said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AckCounts {
+    /// Delivered to the application.
+    pub delivered: u64,
+    /// Did not decrypt on the device.
+    pub undecryptable: u64,
+    /// Refused by the device.
+    pub rejected: u64,
+}
+
+impl AckCounts {
+    /// Every copy answered.
+    pub fn answered(&self) -> u64 {
+        self.delivered + self.undecryptable + self.rejected
+    }
 }
 
 /// List messages past their grace period, and (list, push) members past their `expires`.
@@ -370,7 +433,7 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a member acknowledged its copy of a list message.
     fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError>;
     /// How many members acknowledged their copy of a list message.
-    fn copies_acked(&self, list_message: &Token) -> Result<u64, StoreError>;
+    fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError>;
     /// Up to `limit` list messages past their grace period, and members
     /// (list, push) past their `expires`.
     fn expired_list_items(&self, now: u64, limit: usize) -> Result<ExpiredListItems, StoreError>;

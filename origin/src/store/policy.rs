@@ -141,9 +141,13 @@ pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> 
             w.delete(FANOUTS, id)?;
         }
         Op::DeleteListMessage(id) => delete_list_message(w, id)?,
-        Op::AckCopy { list_message, push } => {
+        Op::AckCopy {
+            list_message,
+            push,
+            outcome,
+        } => {
             let k: [u8; 32] = cat(&[list_message, push]);
-            w.put(COPY_ACKS, &k, &[])?;
+            w.put(COPY_ACKS, &k, outcome.encode())?;
         }
         Op::PutUa(u) => w.put(UAS, &u.uaid, &codec::user_agent(u))?,
         Op::DeleteUaIfEmpty(uaid) => delete_ua_if_empty(w, uaid)?,

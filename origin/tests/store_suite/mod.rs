@@ -3,8 +3,8 @@
 
 use origin::store::policy::LIST_MESSAGE_GRACE;
 use origin::store::{
-    Encoding, List, ListBody, ListMember, ListMessage, Message, Op, Store, Subscription, UaKind,
-    UserAgent,
+    AckCounts, AckOutcome, Encoding, List, ListBody, ListMember, ListMessage, Message, Op, Store,
+    Subscription, UaKind, UserAgent,
 };
 use origin::tokens::{new_token, Token};
 use shared::limits::Limits;
@@ -129,7 +129,7 @@ fn fresh_store(fresh: Fresh<'_>) {
     assert!(s.unfinished_fanouts().unwrap().is_empty());
     assert!(s.list_messages_since(&t, 0, 0, 10).unwrap().is_empty());
     assert!(!s.copy_acked(&t, &t).unwrap());
-    assert_eq!(s.copies_acked(&t).unwrap(), 0);
+    assert_eq!(s.copies_acked(&t).unwrap(), AckCounts::default());
     let c = s.counts().unwrap();
     assert_eq!(
         (c.messages, c.list_messages, c.lists, c.subscriptions),
@@ -563,27 +563,36 @@ fn list_messages(fresh: Fresh<'_>) {
     assert_eq!(since(mid.seq, 0, 10), vec![new.id]);
     assert_eq!(since(0, 0, 1), vec![new.id]);
     // Acknowledged copies.
-    let (p, q) = (new_token(), new_token());
+    let (p, q, r) = (new_token(), new_token(), new_token());
+    let ack = |push, outcome| Op::AckCopy {
+        list_message: new.id,
+        push,
+        outcome,
+    };
     apply(
         &*s,
         &[
-            Op::AckCopy {
-                list_message: new.id,
-                push: p,
-            },
-            Op::AckCopy {
-                list_message: new.id,
-                push: p,
-            },
-            Op::AckCopy {
-                list_message: new.id,
-                push: q,
-            },
+            ack(p, AckOutcome::Delivered),
+            ack(p, AckOutcome::Delivered),
+            ack(q, AckOutcome::Undecryptable),
+            ack(r, AckOutcome::Delivered),
         ],
     );
+    // A later answer for the same copy replaces the first.
+    apply(&*s, &[ack(r, AckOutcome::Rejected)]);
     assert!(s.copy_acked(&new.id, &p).unwrap());
+    assert!(s.copy_acked(&new.id, &q).unwrap());
     assert!(!s.copy_acked(&mid.id, &p).unwrap());
-    assert_eq!(s.copies_acked(&new.id).unwrap(), 2);
+    let counts = s.copies_acked(&new.id).unwrap();
+    assert_eq!(
+        counts,
+        AckCounts {
+            delivered: 1,
+            undecryptable: 1,
+            rejected: 1
+        }
+    );
+    assert_eq!(counts.answered(), 3);
     // A list message's record outlives its TTL by the grace period.
     let (due, _) = s
         .expired_list_items(1000 + LIST_MESSAGE_GRACE - 1, 10)
@@ -596,7 +605,7 @@ fn list_messages(fresh: Fresh<'_>) {
         &[Op::DeleteListMessage(new.id), Op::DeleteListMessage(old.id)],
     );
     assert!(s.list_message(&new.id).unwrap().is_none());
-    assert_eq!(s.copies_acked(&new.id).unwrap(), 0);
+    assert_eq!(s.copies_acked(&new.id).unwrap(), AckCounts::default());
     assert!(s.unfinished_fanouts().unwrap().is_empty());
     assert_eq!(since(0, 0, 10), vec![mid.id]);
     // Finishing a message that went meanwhile writes nothing.
@@ -628,6 +637,7 @@ fn delete_list(fresh: Fresh<'_>) {
             Op::AckCopy {
                 list_message: lm.id,
                 push: a.push,
+                outcome: AckOutcome::Delivered,
             },
         ],
     );
@@ -637,7 +647,7 @@ fn delete_list(fresh: Fresh<'_>) {
     assert!(s.list_members(&l.token, None, 10).unwrap().is_empty());
     assert_eq!(s.lists_of(&a.push).unwrap(), vec![kept.token]);
     assert!(s.list_message(&lm.id).unwrap().is_none());
-    assert_eq!(s.copies_acked(&lm.id).unwrap(), 0);
+    assert_eq!(s.copies_acked(&lm.id).unwrap(), AckCounts::default());
     assert!(s.unfinished_fanouts().unwrap().is_empty());
     assert_eq!(s.expired_list_items(FAR, 10).unwrap(), (vec![], vec![]));
     assert_eq!(s.list(&kept.token).unwrap().unwrap().members, 1);

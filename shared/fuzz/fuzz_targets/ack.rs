@@ -10,8 +10,9 @@ fuzz_target!(|text: &str| {
         let Ok(DeviceMessage::Ack { updates }) = parsed else {
             panic!("read in place as an ack, not by parse: {text:?}");
         };
-        let scanned: Vec<&str> = versions.collect();
-        let read: Vec<&str> = updates.iter().map(|u| &*u.version).collect();
+        let scanned: Vec<(&str, Option<u16>)> = versions.collect();
+        let read: Vec<(&str, Option<u16>)> =
+            updates.iter().map(|u| (&*u.version, u.code)).collect();
         assert_eq!(scanned, read, "{text:?}");
     }
 });
