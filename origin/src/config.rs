@@ -217,6 +217,18 @@ pub struct Settings {
     /// application requests, `/health`, the store and Redis.
     #[arg(long, env = "ORIGIN_FD_RESERVE", default_value_t = 512, value_parser = u64_in(16, 1 << 20))]
     pub fd_reserve: u64,
+    /// Subscriptions one device connection may make in a minute (WebSocket
+    /// `register`, HTTP/2 `POST /subscribe` and `/receipts`); more are
+    /// refused (429) until the minute ends.
+    #[arg(long, env = "ORIGIN_SUBSCRIPTIONS_PER_CONNECTION_PER_MINUTE", default_value_t = 100, value_parser = u32_in(1, 1_000_000))]
+    pub subscriptions_per_connection_per_minute: u32,
+    /// Subscriptions all device connections from one client address (an
+    /// IPv4 address, or an IPv6 /64) may make in a minute on this node: a
+    /// thousand a second, enough for many devices behind one NAT. Behind a
+    /// proxy or load balancer that hides the clients' addresses, every
+    /// device shares its address: raise it.
+    #[arg(long, env = "ORIGIN_SUBSCRIPTIONS_PER_ADDRESS_PER_MINUTE", default_value_t = 60_000, value_parser = u32_in(1, 1_000_000_000))]
+    pub subscriptions_per_address_per_minute: u32,
     /// Number of list registration service partitions (a subscription's
     /// is picked by the first byte of its push token).
     #[arg(long, env = "ORIGIN_PARTITIONS", default_value_t = 1, value_parser = u32_in(1, 256))]
@@ -456,6 +468,10 @@ pub struct Config {
     pub max_device_connections: u64,
     /// Descriptors kept from device connections.
     pub fd_reserve: u64,
+    /// Subscriptions per device connection per minute.
+    pub subscriptions_per_connection_per_minute: u32,
+    /// Subscriptions per client address per minute, on this node.
+    pub subscriptions_per_address_per_minute: u32,
     /// List registration service partitions.
     pub partitions: u32,
     /// The edge's HMAC secret.
@@ -594,6 +610,8 @@ impl Config {
             tcp_keepalive_secs: s.tcp_keepalive_secs,
             max_device_connections: s.max_device_connections,
             fd_reserve: s.fd_reserve,
+            subscriptions_per_connection_per_minute: s.subscriptions_per_connection_per_minute,
+            subscriptions_per_address_per_minute: s.subscriptions_per_address_per_minute,
             partitions: s.partitions,
             log_format: s.log_format,
             edge_secret,

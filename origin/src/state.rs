@@ -41,6 +41,9 @@ pub struct State {
     pub create_rate: RateLimiter<std::hash::RandomState>,
     /// Copies caused by each list owner's pushes (`owner_copies_per_minute`).
     pub owner_copies: RateLimiter<std::hash::RandomState>,
+    /// Subscriptions made from each client address
+    /// (`--subscriptions-per-address-per-minute`).
+    pub address_rate: RateLimiter<std::hash::RandomState>,
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
@@ -85,10 +88,12 @@ impl State {
         let list_rate = RateLimiter::new(config.limits.list_pushes_per_minute);
         let create_rate = RateLimiter::new(config.limits.list_creations_per_minute);
         let owner_copies = RateLimiter::new(config.limits.owner_copies_per_minute);
+        let address_rate = RateLimiter::new(config.subscriptions_per_address_per_minute);
         State {
             list_rate,
             create_rate,
             owner_copies,
+            address_rate,
             list_cache: Default::default(),
             list_locks: Default::default(),
             // Many more than list stripes: every registration takes one.
@@ -182,6 +187,28 @@ impl State {
         let key_id: Token = key[1..17].try_into().expect("16 bytes");
         self.count_across_n("owner_copies", key, n, per_minute)
             .unwrap_or_else(|| self.owner_copies.check_n(&key_id, n))
+    }
+
+    /// Counts a subscription made by a device `conn` (its own window,
+    /// `--subscriptions-per-connection-per-minute`) from `addr` (IPv4, or
+    /// an IPv6 /64, `--subscriptions-per-address-per-minute`); `Err(seconds)`
+    /// to wait if either is over.
+    pub fn count_subscription(
+        &self,
+        conn: &mut shared::rate::Window,
+        addr: std::net::IpAddr,
+    ) -> Result<(), u64> {
+        let per_conn = self.config.subscriptions_per_connection_per_minute;
+        conn.hit(now(), 60, per_conn)?;
+        let key: Token = match addr {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => {
+                let mut k = a.octets();
+                k[8..].fill(0);
+                k
+            }
+        };
+        self.address_rate.check(&key)
     }
 
     /// The verdict of a count kept in Redis; `None` off a cluster, or if

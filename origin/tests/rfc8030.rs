@@ -668,3 +668,30 @@ async fn a_receipt_subscription_can_be_deleted() {
     .await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn subscriptions_over_http2_are_rated_per_connection() {
+    let o = start_with(&temp_dir("h2-sub-rates"), &[], |s| {
+        s.subscriptions_per_connection_per_minute = 2;
+    })
+    .await;
+    early_in_a_minute().await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    subscribe(&mut ua, &device_url).await;
+    let receipts = Request::post(format!("{device_url}/receipts"))
+        .body(())
+        .unwrap();
+    assert_eq!(send(&mut ua, receipts, None).await.0.status, 201);
+    let req = Request::post(format!("{device_url}/subscribe"))
+        .body(())
+        .unwrap();
+    let (refused, body) = send(&mut ua, req, None).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.headers.get("retry-after").is_some());
+    let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(p["type"], "/problems/rate-limited", "{p}");
+    // A new connection has a minute of its own.
+    let mut other = connect(o.state.config.h2_listen).await;
+    subscribe(&mut other, &device_url).await;
+}

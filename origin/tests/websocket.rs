@@ -624,3 +624,28 @@ async fn a_device_that_pings_in_a_loop_is_disconnected() {
         assert_eq!(d.recv().await, Some(json!({})));
     }
 }
+
+#[tokio::test]
+async fn subscriptions_are_rated_per_connection_and_per_address() {
+    let o = start_with(&temp_dir("ws-sub-rates"), &[], |s| {
+        s.subscriptions_per_connection_per_minute = 3;
+        s.subscriptions_per_address_per_minute = 5;
+    })
+    .await;
+    early_in_a_minute().await;
+    let channel = |i: u8| format!("d9b74644-4f97-46aa-b8fa-9393985cd6{i:02x}");
+    let mut a = Device::connect(&o, None).await;
+    for i in 0..3 {
+        assert_eq!(a.register_channel(&channel(i), None).await.0, 200);
+    }
+    // The connection's fourth in a minute is refused; it stays connected.
+    assert_eq!(a.register_channel(&channel(3), None).await.0, 429);
+    a.send_text("{}").await;
+    assert_eq!(a.recv().await, Some(json!({})));
+    // Another connection from the same address has the address's two left.
+    let mut b = Device::connect(&o, None).await;
+    for i in 4..6 {
+        assert_eq!(b.register_channel(&channel(i), None).await.0, 200);
+    }
+    assert_eq!(b.register_channel(&channel(6), None).await.0, 429);
+}

@@ -28,6 +28,10 @@ use tokio::sync::mpsc;
 /// monitoring requests watch.
 #[derive(Default)]
 struct Pushed {
+    /// The client's address (unspecified if it could not be read).
+    peer: Option<std::net::IpAddr>,
+    /// Subscriptions this connection made in the current minute.
+    subscribed: Mutex<shared::rate::Window>,
     messages: Mutex<TokenMap<Arc<Message>>>,
     monitors: Mutex<Vec<Token>>,
     /// Held by a monitor reading what is stored, and by an acknowledgement:
@@ -47,6 +51,7 @@ type Inflight = Arc<Pushed>;
 /// Serves one HTTP/2 connection (prior knowledge, h2c).
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let c = &state.config;
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(c.h2_max_streams)
@@ -59,7 +64,10 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         return;
     };
     inc(&state.metrics.h2_connections);
-    let inflight: Inflight = Arc::default();
+    let inflight: Inflight = Arc::new(Pushed {
+        peer,
+        ..Pushed::default()
+    });
     // Streams open now (a monitoring request is one for as long as it
     // lasts); a connection with none for `--h2-idle-secs` is closed.
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -126,6 +134,8 @@ enum DeviceError {
     TooManySubscriptions(usize),
     #[error("the Link rel=\"urn:ietf:params:push:set\" names no subscription set of this service (deleted, or never made); subscribe without it for a new set")]
     UnknownSet,
+    #[error("too many subscriptions made from this connection or address in this minute; retry in {0} s")]
+    TooManySubscribes(u64),
 }
 
 impl ProblemSource for DeviceError {
@@ -137,6 +147,7 @@ impl ProblemSource for DeviceError {
             DeviceError::Store => 503,
             DeviceError::TooManySubscriptions(_) => 429,
             DeviceError::UnknownSet => 400,
+            DeviceError::TooManySubscribes(_) => 429,
         }
     }
     fn kind(&self) -> &'static str {
@@ -147,6 +158,7 @@ impl ProblemSource for DeviceError {
             DeviceError::Store => "store-unavailable",
             DeviceError::TooManySubscriptions(_) => "too-many-subscriptions",
             DeviceError::UnknownSet => "unknown-set",
+            DeviceError::TooManySubscribes(_) => "rate-limited",
         }
     }
     fn title(&self) -> &'static str {
@@ -157,6 +169,13 @@ impl ProblemSource for DeviceError {
             DeviceError::Store => "Storage unavailable",
             DeviceError::TooManySubscriptions(_) => "Too many subscriptions",
             DeviceError::UnknownSet => "No such subscription set",
+            DeviceError::TooManySubscribes(_) => "Too many requests",
+        }
+    }
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            DeviceError::TooManySubscribes(secs) => Some(*secs),
+            _ => None,
         }
     }
 }
@@ -168,6 +187,9 @@ fn problem(respond: &mut SendResponse<Bytes>, e: DeviceError) {
         header::CONTENT_TYPE,
         HeaderValue::from_static(shared::problem::CONTENT_TYPE),
     );
+    if let Some(secs) = p.retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
     reply(respond, r, Some(Bytes::from(p.to_json())));
 }
 
@@ -183,7 +205,9 @@ async fn handle(
     let method = req.method().clone();
     match (segs.first().copied(), token, method) {
         (Some("subscribe"), None, Method::POST) if segs.len() == 1 => {
-            subscribe(&state, req, &mut respond).await
+            if may_subscribe(&state, &inflight, &mut respond) {
+                subscribe(&state, req, &mut respond).await
+            }
         }
         (Some("s"), Some(resource), Method::GET) => {
             match state.store.subscription_by_resource(&resource) {
@@ -226,6 +250,9 @@ async fn handle(
             }
         }
         (Some("receipts"), None, Method::POST) if segs.len() == 1 => {
+            if !may_subscribe(&state, &inflight, &mut respond) {
+                return;
+            }
             let ua = UserAgent {
                 uaid: new_token(),
                 kind: UaKind::Receipts,
@@ -256,6 +283,26 @@ async fn handle(
             Err(_) => problem(&mut respond, DeviceError::Store),
         },
         _ => problem(&mut respond, DeviceError::NotFound),
+    }
+}
+
+/// Counts a subscription (or receipt subscription) this connection asks
+/// for; `false`, with the `429` answered, past its connection's or its
+/// client address's rate.
+fn may_subscribe(state: &State, inflight: &Inflight, respond: &mut SendResponse<Bytes>) -> bool {
+    let addr = inflight
+        .peer
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let counted = {
+        let mut window = inflight.subscribed.lock().expect("subscribed lock");
+        state.count_subscription(&mut window, addr)
+    };
+    match counted {
+        Ok(()) => true,
+        Err(retry_after) => {
+            problem(respond, DeviceError::TooManySubscribes(retry_after));
+            false
+        }
     }
 }
 

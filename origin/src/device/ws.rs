@@ -147,11 +147,20 @@ struct Conn {
     /// The user agent was made by this connection's `hello` and has not
     /// registered yet: it holds no subscription.
     new_ua: bool,
+    /// The client's address, for its subscription rate.
+    peer: std::net::IpAddr,
+    /// Subscriptions this connection made in the current minute.
+    registered: shared::rate::Window,
 }
 
 /// Serves one device connection to its end.
 pub async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
     let hello_timeout = Duration::from_secs(state.config.hello_timeout_secs);
     match tokio::time::timeout(hello_timeout, Box::pin(handshake(&stream, &state.config))).await {
         Ok(Ok(true)) => {}
@@ -167,6 +176,8 @@ pub async fn serve(stream: TcpStream, state: Arc<State>) {
         inflight: TokenMap::default(),
         id: 0,
         new_ua: false,
+        peer,
+        registered: Default::default(),
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -562,6 +573,14 @@ impl Conn {
             Command::Register { channel, key } => {
                 let uaid = self.session.uaid().expect("after hello");
                 let st = &self.state;
+                if st
+                    .count_subscription(&mut self.registered, self.peer)
+                    .is_err()
+                {
+                    let refused = ws_session::register_error(&tokens::to_uuid(&channel), 429);
+                    self.reply(&refused).await?;
+                    return Ok(true);
+                }
                 let owner = Owner::WebSocket {
                     uaid,
                     channel,
