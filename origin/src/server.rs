@@ -308,11 +308,9 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
                     Ok((stream, _)) => {
                         // Full: closed at once, leaving descriptors to the rest.
                         let Some(slot) = take_slot() else { continue };
-                        let serve = device::ws::serve(stream, state.clone());
-                        tokio::spawn(async move {
-                            serve.await;
-                            drop(slot);
-                        });
+                        // The slot goes with the connection's own future: a
+                        // future wrapped in another is stored twice over.
+                        tokio::spawn(device::ws::serve(stream, state.clone(), slot));
                     }
                     Err(e) => {
                         tracing::warn!("ws accept: {e}");
@@ -329,11 +327,7 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
                 match l.h2.accept().await {
                     Ok((stream, _)) => {
                         let Some(slot) = take_slot() else { continue };
-                        let serve = device::h2::serve(stream, state.clone());
-                        tokio::spawn(async move {
-                            serve.await;
-                            drop(slot);
-                        });
+                        tokio::spawn(device::h2::serve(stream, state.clone(), slot));
                     }
                     Err(e) => {
                         tracing::warn!("h2 accept: {e}");

@@ -49,7 +49,10 @@ impl Pushed {
 type Inflight = Arc<Pushed>;
 
 /// Serves one HTTP/2 connection (prior knowledge, h2c).
-pub async fn serve(stream: TcpStream, state: Arc<State>) {
+///
+/// `_slot` is the connection's place among `--max-device-connections`,
+/// given back when it ends.
+pub async fn serve(stream: TcpStream, state: Arc<State>, _slot: crate::fd::Slot) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok().map(|a| a.ip());
     let c = &state.config;

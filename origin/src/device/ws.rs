@@ -154,7 +154,10 @@ struct Conn {
 }
 
 /// Serves one device connection to its end.
-pub async fn serve(stream: TcpStream, state: Arc<State>) {
+///
+/// `_slot` is the connection's place among `--max-device-connections`,
+/// given back when it ends.
+pub async fn serve(stream: TcpStream, state: Arc<State>, _slot: crate::fd::Slot) {
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
