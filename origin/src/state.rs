@@ -193,20 +193,22 @@ impl State {
     /// `--subscriptions-per-connection-per-minute`) from `addr` (IPv4, or
     /// an IPv6 /64, `--subscriptions-per-address-per-minute`); `Err(seconds)`
     /// to wait if either is over.
+    /// An address that could not be read counts as the unspecified one.
     pub fn count_subscription(
         &self,
         conn: &mut shared::rate::Window,
-        addr: std::net::IpAddr,
+        addr: Option<std::net::IpAddr>,
     ) -> Result<(), u64> {
         let per_conn = self.config.subscriptions_per_connection_per_minute;
         conn.hit(now(), 60, per_conn)?;
         let key: Token = match addr {
-            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(a) => {
+            Some(std::net::IpAddr::V6(a)) => {
                 let mut k = a.octets();
                 k[8..].fill(0);
                 k
             }
+            Some(std::net::IpAddr::V4(a)) => a.to_ipv6_mapped().octets(),
+            None => std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets(),
         };
         self.address_rate.check(&key)
     }
@@ -291,16 +293,11 @@ impl State {
         outcome: AckOutcome,
         ops: &mut Vec<Op>,
     ) {
-        self.undelivered(outcome);
         if let Some(list_message) = msg.list_message {
             // A list copy is never stored on its own and has no receipt.
-            ops.push(Op::AckCopy {
-                list_message,
-                push: msg.push,
-                outcome,
-            });
-            return;
+            return self.copy_acknowledged_into(list_message, msg.push, outcome, ops);
         }
+        self.undelivered(outcome);
         if msg.seq != 0 {
             ops.push(Op::DeleteMessage(msg.id));
         }
@@ -310,7 +307,7 @@ impl State {
     }
 
     /// Counts a message a device answered as not delivered.
-    pub fn undelivered(&self, outcome: AckOutcome) {
+    fn undelivered(&self, outcome: AckOutcome) {
         match outcome {
             AckOutcome::Delivered => {}
             AckOutcome::Undecryptable => inc(&self.metrics.messages_undecryptable),
@@ -355,16 +352,22 @@ impl State {
         });
     }
 
-    /// A device acknowledged (or refused) its copy of `list_message`,
-    /// sent to subscription `push`.
-    pub fn copy_acknowledged(&self, list_message: Token, push: Token, outcome: AckOutcome) {
+    /// A device acknowledged (or refused) its copy of `list_message`, sent
+    /// to subscription `push`: its store write appended to `ops`, as
+    /// [`State::acknowledged_into`].
+    pub fn copy_acknowledged_into(
+        &self,
+        list_message: Token,
+        push: Token,
+        outcome: AckOutcome,
+        ops: &mut Vec<Op>,
+    ) {
         self.undelivered(outcome);
-        let op = Op::AckCopy {
+        ops.push(Op::AckCopy {
             list_message,
             push,
             outcome,
-        };
-        self.settled_acks(1, vec![op]);
+        });
     }
 
     /// Waits until writes queued without waiting (acknowledgements) are

@@ -115,6 +115,12 @@ impl Spliced {
     }
 }
 
+/// Whether every byte of `s` is in the base64url alphabet (no padding).
+pub fn is_alphabet(s: &str) -> bool {
+    s.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
 /// Whether `s` is non-padded base64url text that decodes cleanly.
 ///
 /// Checks the alphabet and the length without allocating; the last
@@ -124,10 +130,7 @@ pub fn is_canonical(s: &str) -> bool {
     if b.len() % 4 == 1 {
         return false;
     }
-    if !b
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    {
+    if !is_alphabet(s) {
         return false;
     }
     // Trailing bits must be zero: 2 leftover chars carry 4 spare bits, 3 carry 2.

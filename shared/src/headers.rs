@@ -246,10 +246,7 @@ impl Topic {
     pub fn parse(value: Option<&str>) -> Result<Option<Topic>, HeaderError> {
         let Some(v) = value else { return Ok(None) };
         let v = v.trim();
-        let ok = !v.is_empty()
-            && v.len() <= MAX_TOPIC_LEN
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = !v.is_empty() && v.len() <= MAX_TOPIC_LEN && crate::b64::is_alphabet(v);
         if ok {
             Ok(Some(Topic(v.to_owned())))
         } else {
@@ -319,10 +316,7 @@ pub struct AesgcmParams {
 /// asks of `aesgcm`'s key parameters (their lengths are the device's concern).
 fn base64url_padded(v: &str) -> bool {
     let data = v.trim_end_matches('=');
-    !data.is_empty()
-        && data
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    !data.is_empty() && crate::b64::is_alphabet(data)
 }
 
 impl AesgcmParams {

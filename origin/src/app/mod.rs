@@ -166,10 +166,10 @@ where
         .map(|(bytes, _)| bytes)
 }
 
-/// [`read_body`], each chunk first taking as many permits of `budget` as it
-/// has bytes (held by the permit returned). A body that cannot get its
-/// bytes' permits within `wait` is [`AppError::documents`] (`cap_docs`):
-/// the service holds as many bodies as it takes.
+/// [`read_body`], each chunk first taking as many permits of `budget`'s
+/// semaphore as it has bytes (held by the permit returned). A body that
+/// cannot get its bytes' permits within `wait` is [`AppError::documents`]
+/// of `budget`'s count: the service holds as many bodies as it takes.
 pub async fn read_body_within<'s, B>(
     body: B,
     cap: usize,

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 /// monitoring requests watch.
 #[derive(Default)]
 struct Pushed {
-    /// The client's address (unspecified if it could not be read).
+    /// The client's address, if it could be read.
     peer: Option<std::net::IpAddr>,
     /// Subscriptions this connection made in the current minute.
     subscribed: Mutex<shared::rate::Window>,
@@ -293,12 +293,9 @@ async fn handle(
 /// for; `false`, with the `429` answered, past its connection's or its
 /// client address's rate.
 fn may_subscribe(state: &State, inflight: &Inflight, respond: &mut SendResponse<Bytes>) -> bool {
-    let addr = inflight
-        .peer
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let counted = {
         let mut window = inflight.subscribed.lock().expect("subscribed lock");
-        state.count_subscription(&mut window, addr)
+        state.count_subscription(&mut window, inflight.peer)
     };
     match counted {
         Ok(()) => true,

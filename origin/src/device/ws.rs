@@ -147,8 +147,8 @@ struct Conn {
     /// The user agent was made by this connection's `hello` and has not
     /// registered yet: it holds no subscription.
     new_ua: bool,
-    /// The client's address, for its subscription rate.
-    peer: std::net::IpAddr,
+    /// The client's address (if it could be read), for its subscription rate.
+    peer: Option<std::net::IpAddr>,
     /// Subscriptions this connection made in the current minute.
     registered: shared::rate::Window,
 }
@@ -159,11 +159,7 @@ struct Conn {
 /// given back when it ends.
 pub async fn serve(stream: TcpStream, state: Arc<State>, _slot: crate::fd::Slot) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
-            a.ip()
-        });
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let hello_timeout = Duration::from_secs(state.config.hello_timeout_secs);
     match tokio::time::timeout(hello_timeout, Box::pin(handshake(&stream, &state.config))).await {
         Ok(Ok(true)) => {}
@@ -265,21 +261,26 @@ impl Conn {
                 continue;
             };
             let outcome = AckOutcome::of_ack(code);
-            if let Some(m) = self.inflight.remove(&id) {
-                self.out.message_done(&id, m.list_message.is_some());
-                self.state.acknowledged_into(&m, outcome, &mut acks.ops);
-            } else if let Some(c) = self.out.copy_done(&id) {
-                self.state.undelivered(outcome);
-                acks.ops.push(Op::AckCopy {
-                    list_message: c.list_message,
-                    push: c.push,
-                    outcome,
-                });
+            if self.settle_written(id, outcome, &mut acks.ops) {
+                acks.count += 1;
             } else {
                 unsettled.push((id, outcome));
-                continue;
             }
-            acks.count += 1;
+        }
+        true
+    }
+
+    /// Settles `id` if this connection wrote it (a message of its own, or a
+    /// list copy), its store write appended to `ops`; `false` if it did not.
+    fn settle_written(&mut self, id: Token, outcome: AckOutcome, ops: &mut Vec<Op>) -> bool {
+        if let Some(m) = self.inflight.remove(&id) {
+            self.out.message_done(&id, m.list_message.is_some());
+            self.state.acknowledged_into(&m, outcome, ops);
+        } else if let Some(c) = self.out.copy_done(&id) {
+            self.state
+                .copy_acknowledged_into(c.list_message, c.push, outcome, ops);
+        } else {
+            return false;
         }
         true
     }
@@ -663,29 +664,23 @@ impl Conn {
     /// however many of them this connection did not write, the store's
     /// queued writes are waited for once.
     async fn acknowledge(&mut self, id: Token, outcome: AckOutcome, settled: &mut bool) {
+        let mut ops = Vec::new();
+        if self.settle_written(id, outcome, &mut ops) {
+            return self.state.settled_acks(1, ops);
+        }
+        // Written by an earlier connection: it must be stored and ours (and
+        // not acknowledged already, with the deletion still queued).
+        if !*settled {
+            if self.state.settle().await.is_err() {
+                return;
+            }
+            *settled = true;
+        }
         let uaid = self.session.uaid().expect("after hello");
-        let msg = if let Some(m) = self.inflight.remove(&id) {
-            self.out.message_done(&id, m.list_message.is_some());
-            m
-        } else if let Some(c) = self.out.copy_done(&id) {
-            return self
-                .state
-                .copy_acknowledged(c.list_message, c.push, outcome);
-        } else {
-            // Written by an earlier connection: it must be stored and ours
-            // (and not acknowledged already, with the deletion still queued).
-            if !*settled {
-                if self.state.settle().await.is_err() {
-                    return;
-                }
-                *settled = true;
-            }
-            match self.state.store.message(&id) {
-                Ok(Some(m)) if m.uaid == uaid => Arc::new(m),
-                _ => return,
-            }
-        };
-        self.state.acknowledged(&msg, outcome);
+        match self.state.store.message(&id) {
+            Ok(Some(m)) if m.uaid == uaid => self.state.acknowledged(&m, outcome),
+            _ => {}
+        }
     }
 
     /// Sends the user agent's stored messages, oldest first (the outer
