@@ -131,6 +131,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/pushbench.XXXXXX")"
 ORIGIN_PID=
 APP=
 WS=
+METRICS=
 
 stop_origin() {
   # A restarted origin (scenario g) wrote its pid here.
@@ -159,12 +160,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS.
+# Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS, METRICS.
 start_origin() {
   local name="$1" dir="$WORK/$1"
   mkdir -p "$dir/data"
   # shellcheck disable=SC2086 # ORIGIN_ARGS is a list of flags
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
+    --metrics-listen 127.0.0.1:0 \
     --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 ${ORIGIN_ARGS:-} \
     >"$dir/stdout" 2>"$dir/origin.log" &
   ORIGIN_PID=$!
@@ -182,9 +184,11 @@ start_origin() {
   fi
   APP="$(sed -E 's/.* app=([^ ]+).*/\1/' <<<"$line")"
   WS="$(sed -E 's/.* ws=([^ ]+).*/\1/' <<<"$line")"
+  METRICS="$(sed -E 's/.* metrics=([^ ]+).*/\1/' <<<"$line")"
   # How to start this origin again on the same addresses and store (after a kill).
   cat >"$WORK/restart.sh" <<EOF
 "$ORIGIN_BIN" --app-listen $APP --ws-listen $WS --h2-listen 127.0.0.1:0 \\
+  --metrics-listen $METRICS \\
   --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \\
   >>"$dir/stdout" 2>>"$dir/origin.log" </dev/null &
 echo \$! >"$WORK/restarted.pid"
@@ -211,7 +215,7 @@ cluster_scenario() {
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   local store="redis://127.0.0.1:$port" rate="${CLUSTER_RATE:-2000}" via
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
-    --store "$store" --node-id b --data-dir "$dir/b" \
+    --metrics-listen 127.0.0.1:0 --store "$store" --node-id b --data-dir "$dir/b" \
     --limit subscription_messages_per_minute=1000000 >"$dir/b/stdout" 2>"$dir/b/origin.log" &
   NODE_B_PID=$!
   local line=
@@ -308,6 +312,7 @@ scale_scenario() {
     local ws
     ws="127.0.0.1:$(free_port)"
     "$ORIGIN_BIN" --app-listen "${apps[$i]}" --ws-listen "$ws" --h2-listen 127.0.0.1:0 \
+      --metrics-listen 127.0.0.1:0 \
       --data-dir "$dir/n$i" --store "$store" --node-id "n$i" --redis-wait-replicas 1 \
       --public-url "http://${apps[0]}" --limit subscription_messages_per_minute=1000000 \
       >"$dir/n$i/stdout" 2>"$dir/n$i/origin.log" &
@@ -506,6 +511,8 @@ run() {
   wait_quiet
   local out rc args=()
   for a in "$@"; do args+=("${a//@APP@/http://$APP}"); done
+  # The whole of a push is read from the origin's operator listener.
+  [[ "$1" != push && "$1" != list ]] || args+=(--metrics "http://$METRICS")
   out="$("$BIN/pushbench" --scenario "$name" --timeout-secs "${TIMEOUT:-$BENCH_TIMEOUT}" "${args[@]}" \
     --ws "$WS" --origin-pid "$ORIGIN_PID")"
   rc=$?

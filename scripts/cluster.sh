@@ -8,7 +8,7 @@
 #   scripts/cluster.sh [origin args...]      (given to every node)
 #
 # Node i (from 0) listens on 127.0.0.1: application API $APP_BASE_PORT+10i,
-# WebSocket +1, HTTP/2 +2; its push resources are named with its own URL
+# WebSocket +1, HTTP/2 +2, /metrics +3; its push resources are named with its own URL
 # unless ORIGIN_PUBLIC_URL names a front for all (a load balancer).
 #
 # Environment:
@@ -95,7 +95,8 @@ for ((i = 0; i < NODES; i++)); do
   app=$((APP_BASE_PORT + 10 * i))
   mkdir -p "$CLUSTER_DIR/node$i"
   "$ORIGIN_BIN" --app-listen "127.0.0.1:$app" --ws-listen "127.0.0.1:$((app + 1))" \
-    --h2-listen "127.0.0.1:$((app + 2))" --data-dir "$CLUSTER_DIR/node$i" \
+    --h2-listen "127.0.0.1:$((app + 2))" --metrics-listen "127.0.0.1:$((app + 3))" \
+    --data-dir "$CLUSTER_DIR/node$i" \
     --store "$STORE" --node-id "node$i" --redis-wait-replicas "$WAIT_REPLICAS" "$@" \
     >"$CLUSTER_DIR/node$i/origin.log" 2>&1 &
   pids+=($!)
@@ -106,8 +107,8 @@ for ((i = 0; i < NODES; i++)); do
     curl -fs "http://127.0.0.1:$app/ready" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  printf 'cluster: node%s  application http://127.0.0.1:%s  WebSocket ws://127.0.0.1:%s  HTTP/2 http://127.0.0.1:%s  log %s\n' \
-    "$i" "$app" "$((app + 1))" "$((app + 2))" "$CLUSTER_DIR/node$i/origin.log"
+  printf 'cluster: node%s  application http://127.0.0.1:%s  WebSocket ws://127.0.0.1:%s  HTTP/2 http://127.0.0.1:%s  metrics http://127.0.0.1:%s/metrics  log %s\n' \
+    "$i" "$app" "$((app + 1))" "$((app + 2))" "$((app + 3))" "$CLUSTER_DIR/node$i/origin.log"
 done
 echo "cluster: ready; Ctrl-C stops it"
 status=0

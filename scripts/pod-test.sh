@@ -20,7 +20,7 @@
 #   scripts/pod-test.sh
 #
 # Uses the ports podman-cluster.yaml names (7000-7005 and 17000-17005, 8080-8082,
-# 8090-8092, 8100-8102 on loopback): they must be free.
+# 8090-8093, 8100-8103 on loopback): they must be free.
 # Environment: CONTAINER_NOFILE (default 20000, this machine's hard limit)
 # and CONTAINER_NPROC (default 4096), the containers' limits.
 # Needs root (podman's rootful storage) and Debian 12.
@@ -91,7 +91,7 @@ done
 if [[ $(id -u) -ne 0 ]]; then fail "run as root (rootful podman)"; fi
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in 7000 7001 7002 7003 7004 7005 17000 17001 17002 17003 17004 17005 \
-  8080 8081 8082 8090 8091 8092 8100 8101 8102; do
+  8080 8081 8082 8083 8090 8091 8092 8093 8100 8101 8102 8103; do
   port_free "$p" || fail "port $p is taken"
 done
 cargo build --release -q -p client
@@ -165,7 +165,7 @@ MSG="through node b to node a $(date +%s%N)"
 grep -q '^sent: 201' "$WORK/send.out" || fail "pushctl send: not 201"
 wait "$listen_pid" || fail "the device did not get the message (pushctl listen: $?)"
 [[ "$(cat "$WORK/listen.out")" == "[aes128gcm] $MSG" ]] || fail "the device printed $(cat "$WORK/listen.out")"
-forwarded="$(curl -fsS http://127.0.0.1:8090/metrics | awk '$1 == "push_cluster_forwarded_total" {print $2}')"
+forwarded="$(curl -fsS http://127.0.0.1:8093/metrics | awk '$1 == "push_cluster_forwarded_total" {print $2}')"
 [[ "${forwarded:-0}" -ge 1 ]] || fail "node b forwarded nothing (push_cluster_forwarded_total ${forwarded:-none})"
 say "received: $MSG (forwarded by node b)"
 

@@ -57,6 +57,7 @@ pub struct ListArgs {
 /// `pushbench list`.
 pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     let app = App::new(&a.list.app)?;
+    let metrics = a.list.metrics.as_deref().map(App::new).transpose()?;
     let jwe = list_jwe(a.list.body_bytes)?;
     let single_body = aes128gcm_body(a.single_body_bytes)?;
     let (mut pool, setup) =
@@ -81,7 +82,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     let mut delivered = vec![0u64; pool.len()];
     eprintln!("pushbench: list built; pushing");
     let drain = Duration::from_secs(a.list.drain_secs);
-    let base = settled::acks(&app).await?;
+    let base = settled::acks(metrics.as_ref()).await?;
     let cpu = CpuWindow::start(a.list.origin_pid, tool_pids.clone());
     let (resp, status_path) = push_list(&app, &list, &jwe).await?;
     wait_delivered(
@@ -92,7 +93,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
     )
     .await?;
     let list_cpu = cpu.finish();
-    let whole = Whole::wait(&app, &a.list.dev, base, connected, drain, &cpu).await?;
+    let whole = Whole::wait(metrics.as_ref(), &a.list.dev, base, connected, drain, &cpu).await?;
     let (status, _) =
         poll_status(&app, &status_path, 5.0, |s| delivered_to_all(s, connected)).await?;
     let (records, ends1) = dump(&mut pool).await?;
@@ -139,7 +140,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             &after,
             connected,
             drain,
-            (&a.list, &tool_pids),
+            (&a.list, &tool_pids, metrics.as_ref()),
         )
         .await?;
         window_us.push(r.window_us);
@@ -237,7 +238,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             &mut delivered,
             &after,
             drain,
-            (&app, &a.list),
+            (&a.list, metrics.as_ref()),
             &tool_pids,
         )
         .await?;
@@ -318,14 +319,14 @@ async fn list_round(
     before: &Round,
     connected: u64,
     drain: Duration,
-    (opts, tool_pids): (&ListOpts, &[u32]),
+    (opts, tool_pids, metrics): (&ListOpts, &[u32], Option<&App>),
 ) -> Result<ListRound, String> {
-    let base = settled::acks(app).await?;
+    let base = settled::acks(metrics).await?;
     let cpu = CpuWindow::start(opts.origin_pid, tool_pids.to_vec());
     let (resp, status_path) = push_list(app, list, jwe).await?;
     wait_more(pool, delivered, &before.seen, connected, drain).await?;
     let window = cpu.finish();
-    let whole = Whole::wait(app, &opts.dev, base, connected, drain, &cpu).await?;
+    let whole = Whole::wait(metrics, &opts.dev, base, connected, drain, &cpu).await?;
     let (status, _) =
         poll_status(app, &status_path, 5.0, |s| delivered_to_all(s, connected)).await?;
     let (records, ends) = dump(pool).await?;
@@ -360,13 +361,13 @@ async fn single_phase(
     delivered: &mut [u64],
     before: &Round,
     drain: Duration,
-    (app, opts): (&App, &ListOpts),
+    (opts, metrics): (&ListOpts, Option<&App>),
     tool_pids: &[u32],
 ) -> Result<SinglePhase, String> {
     let as_apps = plan.app_side.is_some();
     let concurrency = plan.concurrency;
     let body_bytes = plan.body.len();
-    let base = settled::acks(app).await?;
+    let base = settled::acks(metrics).await?;
     let cpu = CpuWindow::start(opts.origin_pid, tool_pids.to_vec());
     let outcome = {
         let pushers = tokio::spawn(http::run(plan));
@@ -384,7 +385,7 @@ async fn single_phase(
     let ok = outcome.sent.iter().filter(|s| s.status == 201).count() as u64;
     wait_more(pool, delivered, &before.seen, ok, drain).await?;
     let window = cpu.finish();
-    let whole = Whole::wait(app, &opts.dev, base, ok, drain, &cpu).await?;
+    let whole = Whole::wait(metrics, &opts.dev, base, ok, drain, &cpu).await?;
     let cpu = window;
     let (records, ends) = dump(pool).await?;
     let new = || records_after(&records, &before.seen);

@@ -25,6 +25,10 @@ pub struct ListOpts {
     /// The origin's process id, to report its CPU time.
     #[arg(long)]
     pub origin_pid: Option<u32>,
+    /// The origin's operator URL (its `/metrics`), e.g.
+    /// http://127.0.0.1:9464: without it the whole push is not measured.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// How long to wait for deliveries, in seconds.
     #[arg(long, default_value_t = 30)]
     pub drain_secs: u64,

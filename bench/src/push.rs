@@ -41,6 +41,11 @@ pub struct PushArgs {
     /// The origin's process id, to report its CPU time.
     #[arg(long)]
     pub origin_pid: Option<u32>,
+    /// The origin's operator URL (its `/metrics`), e.g.
+    /// http://127.0.0.1:9464: without it the whole of the pushes is not
+    /// measured.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// How long to wait for deliveries after the last response, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,
@@ -84,9 +89,9 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
 
     // The whole of the pushes, acknowledgements included, is measured
     // against one origin only.
-    let one_origin = App::new(a.app.split(',').next().unwrap_or_default())?;
-    let base = match (a.origin_pid, apps.len()) {
-        (Some(_), 1) => Some(settled::acks(&one_origin).await?),
+    let metrics = a.metrics.as_deref().map(App::new).transpose()?;
+    let base = match (a.origin_pid, apps.len(), &metrics) {
+        (Some(_), 1, Some(m)) => Some(settled::acks(Some(m)).await?),
         _ => None,
     };
     let cpu = CpuWindow::start(a.origin_pid, tool_pids(&pool));
@@ -116,7 +121,7 @@ pub async fn run(a: PushArgs, timeout_secs: u64) -> Result<Value, String> {
     let whole = match base {
         Some(base) => {
             let drain = Duration::from_secs(a.drain_secs);
-            let w = Whole::wait(&one_origin, &a.dev, base, ok, drain, &cpu).await?;
+            let w = Whole::wait(metrics.as_ref(), &a.dev, base, ok, drain, &cpu).await?;
             json!({
                 "origin_cpu_us_per_push": w.per_copy(ok),
                 "cpu": w.fig(ok),

@@ -28,7 +28,7 @@ pub struct Settings {
     /// environment, win over it.
     #[arg(long, env = "ORIGIN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Application API listener (push, messages, lists; /health /ready /metrics).
+    /// Application API listener (push, messages, lists; /health /ready).
     #[arg(
         long,
         env = "ORIGIN_APP_LISTEN",
@@ -52,6 +52,16 @@ pub struct Settings {
         default_value = "127.0.0.1:8082"
     )]
     pub h2_listen: SocketAddr,
+    /// Operator listener: /metrics (and /health, /ready). Keep it off the
+    /// public network: the metrics tell how busy the service is and who
+    /// uses it. Port 0 takes a free one (the "origin ready" line names it).
+    #[arg(
+        long,
+        env = "ORIGIN_METRICS_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: SocketAddr,
     /// Public base URL of the application API: push resources, lists, and
     /// the VAPID `aud` are named with it. Default http://<app-listen>;
     /// required when app-listen is an unspecified address (0.0.0.0, [::]).
@@ -394,6 +404,8 @@ pub struct Config {
     pub ws_listen: SocketAddr,
     /// HTTP/2 device address.
     pub h2_listen: SocketAddr,
+    /// Operator (metrics) address.
+    pub metrics_listen: SocketAddr,
     /// Base URL of push resources, without trailing slash.
     pub public_url: String,
     /// Base URL of the HTTP/2 device API, without trailing slash.
@@ -569,6 +581,7 @@ impl Config {
             app_listen: s.app_listen,
             ws_listen: s.ws_listen,
             h2_listen: s.h2_listen,
+            metrics_listen: s.metrics_listen,
             public_url,
             device_url,
             data_dir: s.data_dir,

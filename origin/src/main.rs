@@ -77,13 +77,14 @@ async fn run(config: Config) -> std::process::ExitCode {
     };
     let c = &running.state.config;
     tracing::info!(
-        app = %c.app_listen, ws = %c.ws_listen, h2 = %c.h2_listen, data = %c.data_dir.display(),
+        app = %c.app_listen, ws = %c.ws_listen, h2 = %c.h2_listen, metrics = %c.metrics_listen,
+        data = %c.data_dir.display(),
         "origin listening"
     );
     // One line on stdout for scripts that wait for readiness.
     println!(
-        "origin ready app={} ws={} h2={}",
-        c.app_listen, c.ws_listen, c.h2_listen
+        "origin ready app={} ws={} h2={} metrics={}",
+        c.app_listen, c.ws_listen, c.h2_listen, c.metrics_listen
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");

@@ -1,5 +1,5 @@
-//! Listeners: the application API (HTTP/1.1 and h2c), WebSocket devices,
-//! and RFC 8030 HTTP/2 devices; and the expiry sweeper.
+//! Listeners: the application API (HTTP/1.1), WebSocket devices, RFC 8030
+//! HTTP/2 devices and the operator's `/metrics`; and the expiry sweeper.
 
 use crate::app;
 use crate::clock::now;
@@ -13,6 +13,8 @@ use crate::store::redb::RedbStore;
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::store::{Op, Store, StoreError};
 use crate::tokens::Token;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -30,6 +32,8 @@ pub struct Listeners {
     pub ws: TcpListener,
     /// HTTP/2 devices.
     pub h2: TcpListener,
+    /// The operator's `/metrics`.
+    pub metrics: TcpListener,
 }
 
 impl Listeners {
@@ -40,6 +44,9 @@ impl Listeners {
             app: listen(c.app_listen, c.listen_backlog)?,
             ws: listen(c.ws_listen, c.listen_backlog)?,
             h2: listen(c.h2_listen, c.listen_backlog)?,
+            metrics: listen(c.metrics_listen, 64).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("metrics-listen {}: {e}", c.metrics_listen))
+            })?,
         };
         // Set once on the device listeners: accepted sockets inherit it.
         keep_alive(&l.ws, c.tcp_keepalive_secs)?;
@@ -54,6 +61,7 @@ impl Listeners {
         c.app_listen = app;
         c.ws_listen = l.ws.local_addr()?;
         c.h2_listen = h2;
+        c.metrics_listen = l.metrics.local_addr()?;
         Ok(l)
     }
 }
@@ -243,43 +251,17 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     }
     let app_loop = {
         let state = state.clone();
-        async move {
-            // HTTP/1.1 only: TLS and HTTP/2 toward application servers are
-            // the edge's or a front proxy's (an h2c connection could sit
-            // idle, or halfway through its preface, for ever).
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            let header_wait = Duration::from_secs(state.config.header_read_timeout_secs);
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_wait);
-            let builder = Arc::new(builder);
-            loop {
-                let stream = match l.app.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of descriptors (EMFILE) or the like: not a
-                        // loop that spins a core until one is free.
-                        tracing::warn!("app accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (state, builder) = (state.clone(), builder.clone());
-                tokio::spawn(async move {
-                    // A client that sends nothing at all is let go here.
-                    let first = tokio::time::timeout(header_wait, stream.peek(&mut [0u8; 1])).await;
-                    if !matches!(first, Ok(Ok(1))) {
-                        return;
-                    }
-                    let svc = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(app::route(state, req).await) }
-                    });
-                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                });
-            }
-        }
+        http_loop(l.app, state.clone(), "app", move |req| {
+            let state = state.clone();
+            async move { app::route(state, req).await }
+        })
+    };
+    let metrics_loop = {
+        let state = state.clone();
+        http_loop(l.metrics, state.clone(), "metrics", move |req| {
+            let r = app::operator(&state, &req);
+            async move { r }
+        })
     };
     let slots = DeviceSlots::new(device_connections_max(
         state.config.max_device_connections,
@@ -339,6 +321,7 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     };
     tokio::select! {
         _ = app_loop => {}
+        _ = metrics_loop => {}
         _ = ws_loop => {}
         _ = h2_loop => {}
         _ = shutdown.wait_for(|s| *s) => {}
@@ -361,6 +344,49 @@ pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receive
     }
     if let Some(c) = state.cluster.get() {
         c.stop();
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with `handle` until dropped.
+async fn http_loop<F, R>(listener: TcpListener, state: Arc<State>, name: &'static str, handle: F)
+where
+    F: Fn(Request<Incoming>) -> R + Clone + Send + Sync + 'static,
+    R: std::future::Future<Output = Response<app::response::Body>> + Send + 'static,
+{
+    // HTTP/1.1 only: TLS and HTTP/2 toward application servers are the
+    // edge's or a front proxy's (an h2c connection could sit idle, or
+    // halfway through its preface, for ever).
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    let header_wait = Duration::from_secs(state.config.header_read_timeout_secs);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_wait);
+    let builder = Arc::new(builder);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE) or the like: not a loop that
+                // spins a core until one is free.
+                tracing::warn!("{name} accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (handle, builder) = (handle.clone(), builder.clone());
+        tokio::spawn(async move {
+            // A client that sends nothing at all is let go here.
+            let first = tokio::time::timeout(header_wait, stream.peek(&mut [0u8; 1])).await;
+            if !matches!(first, Ok(Ok(1))) {
+                return;
+            }
+            let svc = service_fn(move |req| {
+                let r = handle(req);
+                async move { Ok::<_, Infallible>(r.await) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
     }
 }
 

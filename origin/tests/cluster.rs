@@ -327,6 +327,7 @@ struct Process {
     child: std::process::Child,
     app: String,
     ws: String,
+    metrics: String,
 }
 
 impl Drop for Process {
@@ -348,6 +349,7 @@ fn process_with(store: &str, prefix: &str, name: &str, env: &[(&str, &str)]) -> 
             "--app-listen=127.0.0.1:0",
             "--ws-listen=127.0.0.1:0",
             "--h2-listen=127.0.0.1:0",
+            "--metrics-listen=127.0.0.1:0",
             &format!("--store={store}"),
             &format!("--redis-prefix={prefix}"),
             &format!("--node-id={name}"),
@@ -375,6 +377,7 @@ fn process_with(store: &str, prefix: &str, name: &str, env: &[(&str, &str)]) -> 
     Process {
         app: field("app="),
         ws: field("ws="),
+        metrics: field("metrics="),
         child,
     }
 }
@@ -451,7 +454,7 @@ async fn a_node_killed_after_taking_a_list_push_loses_no_copy() {
     }
     let mut taken = 0;
     for n in &nodes[1..] {
-        let r = request("GET", &format!("http://{}/metrics", n.app), &[], b"").await;
+        let r = request("GET", &format!("http://{}/metrics", n.metrics), &[], b"").await;
         let text = String::from_utf8_lossy(&r.body).into_owned();
         taken += metric_in(&text, "push_cluster_fanouts_taken_over_total").unwrap_or(0);
     }

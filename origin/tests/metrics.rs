@@ -1,23 +1,19 @@
-//! `/metrics` scraped while a known workload runs: every counter and gauge
-//! the test can account for equals what the test did.
+//! `/metrics` scraped from the operator listener while a known workload
+//! runs: every counter and gauge the test can account for equals what the
+//! test did. The public application listener does not serve it.
 
 mod common;
 use bytes::Bytes;
 use common::*;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const AGG: &str = "application/push-aggregation+json";
 
-/// Scrapes made so far (each is an application request too).
-static SCRAPES: AtomicU64 = AtomicU64::new(0);
-
 async fn scrape(o: &origin::server::Running) -> String {
-    SCRAPES.fetch_add(1, Ordering::Relaxed);
     let r = request(
         "GET",
-        &format!("{}/metrics", o.state.config.public_url),
+        &format!("http://{}/metrics", o.state.config.metrics_listen),
         &[],
         b"",
     )
@@ -82,7 +78,7 @@ async fn metrics_count_what_happened() {
             ("push_stored_list_messages", 0),
             ("push_lists", 0),
             ("push_subscriptions", 0),
-            ("push_app_requests_total", 1),
+            ("push_app_requests_total", 0),
         ],
     );
     assert!(metric_in(&before, "push_store_bytes").unwrap() > 0);
@@ -195,11 +191,8 @@ async fn metrics_count_what_happened() {
             ("push_subscriptions", 4),
             ("push_connected_devices", 3),
             ("push_edge_refused_total", 0),
-            // 5 pushes, list create, 2 list pushes, and the scrapes (this one included).
-            (
-                "push_app_requests_total",
-                8 + SCRAPES.load(Ordering::Relaxed),
-            ),
+            // 5 pushes, list create, 2 list pushes (scrapes are not counted).
+            ("push_app_requests_total", 8),
         ],
     );
     assert!(metric_in(&text, "push_fanout_last_members_per_second").unwrap() > 0);
@@ -237,4 +230,31 @@ async fn metrics_count_what_happened() {
     }
     assert!(text.contains("# TYPE push_pushes_total counter"));
     assert!(text.contains("# TYPE push_connected_devices gauge"));
+}
+
+/// The public application listener does not serve `/metrics` (how busy the
+/// service is, and who uses it); the operator listener serves it, and
+/// `/health` and `/ready` on both.
+#[tokio::test]
+async fn metrics_are_served_to_the_operator_only() {
+    let o = start_fresh("metrics-operator").await;
+    let public = request("GET", &format!("{}/metrics", o.state.config.public_url), &[], b"").await;
+    assert_eq!(public.status, 404);
+    assert_eq!(public.header("content-type"), Some("application/problem+json"));
+    let operator = format!("http://{}", o.state.config.metrics_listen);
+    assert_ne!(o.state.config.metrics_listen, o.state.config.app_listen);
+    for path in ["/metrics", "/health", "/ready"] {
+        let r = request("GET", &format!("{operator}{path}"), &[], b"").await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    for path in ["/health", "/ready"] {
+        let r = request("GET", &format!("{}{path}", o.state.config.public_url), &[], b"").await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    // Nothing of the application's is served to the operator.
+    let push = request("POST", &format!("{operator}/wpush/abc"), &[("ttl", "60")], b"x").await;
+    assert_eq!(push.status, 404);
+    let put = request("PUT", &format!("{operator}/metrics"), &[], b"").await;
+    assert_eq!(put.status, 405);
+    o.stop().await;
 }

@@ -38,6 +38,7 @@ fn spawn(dir: &std::path::Path, ports: (u16, u16, u16)) -> Origin {
         .args(["--app-listen", &format!("127.0.0.1:{}", ports.0)])
         .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
         .args(["--h2-listen", &format!("127.0.0.1:{}", ports.2)])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         // More than the 170 messages the crash test stores for one subscription.
         .args(["--limit", "max_stored_per_subscription=1000"])
         .env("ORIGIN_LOG", "warn")

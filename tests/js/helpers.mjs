@@ -139,8 +139,8 @@ export function freePort() {
 
 /**
  * Starts the origin on free loopback ports (it binds port 0 and reports the
- * real ones) with a fresh data dir. Returns { app, ws, h2, url, dataDir, log,
- * metrics(), metric(name), stop() }. `logLevel` is ORIGIN_LOG's default.
+ * real ones) with a fresh data dir. Returns { app, ws, h2, metricsAddr, url,
+ * dataDir, log, metrics(), metric(name), stop() }. `logLevel` is ORIGIN_LOG's default.
  */
 export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = {}) {
   const bin = originBinary();
@@ -149,6 +149,7 @@ export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = 
     "--app-listen", "127.0.0.1:0",
     "--ws-listen", "127.0.0.1:0",
     "--h2-listen", "127.0.0.1:0",
+    "--metrics-listen", "127.0.0.1:0",
     "--data-dir", dataDir,
     ...(publicUrl ? ["--public-url", publicUrl] : []),
     ...args,
@@ -166,10 +167,10 @@ export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = 
     child.stdout.on("data", (d) => {
       log.push(d);
       buf += d.toString();
-      const m = /^origin ready app=(\S+) ws=(\S+) h2=(\S+)$/m.exec(buf);
+      const m = /^origin ready app=(\S+) ws=(\S+) h2=(\S+) metrics=(\S+)$/m.exec(buf);
       if (m) {
         clearTimeout(timer);
-        resolve({ app: m[1], ws: m[2], h2: m[3] });
+        resolve({ app: m[1], ws: m[2], h2: m[3], metricsAddr: m[4] });
       }
     });
     child.once("exit", (code, sig) => {
@@ -186,7 +187,7 @@ export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = 
     child,
     /** /metrics as { name: number }: each sample, and each family's sum. */
     async metrics() {
-      return scrapeMetrics(ready.app);
+      return scrapeMetrics(ready.metricsAddr);
     },
     async metric(name) {
       const v = (await origin.metrics())[name];

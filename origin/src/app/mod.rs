@@ -28,7 +28,7 @@ where
 {
     crate::metrics::inc(&state.metrics.app_requests);
     let path = req.uri().path().to_owned();
-    if let Some(r) = own(&state, req.method(), &path) {
+    if let Some(r) = own(&state, req.method(), &path, false) {
         return r;
     }
     let (app, id) = match shared::route::route(req.method().as_str(), &path) {
@@ -48,9 +48,19 @@ where
     }
 }
 
-/// The origin's own resources, for its operator: `/health`, `/ready`, `/metrics`.
-fn own(state: &State, method: &Method, path: &str) -> Option<Response<Body>> {
-    if !matches!(path, "/health" | "/ready" | "/metrics") {
+/// Routes one request to the operator listener: `/health`, `/ready` and
+/// `/metrics`, nothing of the application's.
+pub fn operator<B>(state: &State, req: &Request<B>) -> Response<Body> {
+    let path = req.uri().path();
+    own(state, req.method(), path, true)
+        .unwrap_or_else(|| route_error(RouteError::NotFound(path.to_owned())))
+}
+
+/// The origin's own resources, for its operator: `/health`, `/ready`, and
+/// `/metrics` where `metrics` (on the operator listener only).
+fn own(state: &State, method: &Method, path: &str, metrics: bool) -> Option<Response<Body>> {
+    let served = matches!(path, "/health" | "/ready") || (metrics && path == "/metrics");
+    if !served {
         return None;
     }
     if method != Method::GET {

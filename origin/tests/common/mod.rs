@@ -58,6 +58,7 @@ pub async fn start_with(
         "--app-listen=127.0.0.1:0",
         "--ws-listen=127.0.0.1:0",
         "--h2-listen=127.0.0.1:0",
+        "--metrics-listen=127.0.0.1:0",
     ])
     .unwrap();
     settings.data_dir = dir.to_owned();
@@ -468,7 +469,7 @@ pub fn aes128gcm_body(len: usize) -> Vec<u8> {
 pub async fn metric(running: &Running, name: &str) -> u64 {
     let r = request(
         "GET",
-        &format!("http://{}/metrics", running.state.config.app_listen),
+        &format!("http://{}/metrics", running.state.config.metrics_listen),
         &[],
         b"",
     )
