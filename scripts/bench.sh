@@ -166,7 +166,7 @@ start_origin() {
   mkdir -p "$dir/data"
   # shellcheck disable=SC2086 # ORIGIN_ARGS is a list of flags
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
-    --metrics-listen 127.0.0.1:0 \
+    --metrics-listen 127.0.0.1:0 --keyless-lists \
     --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 ${ORIGIN_ARGS:-} \
     >"$dir/stdout" 2>"$dir/origin.log" &
   ORIGIN_PID=$!
@@ -188,7 +188,7 @@ start_origin() {
   # How to start this origin again on the same addresses and store (after a kill).
   cat >"$WORK/restart.sh" <<EOF
 "$ORIGIN_BIN" --app-listen $APP --ws-listen $WS --h2-listen 127.0.0.1:0 \\
-  --metrics-listen $METRICS \\
+  --metrics-listen $METRICS --keyless-lists \\
   --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \\
   >>"$dir/stdout" 2>>"$dir/origin.log" </dev/null &
 echo \$! >"$WORK/restarted.pid"
@@ -215,7 +215,7 @@ cluster_scenario() {
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   local store="redis://127.0.0.1:$port" rate="${CLUSTER_RATE:-2000}" via
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
-    --metrics-listen 127.0.0.1:0 --store "$store" --node-id b --data-dir "$dir/b" \
+    --metrics-listen 127.0.0.1:0 --keyless-lists --store "$store" --node-id b --data-dir "$dir/b" \
     --limit subscription_messages_per_minute=1000000 >"$dir/b/stdout" 2>"$dir/b/origin.log" &
   NODE_B_PID=$!
   local line=
@@ -312,7 +312,7 @@ scale_scenario() {
     local ws
     ws="127.0.0.1:$(free_port)"
     "$ORIGIN_BIN" --app-listen "${apps[$i]}" --ws-listen "$ws" --h2-listen 127.0.0.1:0 \
-      --metrics-listen 127.0.0.1:0 \
+      --metrics-listen 127.0.0.1:0 --keyless-lists \
       --data-dir "$dir/n$i" --store "$store" --node-id "n$i" --redis-wait-replicas 1 \
       --public-url "http://${apps[0]}" --limit subscription_messages_per_minute=1000000 \
       >"$dir/n$i/stdout" 2>"$dir/n$i/origin.log" &

@@ -39,7 +39,12 @@ impl Origin {
     fn start(dir: &Path) -> Origin {
         let mut child = Command::new(origin_bin())
             .args(["--app-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"])
-            .args(["--h2-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--h2-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("ORIGIN_LOG", "warn")

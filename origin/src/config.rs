@@ -239,6 +239,17 @@ pub struct Settings {
     /// device shares its address: raise it.
     #[arg(long, env = "ORIGIN_SUBSCRIPTIONS_PER_ADDRESS_PER_MINUTE", default_value_t = 60_000, value_parser = u32_in(1, 1_000_000_000))]
     pub subscriptions_per_address_per_minute: u32,
+    /// Lets lists be created without a VAPID key: such a list is managed by
+    /// whoever holds its URL, and its creations are counted per client
+    /// address. Off: creating a list needs a VAPID token (401 without).
+    #[arg(long, env = "ORIGIN_KEYLESS_LISTS")]
+    pub keyless_lists: bool,
+    /// Lists one client address (an IPv4 address, or an IPv6 /64) may
+    /// create without a VAPID key in a minute on this node (with
+    /// --keyless-lists on). Behind the edge or a proxy that hides the clients'
+    /// addresses, every client shares the proxy's: count there instead.
+    #[arg(long, env = "ORIGIN_KEYLESS_LIST_CREATIONS_PER_ADDRESS_PER_MINUTE", default_value_t = 10, value_parser = u32_in(1, 1_000_000_000))]
+    pub keyless_list_creations_per_address_per_minute: u32,
     /// Number of list registration service partitions (a subscription's
     /// is picked by the first byte of its push token).
     #[arg(long, env = "ORIGIN_PARTITIONS", default_value_t = 1, value_parser = u32_in(1, 256))]
@@ -484,6 +495,10 @@ pub struct Config {
     pub subscriptions_per_connection_per_minute: u32,
     /// Subscriptions per client address per minute, on this node.
     pub subscriptions_per_address_per_minute: u32,
+    /// Whether lists may be created without a VAPID key.
+    pub keyless_lists: bool,
+    /// Keyless list creations per client address per minute.
+    pub keyless_list_creations_per_address_per_minute: u32,
     /// List registration service partitions.
     pub partitions: u32,
     /// The edge's HMAC secret.
@@ -625,6 +640,9 @@ impl Config {
             fd_reserve: s.fd_reserve,
             subscriptions_per_connection_per_minute: s.subscriptions_per_connection_per_minute,
             subscriptions_per_address_per_minute: s.subscriptions_per_address_per_minute,
+            keyless_lists: s.keyless_lists,
+            keyless_list_creations_per_address_per_minute: s
+                .keyless_list_creations_per_address_per_minute,
             partitions: s.partitions,
             log_format: s.log_format,
             edge_secret,

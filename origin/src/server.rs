@@ -45,7 +45,10 @@ impl Listeners {
             ws: listen(c.ws_listen, c.listen_backlog)?,
             h2: listen(c.h2_listen, c.listen_backlog)?,
             metrics: listen(c.metrics_listen, 64).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("metrics-listen {}: {e}", c.metrics_listen))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("metrics-listen {}: {e}", c.metrics_listen),
+                )
             })?,
         };
         // Set once on the device listeners: accepted sockets inherit it.
@@ -363,8 +366,8 @@ where
         .header_read_timeout(header_wait);
     let builder = Arc::new(builder);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors (EMFILE) or the like: not a loop that
                 // spins a core until one is free.
@@ -381,7 +384,8 @@ where
             if !matches!(first, Ok(Ok(1))) {
                 return;
             }
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(app::ClientAddr(peer.ip()));
                 let r = handle(req);
                 async move { Ok::<_, Infallible>(r.await) }
             });
@@ -432,6 +436,9 @@ async fn sweep(state: Arc<State>) {
         state.rate.prune();
         state.list_rate.prune();
         state.create_rate.prune();
+        state.owner_copies.prune();
+        state.address_rate.prune();
+        state.keyless_rate.prune();
         if let Some(c) = state.cluster.get() {
             // One node sweeps at a time, so that each expired message's
             // 410 receipt is sent once.

@@ -44,6 +44,8 @@ pub struct State {
     /// Subscriptions made from each client address
     /// (`--subscriptions-per-address-per-minute`).
     pub address_rate: RateLimiter<std::hash::RandomState>,
+    /// Keyless list creations per client address (`--keyless-lists`).
+    pub keyless_rate: RateLimiter<std::hash::RandomState>,
     /// Queued list copies, which pause connections' reads.
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
@@ -89,11 +91,13 @@ impl State {
         let create_rate = RateLimiter::new(config.limits.list_creations_per_minute);
         let owner_copies = RateLimiter::new(config.limits.owner_copies_per_minute);
         let address_rate = RateLimiter::new(config.subscriptions_per_address_per_minute);
+        let keyless_rate = RateLimiter::new(config.keyless_list_creations_per_address_per_minute);
         State {
             list_rate,
             create_rate,
             owner_copies,
             address_rate,
+            keyless_rate,
             list_cache: Default::default(),
             list_locks: Default::default(),
             // Many more than list stripes: every registration takes one.
@@ -201,16 +205,14 @@ impl State {
     ) -> Result<(), u64> {
         let per_conn = self.config.subscriptions_per_connection_per_minute;
         conn.hit(now(), 60, per_conn)?;
-        let key: Token = match addr {
-            Some(std::net::IpAddr::V6(a)) => {
-                let mut k = a.octets();
-                k[8..].fill(0);
-                k
-            }
-            Some(std::net::IpAddr::V4(a)) => a.to_ipv6_mapped().octets(),
-            None => std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets(),
-        };
-        self.address_rate.check(&key)
+        self.address_rate.check(&address_key(addr))
+    }
+
+    /// Counts a list created without a VAPID key from `addr` against
+    /// `--keyless-list-creations-per-address-per-minute`, as
+    /// [`State::count_subscription`] counts addresses.
+    pub fn count_keyless_creation(&self, addr: Option<std::net::IpAddr>) -> Result<(), u64> {
+        self.keyless_rate.check(&address_key(addr))
     }
 
     /// The verdict of a count kept in Redis; `None` off a cluster, or if
@@ -381,5 +383,20 @@ impl State {
     /// shutdown waits until the committer has none pending.
     pub fn write_later(&self, ops: Vec<Op>) {
         self.committer.enqueue(ops);
+    }
+}
+
+/// The rate key of a client address: an IPv4 address, or an IPv6 /64 (one
+/// customer's block). An address that could not be read counts as the
+/// unspecified one.
+fn address_key(addr: Option<std::net::IpAddr>) -> Token {
+    match addr {
+        Some(std::net::IpAddr::V6(a)) => {
+            let mut k = a.octets();
+            k[8..].fill(0);
+            k
+        }
+        Some(std::net::IpAddr::V4(a)) => a.to_ipv6_mapped().octets(),
+        None => std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped().octets(),
     }
 }

@@ -350,6 +350,8 @@ fn process_with(store: &str, prefix: &str, name: &str, env: &[(&str, &str)]) -> 
             "--ws-listen=127.0.0.1:0",
             "--h2-listen=127.0.0.1:0",
             "--metrics-listen=127.0.0.1:0",
+            "--keyless-lists",
+            "--keyless-list-creations-per-address-per-minute=1000000",
             &format!("--store={store}"),
             &format!("--redis-prefix={prefix}"),
             &format!("--node-id={name}"),

@@ -929,3 +929,61 @@ async fn copies_a_device_could_not_decrypt_or_refused_are_counted_as_such() {
         again.expect_nothing().await;
     }
 }
+
+/// By default a list needs a VAPID key to be created (an owner who alone
+/// manages it); an operator may allow lists without one, and their
+/// creations are then counted per client address.
+#[tokio::test]
+async fn lists_without_a_vapid_key_need_the_operator_s_consent() {
+    let o = start_with(&temp_dir("list-keyless-off"), &[], |s| {
+        s.keyless_lists = false
+    })
+    .await;
+    let aud = o.state.config.public_url.clone();
+    let mut d = Device::connect(&o, None).await;
+    let (_, member) = d.register(None).await;
+    let r = create(&o, &json!({ member.clone(): {} }), None).await;
+    assert_eq!(r.status, 401, "{:?}", r.json());
+    assert_eq!(r.json()["type"], "/problems/vapid-required");
+    assert_eq!(
+        o.state.store.owned_lists(&origin::store::NO_OWNER).unwrap(),
+        0
+    );
+    let owner = Vapid::new(51);
+    let r = create(
+        &o,
+        &json!({ member.clone(): {} }),
+        Some(&owner.header(&aud)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    o.stop().await;
+
+    let o = start_with(&temp_dir("list-keyless-on"), &[], |s| {
+        s.keyless_lists = true;
+        s.keyless_list_creations_per_address_per_minute = 3;
+    })
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, member) = d.register(None).await;
+    for i in 0..3 {
+        let r = create(&o, &json!({ member.clone(): {} }), None).await;
+        assert_eq!(r.status, 201, "creation {i}: {:?}", r.json());
+    }
+    let r = create(&o, &json!({ member.clone(): {} }), None).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("without a VAPID key from this address"));
+    assert!(r.header("retry-after").is_some());
+    // A key's creations are its own, not the address's.
+    let r = create(
+        &o,
+        &json!({ member.clone(): {} }),
+        Some(&Vapid::new(52).header(&o.state.config.public_url)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    o.stop().await;
+}

@@ -238,9 +238,18 @@ async fn metrics_count_what_happened() {
 #[tokio::test]
 async fn metrics_are_served_to_the_operator_only() {
     let o = start_fresh("metrics-operator").await;
-    let public = request("GET", &format!("{}/metrics", o.state.config.public_url), &[], b"").await;
+    let public = request(
+        "GET",
+        &format!("{}/metrics", o.state.config.public_url),
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(public.status, 404);
-    assert_eq!(public.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        public.header("content-type"),
+        Some("application/problem+json")
+    );
     let operator = format!("http://{}", o.state.config.metrics_listen);
     assert_ne!(o.state.config.metrics_listen, o.state.config.app_listen);
     for path in ["/metrics", "/health", "/ready"] {
@@ -248,11 +257,23 @@ async fn metrics_are_served_to_the_operator_only() {
         assert_eq!(r.status, 200, "{path}");
     }
     for path in ["/health", "/ready"] {
-        let r = request("GET", &format!("{}{path}", o.state.config.public_url), &[], b"").await;
+        let r = request(
+            "GET",
+            &format!("{}{path}", o.state.config.public_url),
+            &[],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, 200, "{path}");
     }
     // Nothing of the application's is served to the operator.
-    let push = request("POST", &format!("{operator}/wpush/abc"), &[("ttl", "60")], b"x").await;
+    let push = request(
+        "POST",
+        &format!("{operator}/wpush/abc"),
+        &[("ttl", "60")],
+        b"x",
+    )
+    .await;
     assert_eq!(push.status, 404);
     let put = request("PUT", &format!("{operator}/metrics"), &[], b"").await;
     assert_eq!(put.status, 405);

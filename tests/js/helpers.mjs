@@ -150,6 +150,9 @@ export async function startOrigin({ publicUrl, args = [], logLevel = "info" } = 
     "--ws-listen", "127.0.0.1:0",
     "--h2-listen", "127.0.0.1:0",
     "--metrics-listen", "127.0.0.1:0",
+    // The tests make lists without a VAPID key too (off by default).
+    "--keyless-lists",
+    "--keyless-list-creations-per-address-per-minute", "1000000",
     "--data-dir", dataDir,
     ...(publicUrl ? ["--public-url", publicUrl] : []),
     ...args,

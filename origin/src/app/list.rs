@@ -194,6 +194,20 @@ where
         .filter(|p| *p < state.config.partitions)
         .ok_or(AppError::not_found("no such list registration service"))?;
     let owner = verified_key(state, &req)?;
+    if owner.is_none() {
+        // Lists without a VAPID key are managed by whoever holds their URL:
+        // an operator's choice, counted per client address.
+        if !state.config.keyless_lists {
+            return Err(VapidError::Required.into());
+        }
+        let addr = req.extensions().get::<super::ClientAddr>().map(|a| a.0);
+        state.count_keyless_creation(addr).map_err(|retry_after| {
+            AppError::rate_limited(
+                "list creations without a VAPID key from this address",
+                retry_after,
+            )
+        })?;
+    }
     // Lists without a VAPID key are counted together, as the service's own.
     let (counted, creations, held) = match &owner {
         Some(k) => (

@@ -19,6 +19,11 @@ use shared::route::{AppRoute, RouteError};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The address of the client that sent a request (its connection's peer:
+/// behind a proxy or the edge, theirs), in the request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// Routes one application request: the origin's own resources, then the
 /// application's by `shared::route` (as the edge routes them).
 pub async fn route<B>(state: Arc<State>, req: Request<B>) -> Response<Body>
