@@ -153,6 +153,22 @@ pub struct Settings {
     /// Seconds between sweeps of expired messages.
     #[arg(long, env = "ORIGIN_SWEEP_SECS", default_value_t = 60, value_parser = u64_in(1, 86_400))]
     pub sweep_secs: u64,
+    /// Days a user agent may stay away (no WebSocket hello, no HTTP/2
+    /// monitoring request) before it ends with all its subscriptions: their
+    /// push resources then answer 410 and they leave their lists. 0 keeps
+    /// them for ever.
+    #[arg(long, env = "ORIGIN_IDLE_EXPIRY_DAYS", default_value_t = 60, value_parser = u64_in(0, 36_500))]
+    pub idle_expiry_days: u64,
+    /// Days a receipt subscription may go unpolled before it ends with the
+    /// receipts it holds (Push-Receipt naming it then gets 400). 0 keeps
+    /// them for ever.
+    #[arg(long, env = "ORIGIN_RECEIPT_IDLE_EXPIRY_DAYS", default_value_t = 30, value_parser = u64_in(0, 36_500))]
+    pub receipt_idle_expiry_days: u64,
+    /// Days an ended subscription's push resource answers 410 Gone (and a
+    /// list member naming it is reported "gone"), so that senders learn to
+    /// drop it; 404 after.
+    #[arg(long, env = "ORIGIN_ENDED_KEPT_DAYS", default_value_t = 30, value_parser = u64_in(1, 36_500))]
+    pub ended_kept_days: u64,
     /// Seconds to wait at start for the store's file lock, held by a
     /// previous process that is still exiting.
     #[arg(long, env = "ORIGIN_STORE_LOCK_WAIT_SECS", default_value_t = 30, value_parser = u64_in(0, 3600))]
@@ -457,6 +473,12 @@ pub struct Config {
     pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
+    /// Days a user agent may stay away (0: for ever).
+    pub idle_expiry_days: u64,
+    /// Days a receipt subscription may go unpolled (0: for ever).
+    pub receipt_idle_expiry_days: u64,
+    /// Days an ended subscription answers 410.
+    pub ended_kept_days: u64,
     /// Wait for the store's file lock at start, seconds.
     pub store_lock_wait_secs: u64,
     /// Messages written to a device connection and not yet acknowledged, at most.
@@ -621,6 +643,9 @@ impl Config {
             h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,
             sweep_secs: s.sweep_secs,
+            idle_expiry_days: s.idle_expiry_days,
+            receipt_idle_expiry_days: s.receipt_idle_expiry_days,
+            ended_kept_days: s.ended_kept_days,
             store_lock_wait_secs: s.store_lock_wait_secs,
             max_unacked: s.max_unacked,
             max_list_documents: s.max_list_documents,

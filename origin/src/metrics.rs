@@ -48,6 +48,10 @@ pub struct Metrics {
     pub messages_deferred_unacked: AtomicU64,
     /// Expired messages swept from the store.
     pub messages_expired: AtomicU64,
+    /// User agents (with their subscriptions) ended by the idle expiry.
+    pub user_agents_idle_expired: AtomicU64,
+    /// Receipt subscriptions ended by their idle expiry.
+    pub receipt_subscriptions_idle_expired: AtomicU64,
     /// WebSocket connections accepted.
     pub ws_connections: AtomicU64,
     /// RFC 8030 HTTP/2 connections accepted.
@@ -266,6 +270,16 @@ impl Metrics {
                 "counter",
                 v(&self.messages_expired),
             ),
+            Family {
+                name: "push_idle_expired_total",
+                help: "User agents ended, with their subscriptions, after --idle-expiry-days away; receipt subscriptions after --receipt-idle-expiry-days unpolled",
+                kind: "counter",
+                label: Some("kind"),
+                samples: vec![
+                    ("user_agent", v(&self.user_agents_idle_expired)),
+                    ("receipt_subscription", v(&self.receipt_subscriptions_idle_expired)),
+                ],
+            },
             Family {
                 name: "push_device_connections_total",
                 help: "Device connections accepted, by protocol",

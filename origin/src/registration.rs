@@ -96,6 +96,7 @@ pub async fn register(
                 uaid,
                 kind,
                 created: now(),
+                seen: crate::store::day_of(now()),
             }),
             put,
         ],

@@ -431,8 +431,28 @@ async fn share_rates(state: Arc<State>, cluster: Arc<Cluster>) {
 /// Removes expired messages (sending 410 receipts for them) and old rate windows.
 async fn sweep(state: Arc<State>) {
     let mut tick = tokio::time::interval(Duration::from_secs(state.config.sweep_secs));
+    let mut refreshed_day = 0;
     loop {
         tick.tick().await;
+        // Once a day, the user agents connected here are seen: one that
+        // stays connected for months is not idle.
+        let today = crate::store::day_of(now());
+        if today != refreshed_day {
+            refreshed_day = today;
+            let uaids: Vec<Token> = state
+                .registry
+                .handles()
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect();
+            for chunk in uaids.chunks(1000) {
+                let ops = chunk
+                    .iter()
+                    .map(|&uaid| Op::SeenUa { uaid, day: today })
+                    .collect();
+                state.write_later(ops);
+            }
+        }
         state.rate.prune();
         state.list_rate.prune();
         state.create_rate.prune();
@@ -454,6 +474,10 @@ async fn sweep(state: Arc<State>) {
             }
         }
         sweep_lists(&state).await;
+        sweep_ended(&state).await;
+        for receipts in [false, true] {
+            sweep_idle(&state, receipts).await;
+        }
         loop {
             let ids = match state.store.expired(now(), 1000) {
                 Ok(ids) => ids,
@@ -482,6 +506,72 @@ async fn sweep(state: Arc<State>) {
             if n < 1000 {
                 break;
             }
+        }
+    }
+}
+
+/// Forgets ended subscriptions past `--ended-kept-days`.
+async fn sweep_ended(state: &State) {
+    loop {
+        let ended = match state.store.ended_to_forget(now(), 1000) {
+            Ok(e) => e,
+            Err(e) => return tracing::error!("ended sweep: {e}"),
+        };
+        let n = ended.len();
+        if n > 0 {
+            if let Err(e) = state.committer.write(vec![Op::ForgetEnded(ended)]).await {
+                return tracing::error!("ended sweep: {e}");
+            }
+        }
+        if n < 1000 {
+            return;
+        }
+    }
+}
+
+/// Ends the user agents (receipt subscriptions if `receipts`) not seen for
+/// their idle expiry, a thousand at a time; one connected here meanwhile
+/// is marked seen instead.
+async fn sweep_idle(state: &State, receipts: bool) {
+    let days = match receipts {
+        false => state.config.idle_expiry_days,
+        true => state.config.receipt_idle_expiry_days,
+    };
+    if days == 0 {
+        return;
+    }
+    let today = crate::store::day_of(now());
+    let before = today.saturating_sub(days * 86_400);
+    loop {
+        let idle = match state.store.idle_user_agents(receipts, before, 1000) {
+            Ok(i) => i,
+            Err(e) => return tracing::error!("idle sweep: {e}"),
+        };
+        let n = idle.len();
+        let forget_at = state.forget_ended_at();
+        let mut ended = 0;
+        let ops: Vec<Op> = idle
+            .into_iter()
+            .map(|uaid| match state.registry.get(&uaid).is_some() {
+                true => Op::SeenUa { uaid, day: today },
+                false => {
+                    ended += 1;
+                    Op::EndUa { uaid, forget_at }
+                }
+            })
+            .collect();
+        if !ops.is_empty() {
+            if let Err(e) = state.committer.write(ops).await {
+                return tracing::error!("idle sweep: {e}");
+            }
+        }
+        let counter = match receipts {
+            false => &state.metrics.user_agents_idle_expired,
+            true => &state.metrics.receipt_subscriptions_idle_expired,
+        };
+        crate::metrics::add(counter, ended);
+        if n < 1000 {
+            return;
         }
     }
 }

@@ -308,6 +308,21 @@ impl State {
         }
     }
 
+    /// When a subscription that ends now is forgotten (its push resource
+    /// answers `410` until then).
+    pub fn forget_ended_at(&self) -> u64 {
+        now() + self.config.ended_kept_days * 86_400
+    }
+
+    /// Records, at most once a day, that the user agent `ua` connected (or
+    /// that a receipt subscription was polled), for the idle expiry.
+    pub fn seen(&self, ua: &crate::store::UserAgent) {
+        let day = crate::store::day_of(now());
+        if ua.seen < day {
+            self.write_later(vec![Op::SeenUa { uaid: ua.uaid, day }]);
+        }
+    }
+
     /// Counts a message a device answered as not delivered.
     fn undelivered(&self, outcome: AckOutcome) {
         match outcome {

@@ -202,14 +202,14 @@ async fn subscribe_push_ack_receipt() {
         push_url2
     );
 
-    // Delete the first subscription: its push resource is gone.
+    // Delete the first subscription: its push resource is gone (410).
     let (dparts, _) = send(&mut ua, Request::delete(&sub_url).body(()).unwrap(), None).await;
     assert_eq!(dparts.status, 204);
     assert_eq!(
         request("POST", &push_url, &[("ttl", "60")], b"")
             .await
             .status,
-        404
+        410
     );
 }
 
@@ -563,12 +563,12 @@ async fn a_subscription_set_can_be_deleted_and_is_not_made_again_by_name() {
         .into_iter()
         .find(|(_, r)| r == links::REL_SET)
         .unwrap();
-    // DELETE on the set ends it and both subscriptions.
+    // DELETE on the set ends it and both subscriptions (410 Gone).
     let del = Request::delete(&set_url).body(()).unwrap();
     assert_eq!(send(&mut ua, del, None).await.0.status, 204);
     for push in &pushes {
         let r = request("POST", push, &[("ttl", "60")], b"").await;
-        assert_eq!(r.status, 404, "{push}");
+        assert_eq!(r.status, 410, "{push}");
     }
     let del = Request::delete(&set_url).body(()).unwrap();
     assert_eq!(send(&mut ua, del, None).await.0.status, 404);

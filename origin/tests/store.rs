@@ -62,6 +62,7 @@ fn a_write_that_must_reach_a_replica_fails_without_one() {
         uaid: [n; 16],
         kind: UaKind::WebSocket,
         created: 1,
+        seen: 0,
     };
     let refused = store.apply(&[&Op::PutUa(ua(1))]);
     assert!(

@@ -118,12 +118,11 @@ fn resolve(
         .strip_prefix(&prefix)
         .and_then(tokens::decode)
         .ok_or(Rejection::Unknown)?;
-    let sub = state
-        .store
-        .subscription(&push)
-        .ok()
-        .flatten()
-        .ok_or(Rejection::Unknown)?;
+    let sub = match state.store.subscription(&push).ok().flatten() {
+        Some(s) => s,
+        None if state.store.ended(&push).unwrap_or(false) => return Err(Rejection::Gone),
+        None => return Err(Rejection::Unknown),
+    };
     if u32::from(push[0]) % state.config.partitions != partition {
         return Err(Rejection::WrongPartition);
     }

@@ -45,11 +45,17 @@ where
     let body = super::read_body(body, BodyKind::Message.read_cap(limits), wait).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_push(&headers, &body, limits)?;
-    let sub = state
+    let sub = match state
         .store
         .subscription(&push)
         .map_err(|_| AppError::Store)?
-        .ok_or(AppError::UnknownSubscription)?;
+    {
+        Some(s) => s,
+        None if state.store.ended(&push).map_err(|_| AppError::Store)? => {
+            return Err(AppError::EndedSubscription.into())
+        }
+        None => return Err(AppError::UnknownSubscription.into()),
+    };
     let t = now();
     super::check_vapid(state, &req, meta.vapid.as_ref())?;
     if let Some(required) = &sub.vapid {

@@ -20,6 +20,10 @@ pub enum AppError {
     /// Unknown push resource.
     #[error("no such subscription")]
     UnknownSubscription,
+    /// A push resource whose subscription has ended (unsubscribed, or its
+    /// user agent away past the idle expiry).
+    #[error("the subscription has ended: stop sending to it")]
+    EndedSubscription,
     /// Unknown message resource.
     #[error("no such message (delivered, expired or never sent)")]
     UnknownMessage,
@@ -61,6 +65,7 @@ impl ProblemSource for AppError {
         match self {
             AppError::Service(e) => e.status(),
             AppError::UnknownSubscription | AppError::UnknownMessage => 404,
+            AppError::EndedSubscription => 410,
             AppError::BadReceipt | AppError::Body => 400,
             AppError::BodyTimeout(_) => 408,
             AppError::Store => 503,
@@ -70,6 +75,7 @@ impl ProblemSource for AppError {
         match self {
             AppError::Service(e) => e.kind(),
             AppError::UnknownSubscription => "unknown-subscription",
+            AppError::EndedSubscription => "subscription-gone",
             AppError::UnknownMessage => "unknown-message",
             AppError::BadReceipt => "bad-push-receipt",
             AppError::Body => "unreadable-body",
@@ -81,6 +87,7 @@ impl ProblemSource for AppError {
         match self {
             AppError::Service(e) => e.title(),
             AppError::UnknownSubscription => "Unknown subscription",
+            AppError::EndedSubscription => "Subscription gone",
             AppError::UnknownMessage => "Unknown message",
             AppError::BadReceipt => "Bad Push-Receipt",
             AppError::Body => "Unreadable body",
@@ -91,6 +98,7 @@ impl ProblemSource for AppError {
     fn errno(&self) -> Option<u16> {
         match self {
             AppError::UnknownSubscription => Some(errno::INVALID_ENDPOINT),
+            AppError::EndedSubscription => Some(errno::EXPIRED_ENDPOINT),
             AppError::Store => Some(errno::UNKNOWN),
             _ => None,
         }

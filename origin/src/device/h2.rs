@@ -226,7 +226,10 @@ async fn handle(
             match state.store.subscription_by_resource(&resource) {
                 Ok(Some(sub)) => match state
                     .committer
-                    .write(vec![Op::DeleteSubscription(sub.push)])
+                    .write(vec![Op::DeleteSubscription {
+                        push: sub.push,
+                        forget_at: state.forget_ended_at(),
+                    }])
                     .await
                 {
                     Ok(()) => reply(&mut respond, status(StatusCode::NO_CONTENT), None),
@@ -260,6 +263,7 @@ async fn handle(
                 uaid: new_token(),
                 kind: UaKind::Receipts,
                 created: now(),
+                seen: crate::store::day_of(now()),
             };
             match state.committer.write(vec![Op::PutUa(ua.clone())]).await {
                 Ok(()) => {
@@ -430,6 +434,10 @@ async fn monitor(
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let id = state.registry.next_id();
     let pending: Arc<AtomicBool> = Arc::default();
+    // Monitoring keeps a set (or a receipt subscription) from its idle expiry.
+    if let Ok(Some(ua)) = state.store.user_agent(&uaid) {
+        state.seen(&ua);
+    }
     if filter.wait {
         inflight.monitors.lock().expect("monitors lock").push(uaid);
         state.registry.insert(
@@ -687,16 +695,11 @@ async fn delete_set(state: &Arc<State>, uaid: Token, respond: &mut SendResponse<
         Ok(_) => return problem(respond, DeviceError::NotFound),
         Err(_) => return problem(respond, DeviceError::Store),
     }
-    let subs = match state.store.subscriptions_of(&uaid) {
-        Ok(s) => s,
-        Err(_) => return problem(respond, DeviceError::Store),
+    let end = Op::EndUa {
+        uaid,
+        forget_at: state.forget_ended_at(),
     };
-    let mut ops: Vec<Op> = subs
-        .iter()
-        .map(|s| Op::DeleteSubscription(s.push))
-        .collect();
-    ops.push(Op::DeleteUaIfEmpty(uaid));
-    match state.committer.write(ops).await {
+    match state.committer.write(vec![end]).await {
         Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
         Err(_) => problem(respond, DeviceError::Store),
     }
@@ -714,24 +717,13 @@ async fn delete_receipt_subscription(
         Ok(_) => return problem(respond, DeviceError::NotFound),
         Err(_) => return problem(respond, DeviceError::Store),
     }
-    // The record first: no receipt is stored for it once it is gone.
-    let mut ops = vec![Op::DeleteUaIfEmpty(uaid)];
-    let mut after = 0;
-    loop {
-        let page = match state.store.messages(&uaid, after, 0, 1024) {
-            Ok(p) => p,
-            Err(_) => return problem(respond, DeviceError::Store),
-        };
-        let done = page.len() < 1024;
-        for m in page {
-            after = m.seq;
-            ops.push(Op::DeleteMessage(m.id));
-        }
-        if done {
-            break;
-        }
-    }
-    match state.committer.write(ops).await {
+    // Its record and receipts in one write: no receipt is stored for it
+    // once it is gone.
+    let end = Op::EndUa {
+        uaid,
+        forget_at: state.forget_ended_at(),
+    };
+    match state.committer.write(vec![end]).await {
         Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
         Err(_) => problem(respond, DeviceError::Store),
     }

@@ -545,7 +545,11 @@ impl Conn {
                         .user_agent(&u)
                         .map_err(store_err)?
                         .filter(|ua| ua.kind == UaKind::WebSocket)
-                        .map(|ua| ua.uaid),
+                        .map(|ua| {
+                            // Connecting keeps it from its idle expiry.
+                            st.seen(&ua);
+                            ua.uaid
+                        }),
                     None => None,
                 };
                 // A new user agent is recorded with its first subscription,
@@ -621,7 +625,11 @@ impl Conn {
                 {
                     // The last subscription takes the user agent's record
                     // with it: a reconnect with this uaid then gets a new one.
-                    let ops = vec![Op::DeleteSubscription(s.push), Op::DeleteUaIfEmpty(uaid)];
+                    let end = Op::DeleteSubscription {
+                        push: s.push,
+                        forget_at: st.forget_ended_at(),
+                    };
+                    let ops = vec![end, Op::DeleteUaIfEmpty(uaid)];
                     st.committer.write(ops).await.map_err(store_err)?;
                 }
                 self.reply(&ws_session::unregister_reply(

@@ -142,23 +142,32 @@ pub fn read_subscription(b: &[u8]) -> Result<Subscription, StoreError> {
 
 /// Encodes a user agent.
 pub fn user_agent(u: &UserAgent) -> Vec<u8> {
-    let mut w = Writer::new(26);
-    w.token(&u.uaid).u8(u.kind as u8).u64(u.created);
+    let mut w = Writer::new(34);
+    w.token(&u.uaid).u8(u.kind as u8).u64(u.created).u64(u.seen);
     w.0
 }
 
 /// Decodes a user agent.
 pub fn read_user_agent(b: &[u8]) -> Result<UserAgent, StoreError> {
     let mut r = Reader::new(b, "user agent")?;
+    let uaid = r.token()?;
+    let kind = match r.u8()? {
+        1 => UaKind::WebSocket,
+        2 => UaKind::Http2,
+        3 => UaKind::Receipts,
+        _ => return Err(StoreError::Corrupt("user agent")),
+    };
+    let created = r.u64()?;
+    // A record written before the idle expiry: seen when created.
+    let seen = match r.buf.is_empty() {
+        true => super::day_of(created),
+        false => r.u64()?,
+    };
     Ok(UserAgent {
-        uaid: r.token()?,
-        kind: match r.u8()? {
-            1 => UaKind::WebSocket,
-            2 => UaKind::Http2,
-            3 => UaKind::Receipts,
-            _ => return Err(StoreError::Corrupt("user agent")),
-        },
-        created: r.u64()?,
+        uaid,
+        kind,
+        created,
+        seen,
     })
 }
 
@@ -393,6 +402,7 @@ mod tests {
             uaid: [9; 16],
             kind: UaKind::Http2,
             created: 3,
+            seen: 86_400,
         };
         assert_eq!(read_user_agent(&user_agent(&u)).unwrap(), u);
         let m = Message {

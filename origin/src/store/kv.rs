@@ -107,8 +107,20 @@ pub const FANOUTS: Table = table("unfinished_fanouts", 18, Shape::Index { key: 1
 /// Receipt subscription → how many receipts it holds (u64, big-endian).
 pub const RECEIPTS_HELD: Table = table("receipts_held", 19, Shape::Point);
 
+/// Ended subscription → when to forget it (u64, big-endian): its push
+/// resource answers `410 Gone` meanwhile.
+pub const ENDED: Table = table("ended_subscriptions", 20, Shape::Point);
+/// forget time ‖ push → (): when an ended subscription is forgotten.
+pub const ENDED_EXPIRY: Table = table("ended_expiry", 21, Shape::Index { key: 24 });
+/// day last seen ‖ uaid → (): device user agents (WebSocket, HTTP/2 sets)
+/// by the day one last connected, for the idle expiry.
+pub const UA_SEEN: Table = table("ua_seen", 22, Shape::Index { key: 24 });
+/// day last polled ‖ receipt subscription → (): the same for receipt
+/// subscriptions, with their own expiry.
+pub const RS_SEEN: Table = table("rs_seen", 23, Shape::Index { key: 24 });
+
 /// Every table, in `id` order.
-pub const TABLES: [Table; 20] = [
+pub const TABLES: [Table; 24] = [
     SUBS,
     SUB_RESOURCES,
     UA_SUBS,
@@ -129,6 +141,10 @@ pub const TABLES: [Table; 20] = [
     MEMBER_EXPIRY,
     FANOUTS,
     RECEIPTS_HELD,
+    ENDED,
+    ENDED_EXPIRY,
+    UA_SEEN,
+    RS_SEEN,
 ];
 
 /// Reads, given each entry's key and value; returns `false` to stop.

@@ -4,8 +4,9 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Read, Write};
 use super::kv::{
-    COPY_ACKS, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ,
-    MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, SUBS, SUB_LISTS, SUB_RESOURCES, UAS, UA_SUBS,
+    COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS,
+    LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, RS_SEEN, SUBS,
+    SUB_LISTS, SUB_RESOURCES, UAS, UA_SEEN, UA_SUBS,
 };
 use super::policy::{self, msg_key, Caps};
 use super::{
@@ -398,6 +399,47 @@ impl<B: Backend> Store for Layered<B> {
             },
         )?;
         Ok(n)
+    }
+
+    fn ended(&self, push: &Token) -> Result<bool, StoreError> {
+        Ok(self.get(ENDED, push, |_| Ok(()))?.is_some())
+    }
+
+    fn ended_to_forget(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError> {
+        let mut out = Vec::new();
+        let end = (now + 1).to_be_bytes();
+        index_before(
+            &mut self.backend.reader()?,
+            ENDED_EXPIRY,
+            &end,
+            limit,
+            |k, _| {
+                out.push(token(&k[8..24], "ended expiry")?);
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    fn idle_user_agents(
+        &self,
+        receipts: bool,
+        day: u64,
+        limit: usize,
+    ) -> Result<Vec<Token>, StoreError> {
+        let t = if receipts { RS_SEEN } else { UA_SEEN };
+        let mut out = Vec::new();
+        index_before(
+            &mut self.backend.reader()?,
+            t,
+            &day.to_be_bytes(),
+            limit,
+            |k, _| {
+                out.push(token(&k[8..24], "seen index")?);
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     fn expired_list_items(&self, now: u64, limit: usize) -> Result<ExpiredListItems, StoreError> {

@@ -64,6 +64,12 @@ pub struct Subscription {
     pub created: u64,
 }
 
+/// The start of the day of `t` (Unix seconds): what [`UserAgent::seen`]
+/// holds, so that a user agent's record is rewritten at most once a day.
+pub fn day_of(t: u64) -> u64 {
+    t - t % 86_400
+}
+
 /// A user agent: a WebSocket device, an RFC 8030 subscription set, or a
 /// receipt subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +80,9 @@ pub struct UserAgent {
     pub kind: UaKind,
     /// Creation time, Unix seconds.
     pub created: u64,
+    /// The start (Unix seconds) of the day it last connected (a receipt
+    /// subscription: was last polled), for the idle expiry.
+    pub seen: u64,
 }
 
 /// How a message body is encoded, as the device must be told.
@@ -239,8 +248,34 @@ pub enum Op {
     DeleteUaIfEmpty(Token),
     /// Create or replace a subscription.
     PutSubscription(Subscription),
-    /// Remove a subscription and its messages.
-    DeleteSubscription(Token),
+    /// Remove a subscription and its messages; its push resource answers
+    /// `410 Gone` until `forget_at` (Unix seconds).
+    DeleteSubscription {
+        /// The subscription's push token.
+        push: Token,
+        /// When to forget that it ended.
+        forget_at: u64,
+    },
+    /// Record that a user agent connected (or a receipt subscription was
+    /// polled) on the day starting at `day`; a no-op if its record is gone
+    /// or already says so.
+    SeenUa {
+        /// The user agent.
+        uaid: Token,
+        /// [`day_of`] now.
+        day: u64,
+    },
+    /// End a user agent that has not been seen for its idle expiry: its
+    /// subscriptions (remembered as ended until `forget_at`), its stored
+    /// messages and its record.
+    EndUa {
+        /// The user agent.
+        uaid: Token,
+        /// When to forget its ended subscriptions.
+        forget_at: u64,
+    },
+    /// Forget ended subscriptions (their push resources then answer `404`).
+    ForgetEnded(Vec<Token>),
     /// Store a message (its `seq` set); replaces one of the same topic and subscription.
     PutMessage(Box<Message>),
     /// Remove a message by id.
@@ -400,6 +435,18 @@ pub trait Store: Send + Sync + 'static {
     fn message(&self, id: &Token) -> Result<Option<Message>, StoreError>;
     /// Ids of up to `limit` messages that expired at or before `now`.
     fn expired(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
+    /// Whether a subscription ended (and is not yet forgotten).
+    fn ended(&self, push: &Token) -> Result<bool, StoreError>;
+    /// Up to `limit` ended subscriptions to forget at or before `now`.
+    fn ended_to_forget(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
+    /// Up to `limit` user agents (receipt subscriptions if `receipts`) last
+    /// seen on a day before `day`, oldest first.
+    fn idle_user_agents(
+        &self,
+        receipts: bool,
+        day: u64,
+        limit: usize,
+    ) -> Result<Vec<Token>, StoreError>;
     /// How much the store holds (for `/metrics`).
     fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// A list.

@@ -5,11 +5,12 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Write};
 use super::kv::{
-    COPY_ACKS, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ,
-    MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, SUBS, SUB_LISTS,
-    SUB_RESOURCES, TOPICS, UAS, UA_SUBS,
+    COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS,
+    LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS,
+    RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, TOPICS, UAS, UA_SEEN, UA_SUBS,
 };
 use super::{Encoding, Message, Op, StoreError};
+use super::{UaKind, UserAgent};
 use crate::tokens::Token;
 use std::ops::Bound;
 
@@ -149,7 +150,21 @@ pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> 
             let k: [u8; 32] = cat(&[list_message, push]);
             w.put(COPY_ACKS, &k, outcome.encode())?;
         }
-        Op::PutUa(u) => w.put(UAS, &u.uaid, &codec::user_agent(u))?,
+        Op::PutUa(u) => put_ua(w, u)?,
+        Op::SeenUa { uaid, day } => {
+            let old = w.get(UAS, uaid, codec::read_user_agent)?;
+            if let Some(ua) = old.filter(|ua| ua.seen < *day) {
+                put_ua(w, &UserAgent { seen: *day, ..ua })?;
+            }
+        }
+        Op::EndUa { uaid, forget_at } => end_ua(w, uaid, *forget_at)?,
+        Op::ForgetEnded(pushes) => {
+            for push in pushes {
+                if let Some(at) = w.take(ENDED, push)? {
+                    w.delete(ENDED_EXPIRY, &[&at[..], &push[..]].concat())?;
+                }
+            }
+        }
         Op::DeleteUaIfEmpty(uaid) => delete_ua_if_empty(w, uaid)?,
         Op::PutSubscription(s) => {
             w.put(SUBS, &s.push, &codec::subscription(s))?;
@@ -157,7 +172,7 @@ pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> 
             let uk: [u8; 32] = cat(&[&s.uaid, &s.channel]);
             w.put(UA_SUBS, &uk, &s.push)?;
         }
-        Op::DeleteSubscription(push) => delete_subscription(w, push)?,
+        Op::DeleteSubscription { push, forget_at } => delete_subscription(w, push, *forget_at)?,
         Op::PutMessage(m) => put_message(w, caps, m)?,
         Op::DeleteMessage(id) => remove_message(w, id)?,
     }
@@ -283,10 +298,66 @@ fn remove_messages_of(
     Ok(())
 }
 
-fn delete_subscription(w: &mut impl Write, push: &Token) -> Result<(), StoreError> {
+/// A user agent's key in its seen index: the day, then its id.
+fn seen_key(u: &UserAgent) -> (kv::Table, [u8; 24]) {
+    let t = match u.kind {
+        UaKind::Receipts => RS_SEEN,
+        _ => UA_SEEN,
+    };
+    (t, cat(&[&u.seen.to_be_bytes(), &u.uaid]))
+}
+
+/// Writes a user agent's record, and moves it in its seen index.
+fn put_ua(w: &mut impl Write, u: &UserAgent) -> Result<(), StoreError> {
+    if let Some(old) = w.get(UAS, &u.uaid, codec::read_user_agent)? {
+        let (t, k) = seen_key(&old);
+        w.delete(t, &k)?;
+    }
+    w.put(UAS, &u.uaid, &codec::user_agent(u))?;
+    let (t, k) = seen_key(u);
+    w.put(t, &k, &[])
+}
+
+/// Removes a user agent's record, its seen index entry and receipt count.
+fn delete_ua_record(w: &mut impl Write, uaid: &Token) -> Result<(), StoreError> {
+    if let Some(raw) = w.take(UAS, uaid)? {
+        let (t, k) = seen_key(&codec::read_user_agent(&raw)?);
+        w.delete(t, &k)?;
+    }
+    w.delete(RECEIPTS_HELD, uaid)
+}
+
+/// Ends a user agent: its subscriptions (remembered as ended until
+/// `forget_at`), every message stored for it, and its record.
+fn end_ua(w: &mut impl Write, uaid: &Token, forget_at: u64) -> Result<(), StoreError> {
+    let end = prefix_end(uaid);
+    let mut pushes = Vec::new();
+    w.range(
+        UA_SUBS,
+        Bound::Included(&uaid[..]),
+        Bound::Excluded(&end),
+        false,
+        &mut |_, v| {
+            pushes.push(token(v, "user agent subscription")?);
+            Ok(true)
+        },
+    )?;
+    for push in &pushes {
+        delete_subscription(w, push, forget_at)?;
+    }
+    remove_messages_of(w, uaid, |_| true)?;
+    delete_ua_record(w, uaid)
+}
+
+/// Removes a subscription with what hangs on it, and remembers until
+/// `forget_at` that it ended.
+fn delete_subscription(w: &mut impl Write, push: &Token, forget_at: u64) -> Result<(), StoreError> {
     let Some(raw) = w.take(SUBS, push)? else {
         return Ok(());
     };
+    let at = forget_at.to_be_bytes();
+    w.put(ENDED, push, &at)?;
+    w.put(ENDED_EXPIRY, &cat::<24>(&[&at, push]), &[])?;
     let s = codec::read_subscription(&raw)?;
     w.delete(SUB_RESOURCES, &s.resource)?;
     let uk: [u8; 32] = cat(&[&s.uaid, &s.channel]);
@@ -315,7 +386,7 @@ fn delete_ua_if_empty(w: &mut impl Write, uaid: &Token) -> Result<(), StoreError
         },
     )?;
     if empty {
-        w.delete(UAS, uaid)?;
+        delete_ua_record(w, uaid)?;
     }
     Ok(())
 }

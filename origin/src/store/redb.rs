@@ -12,6 +12,8 @@ type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// The `META` key set once `RECEIPTS_HELD` counts every stored receipt.
 const RECEIPTS_COUNTED: &str = "receipts_counted";
+/// The `META` key set once every user agent is in its seen index.
+const SEEN_INDEXED: &str = "seen_indexed";
 /// name → counter.
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 
@@ -60,6 +62,11 @@ impl Layered<Redb> {
                 count_receipts(&txn)?;
                 meta.insert(RECEIPTS_COUNTED, 1).map_err(err)?;
             }
+            // Stores from before the idle expiry: every user agent seen now.
+            if meta.get(SEEN_INDEXED).map_err(err)?.is_none() {
+                index_seen(&txn, super::day_of(crate::clock::now()))?;
+                meta.insert(SEEN_INDEXED, 1).map_err(err)?;
+            }
             let v = meta.get("seq").map_err(err)?.map(|g| g.value());
             v.unwrap_or(0)
         };
@@ -91,6 +98,31 @@ fn count_receipts(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
             held.insert(&ua.uaid[..], &n.to_be_bytes()[..])
                 .map_err(err)?;
         }
+    }
+    Ok(())
+}
+
+/// Puts every user agent in its seen index as seen on `day` (done once,
+/// for a file written before the index was kept).
+fn index_seen(txn: &redb::WriteTransaction, day: u64) -> Result<(), StoreError> {
+    let mut uas = txn.open_table(def(UAS)).map_err(err)?;
+    let mut seen = txn.open_table(def(kv::UA_SEEN)).map_err(err)?;
+    let mut polled = txn.open_table(def(kv::RS_SEEN)).map_err(err)?;
+    let mut all = Vec::new();
+    for kv in uas.iter().map_err(err)? {
+        let (_, v) = kv.map_err(err)?;
+        all.push(codec::read_user_agent(v.value())?);
+    }
+    for mut ua in all {
+        ua.seen = day;
+        uas.insert(&ua.uaid[..], &codec::user_agent(&ua)[..])
+            .map_err(err)?;
+        let key: [u8; 24] = kv::cat(&[&day.to_be_bytes(), &ua.uaid]);
+        match ua.kind {
+            super::UaKind::Receipts => polled.insert(&key[..], &[][..]),
+            _ => seen.insert(&key[..], &[][..]),
+        }
+        .map_err(err)?;
     }
     Ok(())
 }
@@ -305,6 +337,7 @@ mod tests {
             uaid,
             kind: UaKind::Receipts,
             created: 1,
+            seen: 0,
         };
         s.apply(&[&Op::PutUa(ua)]).unwrap();
         let sent: Vec<Message> = (0..3).map(|_| receipt(&s, uaid)).collect();

@@ -24,8 +24,9 @@
 //! member joins alike.
 
 use super::kv::{
-    self, Read, Shape, Visit, Write, COPY_ACKS, FANOUTS, LISTS, LIST_MSGS, LIST_MSG_EXPIRY,
-    MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS, SUBS, SUB_LISTS,
+    self, Read, Shape, Visit, Write, COPY_ACKS, ENDED_EXPIRY, FANOUTS, LISTS, LIST_MSGS,
+    LIST_MSG_EXPIRY, MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS, RS_SEEN, SUBS, SUB_LISTS,
+    UA_SEEN,
 };
 use super::layered::{Backend, Layered};
 use super::StoreError;
@@ -689,6 +690,9 @@ fn valueless(t: kv::Table) -> bool {
         LIST_MSG_EXPIRY.id,
         MEMBER_EXPIRY.id,
         FANOUTS.id,
+        ENDED_EXPIRY.id,
+        UA_SEEN.id,
+        RS_SEEN.id,
     ]
     .contains(&t.id)
 }

@@ -16,7 +16,7 @@ pub type Fresh<'a> = &'a dyn Fn(&Limits) -> Arc<dyn Store>;
 /// Runs every check against stores made by `fresh`.
 pub fn run(fresh: Fresh<'_>) {
     type Check = fn(Fresh<'_>);
-    let checks: [(&str, Check); 12] = [
+    let checks: [(&str, Check); 14] = [
         ("a fresh store answers every read", fresh_store),
         ("subscriptions and their indexes", subscriptions),
         (
@@ -41,6 +41,11 @@ pub fn run(fresh: Fresh<'_>) {
         ),
         ("deleting a list takes what hangs on it", delete_list),
         ("sequence numbers rise", sequence),
+        ("an ended subscription is remembered, then forgotten", ended),
+        (
+            "user agents by the day last seen, and their end",
+            idle_user_agents,
+        ),
     ];
     for (name, check) in checks {
         eprintln!("store conformance: {name}");
@@ -79,8 +84,11 @@ fn ua(kind: UaKind) -> UserAgent {
         uaid: new_token(),
         kind,
         created: 1,
+        seen: DAY,
     }
 }
+
+const DAY: u64 = 86_400;
 
 fn msg(s: &dyn Store, sub: &Subscription, topic: Option<&str>, expires: u64) -> Message {
     Message {
@@ -139,8 +147,17 @@ fn fresh_store(fresh: Fresh<'_>) {
     apply(
         &*s,
         &[
-            Op::DeleteSubscription(t),
+            Op::DeleteSubscription {
+                push: t,
+                forget_at: 1,
+            },
             Op::DeleteMessage(t),
+            Op::SeenUa { uaid: t, day: 1 },
+            Op::EndUa {
+                uaid: t,
+                forget_at: 1,
+            },
+            Op::ForgetEnded(vec![t]),
             Op::DeleteList(t),
             Op::DeleteListMessage(t),
             Op::DeleteUaIfEmpty(t),
@@ -149,6 +166,11 @@ fn fresh_store(fresh: Fresh<'_>) {
         ],
     );
     assert!(s.list_message(&t).unwrap().is_none());
+    assert!(!s.ended(&t).unwrap(), "nothing ended that never was");
+    assert!(s.user_agent(&t).unwrap().is_none(), "seen: not made");
+    assert!(s.ended_to_forget(FAR, 10).unwrap().is_empty());
+    assert!(s.idle_user_agents(false, FAR, 10).unwrap().is_empty());
+    assert!(s.idle_user_agents(true, FAR, 10).unwrap().is_empty());
 }
 
 fn subscriptions(fresh: Fresh<'_>) {
@@ -208,7 +230,13 @@ fn subscriptions(fresh: Fresh<'_>) {
         ],
     );
     // A deleted subscription takes its indexes and its messages along.
-    apply(&*s, &[Op::DeleteSubscription(a.push)]);
+    apply(
+        &*s,
+        &[Op::DeleteSubscription {
+            push: a.push,
+            forget_at: FAR,
+        }],
+    );
     assert!(s.subscription(&a.push).unwrap().is_none());
     assert!(s.subscription_by_resource(&a.resource).unwrap().is_none());
     assert!(s
@@ -239,7 +267,13 @@ fn user_agents(fresh: Fresh<'_>) {
     );
     apply(
         &*s,
-        &[Op::DeleteSubscription(a.push), Op::DeleteUaIfEmpty(u.uaid)],
+        &[
+            Op::DeleteSubscription {
+                push: a.push,
+                forget_at: FAR,
+            },
+            Op::DeleteUaIfEmpty(u.uaid),
+        ],
     );
     assert!(s.user_agent(&u.uaid).unwrap().is_none());
 }
@@ -462,7 +496,13 @@ fn lists(fresh: Fresh<'_>) {
     assert_eq!(s.list(&l1.token).unwrap().unwrap().members, 1);
     assert!(s.list_member(&l1.token, &m2.push).unwrap().is_none());
     // A deleted subscription leaves every list it was in.
-    apply(&*s, &[Op::DeleteSubscription(a.push)]);
+    apply(
+        &*s,
+        &[Op::DeleteSubscription {
+            push: a.push,
+            forget_at: FAR,
+        }],
+    );
     assert_eq!(s.list(&l1.token).unwrap().unwrap().members, 0);
     assert_eq!(s.list(&l2.token).unwrap().unwrap().members, 0);
     assert!(s.lists_of(&a.push).unwrap().is_empty());
@@ -661,4 +701,150 @@ fn sequence(fresh: Fresh<'_>) {
         assert!(n > last);
         last = n;
     }
+}
+
+fn ended(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let u = ua(UaKind::WebSocket);
+    let (a, b, c) = (sub(u.uaid), sub(u.uaid), sub(u.uaid));
+    apply(
+        &*s,
+        &[
+            Op::PutUa(u.clone()),
+            Op::PutSubscription(a.clone()),
+            Op::PutSubscription(b.clone()),
+            Op::PutSubscription(c.clone()),
+        ],
+    );
+    assert!(!s.ended(&a.push).unwrap());
+    apply(
+        &*s,
+        &[
+            Op::DeleteSubscription {
+                push: a.push,
+                forget_at: 2000,
+            },
+            Op::DeleteSubscription {
+                push: b.push,
+                forget_at: 1000,
+            },
+        ],
+    );
+    assert!(s.subscription(&a.push).unwrap().is_none());
+    assert!(s.ended(&a.push).unwrap() && s.ended(&b.push).unwrap());
+    assert!(!s.ended(&c.push).unwrap(), "a live one has not ended");
+    // Ending what has already ended keeps the first date.
+    apply(
+        &*s,
+        &[Op::DeleteSubscription {
+            push: b.push,
+            forget_at: 5000,
+        }],
+    );
+    assert_eq!(s.ended_to_forget(999, 10).unwrap(), Vec::<Token>::new());
+    assert_eq!(s.ended_to_forget(1000, 10).unwrap(), vec![b.push]);
+    assert_eq!(s.ended_to_forget(FAR, 10).unwrap(), vec![b.push, a.push]);
+    assert_eq!(s.ended_to_forget(FAR, 1).unwrap(), vec![b.push]);
+    apply(&*s, &[Op::ForgetEnded(vec![b.push])]);
+    assert!(!s.ended(&b.push).unwrap());
+    assert_eq!(s.ended_to_forget(FAR, 10).unwrap(), vec![a.push]);
+}
+
+fn idle_user_agents(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let (old, new) = (ua(UaKind::WebSocket), ua(UaKind::Http2));
+    let rs = ua(UaKind::Receipts);
+    let new = UserAgent {
+        seen: 5 * DAY,
+        ..new
+    };
+    let (a, b) = (sub(old.uaid), sub(old.uaid));
+    let m = msg(&*s, &a, None, FAR);
+    let mut receipt = msg(&*s, &a, None, FAR);
+    receipt.uaid = rs.uaid;
+    receipt.encoding = Encoding::Receipt;
+    apply(
+        &*s,
+        &[
+            Op::PutUa(old.clone()),
+            Op::PutUa(new.clone()),
+            Op::PutUa(rs.clone()),
+            Op::PutSubscription(a.clone()),
+            Op::PutSubscription(b.clone()),
+            Op::PutMessage(Box::new(m.clone())),
+            Op::PutMessage(Box::new(receipt.clone())),
+        ],
+    );
+    // Devices and receipt subscriptions are in indexes of their own.
+    assert_eq!(
+        s.idle_user_agents(false, DAY, 10).unwrap(),
+        Vec::<Token>::new()
+    );
+    assert_eq!(
+        s.idle_user_agents(false, 2 * DAY, 10).unwrap(),
+        vec![old.uaid]
+    );
+    let mut both = vec![old.uaid, new.uaid];
+    let got = s.idle_user_agents(false, 6 * DAY, 10).unwrap();
+    assert_eq!(got, both, "oldest first");
+    both.truncate(1);
+    assert_eq!(s.idle_user_agents(false, 6 * DAY, 1).unwrap(), both);
+    assert_eq!(
+        s.idle_user_agents(true, 6 * DAY, 10).unwrap(),
+        vec![rs.uaid]
+    );
+    // Seen again: it moves in its index, once a day at most.
+    apply(
+        &*s,
+        &[Op::SeenUa {
+            uaid: old.uaid,
+            day: 7 * DAY,
+        }],
+    );
+    assert_eq!(s.user_agent(&old.uaid).unwrap().unwrap().seen, 7 * DAY);
+    assert_eq!(
+        s.idle_user_agents(false, 6 * DAY, 10).unwrap(),
+        vec![new.uaid]
+    );
+    apply(
+        &*s,
+        &[Op::SeenUa {
+            uaid: old.uaid,
+            day: 3 * DAY,
+        }],
+    );
+    assert_eq!(
+        s.user_agent(&old.uaid).unwrap().unwrap().seen,
+        7 * DAY,
+        "never back in time"
+    );
+    // Its end takes its subscriptions (remembered as ended), its messages
+    // and its record.
+    apply(
+        &*s,
+        &[Op::EndUa {
+            uaid: old.uaid,
+            forget_at: 100,
+        }],
+    );
+    assert!(s.user_agent(&old.uaid).unwrap().is_none());
+    assert!(s.subscription(&a.push).unwrap().is_none());
+    assert!(s.subscription(&b.push).unwrap().is_none());
+    assert!(s.ended(&a.push).unwrap() && s.ended(&b.push).unwrap());
+    assert!(s.message(&m.id).unwrap().is_none());
+    assert!(s.subscriptions_of(&old.uaid).unwrap().is_empty());
+    assert_eq!(s.idle_user_agents(false, FAR, 10).unwrap(), vec![new.uaid]);
+    assert_eq!(s.counts().unwrap().subscriptions, 0);
+    // A receipt subscription's end takes its receipts.
+    apply(
+        &*s,
+        &[Op::EndUa {
+            uaid: rs.uaid,
+            forget_at: 100,
+        }],
+    );
+    assert!(s.user_agent(&rs.uaid).unwrap().is_none());
+    assert!(s.message(&receipt.id).unwrap().is_none());
+    assert!(s.idle_user_agents(true, FAR, 10).unwrap().is_empty());
+    assert_eq!(s.counts().unwrap().messages, 0);
 }
