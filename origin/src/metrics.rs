@@ -48,6 +48,10 @@ pub struct Metrics {
     pub messages_deferred_unacked: AtomicU64,
     /// Expired messages swept from the store.
     pub messages_expired: AtomicU64,
+    /// Stored messages evicted by newer ones (`max_stored_per_subscription`).
+    pub messages_evicted: AtomicU64,
+    /// Stored messages dropped with their subscription.
+    pub messages_dropped_ended: AtomicU64,
     /// User agents (with their subscriptions) ended by the idle expiry.
     pub user_agents_idle_expired: AtomicU64,
     /// Receipt subscriptions ended by their idle expiry.
@@ -270,6 +274,16 @@ impl Metrics {
                 "counter",
                 v(&self.messages_expired),
             ),
+            Family {
+                name: "push_messages_dropped_total",
+                help: "Stored messages removed undelivered: evicted by newer ones (max_stored_per_subscription), or with their subscription when it ended; a 410 receipt goes to each whose sender asked for one",
+                kind: "counter",
+                label: Some("reason"),
+                samples: vec![
+                    ("evicted", v(&self.messages_evicted)),
+                    ("subscription_ended", v(&self.messages_dropped_ended)),
+                ],
+            },
             Family {
                 name: "push_idle_expired_total",
                 help: "User agents ended, with their subscriptions, after --idle-expiry-days away; receipt subscriptions after --receipt-idle-expiry-days unpolled",

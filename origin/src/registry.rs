@@ -42,13 +42,16 @@ pub enum CloseReason {
     Replaced,
     /// The service is shutting down: reconnect (WebSocket close 1001, Going Away).
     ShuttingDown,
+    /// The subscription (`Some`) or the user agent (`None`) was deleted: a
+    /// monitoring request on it ends with `404`.
+    Ended(Option<crate::tokens::Token>),
 }
 
 impl CloseReason {
     /// The WebSocket close code.
     pub fn code(self) -> u16 {
         match self {
-            CloseReason::Replaced => 1000,
+            CloseReason::Replaced | CloseReason::Ended(_) => 1000,
             CloseReason::ShuttingDown => 1001,
         }
     }
@@ -232,6 +235,14 @@ impl Registry {
     /// Whether none is connected.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Tells the connection of `uaid`, if here, that its subscription
+    /// `which` (or, `None`, all of it) was deleted.
+    pub fn ended(&self, uaid: &Token, which: Option<Token>) {
+        if let Some(tx) = self.get(uaid) {
+            let _ = tx.try_send(Outbound::Close(CloseReason::Ended(which)));
+        }
     }
 
     /// Closes every connection (at shutdown).

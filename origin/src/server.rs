@@ -233,6 +233,7 @@ pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result
 /// Serves until `shutdown` turns true.
 pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receiver<bool>) {
     let sweeper = tokio::spawn(sweep(state.clone()));
+    tokio::spawn(State::tell_dropped(Arc::downgrade(&state)));
     let claimer = state.cluster.get().map(|c| {
         let (state, c) = (state.clone(), c.clone());
         tokio::spawn(async move {
@@ -493,7 +494,7 @@ async fn sweep(state: Arc<State>) {
             for id in &ids {
                 if let Ok(Some(m)) = state.store.message(id) {
                     if let Some(r) = m.receipt {
-                        state.send_receipt(&m, r, 410);
+                        state.send_receipt(m.id, r, 410);
                     }
                 }
                 inc(&state.metrics.messages_expired);

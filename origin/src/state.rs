@@ -7,11 +7,11 @@ use crate::metrics::{inc, Metrics};
 use crate::rate::RateLimiter;
 use crate::registry::{Outbound, Registry};
 use crate::store::committer::Committer;
-use crate::store::{AckOutcome, Message, Op, Store, StoreError};
+use crate::store::{AckOutcome, DropReason, Dropped, Message, Op, Store, StoreError};
 use crate::tokens::Token;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a push waits for a connected device's socket before storing instead.
 pub const WRITE_WAIT: Duration = Duration::from_secs(2);
@@ -65,6 +65,8 @@ pub struct State {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// This node's part in a cluster (on a Redis store).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Messages commits dropped undelivered, for [`State::tell_dropped`].
+    dropped: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Vec<Dropped>>>>,
 }
 
 /// Where a message went.
@@ -81,10 +83,14 @@ pub enum Outcome {
 impl State {
     /// Builds the state over an opened store.
     pub fn new(config: Config, store: Arc<dyn Store>) -> State {
+        let (told, dropped) = mpsc::unbounded_channel();
         let committer = Committer::start(
             store.clone(),
             config.commit_batch,
             std::time::Duration::from_millis(config.ack_commit_delay_ms),
+            Box::new(move |d| {
+                let _ = told.send(d);
+            }),
         );
         let rate = RateLimiter::new(config.limits.subscription_messages_per_minute);
         let list_rate = RateLimiter::new(config.limits.list_pushes_per_minute);
@@ -112,6 +118,7 @@ impl State {
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),
             cluster: Default::default(),
+            dropped: std::sync::Mutex::new(Some(dropped)),
             config,
             store,
             committer,
@@ -304,7 +311,7 @@ impl State {
             ops.push(Op::DeleteMessage(msg.id));
         }
         if let (Some(receipt), AckOutcome::Delivered) = (msg.receipt, outcome) {
-            self.send_receipt(msg, receipt, 204);
+            self.send_receipt(msg.id, receipt, 204);
         }
     }
 
@@ -320,6 +327,36 @@ impl State {
         let day = crate::store::day_of(now());
         if ua.seen < day {
             self.write_later(vec![Op::SeenUa { uaid: ua.uaid, day }]);
+        }
+    }
+
+    /// Counts the messages commits dropped undelivered (evicted by newer
+    /// ones, or with their subscription) and sends a `410` receipt for
+    /// each whose sender asked for one. Runs until the committer stops;
+    /// the first call takes the queue, later ones return at once.
+    /// It holds the state only while it handles a batch, so that the state
+    /// (and the store under it) can go when the service stops.
+    pub async fn tell_dropped(state: std::sync::Weak<State>) {
+        let rx = state
+            .upgrade()
+            .and_then(|s| s.dropped.lock().expect("dropped").take());
+        let Some(mut rx) = rx else {
+            return;
+        };
+        while let Some(batch) = rx.recv().await {
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            for d in batch {
+                let counter = match d.why {
+                    DropReason::Evicted => &state.metrics.messages_evicted,
+                    DropReason::Ended => &state.metrics.messages_dropped_ended,
+                };
+                inc(counter);
+                if let Some(to) = d.receipt {
+                    state.send_receipt(d.id, to, 410);
+                }
+            }
         }
     }
 
@@ -342,11 +379,11 @@ impl State {
 
     /// Sends a receipt for `acked` to the receipt subscription `to`: status 204
     /// (acknowledged) or 410 (expired undelivered). Runs in the background.
-    pub fn send_receipt(self: &Arc<Self>, acked: &Message, to: Token, status: u16) {
+    pub fn send_receipt(self: &Arc<Self>, acked: Token, to: Token, status: u16) {
         let receipt = Message {
             id: crate::tokens::new_token(),
             uaid: to,
-            push: acked.id,
+            push: acked,
             channel: [0; 16],
             seq: 0,
             expires: now() + self.config.receipt_ttl_secs,

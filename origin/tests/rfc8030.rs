@@ -695,3 +695,112 @@ async fn subscriptions_over_http2_are_rated_per_connection() {
     let mut other = connect(o.state.config.h2_listen).await;
     subscribe(&mut other, &device_url).await;
 }
+
+/// Polls a receipt subscription once: each receipt's status (204, 410)
+/// and the path of the message it is about.
+async fn poll_receipts(c: &mut SendRequest<Bytes>, rs_url: &str) -> Vec<(u16, String)> {
+    let req = Request::get(rs_url)
+        .header("prefer", "wait=0")
+        .body(())
+        .unwrap();
+    let (mut fut, _) = c.send_request(req, true).unwrap();
+    let mut pushes = fut.push_promises();
+    fut.await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(p))) =
+        tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
+    {
+        let (req, resp) = p.into_parts();
+        let status = resp.await.unwrap().status().as_u16();
+        out.push((status, req.uri().path().to_owned()));
+    }
+    out
+}
+
+/// A message removed undelivered (evicted by newer ones, or with its
+/// subscription) is counted and its sender's receipt says 410; a monitoring
+/// request on a deleted subscription ends with 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_dropped_undelivered_get_410_receipts() {
+    let o = start_in(
+        &temp_dir("h2-dropped-receipts"),
+        &["max_stored_per_subscription=2"],
+    )
+    .await;
+    let device_url = o.state.config.device_url.clone();
+    let mut ua = connect(o.state.config.h2_listen).await;
+    let (sub_url, push_url) = subscribe_urls(&mut ua, &device_url).await;
+    let mut app = connect(o.state.config.h2_listen).await;
+    let req = Request::post(format!("{device_url}/receipts"))
+        .body(())
+        .unwrap();
+    let (rparts, _) = send(&mut app, req, None).await;
+    let rs = rparts.headers["location"].to_str().unwrap().to_owned();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let r = request(
+            "POST",
+            &push_url,
+            &[("ttl", "600"), ("push-receipt", &rs)],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        let loc = r.header("location").unwrap().to_owned();
+        sent.push(loc[loc.find("/m/").unwrap()..].to_owned());
+    }
+    // The oldest was evicted by the third.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(&o, "push_messages_dropped_total{reason=\"evicted\"}").await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no eviction counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let receipts = poll_receipts(&mut app, &rs).await;
+    assert_eq!(receipts, vec![(410, sent[0].clone())]);
+
+    // A monitor on the subscription; then the subscription is deleted.
+    let mut watcher = connect(o.state.config.h2_listen).await;
+    let (mut watch, _) = watcher
+        .send_request(Request::get(&sub_url).body(()).unwrap(), true)
+        .unwrap();
+    let mut watch_pushes = watch.push_promises();
+    for _ in 0..2 {
+        let p = tokio::time::timeout(Duration::from_secs(3), watch_pushes.push_promise())
+            .await
+            .expect("a stored message")
+            .unwrap()
+            .unwrap();
+        let (_, resp) = p.into_parts();
+        resp.await.unwrap();
+    }
+    let (dparts, _) = send(&mut ua, Request::delete(&sub_url).body(()).unwrap(), None).await;
+    assert_eq!(dparts.status, 204);
+    let ended = tokio::time::timeout(Duration::from_secs(3), watch)
+        .await
+        .expect("the monitor ends")
+        .unwrap();
+    assert_eq!(ended.status(), 404);
+    // The two it still held (pushed, never acknowledged) go with it: 410.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(
+        &o,
+        "push_messages_dropped_total{reason=\"subscription_ended\"}",
+    )
+    .await
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no drop counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut receipts = poll_receipts(&mut app, &rs).await;
+    receipts.sort();
+    let mut want = vec![(410, sent[1].clone()), (410, sent[2].clone())];
+    want.sort();
+    assert_eq!(receipts, want);
+    o.stop().await;
+}

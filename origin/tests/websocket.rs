@@ -187,8 +187,8 @@ async fn cancel_and_unregister() {
 
     assert_eq!(d.unregister(&channel).await, 200);
     let gone = request("POST", &endpoint, &[("ttl", "60")], b"").await;
-    assert_eq!(gone.status, 404);
-    assert_eq!(gone.json()["errno"], 102);
+    assert_eq!(gone.status, 410);
+    assert_eq!(gone.json()["errno"], 103);
 }
 
 #[tokio::test]

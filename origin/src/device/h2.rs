@@ -4,7 +4,7 @@
 use crate::clock::now;
 use crate::metrics::inc;
 use crate::registration::{self, Owner, RegisterError};
-use crate::registry::{ConnHandle, Outbound};
+use crate::registry::{CloseReason, ConnHandle, Outbound};
 use crate::state::State;
 use crate::store::{AckOutcome, Encoding, Message, Op, UaKind, UserAgent};
 use crate::tokens::{self, new_token, Token, TokenMap};
@@ -232,7 +232,10 @@ async fn handle(
                     }])
                     .await
                 {
-                    Ok(()) => reply(&mut respond, status(StatusCode::NO_CONTENT), None),
+                    Ok(()) => {
+                        state.registry.ended(&sub.uaid, Some(sub.push));
+                        reply(&mut respond, status(StatusCode::NO_CONTENT), None)
+                    }
                     Err(_) => problem(&mut respond, DeviceError::Store),
                 },
                 Ok(None) => problem(&mut respond, DeviceError::NotFound),
@@ -472,6 +475,7 @@ async fn monitor(
         };
         return reply(&mut respond, status(code), None);
     }
+    let mut ended = false;
     loop {
         tokio::select! {
             next = rx.recv() => match next {
@@ -485,6 +489,14 @@ async fn monitor(
                     out.push(Arc::new(c.push.copy_for(&c.member)));
                 }
                 Some(Outbound::Nudge) => {}
+                Some(Outbound::Close(CloseReason::Ended(which))) => {
+                    // Its subscription (or its set) was deleted: 404. A set's
+                    // monitor outlives one of its subscriptions.
+                    if which.is_none() || which == filter.push {
+                        ended = true;
+                        break;
+                    }
+                }
                 Some(Outbound::Close(_)) | None => break,
             },
             _ = std::future::poll_fn(|cx| out.respond.poll_reset(cx)) => break,
@@ -501,6 +513,9 @@ async fn monitor(
         if let Some(i) = watched.iter().position(|u| *u == uaid) {
             watched.swap_remove(i);
         }
+    }
+    if ended {
+        return problem(&mut respond, DeviceError::NotFound);
     }
     reply(&mut respond, status(StatusCode::OK), None);
 }
@@ -700,7 +715,10 @@ async fn delete_set(state: &Arc<State>, uaid: Token, respond: &mut SendResponse<
         forget_at: state.forget_ended_at(),
     };
     match state.committer.write(vec![end]).await {
-        Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
+        Ok(()) => {
+            state.registry.ended(&uaid, None);
+            reply(respond, status(StatusCode::NO_CONTENT), None)
+        }
         Err(_) => problem(respond, DeviceError::Store),
     }
 }
@@ -724,7 +742,10 @@ async fn delete_receipt_subscription(
         forget_at: state.forget_ended_at(),
     };
     match state.committer.write(vec![end]).await {
-        Ok(()) => reply(respond, status(StatusCode::NO_CONTENT), None),
+        Ok(()) => {
+            state.registry.ended(&uaid, None);
+            reply(respond, status(StatusCode::NO_CONTENT), None)
+        }
         Err(_) => problem(respond, DeviceError::Store),
     }
 }

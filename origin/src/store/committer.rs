@@ -7,7 +7,7 @@
 //! and leaves the CPU to the deliveries meanwhile. A write somebody waits for
 //! ends the delay at once.
 
-use super::{Op, Store, StoreError};
+use super::{Dropped, Op, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Writes, and who waits for their commit (nobody, for [`Committer::enqueue`]).
 type Request = (Vec<Op>, Option<oneshot::Sender<Result<(), StoreError>>>);
+
+/// Told, on the commit thread, of the messages each commit dropped
+/// undelivered.
+pub type OnDropped = Box<dyn Fn(Vec<Dropped>) + Send>;
 
 /// A handle to submit writes; cheap to clone.
 #[derive(Clone)]
@@ -30,8 +34,14 @@ pub struct Committer {
 impl Committer {
     /// Starts the commit thread. At most `max_batch` requests share a
     /// commit; writes nobody waits for may wait `lazy_delay` to share one
-    /// (up to 4 × `max_batch` of them).
-    pub fn start(store: Arc<dyn Store>, max_batch: usize, lazy_delay: Duration) -> Committer {
+    /// (up to 4 × `max_batch` of them). `on_dropped` hears of the messages
+    /// commits removed undelivered.
+    pub fn start(
+        store: Arc<dyn Store>,
+        max_batch: usize,
+        lazy_delay: Duration,
+        on_dropped: OnDropped,
+    ) -> Committer {
         let (tx, mut rx) = mpsc::channel::<Request>(64 * 1024);
         let pending = Arc::new(AtomicUsize::new(0));
         let done_count = pending.clone();
@@ -63,7 +73,7 @@ impl Committer {
                         }
                     }
                     let n = batch.len();
-                    commit(&*store, &mut batch);
+                    commit(&*store, &mut batch, &on_dropped);
                     done_count.fetch_sub(n, Ordering::AcqRel);
                 }
             })
@@ -132,10 +142,16 @@ impl Committer {
 
 /// Commits a batch; if the batch fails, each request is retried alone so
 /// that one bad request cannot fail the others.
-fn commit(store: &dyn Store, batch: &mut Vec<Request>) {
+fn commit(store: &dyn Store, batch: &mut Vec<Request>, on_dropped: &OnDropped) {
     let all: Vec<&Op> = batch.iter().flat_map(|(ops, _)| ops.iter()).collect();
+    let tell = |dropped: Vec<Dropped>| {
+        if !dropped.is_empty() {
+            on_dropped(dropped);
+        }
+    };
     match store.apply(&all) {
-        Ok(()) => {
+        Ok(dropped) => {
+            tell(dropped);
             for (_, done) in batch.drain(..) {
                 if let Some(d) = done {
                     let _ = d.send(Ok(()));
@@ -154,7 +170,7 @@ fn commit(store: &dyn Store, batch: &mut Vec<Request>) {
         Err(_) => {
             for (ops, done) in batch.drain(..) {
                 let refs: Vec<&Op> = ops.iter().collect();
-                let r = store.apply(&refs);
+                let r = store.apply(&refs).map(tell);
                 match done {
                     Some(d) => {
                         let _ = d.send(r);

@@ -10,8 +10,8 @@ use super::kv::{
 };
 use super::policy::{self, msg_key, Caps};
 use super::{
-    AckCounts, AckOutcome, ExpiredListItems, List, ListMember, ListMessage, Message, Op, Store,
-    StoreCounts, StoreError, Subscription, UserAgent,
+    AckCounts, AckOutcome, Dropped, ExpiredListItems, List, ListMember, ListMessage, Message, Op,
+    Store, StoreCounts, StoreError, Subscription, UserAgent,
 };
 use crate::tokens::Token;
 use std::ops::Bound;
@@ -112,14 +112,18 @@ fn index_before(
 }
 
 impl<B: Backend> Store for Layered<B> {
-    fn apply(&self, ops: &[&Op]) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[&Op]) -> Result<Vec<Dropped>, StoreError> {
         let caps = self.caps;
+        let mut dropped = Vec::new();
         self.backend.write(&mut |w| {
+            // A write tried again starts over.
+            dropped.clear();
             for op in ops {
-                policy::apply(w, caps, op)?;
+                policy::apply(w, caps, op, &mut dropped)?;
             }
             Ok(())
-        })
+        })?;
+        Ok(dropped)
     }
 
     fn next_seq(&self) -> u64 {

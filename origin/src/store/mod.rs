@@ -312,6 +312,38 @@ pub enum Op {
     },
 }
 
+/// A message a write removed undelivered, so that its sender can be told
+/// (a `410` receipt) and it is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// The message.
+    pub id: Token,
+    /// The receipt subscription its sender named, if any.
+    pub receipt: Option<Token>,
+    /// Why it went.
+    pub why: DropReason,
+}
+
+impl Dropped {
+    /// `m`, dropped for `why`.
+    pub fn of(m: &Message, why: DropReason) -> Dropped {
+        Dropped {
+            id: m.id,
+            receipt: m.receipt,
+            why,
+        }
+    }
+}
+
+/// Why a message was dropped undelivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its subscription held `max_stored_per_subscription` newer ones.
+    Evicted,
+    /// Its subscription ended.
+    Ended,
+}
+
 /// What a device said of a message it was sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -393,8 +425,9 @@ pub struct StoreCounts {
 
 /// The storage backend.
 pub trait Store: Send + Sync + 'static {
-    /// Applies a batch of writes in one durable transaction.
-    fn apply(&self, ops: &[&Op]) -> Result<(), StoreError>;
+    /// Applies a batch of writes in one durable transaction; returns the
+    /// messages it removed undelivered.
+    fn apply(&self, ops: &[&Op]) -> Result<Vec<Dropped>, StoreError>;
     /// The next message sequence number (monotonic across restarts).
     fn next_seq(&self) -> u64;
     /// A subscription by push token.

@@ -9,7 +9,7 @@ use super::kv::{
     LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS,
     RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, TOPICS, UAS, UA_SEEN, UA_SUBS,
 };
-use super::{Encoding, Message, Op, StoreError};
+use super::{DropReason, Dropped, Encoding, Message, Op, StoreError};
 use super::{UaKind, UserAgent};
 use crate::tokens::Token;
 use std::ops::Bound;
@@ -83,7 +83,14 @@ fn keys_with_prefix(
 }
 
 /// Applies one write.
-pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> {
+/// Applies one write; messages it removes undelivered (evicted, or with
+/// their subscription) are added to `dropped`.
+pub fn apply(
+    w: &mut impl Write,
+    caps: Caps,
+    op: &Op,
+    dropped: &mut Vec<Dropped>,
+) -> Result<(), StoreError> {
     match op {
         Op::PutList(l) => {
             w.put(LISTS, &l.token, &codec::list(l))?;
@@ -157,7 +164,7 @@ pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> 
                 put_ua(w, &UserAgent { seen: *day, ..ua })?;
             }
         }
-        Op::EndUa { uaid, forget_at } => end_ua(w, uaid, *forget_at)?,
+        Op::EndUa { uaid, forget_at } => end_ua(w, uaid, *forget_at, dropped)?,
         Op::ForgetEnded(pushes) => {
             for push in pushes {
                 if let Some(at) = w.take(ENDED, push)? {
@@ -172,16 +179,19 @@ pub fn apply(w: &mut impl Write, caps: Caps, op: &Op) -> Result<(), StoreError> 
             let uk: [u8; 32] = cat(&[&s.uaid, &s.channel]);
             w.put(UA_SUBS, &uk, &s.push)?;
         }
-        Op::DeleteSubscription { push, forget_at } => delete_subscription(w, push, *forget_at)?,
-        Op::PutMessage(m) => put_message(w, caps, m)?,
+        Op::DeleteSubscription { push, forget_at } => {
+            delete_subscription(w, push, *forget_at, dropped)?
+        }
+        Op::PutMessage(m) => put_message(w, caps, m, dropped)?,
         Op::DeleteMessage(id) => remove_message(w, id)?,
     }
     Ok(())
 }
 
-fn remove_message_at(w: &mut impl Write, key: &[u8]) -> Result<(), StoreError> {
+/// Removes the message under `key` with its indexes: the message, if any.
+fn remove_message_at(w: &mut impl Write, key: &[u8]) -> Result<Option<Message>, StoreError> {
     let Some(raw) = w.take(MSGS, key)? else {
-        return Ok(());
+        return Ok(None);
     };
     let m = codec::read_message(&raw)?;
     if m.encoding == Encoding::Receipt {
@@ -196,7 +206,7 @@ fn remove_message_at(w: &mut impl Write, key: &[u8]) -> Result<(), StoreError> {
             w.delete(TOPICS, &tk)?;
         }
     }
-    Ok(())
+    Ok(Some(m))
 }
 
 /// Adds `by` to the receipts a receipt subscription holds; the count after.
@@ -215,12 +225,17 @@ fn count_receipt(w: &mut impl Write, to: &Token, by: i64) -> Result<u64, StoreEr
 
 fn remove_message(w: &mut impl Write, id: &Token) -> Result<(), StoreError> {
     match w.get(MSG_IDS, id, |v| Ok(v.to_vec()))? {
-        Some(k) => remove_message_at(w, &k),
+        Some(k) => remove_message_at(w, &k).map(drop),
         None => Ok(()),
     }
 }
 
-fn put_message(w: &mut impl Write, caps: Caps, m: &Message) -> Result<(), StoreError> {
+fn put_message(
+    w: &mut impl Write,
+    caps: Caps,
+    m: &Message,
+    dropped: &mut Vec<Dropped>,
+) -> Result<(), StoreError> {
     if let Some(t) = &m.topic {
         // A message with the Topic of one still held replaces it.
         let tk = topic_key(&m.push, t);
@@ -254,7 +269,7 @@ fn put_message(w: &mut impl Write, caps: Caps, m: &Message) -> Result<(), StoreE
                 },
             )?;
             match oldest {
-                Some(k) => remove_message_at(w, &k)?,
+                Some(k) => drop(remove_message_at(w, &k)?),
                 None => break,
             }
         }
@@ -267,16 +282,21 @@ fn put_message(w: &mut impl Write, caps: Caps, m: &Message) -> Result<(), StoreE
         .take(held.len().saturating_sub(caps.per_subscription))
     {
         let seq = u64::from_be_bytes(k[16..24].try_into().expect("8 bytes"));
-        remove_message_at(w, &msg_key(&m.uaid, seq))?;
+        if let Some(old) = remove_message_at(w, &msg_key(&m.uaid, seq))? {
+            dropped.push(Dropped::of(&old, DropReason::Evicted));
+        }
     }
     Ok(())
 }
 
 /// Removes every message of `uaid` for which `pred` holds.
+/// Removes every message of `uaid` for which `pred` holds, as dropped
+/// because their subscription ended (receipts are not counted).
 fn remove_messages_of(
     w: &mut impl Write,
     uaid: &Token,
     pred: impl Fn(&Message) -> bool,
+    dropped: &mut Vec<Dropped>,
 ) -> Result<(), StoreError> {
     let end = prefix_end(uaid);
     let mut doomed = Vec::new();
@@ -293,7 +313,12 @@ fn remove_messages_of(
         },
     )?;
     for k in doomed {
-        remove_message_at(w, &k)?;
+        match remove_message_at(w, &k)? {
+            Some(m) if m.encoding != Encoding::Receipt => {
+                dropped.push(Dropped::of(&m, DropReason::Ended))
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -329,7 +354,12 @@ fn delete_ua_record(w: &mut impl Write, uaid: &Token) -> Result<(), StoreError> 
 
 /// Ends a user agent: its subscriptions (remembered as ended until
 /// `forget_at`), every message stored for it, and its record.
-fn end_ua(w: &mut impl Write, uaid: &Token, forget_at: u64) -> Result<(), StoreError> {
+fn end_ua(
+    w: &mut impl Write,
+    uaid: &Token,
+    forget_at: u64,
+    dropped: &mut Vec<Dropped>,
+) -> Result<(), StoreError> {
     let end = prefix_end(uaid);
     let mut pushes = Vec::new();
     w.range(
@@ -343,15 +373,20 @@ fn end_ua(w: &mut impl Write, uaid: &Token, forget_at: u64) -> Result<(), StoreE
         },
     )?;
     for push in &pushes {
-        delete_subscription(w, push, forget_at)?;
+        delete_subscription(w, push, forget_at, dropped)?;
     }
-    remove_messages_of(w, uaid, |_| true)?;
+    remove_messages_of(w, uaid, |_| true, dropped)?;
     delete_ua_record(w, uaid)
 }
 
 /// Removes a subscription with what hangs on it, and remembers until
 /// `forget_at` that it ended.
-fn delete_subscription(w: &mut impl Write, push: &Token, forget_at: u64) -> Result<(), StoreError> {
+fn delete_subscription(
+    w: &mut impl Write,
+    push: &Token,
+    forget_at: u64,
+    dropped: &mut Vec<Dropped>,
+) -> Result<(), StoreError> {
     let Some(raw) = w.take(SUBS, push)? else {
         return Ok(());
     };
@@ -369,7 +404,7 @@ fn delete_subscription(w: &mut impl Write, push: &Token, forget_at: u64) -> Resu
             count_members(w, &list, -1)?;
         }
     }
-    remove_messages_of(w, &s.uaid, |m| m.push == s.push)
+    remove_messages_of(w, &s.uaid, |m| m.push == s.push, dropped)
 }
 
 fn delete_ua_if_empty(w: &mut impl Write, uaid: &Token) -> Result<(), StoreError> {
