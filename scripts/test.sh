@@ -77,7 +77,7 @@ if ! skipped test; then
   cargo test -p edge
   for store in redis redis-cluster; do
     ORIGIN_TEST_STORE=$store cargo test -p origin --test bad_input --test lists --test rfc8030 \
-      --test websocket --test metrics --test restart --test edge_mark
+      --test websocket --test metrics --test restart --test edge_mark --test expiry
   done
 fi
 

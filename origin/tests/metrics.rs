@@ -252,6 +252,16 @@ async fn metrics_are_served_to_the_operator_only() {
     );
     let operator = format!("http://{}", o.state.config.metrics_listen);
     assert_ne!(o.state.config.metrics_listen, o.state.config.app_listen);
+    // On a Redis store, a node is ready once it has reached Redis.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while request("GET", &format!("{operator}/ready"), &[], b"")
+        .await
+        .status
+        != 200
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for path in ["/metrics", "/health", "/ready"] {
         let r = request("GET", &format!("{operator}{path}"), &[], b"").await;
         assert_eq!(r.status, 200, "{path}");
