@@ -68,6 +68,11 @@
 #      acknowledgement is read and its write committed ("whole"); then one
 #      line "m-per-copy" of those medians and what an acknowledgement costs
 #      (acknowledging minus not) (not in the default run)
+#   n  what committing each single push before its 201 costs: b, c and d with
+#      the default (the message committed, then deleted when acknowledged)
+#      and with --deliver-before-commit, alternated DURABLE_ROUNDS [2] times;
+#      then one line "n-durable" of each mode's medians and their ratio (not
+#      in the default run)
 #
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
@@ -483,6 +488,61 @@ PY
   [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
 }
 
+# Scenario n: what committing each message before its 201 costs single
+# pushes to connected devices: b, c and d with the default (committed
+# first) and with --deliver-before-commit (autopush's way), alternated,
+# DURABLE_ROUNDS rounds (2); the summary line n-durable gives each mode's
+# medians and their ratio.
+durable_scenario() {
+  local figs=() round mode args
+  for round in $(seq "${DURABLE_ROUNDS:-2}"); do
+    for mode in committed before-commit; do
+      args=""
+      [[ $mode == before-commit ]] && args="--deliver-before-commit"
+      ORIGIN_ARGS="$args" run "n-b-$mode-$round" push --devices "$PUSH_DEVICES" \
+        --pushes "$PUSHES_EMPTY" --concurrency "$CONCURRENCY" --app @APP@ --src-base 20
+      figs+=("b-$mode=${LAST_OUT:-null}")
+      ORIGIN_ARGS="$args" run "n-c-$mode-$round" push --devices "$PUSH_DEVICES" \
+        --pushes "$PUSHES_BODY" --concurrency "$CONCURRENCY" --body-bytes "$BODY_BYTES" \
+        --app @APP@ --src-base 40
+      figs+=("c-$mode=${LAST_OUT:-null}")
+      ORIGIN_ARGS="$args" run "n-d-$mode-$round" push --devices "$PUSH_DEVICES" \
+        --pushes "$((RATE * RATE_SECS))" --rate "$RATE" --concurrency "$CONCURRENCY" \
+        --app @APP@ --src-base 60
+      figs+=("d-$mode=${LAST_OUT:-null}")
+    done
+  done
+  local out
+  out="$(python3 - "${figs[@]}" <<'PY'
+import json, statistics, sys
+f = {}
+for a in sys.argv[1:]:
+    k, _, v = a.partition("=")
+    try:
+        line = json.loads(v) or {}
+    except ValueError:
+        line = {}
+    what = "p99_ms" if k.startswith("d-") else "deliveries_per_s"
+    ok = line.get("missing") == 0 and line.get("duplicates") == 0
+    f.setdefault(k, []).append(line.get(what) if ok else None)
+out = {"scenario": "n-durable"}
+for s, what in (("b", "deliveries_per_s"), ("c", "deliveries_per_s"), ("d", "p99_ms")):
+    m = {}
+    for mode in ("committed", "before-commit"):
+        vals = f.get(f"{s}-{mode}") or []
+        out[f"{s}-{mode}-{what}"] = vals
+        good = [v for v in vals if v is not None]
+        m[mode] = statistics.median(good) if good and len(good) == len(vals) else None
+        out[f"{s}-{mode}-median"] = m[mode]
+    if m["committed"] and m["before-commit"]:
+        out[f"{s}-ratio"] = round(m["committed"] / m["before-commit"], 3)
+print(json.dumps(out))
+PY
+)"
+  echo "$out"
+  [[ -z "${BENCH_RESULTS:-}" ]] || echo "$out" >>"$BENCH_RESULTS"
+}
+
 # Runs one scenario without an origin: name, then pushbench arguments.
 run_bare() {
   local name="$1"
@@ -558,6 +618,7 @@ for s in "${scenarios[@]}"; do
     k) cluster_scenario ;;
     l) scale_scenario ;;
     m) per_copy_scenario ;;
+    n) durable_scenario ;;
     *) echo "bench: unknown scenario $s (a b c d e f g h i j k l m)" >&2; failures=$((failures + 1)) ;;
   esac
 done

@@ -153,6 +153,14 @@ pub struct Settings {
     /// Seconds between sweeps of expired messages.
     #[arg(long, env = "ORIGIN_SWEEP_SECS", default_value_t = 60, value_parser = u64_in(1, 86_400))]
     pub sweep_secs: u64,
+    /// Answer a push for a connected device as soon as it is written to
+    /// the device's socket, and store it only if the connection ends before
+    /// the device acknowledges it, as Mozilla's autopush does: a little
+    /// faster, but a crash between the answer and the acknowledgement loses
+    /// the message. Off: every message is committed to the store before
+    /// its 201 (and deleted when acknowledged).
+    #[arg(long, env = "ORIGIN_DELIVER_BEFORE_COMMIT")]
+    pub deliver_before_commit: bool,
     /// Days a user agent may stay away (no WebSocket hello, no HTTP/2
     /// monitoring request) before it ends with all its subscriptions: their
     /// push resources then answer 410 and they leave their lists. 0 keeps
@@ -473,6 +481,8 @@ pub struct Config {
     pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
+    /// Whether a push to a connected device is answered before its commit.
+    pub deliver_before_commit: bool,
     /// Days a user agent may stay away (0: for ever).
     pub idle_expiry_days: u64,
     /// Days a receipt subscription may go unpolled (0: for ever).
@@ -643,6 +653,7 @@ impl Config {
             h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,
             sweep_secs: s.sweep_secs,
+            deliver_before_commit: s.deliver_before_commit,
             idle_expiry_days: s.idle_expiry_days,
             receipt_idle_expiry_days: s.receipt_idle_expiry_days,
             ended_kept_days: s.ended_kept_days,

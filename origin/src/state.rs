@@ -129,10 +129,72 @@ impl State {
     }
 
     /// Delivers a message to its user agent now if it is connected (here,
-    /// or to another node of a cluster), else stores it (unless
-    /// `ttl_zero`). Returns only once the message is on the device's socket
-    /// or committed.
+    /// or to another node of a cluster), and stores it (unless `ttl_zero`).
+    /// Returns once it is committed and written to the device's socket (or
+    /// the write waited `WRITE_WAIT`): a crash after the answer cannot lose
+    /// it. A message for a connected device is handed to its connection
+    /// while its commit runs, and deleted when acknowledged. With
+    /// `--deliver-before-commit` it is stored only if the device is not
+    /// connected.
     pub async fn deliver(&self, msg: Message, ttl_zero: bool) -> Result<Outcome, StoreError> {
+        if ttl_zero || self.config.deliver_before_commit {
+            return self.deliver_before_commit(msg, ttl_zero).await;
+        }
+        let mut msg = msg;
+        msg.seq = self.store.next_seq();
+        let msg = Arc::new(msg);
+        // Queued for commit before it is handed over, so that its
+        // acknowledgement's deletion is queued after it.
+        let put = Op::PutMessage(Box::new((*msg).clone()));
+        let committed = self.committer.submit(vec![put]).await?;
+        let (written, committed) = tokio::join!(self.hand_over(&msg), committed);
+        committed?;
+        if written {
+            inc(&self.metrics.pushes_delivered);
+            return Ok(Outcome::Delivered);
+        }
+        inc(&self.metrics.pushes_stored);
+        self.tell_stored(&msg.uaid).await;
+        Ok(Outcome::Stored)
+    }
+
+    /// Writes a message to its device's connection, here or on the node that
+    /// holds it; whether it was written within `WRITE_WAIT`.
+    async fn hand_over(&self, msg: &Arc<Message>) -> bool {
+        if self.write_here(msg, WRITE_WAIT).await {
+            return true;
+        }
+        match self.cluster.get() {
+            Some(c) => {
+                self.registry.handle(&msg.uaid).is_none() && c.forward(msg, WRITE_WAIT).await
+            }
+            None => false,
+        }
+    }
+
+    /// A message was stored for `uaid`: its connection, if one is open here
+    /// or on another node, fetches it.
+    async fn tell_stored(&self, uaid: &Token) {
+        // The device may have connected while the commit ran, or its queue
+        // or its room for unacknowledged messages was full: it fetches the
+        // message from the store.
+        if let Some(h) = self.registry.handle(uaid) {
+            h.mark_pending();
+        } else if let Some(c) = self.cluster.get() {
+            // Another node may hold it: told before the answer, so that
+            // this node's death after a 201 cannot lose the notice.
+            c.notify(uaid).await;
+        }
+    }
+
+    /// [`State::deliver`] as autopush does it: a message written to its
+    /// device's socket is answered at once and stored only if its
+    /// connection ends unacknowledged.
+    async fn deliver_before_commit(
+        &self,
+        msg: Message,
+        ttl_zero: bool,
+    ) -> Result<Outcome, StoreError> {
         let msg = Arc::new(msg);
         if self.write_here(&msg, WRITE_WAIT).await {
             inc(&self.metrics.pushes_delivered);
@@ -155,18 +217,7 @@ impl State {
             .write(vec![Op::PutMessage(Box::new((*stored).clone()))])
             .await?;
         inc(&self.metrics.pushes_stored);
-        // The device may have connected while the commit ran, or its queue
-        // or its room for unacknowledged messages was full: it fetches the
-        // message from the store, the one place it is read from from now on
-        // (a copy handed over in its queue could be written again after the
-        // device acknowledged the one it fetched).
-        if let Some(h) = self.registry.handle(&stored.uaid) {
-            h.mark_pending();
-        } else if let Some(c) = self.cluster.get() {
-            // Another node may hold it: told before the answer, so that
-            // this node's death after a 201 cannot lose the notice.
-            c.notify(&stored.uaid).await;
-        }
+        self.tell_stored(&stored.uaid).await;
         Ok(Outcome::Stored)
     }
 

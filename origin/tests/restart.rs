@@ -1,6 +1,7 @@
 //! Durability across a crash: the origin binary is killed with SIGKILL while
-//! pushes are being accepted; after a restart on the same store, every
-//! message that was answered 201 is delivered.
+//! pushes are being accepted, or after pushes to a connected device were
+//! answered and written but not acknowledged; after a restart on the same
+//! store, every message that was answered 201 is delivered.
 
 mod common;
 use common::*;
@@ -124,6 +125,51 @@ async fn messages_answered_201_survive_kill_9() {
     let mut o = o;
     o.child.kill().unwrap();
     o.child.wait().unwrap();
+}
+
+/// A message answered 201 because it was written to its connected device
+/// is stored too: the device that had not acknowledged it when the origin
+/// died gets it again after the restart.
+#[tokio::test]
+async fn messages_written_to_a_connected_device_survive_kill_9() {
+    let dir = temp_dir("restart-connected");
+    let ports = (free_port(), free_port(), free_port());
+    let mut o = spawn(&dir, ports);
+    let mut d = device(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let uaid = d.uaid.clone();
+    let mut sent = HashSet::new();
+    for _ in 0..5 {
+        let r = request("POST", &endpoint, &[("ttl", "3600")], b"").await;
+        assert_eq!(r.status, 201);
+        sent.insert(version_of(&r));
+        // On the device's socket: the 201 came after it was written.
+        let n = d
+            .recv_within(Duration::from_secs(2))
+            .await
+            .expect("delivered");
+        assert!(sent.contains(n["version"].as_str().unwrap()));
+    }
+    o.child.kill().unwrap(); // SIGKILL, none acknowledged
+    o.child.wait().unwrap();
+    drop(d);
+
+    let mut o2 = spawn(&dir, ports);
+    let mut d = device(&o2, Some(&uaid)).await;
+    let mut got = HashSet::new();
+    while let Some(n) = d.recv_within(Duration::from_secs(2)).await {
+        got.insert(n["version"].as_str().unwrap().to_owned());
+        d.ack(&n).await;
+    }
+    assert_eq!(got, sent, "every message answered 201 comes again");
+    // Acknowledged: gone for good.
+    d.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut d = device(&o2, Some(&uaid)).await;
+    assert!(d.recv_within(Duration::from_millis(500)).await.is_none());
+    o2.child.kill().unwrap();
+    o2.child.wait().unwrap();
+    let _ = &mut o;
 }
 
 fn version_of(r: &Resp) -> String {

@@ -33,6 +33,10 @@ struct Pushed {
     /// Subscriptions this connection made in the current minute.
     subscribed: Mutex<shared::rate::Window>,
     messages: Mutex<TokenMap<Arc<Message>>>,
+    /// The last stored messages acknowledged (at most [`ACKED_KEPT`]): a
+    /// copy of one still queued for a monitor (handed over as it was
+    /// committed, and fetched from the store meanwhile) is not pushed again.
+    acked: Mutex<std::collections::VecDeque<Token>>,
     monitors: Mutex<Vec<Token>>,
     /// Held by a monitor reading what is stored, and by an acknowledgement:
     /// a message acknowledged between the read and its push would be
@@ -40,9 +44,26 @@ struct Pushed {
     gate: tokio::sync::Mutex<()>,
 }
 
+/// Acknowledged stored messages a connection remembers.
+const ACKED_KEPT: usize = 64;
+
 impl Pushed {
     fn messages(&self) -> std::sync::MutexGuard<'_, TokenMap<Arc<Message>>> {
         self.messages.lock().expect("inflight lock")
+    }
+
+    /// Remembers that stored message `id` was acknowledged.
+    fn acked(&self, id: Token) {
+        let mut acked = self.acked.lock().expect("acked lock");
+        if acked.len() == ACKED_KEPT {
+            acked.pop_front();
+        }
+        acked.push_back(id);
+    }
+
+    /// Whether stored message `id` was acknowledged lately.
+    fn was_acked(&self, id: &Token) -> bool {
+        self.acked.lock().expect("acked lock").contains(id)
     }
 }
 
@@ -592,6 +613,9 @@ fn push_one(
     inflight: &Inflight,
     receipts: bool,
 ) -> bool {
+    if msg.seq != 0 && inflight.was_acked(&msg.id) {
+        return true;
+    }
     {
         let held = inflight.messages();
         if held.contains_key(&msg.id) {
@@ -781,6 +805,9 @@ async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) -> bool
     // Its deletion is queued first: a monitor that looks again settles the
     // queued writes before it reads, so it cannot push this one again.
     state.acknowledged(&msg, AckOutcome::Delivered);
+    if msg.seq != 0 {
+        inflight.acked(msg.id);
+    }
     drop(gate);
     if freed_room {
         // The connection's monitors may have left messages stored for want

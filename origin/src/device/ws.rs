@@ -151,6 +151,11 @@ struct Conn {
     peer: Option<std::net::IpAddr>,
     /// Subscriptions this connection made in the current minute.
     registered: shared::rate::Window,
+    /// Stored messages acknowledged while the connection's queue held
+    /// messages: a queued copy of one (handed over as it was committed,
+    /// and fetched from the store meanwhile) is not written again. Emptied
+    /// with the queue.
+    acked_queued: Vec<Token>,
 }
 
 /// Serves one device connection to its end.
@@ -177,6 +182,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>, _slot: crate::fd::Slot)
         new_ua: false,
         peer,
         registered: Default::default(),
+        acked_queued: Vec::new(),
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -274,6 +280,10 @@ impl Conn {
     /// list copy), its store write appended to `ops`; `false` if it did not.
     fn settle_written(&mut self, id: Token, outcome: AckOutcome, ops: &mut Vec<Op>) -> bool {
         if let Some(m) = self.inflight.remove(&id) {
+            let queue = self.out.queue();
+            if m.seq != 0 && queue.capacity() < queue.max_capacity() {
+                self.acked_queued.push(id);
+            }
             self.out.message_done(&id, m.list_message.is_some());
             self.state.acknowledged_into(&m, outcome, ops);
         } else if let Some(c) = self.out.copy_done(&id) {
@@ -349,10 +359,16 @@ impl Conn {
                 biased;
                 out = rx.recv() => match out {
                     Some(Outbound::Message { msg, written }) => {
-                        // Not written (too many unacknowledged): a dropped
-                        // `written` has its sender store it.
-                        if Box::pin(self.send_message(msg)).await? {
+                        if self.acked_queued.contains(&msg.id) {
+                            // Fetched, written and acknowledged meanwhile.
                             let _ = written.send(());
+                        } else if Box::pin(self.send_message(msg)).await? {
+                            // Not written (too many unacknowledged): a
+                            // dropped `written` has its sender store it.
+                            let _ = written.send(());
+                        }
+                        if rx.is_empty() {
+                            self.acked_queued = Vec::new();
                         }
                         self.pull_if_pending(rx).await?;
                     }

@@ -87,13 +87,22 @@ impl Committer {
 
     /// Applies `ops` durably; returns once they are committed.
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.submit(ops).await?.await
+    }
+
+    /// Queues `ops` for commit, in order with every write queued before and
+    /// after; the future it returns ends once they are committed.
+    pub async fn submit(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
         let (done, wait) = oneshot::channel();
         self.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send((ops, Some(done))).await.is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(StoreError::Closed);
         }
-        wait.await.map_err(|_| StoreError::Closed)?
+        Ok(async move { wait.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// Queues `ops` without waiting for the commit. Writes queued (or
