@@ -328,10 +328,8 @@ pub async fn delete(file: &ListFile, vapid: Option<&Vapid>) -> Result<(), Error>
 }
 
 /// Reads how a list message's delivery stands.
-pub async fn status(message_url: &str) -> Result<Status, Error> {
-    let r = http::request("GET", message_url, &[], Vec::new())
-        .await?
-        .success()?;
+pub async fn status(message_url: &str, vapid: Option<&Vapid>) -> Result<Status, Error> {
+    let r = call("GET", message_url, Vec::new(), Vec::new(), vapid).await?;
     serde_json::from_slice(&r.body)
         .map_err(|e| Error::Protocol(format!("a list message status: {e}")))
 }

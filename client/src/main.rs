@@ -182,6 +182,11 @@ enum ListCommand {
         url: String,
         #[command(flatten)]
         watch: WatchArgs,
+        /// The list file: its owner's VAPID key reads an owned list's messages.
+        #[arg(long = "list")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        vapid: VapidArgs,
     },
 }
 
@@ -468,7 +473,7 @@ async fn list_cmd(cmd: ListCommand) -> Result<Outcome, Error> {
                 sent.member_count.map_or("?".into(), |c| c.to_string())
             );
             if watch {
-                return watch_status(&url, watch_args).await;
+                return watch_status(&url, watch_args, vapid.as_ref()).await;
             }
             Ok(Outcome::Done)
         }
@@ -492,7 +497,19 @@ async fn list_cmd(cmd: ListCommand) -> Result<Outcome, Error> {
             println!("deleted {}", file.list);
             Ok(Outcome::Done)
         }
-        ListCommand::Watch { url, watch } => watch_status(&url, watch).await,
+        ListCommand::Watch {
+            url,
+            watch,
+            file,
+            vapid,
+        } => {
+            let remembered = match file {
+                Some(f) => state::read_json::<ListFile>(&f)?.vapid_key_file,
+                None => None,
+            };
+            let vapid = vapid.load(remembered.as_deref())?;
+            watch_status(&url, watch, vapid.as_ref()).await
+        }
     }
 }
 
@@ -515,12 +532,12 @@ fn open_list(args: &ListArgs) -> Result<(ListFile, Option<Vapid>), Error> {
 
 /// Polls a list message's status until it is done; a progress bar on a
 /// terminal, a line per change otherwise.
-async fn watch_status(url: &str, args: WatchArgs) -> Result<Outcome, Error> {
+async fn watch_status(url: &str, args: WatchArgs, vapid: Option<&Vapid>) -> Result<Outcome, Error> {
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let mut last: Option<Status> = None;
     loop {
-        let s = list::status(url).await?;
+        let s = list::status(url, vapid).await?;
         if tty {
             print!("\r{}\x1b[K", progress_line(&s, true));
             let _ = std::io::stdout().flush();

@@ -283,7 +283,18 @@ fn keys_devices_send_and_lists() {
 
     // Watch the last one: both copies acknowledged, the plain-text form.
     let url = line_value(&pushed, "list message: ");
-    let watched = ok(d, &["list", "watch", &url, "--timeout", "20"]);
+    let watched = ok(
+        d,
+        &[
+            "list",
+            "watch",
+            &url,
+            "--list",
+            "group.json",
+            "--timeout",
+            "20",
+        ],
+    );
     assert!(
         watched
             .trim_end()

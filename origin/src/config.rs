@@ -153,6 +153,11 @@ pub struct Settings {
     /// Seconds between sweeps of expired messages.
     #[arg(long, env = "ORIGIN_SWEEP_SECS", default_value_t = 60, value_parser = u64_in(1, 86_400))]
     pub sweep_secs: u64,
+    /// Milliseconds a list message's status (GET /lm/…) may answer counts
+    /// read that long ago: counting a big list's acknowledgements reads
+    /// every one, so polls share one count. 0 counts on every request.
+    #[arg(long, env = "ORIGIN_LIST_STATUS_CACHE_MS", default_value_t = 1000, value_parser = u64_in(0, 60_000))]
+    pub list_status_cache_ms: u64,
     /// Answer a push for a connected device as soon as it is written to
     /// the device's socket, and store it only if the connection ends before
     /// the device acknowledges it, as Mozilla's autopush does: a little
@@ -481,6 +486,8 @@ pub struct Config {
     pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
+    /// How long a list message's counts are reused, ms.
+    pub list_status_cache_ms: u64,
     /// Whether a push to a connected device is answered before its commit.
     pub deliver_before_commit: bool,
     /// Days a user agent may stay away (0: for ever).
@@ -653,6 +660,7 @@ impl Config {
             h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,
             sweep_secs: s.sweep_secs,
+            list_status_cache_ms: s.list_status_cache_ms,
             deliver_before_commit: s.deliver_before_commit,
             idle_expiry_days: s.idle_expiry_days,
             receipt_idle_expiry_days: s.receipt_idle_expiry_days,

@@ -7,7 +7,7 @@ use crate::metrics::{inc, Metrics};
 use crate::rate::RateLimiter;
 use crate::registry::{Outbound, Registry};
 use crate::store::committer::Committer;
-use crate::store::{AckOutcome, DropReason, Dropped, Message, Op, Store, StoreError};
+use crate::store::{AckCounts, AckOutcome, DropReason, Dropped, Message, Op, Store, StoreError};
 use crate::tokens::Token;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +65,8 @@ pub struct State {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// This node's part in a cluster (on a Redis store).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// A list message's acknowledgement counts lately read, and when.
+    ack_counts: std::sync::Mutex<std::collections::HashMap<Token, (std::time::Instant, AckCounts)>>,
     /// Messages commits dropped undelivered, for [`State::tell_dropped`].
     dropped: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Vec<Dropped>>>>,
 }
@@ -119,6 +121,7 @@ impl State {
             shutting_down: Default::default(),
             cluster: Default::default(),
             dropped: std::sync::Mutex::new(Some(dropped)),
+            ack_counts: Default::default(),
             config,
             store,
             committer,
@@ -364,6 +367,35 @@ impl State {
         if let (Some(receipt), AckOutcome::Delivered) = (msg.receipt, outcome) {
             self.send_receipt(msg.id, receipt, 204);
         }
+    }
+
+    /// How many members acknowledged their copy of list message `id`: read
+    /// from the store (off the async workers: a big list's count reads
+    /// every acknowledgement) at most once per `--list-status-cache-ms`;
+    /// meanwhile the last count is answered.
+    pub async fn ack_counts(self: &Arc<Self>, id: &Token) -> Result<AckCounts, StoreError> {
+        let fresh = Duration::from_millis(self.config.list_status_cache_ms);
+        if let Some((at, counts)) = self.ack_counts.lock().expect("ack counts").get(id) {
+            if at.elapsed() < fresh {
+                return Ok(*counts);
+            }
+        }
+        let (state, key) = (self.clone(), *id);
+        let counts = tokio::task::spawn_blocking(move || state.store.copies_acked(&key))
+            .await
+            .map_err(|e| StoreError::Engine(e.to_string()))??;
+        if !fresh.is_zero() {
+            let mut cache = self.ack_counts.lock().expect("ack counts");
+            // Bounded: old entries go when it is full.
+            if cache.len() >= 4096 {
+                cache.retain(|_, (at, _)| at.elapsed() < fresh);
+                if cache.len() >= 4096 {
+                    cache.clear();
+                }
+            }
+            cache.insert(*id, (std::time::Instant::now(), counts));
+        }
+        Ok(counts)
     }
 
     /// When a subscription that ends now is forgotten (its push resource

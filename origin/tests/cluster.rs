@@ -352,6 +352,7 @@ fn process_with(store: &str, prefix: &str, name: &str, env: &[(&str, &str)]) -> 
             "--metrics-listen=127.0.0.1:0",
             "--keyless-lists",
             "--keyless-list-creations-per-address-per-minute=1000000",
+            "--list-status-cache-ms=0",
             &format!("--store={store}"),
             &format!("--redis-prefix={prefix}"),
             &format!("--node-id={name}"),

@@ -987,3 +987,81 @@ async fn lists_without_a_vapid_key_need_the_operator_s_consent() {
     assert_eq!(r.status, 201, "{:?}", r.json());
     o.stop().await;
 }
+
+/// A list message's status is its list owner's to read, and polls within
+/// `--list-status-cache-ms` share one count of the acknowledgements.
+#[tokio::test]
+async fn a_list_message_status_is_the_owners_and_its_counts_are_shared() {
+    let o = start_with(&temp_dir("list-status-owner"), &[], |s| {
+        s.list_status_cache_ms = 60_000;
+    })
+    .await;
+    let aud = o.state.config.public_url.clone();
+    let (owner, stranger) = (Vapid::new(61), Vapid::new(62));
+    let mut d = Device::connect(&o, None).await;
+    let (_, member) = d.register(None).await;
+    let r = create(
+        &o,
+        &json!({ member.clone(): {} }),
+        Some(&owner.header(&aud)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    let r = request(
+        "POST",
+        &list,
+        &[("ttl", "60"), ("authorization", &owner.header(&aud))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let status_url = r.header("location").unwrap().to_owned();
+    // Nobody else reads it, with another key or none.
+    assert_eq!(request("GET", &status_url, &[], b"").await.status, 401);
+    let r = request(
+        "GET",
+        &status_url,
+        &[("authorization", &stranger.header(&aud))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["type"], "/problems/vapid-key-mismatch");
+    let read = || async {
+        let r = request(
+            "GET",
+            &status_url,
+            &[("authorization", &owner.header(&aud))],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        r.json()["delivered"].as_u64().unwrap()
+    };
+    // Counted before the device acknowledges: later polls answer that count
+    // until it is a minute old.
+    assert_eq!(read().await, 0);
+    let n = d.recv_notification().await.expect("the copy");
+    d.ack(&n).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read().await, 0, "the count read a moment ago");
+    // A list deleted takes its messages: their status is gone.
+    let r = request(
+        "DELETE",
+        &list,
+        &[("authorization", &owner.header(&aud))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = request(
+        "GET",
+        &status_url,
+        &[("authorization", &owner.header(&aud))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    o.stop().await;
+}

@@ -146,7 +146,7 @@ test("one list push without a body fires the push event in three Firefox service
       // Each service worker acknowledged through Firefox: delivered 3.
       let status;
       await waitUntil(async () => {
-        status = (await http("GET", statusUrl)).json;
+        status = (await http("GET", statusUrl, { headers: { authorization: auth() } })).json;
         return status?.delivered === BROWSERS && status.fanout_finished;
       }, { timeoutMs: 10_000, what: "the list message status to show 3 delivered" }).catch((e) => {
         e.message += ` — last status: ${JSON.stringify(status)}`;
@@ -168,6 +168,8 @@ test("one list push without a body fires the push event in three Firefox service
         assert.equal(frames.length, 1, `firefox ${b.i}: one notification frame`);
         assert.equal(frames[0].data, undefined, "no body, no data");
       }
-      assert.equal((await http("GET", statusUrl)).json.delivered, BROWSERS);
+      assert.equal((await http("GET", statusUrl, { headers: { authorization: auth() } })).json.delivered, BROWSERS);
+      // An owned list's messages are its owner's to read.
+      assert.equal((await http("GET", statusUrl)).status, 401);
     });
   });

@@ -55,11 +55,21 @@ fn verified_key<B>(state: &State, req: &Request<B>) -> Result<Option<[u8; 65]>> 
 /// The list named by `token`, if the request may act on it.
 fn authorized_list<B>(state: &State, token: &str, req: &Request<B>) -> Result<List> {
     let t = tokens::decode(token).ok_or(AppError::not_found("no such list"))?;
+    authorized(state, &t, req)
+}
+
+/// List `t`, if the request may act on it.
+fn authorized<B>(state: &State, t: &Token, req: &Request<B>) -> Result<List> {
     let list = state
         .store
-        .list(&t)
+        .list(t)
         .map_err(store_err)?
         .ok_or(AppError::not_found("no such list"))?;
+    check_owner(state, list, req)
+}
+
+/// `list`, if the request may act on it.
+fn check_owner<B>(state: &State, list: List, req: &Request<B>) -> Result<List> {
     // Credentials sent are always checked; an owned list requires its owner's.
     let key = verified_key(state, req)?;
     if let Some(owner) = &list.owner {
@@ -170,7 +180,7 @@ fn keep_history(m: &mut ListMember, old: ListMember, now_seq: u64) {
 }
 
 /// `POST` on a list registration service URI: creates a list.
-pub async fn create<B>(state: &State, partition: &str, req: Request<B>) -> Response<Body>
+pub async fn create<B>(state: &Arc<State>, partition: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -181,7 +191,11 @@ where
     }
 }
 
-async fn create_inner<B>(state: &State, partition: &str, req: Request<B>) -> Result<Response<Body>>
+async fn create_inner<B>(
+    state: &Arc<State>,
+    partition: &str,
+    req: Request<B>,
+) -> Result<Response<Body>>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -232,14 +246,23 @@ where
     let (_, body, _permit) = read_document(state, req, doc::CONTENT_TYPE).await?;
     let parsed = doc::parse_document(&body, now() as i64, limits)?;
     let mut rejected = parsed.rejected;
-    let mut members = Vec::with_capacity(parsed.accepted.len());
     let joined = state.store.next_seq();
-    for m in parsed.accepted {
-        match resolve(state, &m.uri, partition, owner.as_ref()) {
-            Ok(sub) => members.push(member_of(&sub, m, joined)),
-            Err(r) => rejected.push(reject(&m.uri, r)),
+    // Up to a million store reads: off the async workers.
+    let (st, accepted) = (state.clone(), parsed.accepted);
+    let (members, refused) = tokio::task::spawn_blocking(move || {
+        let mut members = Vec::with_capacity(accepted.len());
+        let mut refused = Vec::new();
+        for m in accepted {
+            match resolve(&st, &m.uri, partition, owner.as_ref()) {
+                Ok(sub) => members.push(member_of(&sub, m, joined)),
+                Err(r) => refused.push(reject(&m.uri, r)),
+            }
         }
-    }
+        (members, refused)
+    })
+    .await
+    .map_err(|_| AppError::Store)?;
+    rejected.extend(refused);
     if !rejected.is_empty() {
         return Err(Refusal::List(ListError::Rejected(rejected.len()), rejected));
     }
@@ -323,7 +346,7 @@ fn read_inner<B>(state: &State, token: &str, req: &Request<B>) -> Result<Respons
 }
 
 /// `PATCH` on a list: a merge patch; the accepted members change together.
-pub async fn amend<B>(state: &State, token: &str, req: Request<B>) -> Response<Body>
+pub async fn amend<B>(state: &Arc<State>, token: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -334,7 +357,7 @@ where
     }
 }
 
-async fn amend_inner<B>(state: &State, token: &str, req: Request<B>) -> Result<Response<Body>>
+async fn amend_inner<B>(state: &Arc<State>, token: &str, req: Request<B>) -> Result<Response<Body>>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -352,55 +375,21 @@ where
         .map_err(store_err)?
         .ok_or(AppError::not_found("no such list"))?;
     let mut rejected = parsed.rejected;
-    let mut upserts = Vec::new();
-    let mut removals = Vec::new();
-    let (mut added, mut removed) = (0usize, 0usize);
     let joined = state.store.next_seq();
-    let prefix = crate::urls::push_resource_prefix(&state.config);
-    for p in parsed.accepted {
-        let uri = p.uri().to_owned();
-        match p {
-            MemberPatch::Remove(_) => {
-                match uri.strip_prefix(&prefix).and_then(tokens::decode) {
-                    Some(push) => {
-                        // Only a member's removal makes room for another.
-                        let member = state.store.list_member(&list.token, &push);
-                        removed += usize::from(member.map_err(store_err)?.is_some());
-                        removals.push(push);
-                    }
-                    None => rejected.push(reject(&uri, Rejection::Unknown)),
-                }
-            }
-            upsert => match resolve(state, &uri, list.partition, list.owner.as_ref()) {
-                Err(r) => rejected.push(reject(&uri, r)),
-                Ok(sub) => {
-                    let old = state
-                        .store
-                        .list_member(&list.token, &sub.push)
-                        .map_err(store_err)?;
-                    let is_new = old.is_none();
-                    let old_doc = old.as_ref().map(|o| doc::Member {
-                        uri: uri.clone(),
-                        expires: o.expires,
-                        encrypted_key: o.encrypted_key.clone(),
-                        header: o.header.clone(),
-                    });
-                    match upsert.apply(old_doc, limits) {
-                        Ok(Some(merged)) => {
-                            added += usize::from(is_new);
-                            let mut m = member_of(&sub, merged, joined);
-                            if let Some(old) = old {
-                                keep_history(&mut m, old, joined);
-                            }
-                            upserts.push(m);
-                        }
-                        Ok(None) => {}
-                        Err(r) => rejected.push(reject(&uri, r)),
-                    }
-                }
-            },
-        }
-    }
+    // Up to a million store reads: off the async workers.
+    let (st, accepted) = (state.clone(), parsed.accepted);
+    let list_ = list.clone();
+    let merged = tokio::task::spawn_blocking(move || merge(&st, &list_, accepted, joined))
+        .await
+        .map_err(|_| AppError::Store)??;
+    let Merged {
+        upserts,
+        removals,
+        added,
+        removed,
+        refused,
+    } = merged;
+    rejected.extend(refused);
     let after = (list.members as usize + added).saturating_sub(removed);
     if after > limits.max_list_members {
         return Err(ListError::TooManyMembers(limits.max_list_members).into());
@@ -428,6 +417,77 @@ where
     let mut r = with_body(StatusCode::OK, "application/json", report.to_string());
     r.headers_mut().insert(MEMBER_COUNT, count.into());
     Ok(r)
+}
+
+/// What a merge patch makes of a list's members.
+struct Merged {
+    upserts: Vec<ListMember>,
+    removals: Vec<Token>,
+    added: usize,
+    removed: usize,
+    refused: Vec<Rejected>,
+}
+
+/// Resolves a patch's members against the store (up to a million reads:
+/// run it on a blocking thread).
+fn merge(state: &State, list: &List, accepted: Vec<MemberPatch>, joined: u64) -> Result<Merged> {
+    let limits = &state.config.limits;
+    let mut refused = Vec::new();
+    let mut upserts = Vec::new();
+    let mut removals = Vec::new();
+    let (mut added, mut removed) = (0usize, 0usize);
+    let prefix = crate::urls::push_resource_prefix(&state.config);
+    for p in accepted {
+        let uri = p.uri().to_owned();
+        match p {
+            MemberPatch::Remove(_) => {
+                match uri.strip_prefix(&prefix).and_then(tokens::decode) {
+                    Some(push) => {
+                        // Only a member's removal makes room for another.
+                        let member = state.store.list_member(&list.token, &push);
+                        removed += usize::from(member.map_err(store_err)?.is_some());
+                        removals.push(push);
+                    }
+                    None => refused.push(reject(&uri, Rejection::Unknown)),
+                }
+            }
+            upsert => match resolve(state, &uri, list.partition, list.owner.as_ref()) {
+                Err(r) => refused.push(reject(&uri, r)),
+                Ok(sub) => {
+                    let old = state
+                        .store
+                        .list_member(&list.token, &sub.push)
+                        .map_err(store_err)?;
+                    let is_new = old.is_none();
+                    let old_doc = old.as_ref().map(|o| doc::Member {
+                        uri: uri.clone(),
+                        expires: o.expires,
+                        encrypted_key: o.encrypted_key.clone(),
+                        header: o.header.clone(),
+                    });
+                    match upsert.apply(old_doc, limits) {
+                        Ok(Some(merged)) => {
+                            added += usize::from(is_new);
+                            let mut m = member_of(&sub, merged, joined);
+                            if let Some(old) = old {
+                                keep_history(&mut m, old, joined);
+                            }
+                            upserts.push(m);
+                        }
+                        Ok(None) => {}
+                        Err(r) => refused.push(reject(&uri, r)),
+                    }
+                }
+            },
+        }
+    }
+    Ok(Merged {
+        upserts,
+        removals,
+        added,
+        removed,
+        refused,
+    })
 }
 
 /// `DELETE` on a list.
@@ -535,17 +595,34 @@ where
     Ok(r)
 }
 
-/// `GET` on a list message: how its delivery stands.
-pub fn status(state: &State, token: &str) -> Response<Body> {
-    let Some(id) = tokens::decode(token) else {
-        return error(&AppError::UnknownMessage);
-    };
-    let msg = match state.store.list_message(&id) {
-        Ok(Some(m)) => m,
-        Ok(None) => return error(&AppError::UnknownMessage),
-        Err(_) => return error(&AppError::Store),
-    };
-    let acks = state.store.copies_acked(&id).unwrap_or_default();
+/// `GET` on a list message: how its delivery stands. An owned list's
+/// messages are its owner's to read, as the list is.
+pub async fn status<B>(state: &Arc<State>, token: &str, req: &Request<B>) -> Response<Body> {
+    match status_inner(state, token, req).await {
+        Ok(r) => r,
+        Err(e) => e.response(),
+    }
+}
+
+async fn status_inner<B>(
+    state: &Arc<State>,
+    token: &str,
+    req: &Request<B>,
+) -> Result<Response<Body>> {
+    let id = tokens::decode(token).ok_or(AppError::UnknownMessage)?;
+    let msg = state
+        .store
+        .list_message(&id)
+        .map_err(|_| AppError::Store)?
+        .ok_or(AppError::UnknownMessage)?;
+    // Its list deleted meanwhile: so is the message.
+    let list = state
+        .store
+        .list(&msg.list)
+        .map_err(store_err)?
+        .ok_or(AppError::UnknownMessage)?;
+    check_owner(state, list, req)?;
+    let acks = state.ack_counts(&id).await.map_err(|_| AppError::Store)?;
     let open = msg.members.saturating_sub(acks.answered() + msg.failed);
     let expired = msg.expires <= now();
     let body = json!({
@@ -559,5 +636,9 @@ pub fn status(state: &State, token: &str) -> Response<Body> {
         "fanout_finished": msg.fanout_done,
         "expires": doc::format_expires(msg.expires as i64),
     });
-    with_body(StatusCode::OK, "application/json", body.to_string())
+    Ok(with_body(
+        StatusCode::OK,
+        "application/json",
+        body.to_string(),
+    ))
 }

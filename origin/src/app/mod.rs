@@ -164,7 +164,7 @@ where
         AppRoute::AmendList => list::amend(state, id, req).await,
         AppRoute::DeleteList => list::delete(state, id, &req).await,
         AppRoute::PushList { .. } => list::push(state, id, req).await,
-        AppRoute::ListMessageStatus => list::status(state, id),
+        AppRoute::ListMessageStatus => list::status(state, id, &req).await,
     }
 }
 

@@ -63,6 +63,8 @@ pub async fn start_with(
         // allows them (the default refuses them: see lists.rs).
         "--keyless-lists",
         "--keyless-list-creations-per-address-per-minute=1000000",
+        // Counts read fresh on every status request (lists.rs tests the reuse).
+        "--list-status-cache-ms=0",
     ])
     .unwrap();
     settings.data_dir = dir.to_owned();
