@@ -153,6 +153,11 @@ pub struct Settings {
     /// Seconds between sweeps of expired messages.
     #[arg(long, env = "ORIGIN_SWEEP_SECS", default_value_t = 60, value_parser = u64_in(1, 86_400))]
     pub sweep_secs: u64,
+    /// Rows a deleted list (its members) or list message (its
+    /// acknowledgements) has removed per commit: a list of a million
+    /// members goes in many small commits, between which other writes pass.
+    #[arg(long, env = "ORIGIN_PURGE_BATCH", default_value_t = 4096, value_parser = u64_in(1, 1_000_000))]
+    pub purge_batch: u64,
     /// Milliseconds a list message's status (GET /lm/…) may answer counts
     /// read that long ago: counting a big list's acknowledgements reads
     /// every one, so polls share one count. 0 counts on every request.
@@ -486,6 +491,8 @@ pub struct Config {
     pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
+    /// Rows purged per commit.
+    pub purge_batch: u64,
     /// How long a list message's counts are reused, ms.
     pub list_status_cache_ms: u64,
     /// Whether a push to a connected device is answered before its commit.
@@ -660,6 +667,7 @@ impl Config {
             h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,
             sweep_secs: s.sweep_secs,
+            purge_batch: s.purge_batch,
             list_status_cache_ms: s.list_status_cache_ms,
             deliver_before_commit: s.deliver_before_commit,
             idle_expiry_days: s.idle_expiry_days,

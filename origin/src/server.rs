@@ -475,6 +475,7 @@ async fn sweep(state: Arc<State>) {
             }
         }
         sweep_lists(&state).await;
+        state.purge().await;
         sweep_ended(&state).await;
         for receipts in [false, true] {
             sweep_idle(&state, receipts).await;

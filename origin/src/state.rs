@@ -65,6 +65,8 @@ pub struct State {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// This node's part in a cluster (on a Redis store).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Set while this node purges what deleted lists left behind.
+    purging: std::sync::atomic::AtomicBool,
     /// A list message's acknowledgement counts lately read, and when.
     ack_counts: std::sync::Mutex<std::collections::HashMap<Token, (std::time::Instant, AckCounts)>>,
     /// Messages commits dropped undelivered, for [`State::tell_dropped`].
@@ -122,6 +124,7 @@ impl State {
             cluster: Default::default(),
             dropped: std::sync::Mutex::new(Some(dropped)),
             ack_counts: Default::default(),
+            purging: Default::default(),
             config,
             store,
             committer,
@@ -396,6 +399,35 @@ impl State {
             cache.insert(*id, (std::time::Instant::now(), counts));
         }
         Ok(counts)
+    }
+
+    /// Removes what deleted lists and list messages left behind (members,
+    /// acknowledgements), `--purge-batch` rows a commit, until none is
+    /// left; a no-op while this node already purges.
+    pub async fn purge(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.purging.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let budget = self.config.purge_batch as usize;
+        loop {
+            let state = self.clone();
+            let pending = tokio::task::spawn_blocking(move || state.store.purge_pending()).await;
+            match pending {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!("purge: {e}");
+                    break;
+                }
+                Err(_) => break,
+            }
+            if let Err(e) = self.committer.write(vec![Op::Purge { budget }]).await {
+                tracing::warn!("purge: {e}");
+                break;
+            }
+        }
+        self.purging.store(false, Ordering::Release);
     }
 
     /// When a subscription that ends now is forgotten (its push resource

@@ -491,7 +491,7 @@ fn merge(state: &State, list: &List, accepted: Vec<MemberPatch>, joined: u64) ->
 }
 
 /// `DELETE` on a list.
-pub async fn delete<B>(state: &State, token: &str, req: &Request<B>) -> Response<Body> {
+pub async fn delete<B>(state: &Arc<State>, token: &str, req: &Request<B>) -> Response<Body> {
     let list = match authorized_list(state, token, req) {
         Ok(l) => l,
         Err(e) => return e.response(),
@@ -503,7 +503,12 @@ pub async fn delete<B>(state: &State, token: &str, req: &Request<B>) -> Response
         .write(vec![Op::DeleteList(list.token)])
         .await
     {
-        Ok(()) => empty(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            // Its members and acknowledgements go in the background.
+            let state = state.clone();
+            tokio::spawn(async move { state.purge().await });
+            empty(StatusCode::NO_CONTENT)
+        }
         Err(_) => error(&AppError::Store),
     }
 }

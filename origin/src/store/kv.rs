@@ -119,8 +119,14 @@ pub const UA_SEEN: Table = table("ua_seen", 22, Shape::Index { key: 24 });
 /// subscriptions, with their own expiry.
 pub const RS_SEEN: Table = table("rs_seen", 23, Shape::Index { key: 24 });
 
+/// Lists deleted whose members are still being removed: list → ().
+pub const LISTS_PURGING: Table = table("lists_purging", 24, Shape::Index { key: 16 });
+/// List messages deleted whose acknowledgements are still being removed:
+/// id → ().
+pub const ACKS_PURGING: Table = table("acks_purging", 25, Shape::Index { key: 16 });
+
 /// Every table, in `id` order.
-pub const TABLES: [Table; 24] = [
+pub const TABLES: [Table; 26] = [
     SUBS,
     SUB_RESOURCES,
     UA_SUBS,
@@ -145,6 +151,8 @@ pub const TABLES: [Table; 24] = [
     ENDED_EXPIRY,
     UA_SEEN,
     RS_SEEN,
+    LISTS_PURGING,
+    ACKS_PURGING,
 ];
 
 /// Reads, given each entry's key and value; returns `false` to stop.

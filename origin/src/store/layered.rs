@@ -4,9 +4,9 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Read, Write};
 use super::kv::{
-    COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS,
-    LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, RS_SEEN, SUBS,
-    SUB_LISTS, SUB_RESOURCES, UAS, UA_SEEN, UA_SUBS,
+    ACKS_PURGING, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LISTS_PURGING,
+    LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS,
+    OWNER_LISTS, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, UAS, UA_SEEN, UA_SUBS,
 };
 use super::policy::{self, msg_key, Caps};
 use super::{
@@ -403,6 +403,21 @@ impl<B: Backend> Store for Layered<B> {
             },
         )?;
         Ok(n)
+    }
+
+    fn purge_pending(&self) -> Result<bool, StoreError> {
+        let mut r = self.backend.reader()?;
+        let mut any = false;
+        for t in [ACKS_PURGING, LISTS_PURGING] {
+            r.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |_, _| {
+                any = true;
+                Ok(false)
+            })?;
+            if any {
+                break;
+            }
+        }
+        Ok(any)
     }
 
     fn ended(&self, push: &Token) -> Result<bool, StoreError> {

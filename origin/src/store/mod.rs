@@ -276,6 +276,13 @@ pub enum Op {
     },
     /// Forget ended subscriptions (their push resources then answer `404`).
     ForgetEnded(Vec<Token>),
+    /// Remove up to `budget` of what deleted lists and list messages left
+    /// behind (members, acknowledgements): big ones go in many small
+    /// commits instead of one that would hold every other write up.
+    Purge {
+        /// Rows to remove at most.
+        budget: usize,
+    },
     /// Store a message (its `seq` set); replaces one of the same topic and subscription.
     PutMessage(Box<Message>),
     /// Remove a message by id.
@@ -468,6 +475,8 @@ pub trait Store: Send + Sync + 'static {
     fn message(&self, id: &Token) -> Result<Option<Message>, StoreError>;
     /// Ids of up to `limit` messages that expired at or before `now`.
     fn expired(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
+    /// Whether deleted lists or list messages still leave rows to purge.
+    fn purge_pending(&self) -> Result<bool, StoreError>;
     /// Whether a subscription ended (and is not yet forgotten).
     fn ended(&self, push: &Token) -> Result<bool, StoreError>;
     /// Up to `limit` ended subscriptions to forget at or before `now`.

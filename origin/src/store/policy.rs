@@ -5,9 +5,10 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Write};
 use super::kv::{
-    COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LIST_MEMBERS, LIST_MSGS,
-    LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS,
-    RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, TOPICS, UAS, UA_SEEN, UA_SUBS,
+    ACKS_PURGING, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LISTS_PURGING,
+    LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS,
+    OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, TOPICS, UAS,
+    UA_SEEN, UA_SUBS,
 };
 use super::{DropReason, Dropped, Encoding, Message, Op, StoreError};
 use super::{UaKind, UserAgent};
@@ -149,6 +150,7 @@ pub fn apply(
             w.delete(FANOUTS, id)?;
         }
         Op::DeleteListMessage(id) => delete_list_message(w, id)?,
+        Op::Purge { budget } => purge(w, *budget)?,
         Op::AckCopy {
             list_message,
             push,
@@ -454,6 +456,8 @@ fn remove_member(w: &mut impl Write, list: &Token, push: &Token) -> Result<bool,
     Ok(existed)
 }
 
+/// Removes a list message's record and indexes; its acknowledgements (as
+/// many as its list had members) are left to [`purge`].
 fn delete_list_message(w: &mut impl Write, id: &Token) -> Result<(), StoreError> {
     let Some(raw) = w.take(LIST_MSGS, id)? else {
         return Ok(());
@@ -462,8 +466,48 @@ fn delete_list_message(w: &mut impl Write, id: &Token) -> Result<(), StoreError>
     w.delete(LIST_MSG_SEQ, &msg_key(&m.list, m.seq))?;
     w.delete(LIST_MSG_EXPIRY, &list_msg_expiry_key(m.expires, id))?;
     w.delete(FANOUTS, id)?;
-    for a in keys_with_prefix(w, COPY_ACKS, id)? {
-        w.delete(COPY_ACKS, &a)?;
+    w.put(ACKS_PURGING, id, &[])
+}
+
+/// Removes up to `budget` rows that deleted list messages (their
+/// acknowledgements) and deleted lists (their members) left behind.
+fn purge(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
+    let mut left = budget.max(1);
+    for (t, rows) in [(ACKS_PURGING, COPY_ACKS), (LISTS_PURGING, LIST_MEMBERS)] {
+        while left > 0 {
+            let mut next = None;
+            w.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |k, _| {
+                next = Some(token(k, "purge")?);
+                Ok(false)
+            })?;
+            let Some(id) = next else { break };
+            let end = prefix_end(&id);
+            let mut keys = Vec::new();
+            w.range(
+                rows,
+                Bound::Included(&id[..]),
+                Bound::Excluded(&end),
+                false,
+                &mut |k, _| {
+                    keys.push(k.to_vec());
+                    Ok(keys.len() < left)
+                },
+            )?;
+            let done = keys.len() < left;
+            left -= keys.len();
+            for k in keys {
+                if rows == LIST_MEMBERS {
+                    let push: Token = k[16..32].try_into().expect("16 bytes");
+                    remove_member(w, &id, &push)?;
+                } else {
+                    w.delete(COPY_ACKS, &k)?;
+                }
+            }
+            if !done {
+                return Ok(());
+            }
+            w.delete(t, &id)?;
+        }
     }
     Ok(())
 }
@@ -476,10 +520,8 @@ fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {
     let owner = l.owner.as_ref().unwrap_or(&super::NO_OWNER);
     let ok: [u8; 81] = cat(&[owner, list]);
     w.delete(OWNER_LISTS, &ok)?;
-    for k in keys_with_prefix(w, LIST_MEMBERS, list)? {
-        let push: Token = k[16..32].try_into().expect("16 bytes");
-        remove_member(w, list, &push)?;
-    }
+    // Its members (up to a million) go in small commits: see `purge`.
+    w.put(LISTS_PURGING, list, &[])?;
     for (k, id) in kv::with_prefix(w, LIST_MSG_SEQ, list)? {
         if let Ok(id) = token(&id, "list message sequence") {
             // Its row, sequence and expiry keys, acks, unfinished mark.

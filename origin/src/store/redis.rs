@@ -24,9 +24,9 @@
 //! member joins alike.
 
 use super::kv::{
-    self, Read, Shape, Visit, Write, COPY_ACKS, ENDED_EXPIRY, FANOUTS, LISTS, LIST_MSGS,
-    LIST_MSG_EXPIRY, MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS, RS_SEEN, SUBS, SUB_LISTS,
-    UA_SEEN,
+    self, Read, Shape, Visit, Write, ACKS_PURGING, COPY_ACKS, ENDED_EXPIRY, FANOUTS, LISTS,
+    LISTS_PURGING, LIST_MSGS, LIST_MSG_EXPIRY, MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS,
+    RS_SEEN, SUBS, SUB_LISTS, UA_SEEN,
 };
 use super::layered::{Backend, Layered};
 use super::StoreError;
@@ -693,6 +693,8 @@ fn valueless(t: kv::Table) -> bool {
         ENDED_EXPIRY.id,
         UA_SEEN.id,
         RS_SEEN.id,
+        LISTS_PURGING.id,
+        ACKS_PURGING.id,
     ]
     .contains(&t.id)
 }

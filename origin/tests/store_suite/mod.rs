@@ -16,7 +16,7 @@ pub type Fresh<'a> = &'a dyn Fn(&Limits) -> Arc<dyn Store>;
 /// Runs every check against stores made by `fresh`.
 pub fn run(fresh: Fresh<'_>) {
     type Check = fn(Fresh<'_>);
-    let checks: [(&str, Check); 14] = [
+    let checks: [(&str, Check); 15] = [
         ("a fresh store answers every read", fresh_store),
         ("subscriptions and their indexes", subscriptions),
         (
@@ -41,6 +41,10 @@ pub fn run(fresh: Fresh<'_>) {
         ),
         ("deleting a list takes what hangs on it", delete_list),
         ("sequence numbers rise", sequence),
+        (
+            "a deleted list's rows go in small writes",
+            purged_in_small_writes,
+        ),
         ("an ended subscription is remembered, then forgotten", ended),
         (
             "user agents by the day last seen, and their end",
@@ -163,10 +167,12 @@ fn fresh_store(fresh: Fresh<'_>) {
             Op::DeleteUaIfEmpty(t),
             Op::RemoveMembers(t, vec![t]),
             Op::FinishListMessage { id: t, failed: 0 },
+            Op::Purge { budget: 10 },
         ],
     );
     assert!(s.list_message(&t).unwrap().is_none());
     assert!(!s.ended(&t).unwrap(), "nothing ended that never was");
+    assert!(!s.purge_pending().unwrap());
     assert!(s.user_agent(&t).unwrap().is_none(), "seen: not made");
     assert!(s.ended_to_forget(FAR, 10).unwrap().is_empty());
     assert!(s.idle_user_agents(false, FAR, 10).unwrap().is_empty());
@@ -644,6 +650,7 @@ fn list_messages(fresh: Fresh<'_>) {
         &*s,
         &[Op::DeleteListMessage(new.id), Op::DeleteListMessage(old.id)],
     );
+    purge_all(&*s, 1);
     assert!(s.list_message(&new.id).unwrap().is_none());
     assert_eq!(s.copies_acked(&new.id).unwrap(), AckCounts::default());
     assert!(s.unfinished_fanouts().unwrap().is_empty());
@@ -683,6 +690,8 @@ fn delete_list(fresh: Fresh<'_>) {
     );
     apply(&*s, &[Op::DeleteList(l.token)]);
     assert!(s.list(&l.token).unwrap().is_none());
+    assert!(s.purge_pending().unwrap(), "its member and acknowledgement");
+    purge_all(&*s, 1);
     assert_eq!(s.owned_lists(&owner).unwrap(), 1);
     assert!(s.list_members(&l.token, None, 10).unwrap().is_empty());
     assert_eq!(s.lists_of(&a.push).unwrap(), vec![kept.token]);
@@ -691,6 +700,51 @@ fn delete_list(fresh: Fresh<'_>) {
     assert!(s.unfinished_fanouts().unwrap().is_empty());
     assert_eq!(s.expired_list_items(FAR, 10).unwrap(), (vec![], vec![]));
     assert_eq!(s.list(&kept.token).unwrap().unwrap().members, 1);
+}
+
+/// Purges `budget` rows a write until nothing is left; how many writes.
+fn purge_all(s: &dyn Store, budget: usize) -> usize {
+    let mut writes = 0;
+    while s.purge_pending().unwrap() {
+        apply(s, &[Op::Purge { budget }]);
+        writes += 1;
+        assert!(writes < 10_000, "the purge ends");
+    }
+    writes
+}
+
+fn purged_in_small_writes(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let (l, kept) = (list(None), list(None));
+    let subs: Vec<Subscription> = (0..25).map(|_| sub(new_token())).collect();
+    let members: Vec<ListMember> = subs.iter().map(|x| member(x.push, 1, Some(9000))).collect();
+    let lm = list_message(&l, s.next_seq(), FAR, false);
+    let mut ops = vec![
+        Op::PutList(l.clone()),
+        Op::PutList(kept.clone()),
+        Op::PutMembers(l.token, members),
+        Op::PutMembers(kept.token, vec![member(subs[0].push, 1, None)]),
+        Op::PutListMessage(Box::new(lm.clone())),
+    ];
+    ops.extend(subs.iter().take(12).map(|x| Op::AckCopy {
+        list_message: lm.id,
+        push: x.push,
+        outcome: AckOutcome::Delivered,
+    }));
+    apply(&*s, &ops);
+    assert!(!s.purge_pending().unwrap());
+    apply(&*s, &[Op::DeleteList(l.token)]);
+    // 12 acknowledgements and 25 members, 5 rows a write.
+    let writes = purge_all(&*s, 5);
+    assert!((8..=10).contains(&writes), "{writes} writes");
+    assert!(s.list_members(&l.token, None, 100).unwrap().is_empty());
+    assert_eq!(s.copies_acked(&lm.id).unwrap(), AckCounts::default());
+    assert_eq!(s.lists_of(&subs[0].push).unwrap(), vec![kept.token]);
+    assert!(s.lists_of(&subs[1].push).unwrap().is_empty());
+    assert_eq!(s.expired_list_items(FAR, 100).unwrap(), (vec![], vec![]));
+    assert_eq!(s.list(&kept.token).unwrap().unwrap().members, 1);
+    // Nothing left: a purge is a no-op.
+    apply(&*s, &[Op::Purge { budget: 5 }]);
 }
 
 fn sequence(fresh: Fresh<'_>) {
