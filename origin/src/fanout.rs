@@ -254,6 +254,9 @@ pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: 
     if let Err(e) = state.committer.write(vec![done]).await {
         tracing::error!("fan-out record: {e}");
     }
+    if let Some(to) = push.msg.receipt {
+        state.send_list_receipt(push.msg.id, to).await;
+    }
 }
 
 /// In debug builds, `ORIGIN_DEBUG_WALK_DELAY_MS` holds each batch of a

@@ -521,6 +521,50 @@ impl State {
         });
     }
 
+    /// Sends the receipt subscription `to` the status of list message `id`
+    /// as its fan-out has finished (a list push's `Push-Receipt`): counted
+    /// afresh, pushed as the response to a `GET` on the list message.
+    pub async fn send_list_receipt(self: &Arc<Self>, id: Token, to: Token) {
+        let (state, key) = (self.clone(), id);
+        let read = tokio::task::spawn_blocking(move || {
+            let msg = state.store.list_message(&key)?;
+            Ok::<_, StoreError>(match msg {
+                Some(m) => Some((state.store.copies_acked(&key)?, m)),
+                None => None,
+            })
+        })
+        .await;
+        let (acks, msg) = match read {
+            Ok(Ok(Some(x))) => x,
+            // Its list was deleted meanwhile: nothing to tell.
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return tracing::error!("list receipt: {e}"),
+            Err(_) => return,
+        };
+        let doc = crate::app::list::status_document(&msg, &acks);
+        let receipt = Message {
+            id: crate::tokens::new_token(),
+            uaid: to,
+            push: id,
+            channel: [0; 16],
+            seq: 0,
+            expires: now() + self.config.receipt_ttl_secs,
+            urgency: Default::default(),
+            topic: None,
+            receipt: None,
+            encoding: crate::store::Encoding::ListReceipt,
+            body: bytes::Bytes::from(doc.to_string()),
+            list_message: None,
+        };
+        // A receipt subscription that was deleted gets nothing.
+        if let Ok(None) = self.store.user_agent(&to) {
+            return;
+        }
+        if let Err(e) = self.deliver(receipt, false).await {
+            tracing::error!("storing a list receipt: {e}");
+        }
+    }
+
     /// A device acknowledged (or refused) its copy of `list_message`, sent
     /// to subscription `push`: its store write appended to `ops`, as
     /// [`State::acknowledged_into`].

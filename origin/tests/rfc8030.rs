@@ -804,3 +804,106 @@ async fn messages_dropped_undelivered_get_410_receipts() {
     assert_eq!(receipts, want);
     o.stop().await;
 }
+
+/// `Push-Receipt` on a list push: once its fan-out has finished, the
+/// receipt subscription gets one receipt, pushed as the response to a GET
+/// on the list message: its status document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_push_with_push_receipt_gets_its_status_once_the_fan_out_ends() {
+    let o = start_fresh("h2-list-receipt").await;
+    let device_url = o.state.config.device_url.clone();
+    let mut app = connect(o.state.config.h2_listen).await;
+    let req = Request::post(format!("{device_url}/receipts"))
+        .body(())
+        .unwrap();
+    let (rparts, _) = send(&mut app, req, None).await;
+    let rs = rparts.headers["location"].to_str().unwrap().to_owned();
+    // Two members connected, one away.
+    let mut here = Vec::new();
+    let mut doc = serde_json::Map::new();
+    for _ in 0..2 {
+        let mut d = Device::connect(&o, None).await;
+        let (_, push) = d.register(None).await;
+        doc.insert(push, serde_json::json!({}));
+        here.push(d);
+    }
+    let mut away = Device::connect(&o, None).await;
+    let (_, push) = away.register(None).await;
+    doc.insert(push, serde_json::json!({}));
+    away.close().await;
+    let r = request(
+        "POST",
+        &format!("{}/lists/0", o.state.config.public_url),
+        &[("content-type", "application/push-aggregation+json")],
+        serde_json::Value::Object(doc).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let list = r.header("location").unwrap().to_owned();
+    // A Push-Receipt naming no receipt subscription is refused.
+    let r = request(
+        "POST",
+        &list,
+        &[("ttl", "60"), ("push-receipt", "https://elsewhere/rs/x")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = request(
+        "POST",
+        &list,
+        &[
+            ("ttl", "60"),
+            ("push-receipt", &rs),
+            ("prefer", "respond-async"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 202, "respond-async with a receipt");
+    let status_url = r.header("location").unwrap().to_owned();
+    for d in &mut here {
+        let n = d.recv_notification().await.expect("a copy");
+        d.ack(&n).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        let req = Request::get(&rs)
+            .header("prefer", "wait=0")
+            .body(())
+            .unwrap();
+        let (mut fut, _) = app.send_request(req, true).unwrap();
+        let mut pushes = fut.push_promises();
+        fut.await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(Some(Ok(p))) =
+            tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
+        {
+            let (preq, presp) = p.into_parts();
+            let resp = presp.await.unwrap();
+            let status = resp.status().as_u16();
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+            let mut body = resp.into_body();
+            let mut data = Vec::new();
+            while let Some(chunk) = body.data().await {
+                data.extend_from_slice(&chunk.unwrap());
+            }
+            got.push((preq.uri().to_string(), status, ct, data));
+        }
+        if !got.is_empty() || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got.len(), 1, "one receipt");
+    let (uri, status, ct, body) = &got[0];
+    assert_eq!(uri, &status_url, "promised: the list message");
+    assert_eq!((*status, ct.as_str()), (200, "application/json"));
+    let s: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(s["members"], 3);
+    assert_eq!(s["fanout_finished"], true);
+    assert_eq!(s["failed"], 0);
+    let answered = s["delivered"].as_u64().unwrap();
+    assert_eq!(answered + s["stored"].as_u64().unwrap(), 3, "{s}");
+    o.stop().await;
+}

@@ -546,6 +546,14 @@ where
     let body = read_body(body, BodyKind::Message.read_cap(limits), wait).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
+    // Told once the fan-out has finished, with the counts then.
+    let field = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let receipt = match field(name::PUSH_RECEIPT) {
+        None => None,
+        Some(url) => Some(super::receipt::resolve(state, url)?),
+    };
+    let asynchronous = receipt.is_some()
+        && field(name::PREFER).is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"));
     state
         .count_list_push(&list.token)
         .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;
@@ -580,6 +588,7 @@ where
         members: list.members,
         failed: 0,
         fanout_done: false,
+        receipt,
     };
     state
         .committer
@@ -591,7 +600,10 @@ where
     let mark = state.registry.id_mark();
     // In a cluster, a node that dies before its walk ends has it taken over.
     tokio::spawn(fanout::run(state.clone(), lp, mark));
-    let mut r = empty(StatusCode::CREATED);
+    let mut r = empty(match asynchronous {
+        true => StatusCode::ACCEPTED,
+        false => StatusCode::CREATED,
+    });
     let url = crate::urls::list_message(&state.config, &id);
     r.headers_mut()
         .insert(h::LOCATION, HeaderValue::from_str(&url).expect("ascii"));
@@ -628,9 +640,20 @@ async fn status_inner<B>(
         .ok_or(AppError::UnknownMessage)?;
     check_owner(state, list, req)?;
     let acks = state.ack_counts(&id).await.map_err(|_| AppError::Store)?;
+    let body = status_document(&msg, &acks);
+    Ok(with_body(
+        StatusCode::OK,
+        "application/json",
+        body.to_string(),
+    ))
+}
+
+/// A list message's status document (`GET /lm/…`, and a list push's
+/// receipt).
+pub fn status_document(msg: &ListMessage, acks: &crate::store::AckCounts) -> serde_json::Value {
     let open = msg.members.saturating_sub(acks.answered() + msg.failed);
     let expired = msg.expires <= now();
-    let body = json!({
+    json!({
         "members": msg.members,
         "delivered": acks.delivered,
         "undecryptable": acks.undecryptable,
@@ -640,10 +663,5 @@ async fn status_inner<B>(
         "failed": msg.failed,
         "fanout_finished": msg.fanout_done,
         "expires": doc::format_expires(msg.expires as i64),
-    });
-    Ok(with_body(
-        StatusCode::OK,
-        "application/json",
-        body.to_string(),
-    ))
+    })
 }

@@ -648,11 +648,12 @@ fn send_push(
     msg: &Message,
     receipts: bool,
 ) -> bool {
-    // A receipt's promised request is the acknowledged message's resource.
-    let url = if receipts {
-        urls::message(&state.config, &msg.push)
-    } else {
-        urls::device_message(&state.config, &msg.id)
+    // A receipt's promised request is the acknowledged message's resource
+    // (a list push's: its list message, whose status it carries).
+    let url = match (receipts, &msg.encoding) {
+        (true, Encoding::ListReceipt) => urls::list_message(&state.config, &msg.push),
+        (true, _) => urls::message(&state.config, &msg.push),
+        (false, _) => urls::device_message(&state.config, &msg.id),
     };
     let Ok(promise) = Request::get(url).body(()) else {
         return false;
@@ -670,6 +671,13 @@ fn send_push(
             *r.status_mut() =
                 StatusCode::from_u16(code.unwrap_or(204)).unwrap_or(StatusCode::NO_CONTENT);
             body = Bytes::new();
+        }
+        Encoding::ListReceipt => {
+            // As a GET on the list message would answer.
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
         enc => {
             let hs = r.headers_mut();
@@ -705,7 +713,7 @@ fn send_push(
                         hs.insert(header::CONTENT_TYPE, v);
                     }
                 }
-                Encoding::None | Encoding::Receipt => {}
+                Encoding::None | Encoding::Receipt | Encoding::ListReceipt => {}
             }
         }
     }

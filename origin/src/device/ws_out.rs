@@ -455,6 +455,7 @@ mod tests {
             members: 3,
             failed: 0,
             fanout_done: false,
+            receipt: None,
         })
         .unwrap()
     }

@@ -258,7 +258,9 @@ pub fn notification_into(
                 json(ct, out);
                 out.push(b'}');
             }
-            Encoding::None | Encoding::Receipt => out.extend_from_slice(b"{}"),
+            Encoding::None | Encoding::Receipt | Encoding::ListReceipt => {
+                out.extend_from_slice(b"{}")
+            }
         }
     }
     out.push(b'}');

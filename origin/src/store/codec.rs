@@ -209,6 +209,7 @@ pub fn message(m: &Message) -> Vec<u8> {
             .bytes(crypto_key.as_bytes()),
         Encoding::Jose(ct) => w.u8(3).bytes(ct.as_bytes()),
         Encoding::Receipt => w.u8(4),
+        Encoding::ListReceipt => w.u8(5),
     };
     w.bytes(&m.body)
         .opt_bytes(m.list_message.as_ref().map(|t| &t[..]));
@@ -242,6 +243,7 @@ pub fn read_message(b: &[u8]) -> Result<Message, StoreError> {
         },
         3 => Encoding::Jose(r.string()?),
         4 => Encoding::Receipt,
+        5 => Encoding::ListReceipt,
         _ => return Err(StoreError::Corrupt("message")),
     };
     let body = Bytes::copy_from_slice(r.bytes()?);
@@ -357,13 +359,14 @@ pub fn list_message(m: &ListMessage) -> Vec<u8> {
         ListBody::Compact(t) => w.u8(1).bytes(t.as_bytes()),
         ListBody::Json(t) => w.u8(2).bytes(t.as_bytes()),
     };
+    w.opt_bytes(m.receipt.as_ref().map(|t| &t[..]));
     w.0
 }
 
 /// Decodes a list message.
 pub fn read_list_message(b: &[u8]) -> Result<ListMessage, StoreError> {
     let mut r = Reader::new(b, "list message")?;
-    Ok(ListMessage {
+    let mut m = ListMessage {
         id: r.token()?,
         list: r.token()?,
         seq: r.u64()?,
@@ -380,7 +383,13 @@ pub fn read_list_message(b: &[u8]) -> Result<ListMessage, StoreError> {
             2 => ListBody::Json(r.string()?),
             _ => return Err(StoreError::Corrupt("list message")),
         },
-    })
+        receipt: None,
+    };
+    // Records written before list receipts end here.
+    if !r.buf.is_empty() {
+        m.receipt = r.opt_token()?;
+    }
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -461,7 +470,13 @@ mod tests {
             members: 7,
             failed: 1,
             fanout_done: true,
+            receipt: Some([8; 16]),
         };
         assert_eq!(read_list_message(&list_message(&lm)).unwrap(), lm);
+        // A record written before list receipts reads with none.
+        let mut old = list_message(&lm);
+        old.truncate(old.len() - 1 - 4 - 16);
+        let read = read_list_message(&old).unwrap();
+        assert_eq!((read.receipt, read.fanout_done), (None, true));
     }
 }

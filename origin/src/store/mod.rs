@@ -103,6 +103,17 @@ pub enum Encoding {
     Jose(String),
     /// A receipt: no body; `Message::push` names the acknowledged message.
     Receipt,
+    /// A list push's receipt: `Message::push` names the list message, and
+    /// the body is its status document when its fan-out finished.
+    ListReceipt,
+}
+
+impl Encoding {
+    /// Whether a message of this encoding is a receipt (of a single push
+    /// or of a list push), held by a receipt subscription.
+    pub fn is_receipt(&self) -> bool {
+        matches!(self, Encoding::Receipt | Encoding::ListReceipt)
+    }
 }
 
 /// A message on its way to a user agent (stored or not).
@@ -235,6 +246,8 @@ pub struct ListMessage {
     pub failed: u64,
     /// Whether the fan-out to connected members has finished.
     pub fanout_done: bool,
+    /// The receipt subscription told when the fan-out has finished.
+    pub receipt: Option<Token>,
 }
 
 /// One write, applied with others in one transaction.

@@ -10,7 +10,7 @@ use super::kv::{
     OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, TOPICS, UAS,
     UA_SEEN, UA_SUBS,
 };
-use super::{DropReason, Dropped, Encoding, Message, Op, StoreError};
+use super::{DropReason, Dropped, Message, Op, StoreError};
 use super::{UaKind, UserAgent};
 use crate::tokens::Token;
 use std::ops::Bound;
@@ -196,7 +196,7 @@ fn remove_message_at(w: &mut impl Write, key: &[u8]) -> Result<Option<Message>, 
         return Ok(None);
     };
     let m = codec::read_message(&raw)?;
-    if m.encoding == Encoding::Receipt {
+    if m.encoding.is_receipt() {
         count_receipt(w, &m.uaid, -1)?;
     }
     w.delete(MSG_IDS, &m.id)?;
@@ -251,7 +251,7 @@ fn put_message(
     w.put(MSG_IDS, &m.id, &key)?;
     w.put(EXPIRY, &expiry_key(m), &m.id)?;
     w.put(PUSH_MSGS, &msg_key(&m.push, m.seq), &[])?;
-    if m.encoding == Encoding::Receipt {
+    if m.encoding.is_receipt() {
         // A receipt's `push` names the acknowledged message: receipts are
         // counted per receipt subscription instead, whose messages are all
         // receipts, oldest first under its token. Over the limit (by more
@@ -316,9 +316,7 @@ fn remove_messages_of(
     )?;
     for k in doomed {
         match remove_message_at(w, &k)? {
-            Some(m) if m.encoding != Encoding::Receipt => {
-                dropped.push(Dropped::of(&m, DropReason::Ended))
-            }
+            Some(m) if !m.encoding.is_receipt() => dropped.push(Dropped::of(&m, DropReason::Ended)),
             _ => {}
         }
     }

@@ -551,6 +551,7 @@ fn list_message(list: &List, seq: u64, expires: u64, done: bool) -> ListMessage 
         members: 2,
         failed: 0,
         fanout_done: done,
+        receipt: None,
     }
 }
 
