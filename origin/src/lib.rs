@@ -36,6 +36,7 @@ pub mod registration;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod stripes;
 pub mod tokens;

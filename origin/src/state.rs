@@ -541,7 +541,7 @@ impl State {
             Ok(Err(e)) => return tracing::error!("list receipt: {e}"),
             Err(_) => return,
         };
-        let doc = crate::app::list::status_document(&msg, &acks);
+        let doc = crate::status::document(&msg, &acks);
         let receipt = Message {
             id: crate::tokens::new_token(),
             uaid: to,

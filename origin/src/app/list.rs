@@ -640,28 +640,10 @@ async fn status_inner<B>(
         .ok_or(AppError::UnknownMessage)?;
     check_owner(state, list, req)?;
     let acks = state.ack_counts(&id).await.map_err(|_| AppError::Store)?;
-    let body = status_document(&msg, &acks);
+    let body = crate::status::document(&msg, &acks);
     Ok(with_body(
         StatusCode::OK,
         "application/json",
         body.to_string(),
     ))
-}
-
-/// A list message's status document (`GET /lm/…`, and a list push's
-/// receipt).
-pub fn status_document(msg: &ListMessage, acks: &crate::store::AckCounts) -> serde_json::Value {
-    let open = msg.members.saturating_sub(acks.answered() + msg.failed);
-    let expired = msg.expires <= now();
-    json!({
-        "members": msg.members,
-        "delivered": acks.delivered,
-        "undecryptable": acks.undecryptable,
-        "rejected": acks.rejected,
-        "stored": if expired { 0 } else { open },
-        "expired": if expired { open } else { 0 },
-        "failed": msg.failed,
-        "fanout_finished": msg.fanout_done,
-        "expires": doc::format_expires(msg.expires as i64),
-    })
 }
