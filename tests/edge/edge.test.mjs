@@ -215,13 +215,15 @@ describe("(b) a list through the edge", () => {
       }
       let s;
       for (let i = 0; i < 50; i++) {
-        s = await request(status);
+        s = await request(status, { headers: { authorization: auth() } });
         if (s.json?.delivered === 3) break;
         await sleep(100);
       }
       assert.equal(s.status, 200);
       assert.equal(s.json.members, 3);
       assert.equal(s.json.delivered, 3);
+      // The status of an owned list's message is its owner's.
+      assertProblem(await request(status), 401, "/problems/vapid-required");
 
       const del = await request(list, { method: "DELETE", headers: { authorization: auth() } });
       assert.equal(del.status, 204, del.text);
