@@ -86,6 +86,7 @@ where
             "/l/bench",
             req.now,
             key.as_deref(),
+            &mark::fields(|n| (n == "ttl").then_some("60")),
             req.body,
         ));
     })

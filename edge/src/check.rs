@@ -7,7 +7,7 @@
 //! a list, a member's subscription) is left to the origin.
 
 use crate::limiter::RateKey;
-use crate::reply::Refusal;
+use crate::reply::{EdgeError, Refusal};
 use crate::route::AppRoute;
 use shared::list::{self, ListError};
 use shared::push::{validate_list_push, validate_push, PushFields};
@@ -160,11 +160,16 @@ pub async fn check<'a>(
             Ok(plain(verified(meta.vapid.as_ref(), req, limits, v).await?))
         }
         AppRoute::PushList { list } => {
+            // A malformed list name is no list, and counts against nothing:
+            // refused before anything else, as the origin words it.
+            let token = shared::b64::token(list)
+                .ok_or_else(|| Refusal::Edge(EdgeError::NotFound("no such list".into())))?;
             let (meta, _) = validate_list_push(&req.fields.as_headers(), req.body, limits)?;
             let vapid_key = verified(meta.vapid.as_ref(), req, limits, v).await?;
             Ok(Checked {
+                // One counting object per list, by its canonical token.
                 rate: Some(RateKey::ListPush {
-                    list: list.clone(),
+                    list: shared::b64::encode(&token),
                     key: vapid_key.clone(),
                 }),
                 vapid_key,
@@ -367,19 +372,38 @@ pub(crate) mod tests {
             ..ttl60()
         };
         let body = compact_template(100);
+        let list = "AAECAwQFBgcICQoLDA0ODw";
         let c = run(
-            AppRoute::PushList { list: "L".into() },
+            AppRoute::PushList { list: list.into() },
             f.clone(),
             body.as_bytes(),
         )
         .unwrap();
         let window = RateKey::ListPush {
-            list: "L".into(),
+            list: list.into(),
             key: None,
         };
         assert_eq!(c.rate, Some(window));
+        // A name that is no token is no list: 404 before anything is counted.
+        for bad in [
+            "L",
+            "AAECAwQFBgcICQoLDA0ODx",
+            "AAECAwQFBgcICQoLDA0ODw==",
+            &"A".repeat(200),
+        ] {
+            let (s, p) = status(run(
+                AppRoute::PushList { list: bad.into() },
+                f.clone(),
+                body.as_bytes(),
+            ));
+            assert_eq!(
+                (s, &p["type"]),
+                (404, &json!("/problems/not-found")),
+                "{bad}"
+            );
+        }
         let (s, p) = status(run(
-            AppRoute::PushList { list: "L".into() },
+            AppRoute::PushList { list: list.into() },
             Fields {
                 content_encoding: Some("aes128gcm".into()),
                 content_type: None,

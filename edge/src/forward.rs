@@ -64,7 +64,21 @@ pub fn prepare<'h>(
         .filter(|(k, _)| forwards(k))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let value = mark::sign(&cfg.secret, method, path_and_query, now, vapid_key, body);
+    // The platform joins a repeated field into one value, as the origin reads it.
+    let fields = mark::fields(|n| {
+        out.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    });
+    let value = mark::sign(
+        &cfg.secret,
+        method,
+        path_and_query,
+        now,
+        vapid_key,
+        &fields,
+        body,
+    );
     out.push((mark::HEADER.to_owned(), value));
     Outgoing {
         path_and_query: path_and_query.to_owned(),
@@ -124,16 +138,39 @@ mod tests {
         );
         let names: Vec<&str> = out.headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["TTL", "authorization", mark::HEADER]);
+        let fields = mark::fields(|n| match n {
+            "ttl" => Some("60"),
+            "authorization" => Some("vapid t=a, k=b"),
+            _ => None,
+        });
         let m = mark::verify(
             b"s3cret",
             Some(&out.headers[2].1),
             "POST",
             "/p/abc?x=1",
+            &fields,
             b"body",
             1001,
         )
         .unwrap();
         assert_eq!(m.vapid_key.as_deref(), Some("KEY"));
+        // A field changed on the way: the mark no longer holds.
+        let changed = mark::fields(|n| match n {
+            "ttl" => Some("2419200"),
+            "authorization" => Some("vapid t=a, k=b"),
+            _ => None,
+        });
+        let v = &out.headers[2].1;
+        let r = mark::verify(
+            b"s3cret",
+            Some(v),
+            "POST",
+            "/p/abc?x=1",
+            &changed,
+            b"body",
+            1001,
+        );
+        assert_eq!(r, Err(mark::MarkError::Forged));
     }
 
     #[test]

@@ -39,8 +39,14 @@ async fn marks_are_required_and_verified() {
             request("POST", &endpoint, &hs, b"").await
         }
     };
-    let signed = |secret: &[u8], path: &str, key: Option<&str>| {
-        Some(mark::sign(secret, "POST", path, now(), key, b""))
+    // Over the fields sent: TTL and `authorization`.
+    let signed = |secret: &[u8], path: &str, key: Option<&str>, authorization: &str| {
+        let fields = mark::fields(|n| match n {
+            "ttl" => Some("60"),
+            "authorization" => Some(authorization),
+            _ => None,
+        });
+        Some(mark::sign(secret, "POST", path, now(), key, &fields, b""))
     };
     let key = vapid.public();
 
@@ -49,21 +55,24 @@ async fn marks_are_required_and_verified() {
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["type"], "/problems/edge-mark");
     // A mark under another secret, or for another path: refused.
-    let forged = signed(b"wrong", &path, Some(&key));
+    let forged = signed(b"wrong", &path, Some(&key), &auth);
     assert_eq!(push(auth.clone(), forged).await.status, 403);
-    let elsewhere = signed(SECRET.as_bytes(), "/p/other", Some(&key));
+    let elsewhere = signed(SECRET.as_bytes(), "/p/other", Some(&key), &auth);
     assert_eq!(push(auth.clone(), elsewhere).await.status, 403);
     assert_eq!(metric(&o, "push_edge_refused_total").await, 3);
 
     // A valid mark: accepted. It vouches for the key, so a token the origin
     // would otherwise verify itself is taken as the edge checked it.
-    let good = signed(SECRET.as_bytes(), &path, Some(&key));
+    // Made over other fields than those sent: refused.
+    let other_fields = signed(SECRET.as_bytes(), &path, Some(&key), "vapid t=x, k=y");
+    assert_eq!(push(auth.clone(), other_fields).await.status, 403);
+    let good = signed(SECRET.as_bytes(), &path, Some(&key), &auth);
     let r = push(auth.clone(), good).await;
     assert_eq!(r.status, 201, "{:?}", r.json());
     assert!(d.recv().await.is_some());
     // A mark vouching for no key does not excuse a bad signature.
     let broken = auth.replace("vapid t=", "vapid t=x");
-    let unvouched = signed(SECRET.as_bytes(), &path, None);
+    let unvouched = signed(SECRET.as_bytes(), &path, None, &broken);
     assert_eq!(push(broken, unvouched).await.status, 401);
     // Health stays open.
     let r = request(
@@ -93,7 +102,12 @@ async fn a_request_without_a_valid_mark_is_refused_before_its_body_is_read() {
         .to_owned();
     // No mark, then a mark under another secret: a body announced and
     // never sent is not waited for.
-    let forged = mark::sign(b"wrong", "POST", &path, now(), None, b"");
+    let fields = mark::fields(|n| match n {
+        "ttl" => Some("60"),
+        "content-encoding" => Some("aes128gcm"),
+        _ => None,
+    });
+    let forged = mark::sign(b"wrong", "POST", &path, now(), None, &fields, b"");
     for extra in [String::new(), format!("{}: {forged}\r\n", mark::HEADER)] {
         let mut s = tokio::net::TcpStream::connect(o.state.config.app_listen)
             .await
@@ -111,7 +125,7 @@ async fn a_request_without_a_valid_mark_is_refused_before_its_body_is_read() {
         assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     }
     // A valid mark made for another body: refused once the body is read.
-    let other = mark::sign(SECRET.as_bytes(), "POST", &path, now(), None, b"");
+    let other = mark::sign(SECRET.as_bytes(), "POST", &path, now(), None, &fields, b"");
     let r = request(
         "POST",
         &endpoint,

@@ -31,6 +31,15 @@ pub fn decode_exact<const N: usize>(s: &str) -> Option<[u8; N]> {
     v.try_into().ok()
 }
 
+/// A 16-byte service token as URLs carry it (push resources, lists, list
+/// messages): exactly 22 base64url characters, in canonical form.
+pub fn token(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 22 {
+        return None;
+    }
+    decode_exact::<16>(s)
+}
+
 /// Encodes as base64url without padding.
 pub fn encode(bytes: &[u8]) -> String {
     LENIENT.encode(bytes)

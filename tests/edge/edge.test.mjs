@@ -291,7 +291,7 @@ describe("(c) bad input is answered at the edge, as the origin would", () => {
       for (const [i, c] of cases.entries()) {
         if (c.edgeOnly) continue;
         const body = c.body === undefined ? Buffer.alloc(0) : Buffer.from(c.body);
-        const m = mark(stack.secret, c.method, c.path, body);
+        const m = mark(stack.secret, c.method, c.path, body, { headers: c.headers });
         const o = await request(`${stack.origin.url}${c.path}`, {
           method: c.method, headers: { ...c.headers, "push-edge-mark": m }, body: c.body,
         });
@@ -441,13 +441,16 @@ describe("(d) the origin behind the edge", () => {
       const url = `${stack.origin.url}${p}`;
       const refusedBefore = await stack.origin.metric("push_edge_refused_total");
       const now = Math.floor(Date.now() / 1000);
+      const ttl = { TTL: "60" };
       const bad = {
         "no mark": undefined,
-        "mark under another secret": mark("not-the-secret", "POST", p),
-        "mark for another path": mark(stack.secret, "POST", "/p/AAAAAAAAAAAAAAAAAAAAAA"),
-        "mark for another method": mark(stack.secret, "DELETE", p),
-        "mark over another body": mark(stack.secret, "POST", p, Buffer.from("x")),
-        "stale mark": mark(stack.secret, "POST", p, undefined, { time: now - 3600 }),
+        "mark under another secret": mark("not-the-secret", "POST", p, undefined, { headers: ttl }),
+        "mark for another path": mark(stack.secret, "POST", "/p/AAAAAAAAAAAAAAAAAAAAAA", undefined, { headers: ttl }),
+        "mark for another method": mark(stack.secret, "DELETE", p, undefined, { headers: ttl }),
+        "mark over another body": mark(stack.secret, "POST", p, Buffer.from("x"), { headers: ttl }),
+        "mark over other fields": mark(stack.secret, "POST", p, undefined, { headers: { TTL: "2419200" } }),
+        "mark without the fields": mark(stack.secret, "POST", p),
+        "stale mark": mark(stack.secret, "POST", p, undefined, { time: now - 3600, headers: ttl }),
         "malformed mark": "t=1",
       };
       for (const [what, m] of Object.entries(bad)) {
@@ -460,7 +463,7 @@ describe("(d) the origin behind the edge", () => {
       // A list create and read without a mark: refused too.
       assertProblem(await request(`${stack.origin.url}/lists/0`, { method: "POST", headers: { "content-type": AGG }, body: "{}" }), 403);
       // A valid mark is taken.
-      const ok = await request(url, { method: "POST", headers: { TTL: "60", "push-edge-mark": mark(stack.secret, "POST", p) } });
+      const ok = await request(url, { method: "POST", headers: { TTL: "60", "push-edge-mark": mark(stack.secret, "POST", p, undefined, { headers: ttl }) } });
       assert.equal(ok.status, 201, ok.text);
       assert.ok(await d.notification());
       // Health stays open.

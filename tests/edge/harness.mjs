@@ -174,12 +174,23 @@ export class Vapid {
 
 // ----------------------------------------------------------- edge mark ---
 
-/** The edge's mark (shared::mark::sign), for requests straight to the origin. */
-export function mark(secret, method, pathAndQuery, body = Buffer.alloc(0), { key = "", time } = {}) {
+/** The header fields a mark covers (shared::headers::READ_FIELDS, in order). */
+const MARKED_FIELDS = ["ttl", "urgency", "topic", "content-encoding", "content-type", "encryption",
+  "crypto-key", "authorization", "push-receipt", "prefer"];
+
+/**
+ * The edge's mark (shared::mark::sign), for requests straight to the origin:
+ * over the request line, time, key, body and the fields of `headers` it covers.
+ */
+export function mark(secret, method, pathAndQuery, body = Buffer.alloc(0), { key = "", time, headers = {} } = {}) {
   const t = time ?? Math.floor(Date.now() / 1000);
-  const h = b64u(crypto.createHash("sha256").update(body).digest());
+  const h = b64u(crypto.createHash("sha256").update(body ?? Buffer.alloc(0)).digest());
   const mac = crypto.createHmac("sha256", secret);
-  for (const part of ["v1", method, pathAndQuery, String(t), key, h]) mac.update(`${part}\n`);
+  for (const part of ["v2", method, pathAndQuery, String(t), key, h]) mac.update(`${part}\n`);
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), String(v)]));
+  for (const name of MARKED_FIELDS) {
+    mac.update(name in lower ? `${name}=${lower[name].trim()}\n` : `${name}!\n`);
+  }
   return `t=${t}; k=${key}; h=${h}; s=${b64u(mac.digest())}`;
 }
 

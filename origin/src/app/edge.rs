@@ -41,7 +41,10 @@ where
         crate::metrics::inc(&state.metrics.edge_refused);
         error(&e)
     };
-    let signed = match mark::verify_head(secret, value, parts.method.as_str(), path, now()) {
+    // As route() joined them: one value each.
+    let fields = mark::fields(|n| parts.headers.get(n).and_then(|v| v.to_str().ok()));
+    let signed = match mark::verify_head(secret, value, parts.method.as_str(), path, &fields, now())
+    {
         Ok(s) => Some(s),
         Err(MarkError::Missing) if !state.config.behind_edge => None,
         Err(e) => return Err(refuse(e)),
