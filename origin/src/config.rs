@@ -153,6 +153,14 @@ pub struct Settings {
     /// Seconds between sweeps of expired messages.
     #[arg(long, env = "ORIGIN_SWEEP_SECS", default_value_t = 60, value_parser = u64_in(1, 86_400))]
     pub sweep_secs: u64,
+    /// How many connections at once may look through their lists for the
+    /// copies waiting for them (at a WebSocket hello, an HTTP/2 monitoring
+    /// request, and when acknowledgements make room): the work runs on
+    /// blocking threads, so a reconnect storm of devices in many lists
+    /// queues there instead of holding the async workers. Default: two per
+    /// core.
+    #[arg(long, env = "ORIGIN_HELLO_WORK_CONCURRENCY", value_parser = u32_in(1, 4096))]
+    pub hello_work_concurrency: Option<u32>,
     /// Rows a deleted list (its members) or list message (its
     /// acknowledgements) has removed per commit: a list of a million
     /// members goes in many small commits, between which other writes pass.
@@ -491,6 +499,8 @@ pub struct Config {
     pub h2_max_header_bytes: u32,
     /// Sweep interval, seconds.
     pub sweep_secs: u64,
+    /// Connections that may look for their waiting list copies at once.
+    pub hello_work_concurrency: usize,
     /// Rows purged per commit.
     pub purge_batch: u64,
     /// How long a list message's counts are reused, ms.
@@ -667,6 +677,10 @@ impl Config {
             h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,
             sweep_secs: s.sweep_secs,
+            hello_work_concurrency: s.hello_work_concurrency.map_or_else(
+                || 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |n| n as usize,
+            ),
             purge_batch: s.purge_batch,
             list_status_cache_ms: s.list_status_cache_ms,
             deliver_before_commit: s.deliver_before_commit,

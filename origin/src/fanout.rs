@@ -443,6 +443,27 @@ pub async fn take_over(state: Arc<State>, cluster: &crate::cluster::Cluster) {
     }
 }
 
+/// [`pending_copies`] on a blocking thread, by at most
+/// `--hello-work-concurrency` connections at once, so that a reconnect
+/// storm of devices in many lists leaves the async workers (and `/health`)
+/// free.
+pub async fn waiting_copies(
+    state: &Arc<State>,
+    uaid: Token,
+    limit: usize,
+    accept: impl Fn(&Message) -> bool + Send + 'static,
+) -> Result<(Vec<Message>, bool), StoreError> {
+    let _permit = state
+        .hello_work
+        .acquire()
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || pending_copies(&state, &uaid, limit, &accept))
+        .await
+        .map_err(|e| StoreError::Engine(e.to_string()))?
+}
+
 /// The copies a user agent's subscriptions have waiting from their lists
 /// (among each list's newest `--list-backlog` messages), skipping
 /// acknowledged ones and older copies replaced by the same Topic:

@@ -65,6 +65,9 @@ pub struct State {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// This node's part in a cluster (on a Redis store).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Permits to look through a user agent's lists for its waiting copies
+    /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
+    pub hello_work: tokio::sync::Semaphore,
     /// Set while this node purges what deleted lists left behind.
     purging: std::sync::atomic::AtomicBool,
     /// A list message's acknowledgement counts lately read, and when.
@@ -125,6 +128,7 @@ impl State {
             dropped: std::sync::Mutex::new(Some(dropped)),
             ack_counts: Default::default(),
             purging: Default::default(),
+            hello_work: tokio::sync::Semaphore::new(config.hello_work_concurrency),
             config,
             store,
             committer,

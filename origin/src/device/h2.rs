@@ -426,6 +426,7 @@ async fn subscribe(
 }
 
 /// Which messages a monitoring request takes.
+#[derive(Clone)]
 struct Filter {
     push: Option<Token>,
     urgency: Urgency,
@@ -586,10 +587,10 @@ impl Monitor<'_> {
         }
         if !self.receipts && !self.full() {
             let limit = self.state.config.max_unacked;
-            let accept = |m: &Message| self.filter.accepts(m);
-            if let Ok((copies, _)) =
-                crate::fanout::pending_copies(self.state, &self.uaid, limit, &accept)
-            {
+            let filter = self.filter.clone();
+            let accept = move |m: &Message| filter.accepts(m);
+            let waiting = crate::fanout::waiting_copies(self.state, self.uaid, limit, accept).await;
+            if let Ok((copies, _)) = waiting {
                 for m in copies {
                     pushed += usize::from(self.push(Arc::new(m)));
                 }

@@ -454,7 +454,7 @@ impl Conn {
         }
         let limit = self.state.config.max_unacked;
         let (copies, more) =
-            match crate::fanout::pending_copies(&self.state, &uaid, limit, &|_| true) {
+            match crate::fanout::waiting_copies(&self.state, uaid, limit, |_| true).await {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),
             };
