@@ -150,7 +150,8 @@ pub fn delivered_to_all(s: &Value, connected: u64) -> bool {
 /// Whether the status counts add up to the members.
 pub fn adds_up(s: &Value) -> bool {
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
-    n("delivered") + n("stored") + n("expired") + n("failed") == n("members")
+    let answered = n("delivered") + n("undecryptable") + n("rejected");
+    answered + n("stored") + n("expired") + n("dropped") + n("failed") == n("members")
 }
 
 #[cfg(test)]

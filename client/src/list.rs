@@ -100,6 +100,10 @@ pub struct Status {
     pub expired: u64,
     /// Copies that could not be made.
     pub failed: u64,
+    /// Copies members will never be offered (`--list-backlog` newer
+    /// messages came after this one).
+    #[serde(default)]
+    pub dropped: u64,
     /// Whether the fan-out has gone through every member.
     pub fanout_finished: bool,
     /// When the message expires (RFC 3339).

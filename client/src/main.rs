@@ -572,14 +572,19 @@ async fn watch_status(url: &str, args: WatchArgs, vapid: Option<&Vapid>) -> Resu
 /// `[#######-------] 7/12 delivered, 5 stored, 0 expired, 0 failed, fanning out`.
 fn progress_line(s: &Status, bar: bool) -> String {
     const WIDTH: u64 = 30;
-    let settled = s.delivered + s.expired + s.failed;
+    let settled = s.delivered + s.expired + s.failed + s.dropped;
     let text = format!(
-        "{}/{} delivered, {} stored, {} expired, {} failed{}",
+        "{}/{} delivered, {} stored, {} expired, {} failed{}{}",
         s.delivered,
         s.members,
         s.stored,
         s.expired,
         s.failed,
+        if s.dropped > 0 {
+            format!(", {} dropped", s.dropped)
+        } else {
+            String::new()
+        },
         if s.fanout_finished {
             ""
         } else {

@@ -533,19 +533,23 @@ impl State {
         let read = tokio::task::spawn_blocking(move || {
             let msg = state.store.list_message(&key)?;
             Ok::<_, StoreError>(match msg {
-                Some(m) => Some((state.store.copies_acked(&key)?, m)),
+                Some(m) => {
+                    let backlog = state.config.list_backlog;
+                    let newer = state.store.newer_list_messages(&m.list, m.seq, backlog)?;
+                    Some((state.store.copies_acked(&key)?, m, newer >= backlog))
+                }
                 None => None,
             })
         })
         .await;
-        let (acks, msg) = match read {
+        let (acks, msg, beyond) = match read {
             Ok(Ok(Some(x))) => x,
             // Its list was deleted meanwhile: nothing to tell.
             Ok(Ok(None)) => return,
             Ok(Err(e)) => return tracing::error!("list receipt: {e}"),
             Err(_) => return,
         };
-        let doc = crate::status::document(&msg, &acks);
+        let doc = crate::status::document(&msg, &acks, beyond);
         let receipt = Message {
             id: crate::tokens::new_token(),
             uaid: to,

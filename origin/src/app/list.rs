@@ -640,7 +640,12 @@ async fn status_inner<B>(
         .ok_or(AppError::UnknownMessage)?;
     check_owner(state, list, req)?;
     let acks = state.ack_counts(&id).await.map_err(|_| AppError::Store)?;
-    let body = crate::status::document(&msg, &acks);
+    let backlog = state.config.list_backlog;
+    let newer = state
+        .store
+        .newer_list_messages(&msg.list, msg.seq, backlog)
+        .map_err(|_| AppError::Store)?;
+    let body = crate::status::document(&msg, &acks, newer >= backlog);
     Ok(with_body(
         StatusCode::OK,
         "application/json",

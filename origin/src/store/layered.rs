@@ -382,6 +382,30 @@ impl<B: Backend> Store for Layered<B> {
         Ok(out)
     }
 
+    fn newer_list_messages(
+        &self,
+        list: &Token,
+        seq: u64,
+        at_most: usize,
+    ) -> Result<usize, StoreError> {
+        if at_most == 0 || seq == u64::MAX {
+            return Ok(0);
+        }
+        let (start, end) = (msg_key(list, seq + 1), msg_key(list, u64::MAX));
+        let mut n = 0;
+        self.backend.reader()?.range(
+            LIST_MSG_SEQ,
+            Bound::Included(&start),
+            Bound::Included(&end),
+            false,
+            &mut |_, _| {
+                n += 1;
+                Ok(n < at_most)
+            },
+        )?;
+        Ok(n)
+    }
+
     fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError> {
         let k: [u8; 32] = cat(&[list_message, push]);
         Ok(self.get(COPY_ACKS, &k, |_| Ok(()))?.is_some())

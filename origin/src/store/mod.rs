@@ -532,6 +532,14 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
         newest: usize,
     ) -> Result<Vec<ListMessage>, StoreError>;
+    /// How many messages of a list came after sequence `seq`, counted up
+    /// to `at_most`.
+    fn newer_list_messages(
+        &self,
+        list: &Token,
+        seq: u64,
+        at_most: usize,
+    ) -> Result<usize, StoreError>;
     /// Whether a member acknowledged its copy of a list message.
     fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError>;
     /// How many members acknowledged their copy of a list message.

@@ -572,6 +572,12 @@ fn list_messages(fresh: Fresh<'_>) {
     );
     assert_eq!(s.list_message(&mid.id).unwrap(), Some(mid.clone()));
     assert_eq!(s.counts().unwrap().list_messages, 3);
+    // Messages after one, counted up to a bound.
+    assert_eq!(s.newer_list_messages(&l.token, old.seq, 10).unwrap(), 2);
+    assert_eq!(s.newer_list_messages(&l.token, old.seq, 1).unwrap(), 1);
+    assert_eq!(s.newer_list_messages(&l.token, mid.seq, 10).unwrap(), 1);
+    assert_eq!(s.newer_list_messages(&l.token, new.seq, 10).unwrap(), 0);
+    assert_eq!(s.newer_list_messages(&new_token(), 0, 10).unwrap(), 0);
     let mut unfinished: Vec<Token> = s
         .unfinished_fanouts()
         .unwrap()
