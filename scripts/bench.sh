@@ -165,6 +165,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Every origin the load tool drives: its devices come from a few loopback
+# addresses, where a deployment's come from many, so the per-address
+# subscription rate is raised with the per-subscription message rate.
+LOAD_LIMITS="--limit subscription_messages_per_minute=1000000 --subscriptions-per-address-per-minute 1000000000"
+
 # Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS, METRICS.
 start_origin() {
   local name="$1" dir="$WORK/$1"
@@ -172,7 +177,7 @@ start_origin() {
   # shellcheck disable=SC2086 # ORIGIN_ARGS is a list of flags
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
     --metrics-listen 127.0.0.1:0 --keyless-lists \
-    --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 ${ORIGIN_ARGS:-} \
+    --data-dir "$dir/data" $LOAD_LIMITS ${ORIGIN_ARGS:-} \
     >"$dir/stdout" 2>"$dir/origin.log" &
   ORIGIN_PID=$!
   local line=
@@ -194,7 +199,7 @@ start_origin() {
   cat >"$WORK/restart.sh" <<EOF
 "$ORIGIN_BIN" --app-listen $APP --ws-listen $WS --h2-listen 127.0.0.1:0 \\
   --metrics-listen $METRICS --keyless-lists \\
-  --data-dir "$dir/data" --limit subscription_messages_per_minute=1000000 \\
+  --data-dir "$dir/data" $LOAD_LIMITS \\
   >>"$dir/stdout" 2>>"$dir/origin.log" </dev/null &
 echo \$! >"$WORK/restarted.pid"
 EOF
@@ -221,7 +226,7 @@ cluster_scenario() {
   local store="redis://127.0.0.1:$port" rate="${CLUSTER_RATE:-2000}" via
   "$ORIGIN_BIN" --app-listen 127.0.0.1:0 --ws-listen 127.0.0.1:0 --h2-listen 127.0.0.1:0 \
     --metrics-listen 127.0.0.1:0 --keyless-lists --store "$store" --node-id b --data-dir "$dir/b" \
-    --limit subscription_messages_per_minute=1000000 >"$dir/b/stdout" 2>"$dir/b/origin.log" &
+    $LOAD_LIMITS >"$dir/b/stdout" 2>"$dir/b/origin.log" &
   NODE_B_PID=$!
   local line=
   for _ in $(seq 100); do
@@ -319,7 +324,7 @@ scale_scenario() {
     "$ORIGIN_BIN" --app-listen "${apps[$i]}" --ws-listen "$ws" --h2-listen 127.0.0.1:0 \
       --metrics-listen 127.0.0.1:0 --keyless-lists \
       --data-dir "$dir/n$i" --store "$store" --node-id "n$i" --redis-wait-replicas 1 \
-      --public-url "http://${apps[0]}" --limit subscription_messages_per_minute=1000000 \
+      --public-url "http://${apps[0]}" $LOAD_LIMITS \
       >"$dir/n$i/stdout" 2>"$dir/n$i/origin.log" &
     L_PIDS+=($!) pids+=($!) wss+=("$ws")
   done

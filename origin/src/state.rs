@@ -496,23 +496,40 @@ impl State {
         }
     }
 
-    /// Sends a receipt for `acked` to the receipt subscription `to`: status 204
-    /// (acknowledged) or 410 (expired undelivered). Runs in the background.
-    pub fn send_receipt(self: &Arc<Self>, acked: Token, to: Token, status: u16) {
-        let receipt = Message {
+    /// A receipt for receipt subscription `to` about message (or list
+    /// message) `about`, kept `--receipt-ttl-secs`.
+    fn receipt(
+        &self,
+        to: Token,
+        about: Token,
+        encoding: crate::store::Encoding,
+        body: String,
+    ) -> Message {
+        Message {
             id: crate::tokens::new_token(),
             uaid: to,
-            push: acked,
+            push: about,
             channel: [0; 16],
             seq: 0,
             expires: now() + self.config.receipt_ttl_secs,
             urgency: Default::default(),
             topic: None,
             receipt: None,
-            encoding: crate::store::Encoding::Receipt,
-            body: bytes::Bytes::from(status.to_string()),
+            encoding,
+            body: bytes::Bytes::from(body),
             list_message: None,
-        };
+        }
+    }
+
+    /// Sends a receipt for `acked` to the receipt subscription `to`: status 204
+    /// (acknowledged) or 410 (expired undelivered). Runs in the background.
+    pub fn send_receipt(self: &Arc<Self>, acked: Token, to: Token, status: u16) {
+        let receipt = self.receipt(
+            to,
+            acked,
+            crate::store::Encoding::Receipt,
+            status.to_string(),
+        );
         let state = self.clone();
         tokio::spawn(async move {
             // A receipt subscription that was deleted gets nothing more.
@@ -550,20 +567,7 @@ impl State {
             Err(_) => return,
         };
         let doc = crate::status::document(&msg, &acks, beyond);
-        let receipt = Message {
-            id: crate::tokens::new_token(),
-            uaid: to,
-            push: id,
-            channel: [0; 16],
-            seq: 0,
-            expires: now() + self.config.receipt_ttl_secs,
-            urgency: Default::default(),
-            topic: None,
-            receipt: None,
-            encoding: crate::store::Encoding::ListReceipt,
-            body: bytes::Bytes::from(doc.to_string()),
-            list_message: None,
-        };
+        let receipt = self.receipt(to, id, crate::store::Encoding::ListReceipt, doc.to_string());
         // A receipt subscription that was deleted gets nothing.
         if let Ok(None) = self.store.user_agent(&to) {
             return;

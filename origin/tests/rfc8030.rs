@@ -323,22 +323,11 @@ async fn a_device_connection_is_told_the_configured_stream_limit() {
 
 /// Asks for stored messages (`Prefer: wait=0`); returns the promised paths.
 async fn poll_stored(c: &mut SendRequest<Bytes>, sub_url: &str) -> Vec<String> {
-    let req = Request::get(sub_url)
-        .header("prefer", "wait=0")
-        .body(())
-        .unwrap();
-    let (mut fut, _) = c.send_request(req, true).unwrap();
-    let mut pushes = fut.push_promises();
-    fut.await.unwrap();
-    let mut paths = Vec::new();
-    while let Ok(Some(Ok(p))) =
-        tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
-    {
-        let (req, resp) = p.into_parts();
-        resp.await.unwrap();
-        paths.push(req.uri().path().to_owned());
-    }
-    paths
+    poll_receipts(c, sub_url)
+        .await
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
 }
 
 #[tokio::test]
@@ -696,8 +685,9 @@ async fn subscriptions_over_http2_are_rated_per_connection() {
     subscribe(&mut other, &device_url).await;
 }
 
-/// Polls a receipt subscription once: each receipt's status (204, 410)
-/// and the path of the message it is about.
+/// Polls a subscription (or a receipt subscription) once with `Prefer:
+/// wait=0`: each pushed response's status and its promised path (for a
+/// receipt: the message it is about).
 async fn poll_receipts(c: &mut SendRequest<Bytes>, rs_url: &str) -> Vec<(u16, String)> {
     let req = Request::get(rs_url)
         .header("prefer", "wait=0")

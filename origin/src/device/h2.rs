@@ -738,8 +738,20 @@ fn send_push(
 async fn delete_set(state: &Arc<State>, uaid: Token, respond: &mut SendResponse<Bytes>) {
     // As a registration into the set holds it: none slips in meanwhile.
     let _locked = state.ua_locks.lock(&uaid).await;
+    end_user_agent(state, uaid, UaKind::Http2, respond).await
+}
+
+/// Ends user agent `uaid` if it is of `kind` (`404` otherwise): its
+/// subscriptions (remembered as ended), the messages it holds and its
+/// record, in one write; its monitoring requests end with `404`.
+async fn end_user_agent(
+    state: &Arc<State>,
+    uaid: Token,
+    kind: UaKind,
+    respond: &mut SendResponse<Bytes>,
+) {
     match state.store.user_agent(&uaid) {
-        Ok(Some(ua)) if ua.kind == UaKind::Http2 => {}
+        Ok(Some(ua)) if ua.kind == kind => {}
         Ok(_) => return problem(respond, DeviceError::NotFound),
         Err(_) => return problem(respond, DeviceError::Store),
     }
@@ -763,24 +775,9 @@ async fn delete_receipt_subscription(
     uaid: Token,
     respond: &mut SendResponse<Bytes>,
 ) {
-    match state.store.user_agent(&uaid) {
-        Ok(Some(ua)) if ua.kind == UaKind::Receipts => {}
-        Ok(_) => return problem(respond, DeviceError::NotFound),
-        Err(_) => return problem(respond, DeviceError::Store),
-    }
     // Its record and receipts in one write: no receipt is stored for it
     // once it is gone.
-    let end = Op::EndUa {
-        uaid,
-        forget_at: state.forget_ended_at(),
-    };
-    match state.committer.write(vec![end]).await {
-        Ok(()) => {
-            state.registry.ended(&uaid, None);
-            reply(respond, status(StatusCode::NO_CONTENT), None)
-        }
-        Err(_) => problem(respond, DeviceError::Store),
-    }
+    end_user_agent(state, uaid, UaKind::Receipts, respond).await
 }
 
 /// `DELETE` on a pushed message: the user agent acknowledges it. Only a
