@@ -552,16 +552,23 @@ async fn sweep_idle(state: &State, receipts: bool) {
         let n = idle.len();
         let forget_at = state.forget_ended_at();
         let mut ended = 0;
-        let ops: Vec<Op> = idle
-            .into_iter()
-            .map(|uaid| match state.registry.get(&uaid).is_some() {
+        let mut ops = Vec::with_capacity(2 * n);
+        for (day, uaid) in idle {
+            ops.push(match state.registry.get(&uaid).is_some() {
                 true => Op::SeenUa { uaid, day: today },
                 false => {
                     ended += 1;
                     Op::EndUa { uaid, forget_at }
                 }
-            })
-            .collect();
+            });
+            // The entry found goes whatever the record says, so that the
+            // sweep moves on.
+            ops.push(Op::ForgetSeen {
+                receipts,
+                day,
+                uaid,
+            });
+        }
         if !ops.is_empty() {
             if let Err(e) = state.committer.write(ops).await {
                 return tracing::error!("idle sweep: {e}");

@@ -80,7 +80,7 @@ fn backdate(o: &origin::server::Running, uaid: Token, days: u64) {
     let seen = day_of(origin::clock::now()) - days * 86_400;
     o.state
         .store
-        .apply(&[&Op::PutUa(UserAgent { seen, ..ua })])
+        .apply(&[&Op::ReplaceUa(UserAgent { seen, ..ua })])
         .unwrap();
 }
 
@@ -133,7 +133,7 @@ async fn user_agents_away_past_the_idle_expiry_end_and_connected_ones_stay() {
     let resp = resp.await.unwrap();
     assert_eq!(resp.status(), 201);
     let receipt_sub = resp.headers()["location"].to_str().unwrap().to_owned();
-    let rs: Token = o.state.store.idle_user_agents(true, u64::MAX, 10).unwrap()[0];
+    let rs: Token = o.state.store.idle_user_agents(true, u64::MAX, 10).unwrap()[0].1;
     assert_eq!(
         o.state.store.user_agent(&rs).unwrap().unwrap().kind,
         UaKind::Receipts

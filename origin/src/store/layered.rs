@@ -469,7 +469,7 @@ impl<B: Backend> Store for Layered<B> {
         receipts: bool,
         day: u64,
         limit: usize,
-    ) -> Result<Vec<Token>, StoreError> {
+    ) -> Result<Vec<(u64, Token)>, StoreError> {
         let t = if receipts { RS_SEEN } else { UA_SEEN };
         let mut out = Vec::new();
         index_before(
@@ -478,7 +478,8 @@ impl<B: Backend> Store for Layered<B> {
             &day.to_be_bytes(),
             limit,
             |k, _| {
-                out.push(token(&k[8..24], "seen index")?);
+                let seen = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+                out.push((seen, token(&k[8..24], "seen index")?));
                 Ok(())
             },
         )?;

@@ -253,8 +253,11 @@ pub struct ListMessage {
 /// One write, applied with others in one transaction.
 #[derive(Clone, Debug)]
 pub enum Op {
-    /// Create (or rewrite) a user agent's record.
+    /// Create a user agent's record: a new one, written without reading
+    /// (one that exists is rewritten by [`Op::ReplaceUa`]).
     PutUa(UserAgent),
+    /// Rewrite a user agent's record, moving it in its seen index.
+    ReplaceUa(UserAgent),
     /// Remove a user agent's record if no subscription of it is left (a
     /// no-op otherwise: decided when the write is applied, so that a
     /// subscription committed meanwhile keeps it).
@@ -286,6 +289,17 @@ pub enum Op {
         uaid: Token,
         /// When to forget its ended subscriptions.
         forget_at: u64,
+    },
+    /// Remove one entry of a seen index (as [`Store::idle_user_agents`]
+    /// gave it), whatever the user agent's record says: an entry left by a
+    /// record written over cannot hold the idle sweep up.
+    ForgetSeen {
+        /// The receipt subscriptions' index, or the user agents'.
+        receipts: bool,
+        /// The day of the entry.
+        day: u64,
+        /// The user agent.
+        uaid: Token,
     },
     /// Forget ended subscriptions (their push resources then answer `404`).
     ForgetEnded(Vec<Token>),
@@ -495,13 +509,14 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` ended subscriptions to forget at or before `now`.
     fn ended_to_forget(&self, now: u64, limit: usize) -> Result<Vec<Token>, StoreError>;
     /// Up to `limit` user agents (receipt subscriptions if `receipts`) last
-    /// seen on a day before `day`, oldest first.
+    /// seen on a day before `day`, oldest first, each with the day its
+    /// index entry names.
     fn idle_user_agents(
         &self,
         receipts: bool,
         day: u64,
         limit: usize,
-    ) -> Result<Vec<Token>, StoreError>;
+    ) -> Result<Vec<(u64, Token)>, StoreError>;
     /// How much the store holds (for `/metrics`).
     fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// A list.

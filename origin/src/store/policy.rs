@@ -159,7 +159,8 @@ pub fn apply(
             let k: [u8; 32] = cat(&[list_message, push]);
             w.put(COPY_ACKS, &k, outcome.encode())?;
         }
-        Op::PutUa(u) => put_ua(w, u)?,
+        Op::PutUa(u) => new_ua(w, u)?,
+        Op::ReplaceUa(u) => put_ua(w, u)?,
         Op::SeenUa { uaid, day } => {
             let old = w.get(UAS, uaid, codec::read_user_agent)?;
             if let Some(ua) = old.filter(|ua| ua.seen < *day) {
@@ -167,6 +168,14 @@ pub fn apply(
             }
         }
         Op::EndUa { uaid, forget_at } => end_ua(w, uaid, *forget_at, dropped)?,
+        Op::ForgetSeen {
+            receipts,
+            day,
+            uaid,
+        } => {
+            let t = if *receipts { RS_SEEN } else { UA_SEEN };
+            w.delete(t, &cat::<24>(&[&day.to_be_bytes(), uaid]))?;
+        }
         Op::ForgetEnded(pushes) => {
             for push in pushes {
                 if let Some(at) = w.take(ENDED, push)? {
@@ -330,6 +339,14 @@ fn seen_key(u: &UserAgent) -> (kv::Table, [u8; 24]) {
         _ => UA_SEEN,
     };
     (t, cat(&[&u.seen.to_be_bytes(), &u.uaid]))
+}
+
+/// Writes a new user agent's record and its seen index entry, reading
+/// nothing (on Redis, a read inside a write is a round trip each).
+fn new_ua(w: &mut impl Write, u: &UserAgent) -> Result<(), StoreError> {
+    w.put(UAS, &u.uaid, &codec::user_agent(u))?;
+    let (t, k) = seen_key(u);
+    w.put(t, &k, &[])
 }
 
 /// Writes a user agent's record, and moves it in its seen index.

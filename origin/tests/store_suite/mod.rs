@@ -175,8 +175,8 @@ fn fresh_store(fresh: Fresh<'_>) {
     assert!(!s.purge_pending().unwrap());
     assert!(s.user_agent(&t).unwrap().is_none(), "seen: not made");
     assert!(s.ended_to_forget(FAR, 10).unwrap().is_empty());
-    assert!(s.idle_user_agents(false, FAR, 10).unwrap().is_empty());
-    assert!(s.idle_user_agents(true, FAR, 10).unwrap().is_empty());
+    assert!(ids_idle(&*s, false, FAR, 10).unwrap().is_empty());
+    assert!(ids_idle(&*s, true, FAR, 10).unwrap().is_empty());
 }
 
 fn subscriptions(fresh: Fresh<'_>) {
@@ -764,6 +764,15 @@ fn sequence(fresh: Fresh<'_>) {
     }
 }
 
+/// The user agents of [`Store::idle_user_agents`], without their days.
+fn ids_idle(s: &dyn Store, receipts: bool, day: u64, limit: usize) -> Result<Vec<Token>, ()> {
+    Ok(s.idle_user_agents(receipts, day, limit)
+        .unwrap()
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect())
+}
+
 fn ended(fresh: Fresh<'_>) {
     let s = fresh(&limits(10, 10));
     let u = ua(UaKind::WebSocket);
@@ -837,23 +846,14 @@ fn idle_user_agents(fresh: Fresh<'_>) {
         ],
     );
     // Devices and receipt subscriptions are in indexes of their own.
-    assert_eq!(
-        s.idle_user_agents(false, DAY, 10).unwrap(),
-        Vec::<Token>::new()
-    );
-    assert_eq!(
-        s.idle_user_agents(false, 2 * DAY, 10).unwrap(),
-        vec![old.uaid]
-    );
+    assert_eq!(ids_idle(&*s, false, DAY, 10).unwrap(), Vec::<Token>::new());
+    assert_eq!(ids_idle(&*s, false, 2 * DAY, 10).unwrap(), vec![old.uaid]);
     let mut both = vec![old.uaid, new.uaid];
-    let got = s.idle_user_agents(false, 6 * DAY, 10).unwrap();
+    let got = ids_idle(&*s, false, 6 * DAY, 10).unwrap();
     assert_eq!(got, both, "oldest first");
     both.truncate(1);
-    assert_eq!(s.idle_user_agents(false, 6 * DAY, 1).unwrap(), both);
-    assert_eq!(
-        s.idle_user_agents(true, 6 * DAY, 10).unwrap(),
-        vec![rs.uaid]
-    );
+    assert_eq!(ids_idle(&*s, false, 6 * DAY, 1).unwrap(), both);
+    assert_eq!(ids_idle(&*s, true, 6 * DAY, 10).unwrap(), vec![rs.uaid]);
     // Seen again: it moves in its index, once a day at most.
     apply(
         &*s,
@@ -863,10 +863,7 @@ fn idle_user_agents(fresh: Fresh<'_>) {
         }],
     );
     assert_eq!(s.user_agent(&old.uaid).unwrap().unwrap().seen, 7 * DAY);
-    assert_eq!(
-        s.idle_user_agents(false, 6 * DAY, 10).unwrap(),
-        vec![new.uaid]
-    );
+    assert_eq!(ids_idle(&*s, false, 6 * DAY, 10).unwrap(), vec![new.uaid]);
     apply(
         &*s,
         &[Op::SeenUa {
@@ -879,6 +876,44 @@ fn idle_user_agents(fresh: Fresh<'_>) {
         7 * DAY,
         "never back in time"
     );
+    // A record rewritten moves in its index too.
+    let again = UserAgent {
+        seen: 2 * DAY,
+        ..s.user_agent(&old.uaid).unwrap().unwrap()
+    };
+    apply(&*s, &[Op::ReplaceUa(again)]);
+    assert_eq!(ids_idle(&*s, false, 3 * DAY, 10).unwrap(), vec![old.uaid]);
+    assert_eq!(
+        ids_idle(&*s, false, 6 * DAY, 10).unwrap(),
+        vec![old.uaid, new.uaid]
+    );
+    apply(
+        &*s,
+        &[Op::SeenUa {
+            uaid: old.uaid,
+            day: 7 * DAY,
+        }],
+    );
+    // The days come with the entries; an entry forgotten is gone, whatever
+    // the record says.
+    assert_eq!(
+        s.idle_user_agents(false, 6 * DAY, 10).unwrap(),
+        vec![(5 * DAY, new.uaid)]
+    );
+    apply(
+        &*s,
+        &[Op::ForgetSeen {
+            receipts: false,
+            day: 5 * DAY,
+            uaid: new.uaid,
+        }],
+    );
+    assert!(ids_idle(&*s, false, 6 * DAY, 10).unwrap().is_empty());
+    assert!(
+        s.user_agent(&new.uaid).unwrap().is_some(),
+        "its record stays"
+    );
+    apply(&*s, &[Op::ReplaceUa(new.clone())]);
     // Its end takes its subscriptions (remembered as ended), its messages
     // and its record.
     apply(
@@ -894,7 +929,7 @@ fn idle_user_agents(fresh: Fresh<'_>) {
     assert!(s.ended(&a.push).unwrap() && s.ended(&b.push).unwrap());
     assert!(s.message(&m.id).unwrap().is_none());
     assert!(s.subscriptions_of(&old.uaid).unwrap().is_empty());
-    assert_eq!(s.idle_user_agents(false, FAR, 10).unwrap(), vec![new.uaid]);
+    assert_eq!(ids_idle(&*s, false, FAR, 10).unwrap(), vec![new.uaid]);
     assert_eq!(s.counts().unwrap().subscriptions, 0);
     // A receipt subscription's end takes its receipts.
     apply(
@@ -906,6 +941,6 @@ fn idle_user_agents(fresh: Fresh<'_>) {
     );
     assert!(s.user_agent(&rs.uaid).unwrap().is_none());
     assert!(s.message(&receipt.id).unwrap().is_none());
-    assert!(s.idle_user_agents(true, FAR, 10).unwrap().is_empty());
+    assert!(ids_idle(&*s, true, FAR, 10).unwrap().is_empty());
     assert_eq!(s.counts().unwrap().messages, 0);
 }
