@@ -685,11 +685,19 @@ async fn subscriptions_over_http2_are_rated_per_connection() {
     subscribe(&mut other, &device_url).await;
 }
 
+/// A response pushed to a monitoring request.
+struct Pushed {
+    /// The promised request's URI.
+    uri: String,
+    status: u16,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
 /// Polls a subscription (or a receipt subscription) once with `Prefer:
-/// wait=0`: each pushed response's status and its promised path (for a
-/// receipt: the message it is about).
-async fn poll_receipts(c: &mut SendRequest<Bytes>, rs_url: &str) -> Vec<(u16, String)> {
-    let req = Request::get(rs_url)
+/// wait=0`: every response it pushes.
+async fn poll_pushed(c: &mut SendRequest<Bytes>, url: &str) -> Vec<Pushed> {
+    let req = Request::get(url)
         .header("prefer", "wait=0")
         .body(())
         .unwrap();
@@ -701,10 +709,39 @@ async fn poll_receipts(c: &mut SendRequest<Bytes>, rs_url: &str) -> Vec<(u16, St
         tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
     {
         let (req, resp) = p.into_parts();
-        let status = resp.await.unwrap().status().as_u16();
-        out.push((status, req.uri().path().to_owned()));
+        let resp = resp.await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let mut body = resp.into_body();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            data.extend_from_slice(&chunk.unwrap());
+        }
+        out.push(Pushed {
+            uri: req.uri().to_string(),
+            status,
+            content_type,
+            body: data,
+        });
     }
     out
+}
+
+/// Polls a subscription (or a receipt subscription) once: each pushed
+/// response's status and its promised path (for a receipt: the message it
+/// is about).
+async fn poll_receipts(c: &mut SendRequest<Bytes>, rs_url: &str) -> Vec<(u16, String)> {
+    poll_pushed(c, rs_url)
+        .await
+        .into_iter()
+        .map(|p| {
+            let path = p.uri.parse::<http::Uri>().unwrap().path().to_owned();
+            (p.status, path)
+        })
+        .collect()
 }
 
 /// A message removed undelivered (evicted by newer ones, or with its
@@ -858,38 +895,20 @@ async fn a_list_push_with_push_receipt_gets_its_status_once_the_fan_out_ends() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let got = loop {
-        let req = Request::get(&rs)
-            .header("prefer", "wait=0")
-            .body(())
-            .unwrap();
-        let (mut fut, _) = app.send_request(req, true).unwrap();
-        let mut pushes = fut.push_promises();
-        fut.await.unwrap();
-        let mut got = Vec::new();
-        while let Ok(Some(Ok(p))) =
-            tokio::time::timeout(Duration::from_millis(300), pushes.push_promise()).await
-        {
-            let (preq, presp) = p.into_parts();
-            let resp = presp.await.unwrap();
-            let status = resp.status().as_u16();
-            let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
-            let mut body = resp.into_body();
-            let mut data = Vec::new();
-            while let Some(chunk) = body.data().await {
-                data.extend_from_slice(&chunk.unwrap());
-            }
-            got.push((preq.uri().to_string(), status, ct, data));
-        }
+        let got = poll_pushed(&mut app, &rs).await;
         if !got.is_empty() || tokio::time::Instant::now() > deadline {
             break got;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(got.len(), 1, "one receipt");
-    let (uri, status, ct, body) = &got[0];
-    assert_eq!(uri, &status_url, "promised: the list message");
-    assert_eq!((*status, ct.as_str()), (200, "application/json"));
-    let s: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let r = &got[0];
+    assert_eq!(r.uri, status_url, "promised: the list message");
+    assert_eq!(
+        (r.status, r.content_type.as_deref()),
+        (200, Some("application/json"))
+    );
+    let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(s["members"], 3);
     assert_eq!(s["fanout_finished"], true);
     assert_eq!(s["failed"], 0);
