@@ -154,7 +154,7 @@ struct Conn {
     /// Stored messages acknowledged while the connection's queue held
     /// messages: a queued copy of one (handed over as it was committed,
     /// and fetched from the store meanwhile) is not written again. Emptied
-    /// with the queue.
+    /// with the queue; at most `--queue-depth` + `--max-unacked` ids.
     acked_queued: Vec<Token>,
 }
 
@@ -282,6 +282,13 @@ impl Conn {
         if let Some(m) = self.inflight.remove(&id) {
             let queue = self.out.queue();
             if m.seq != 0 && queue.capacity() < queue.max_capacity() {
+                // Bounded: a queued copy waits behind at most the queue's
+                // depth, and the connection wrote at most `max_unacked`
+                // fetched ones meanwhile.
+                let c = &self.state.config;
+                if self.acked_queued.len() >= c.queue_depth + c.max_unacked {
+                    self.acked_queued.remove(0);
+                }
                 self.acked_queued.push(id);
             }
             self.out.message_done(&id, m.list_message.is_some());
