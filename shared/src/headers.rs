@@ -303,6 +303,19 @@ pub fn param<'a>(field: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The value of preference `name` in a `Prefer` field (RFC 7240: comma-
+/// separated preferences, each `token[=value]` with `;` parameters), case
+/// insensitive: `Some("")` if it is given without a value, `None` if absent.
+pub fn preference<'a>(field: Option<&'a str>, name: &str) -> Option<&'a str> {
+    field?.split(',').find_map(|p| {
+        let pref = p.split(';').next().unwrap_or("").trim();
+        let (k, v) = pref.split_once('=').unwrap_or((pref, ""));
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
 /// The key parameters of an `aesgcm` message, checked, as the device needs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AesgcmParams {
@@ -361,6 +374,17 @@ impl AesgcmParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preferences() {
+        let f = Some("Respond-Async, wait=0; x=1");
+        assert_eq!(preference(f, "respond-async"), Some(""));
+        assert_eq!(preference(f, "wait"), Some("0"));
+        assert_eq!(preference(Some("wait = \"10\""), "wait"), Some("10"));
+        assert_eq!(preference(Some("respond-asyncx"), "respond-async"), None);
+        assert_eq!(preference(Some("handling=lenient"), "wait"), None);
+        assert_eq!(preference(None, "wait"), None);
+    }
 
     #[test]
     fn fields_are_joined_text() {

@@ -547,13 +547,7 @@ where
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     // Told once the fan-out has finished, with the counts then.
-    let field = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
-    let receipt = match field(name::PUSH_RECEIPT) {
-        None => None,
-        Some(url) => Some(super::receipt::resolve(state, url)?),
-    };
-    let asynchronous = receipt.is_some()
-        && field(name::PREFER).is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"));
+    let (receipt, asynchronous) = super::receipt::requested(state, &req)?;
     state
         .count_list_push(&list.token)
         .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;

@@ -1,6 +1,5 @@
 //! `POST` on a push resource: one message to one subscription (docs/protocol.md §3).
 
-use super::header;
 use super::response::{AppError, Body, Refusal};
 use crate::clock::now;
 use crate::state::{Outcome, State};
@@ -65,10 +64,7 @@ where
             Some(_) => {}
         }
     }
-    let receipt = match header(&req, name::PUSH_RECEIPT) {
-        None => None,
-        Some(url) => Some(super::receipt::resolve(state, url)?),
-    };
+    let (receipt, asynchronous) = super::receipt::requested(state, &req)?;
     state.rate.check(&sub.push).map_err(|retry_after| {
         AppError::rate_limited("messages to this subscription", retry_after)
     })?;
@@ -101,9 +97,6 @@ where
         .deliver(msg, meta.ttl.0 == 0)
         .await
         .map_err(|_| AppError::Store)?;
-    let asynchronous = receipt.is_some()
-        && header(&req, name::PREFER)
-            .is_some_and(|p| p.to_ascii_lowercase().contains("respond-async"));
     let status = if asynchronous {
         StatusCode::ACCEPTED
     } else {

@@ -33,10 +33,8 @@ struct Pushed {
     /// Subscriptions this connection made in the current minute.
     subscribed: Mutex<shared::rate::Window>,
     messages: Mutex<TokenMap<Arc<Message>>>,
-    /// The last stored messages acknowledged (at most [`ACKED_KEPT`]): a
-    /// copy of one still queued for a monitor (handed over as it was
-    /// committed, and fetched from the store meanwhile) is not pushed again.
-    acked: Mutex<std::collections::VecDeque<Token>>,
+    /// The stored messages acknowledged lately (see [`super::RecentAcks`]).
+    acked: Mutex<super::RecentAcks>,
     monitors: Mutex<Vec<Token>>,
     /// Held by a monitor reading what is stored, and by an acknowledgement:
     /// a message acknowledged between the read and its push would be
@@ -44,26 +42,13 @@ struct Pushed {
     gate: tokio::sync::Mutex<()>,
 }
 
-/// Acknowledged stored messages a connection remembers.
-const ACKED_KEPT: usize = 64;
-
 impl Pushed {
     fn messages(&self) -> std::sync::MutexGuard<'_, TokenMap<Arc<Message>>> {
         self.messages.lock().expect("inflight lock")
     }
 
-    /// Remembers that stored message `id` was acknowledged.
-    fn acked(&self, id: Token) {
-        let mut acked = self.acked.lock().expect("acked lock");
-        if acked.len() == ACKED_KEPT {
-            acked.pop_front();
-        }
-        acked.push_back(id);
-    }
-
-    /// Whether stored message `id` was acknowledged lately.
-    fn was_acked(&self, id: &Token) -> bool {
-        self.acked.lock().expect("acked lock").contains(id)
+    fn acked(&self) -> std::sync::MutexGuard<'_, super::RecentAcks> {
+        self.acked.lock().expect("acked lock")
     }
 }
 
@@ -236,6 +221,10 @@ async fn handle(
         (Some("s"), Some(resource), Method::GET) => {
             match state.store.subscription_by_resource(&resource) {
                 Ok(Some(sub)) => {
+                    // Monitoring keeps its set from the idle expiry.
+                    if let Ok(Some(ua)) = state.store.user_agent(&sub.uaid) {
+                        state.seen(&ua);
+                    }
                     let filter = Filter::new(&req, Some(sub.push));
                     monitor(state, respond, sub.uaid, filter, inflight, false).await
                 }
@@ -266,6 +255,7 @@ async fn handle(
         (Some("set"), Some(uaid), Method::DELETE) => delete_set(&state, uaid, &mut respond).await,
         (Some("set"), Some(uaid), Method::GET) => match state.store.user_agent(&uaid) {
             Ok(Some(ua)) if ua.kind == UaKind::Http2 => {
+                state.seen(&ua);
                 let filter = Filter::new(&req, None);
                 monitor(state, respond, uaid, filter, inflight, false).await
             }
@@ -307,6 +297,8 @@ async fn handle(
         }
         (Some("rs"), Some(uaid), Method::GET) => match state.store.user_agent(&uaid) {
             Ok(Some(ua)) if ua.kind == UaKind::Receipts => {
+                // Polling keeps it from its idle expiry.
+                state.seen(&ua);
                 let filter = Filter::new(&req, None);
                 monitor(state, respond, uaid, filter, inflight, true).await
             }
@@ -439,7 +431,7 @@ impl Filter {
         Filter {
             push,
             urgency: Urgency::parse(get(name::URGENCY)).unwrap_or(Urgency::VeryLow),
-            wait: !get(name::PREFER).is_some_and(|p| p.replace(' ', "").contains("wait=0")),
+            wait: shared::headers::preference(get(name::PREFER), "wait") != Some("0"),
         }
     }
     fn accepts(&self, m: &Message) -> bool {
@@ -459,10 +451,6 @@ async fn monitor(
     let (tx, mut rx) = mpsc::channel(state.config.queue_depth);
     let id = state.registry.next_id();
     let pending: Arc<AtomicBool> = Arc::default();
-    // Monitoring keeps a set (or a receipt subscription) from its idle expiry.
-    if let Ok(Some(ua)) = state.store.user_agent(&uaid) {
-        state.seen(&ua);
-    }
     if filter.wait {
         inflight.monitors.lock().expect("monitors lock").push(uaid);
         state.registry.insert(
@@ -614,7 +602,7 @@ fn push_one(
     inflight: &Inflight,
     receipts: bool,
 ) -> bool {
-    if msg.seq != 0 && inflight.was_acked(&msg.id) {
+    if msg.seq != 0 && inflight.acked().contains(&msg.id) {
         return true;
     }
     {
@@ -812,7 +800,7 @@ async fn acknowledge(state: &Arc<State>, id: Token, inflight: &Inflight) -> bool
     // queued writes before it reads, so it cannot push this one again.
     state.acknowledged(&msg, AckOutcome::Delivered);
     if msg.seq != 0 {
-        inflight.acked(msg.id);
+        inflight.acked().note(msg.id, &state.config);
     }
     drop(gate);
     if freed_room {

@@ -152,10 +152,8 @@ struct Conn {
     /// Subscriptions this connection made in the current minute.
     registered: shared::rate::Window,
     /// Stored messages acknowledged while the connection's queue held
-    /// messages: a queued copy of one (handed over as it was committed,
-    /// and fetched from the store meanwhile) is not written again. Emptied
-    /// with the queue; at most `--queue-depth` + `--max-unacked` ids.
-    acked_queued: Vec<Token>,
+    /// messages (see [`super::RecentAcks`]); emptied with the queue.
+    acked_queued: super::RecentAcks,
 }
 
 /// Serves one device connection to its end.
@@ -182,7 +180,7 @@ pub async fn serve(stream: TcpStream, state: Arc<State>, _slot: crate::fd::Slot)
         new_ua: false,
         peer,
         registered: Default::default(),
-        acked_queued: Vec::new(),
+        acked_queued: Default::default(),
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -282,14 +280,7 @@ impl Conn {
         if let Some(m) = self.inflight.remove(&id) {
             let queue = self.out.queue();
             if m.seq != 0 && queue.capacity() < queue.max_capacity() {
-                // Bounded: a queued copy waits behind at most the queue's
-                // depth, and the connection wrote at most `max_unacked`
-                // fetched ones meanwhile.
-                let c = &self.state.config;
-                if self.acked_queued.len() >= c.queue_depth + c.max_unacked {
-                    self.acked_queued.remove(0);
-                }
-                self.acked_queued.push(id);
+                self.acked_queued.note(id, &self.state.config);
             }
             self.out.message_done(&id, m.list_message.is_some());
             self.state.acknowledged_into(&m, outcome, ops);
@@ -375,7 +366,7 @@ impl Conn {
                             let _ = written.send(());
                         }
                         if rx.is_empty() {
-                            self.acked_queued = Vec::new();
+                            self.acked_queued.clear();
                         }
                         self.pull_if_pending(rx).await?;
                     }
