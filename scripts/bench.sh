@@ -168,7 +168,7 @@ trap 'exit 130' INT TERM
 # Every origin the load tool drives: its devices come from a few loopback
 # addresses, where a deployment's come from many, so the per-address
 # subscription rate is raised with the per-subscription message rate.
-LOAD_LIMITS="--limit subscription_messages_per_minute=1000000 --subscriptions-per-address-per-minute 1000000000"
+LOAD_LIMITS="--limit subscription_messages_per_minute=1000000 --subscriptions-per-address-per-minute 1000000000 ${ORIGIN_EXTRA:-}"
 
 # Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS, METRICS.
 start_origin() {
@@ -350,11 +350,11 @@ scale_scenario() {
   app_all="${app_all%,}"
   per=$(((push_devices + 2 * nodes - 1) / (2 * nodes)))
   run_bare l-singles-flat-out push --devices "$push_devices" --pushes "$((2 * push_devices))" \
-    --concurrency "$((8 * nodes))" --body-bytes "$BODY_BYTES" --app "$app_all" \
+    --concurrency "${CLUSTER_PUSH_CONCURRENCY:-$((8 * nodes))}" --body-bytes "$BODY_BYTES" --app "$app_all" \
     --workers $((2 * nodes)) --per-worker "$per" --ws "$ws_all" --origin-pid "${pids[0]}" --src-base 80
   redis_line l-redis-after-singles-flat-out
   run_bare l-singles-open-loop push --devices "$push_devices" --pushes "$((RATE * RATE_SECS))" \
-    --rate "$RATE" --concurrency "$((8 * nodes))" --body-bytes "$BODY_BYTES" --app "$app_all" \
+    --rate "$RATE" --concurrency "${CLUSTER_PUSH_CONCURRENCY:-$((8 * nodes))}" --body-bytes "$BODY_BYTES" --app "$app_all" \
     --workers $((2 * nodes)) --per-worker "$per" --ws "$ws_all" --origin-pid "${pids[0]}" --src-base 120
   redis_line l-redis-after-singles-open-loop
   stop_scale
@@ -381,6 +381,16 @@ redis_line() {
       members=$((members + $(redis-cli -p "${REDIS_PORTS[0]}" zcard "$key")))
     done
     extra=",\"subscriptions\":${subs:-0},\"list_members\":$members"
+  fi
+  if [[ -n "${REDIS_COMMANDSTATS:-}" ]]; then
+    # Where Redis's time went since the last line: the commands taking
+    # most of it, summed over the servers (on stderr).
+    for p in "${REDIS_PORTS[@]}"; do
+      redis-cli -p "$p" info commandstats | tr -d '\r'
+      redis-cli -p "$p" config resetstat >/dev/null
+    done | awk -F'[:,=]' -v name="$name" '/^cmdstat_/ { calls[$1] += $3; us[$1] += $5 }
+      END { for (c in us) printf "%s %s calls=%d usec=%d\n", name, c, calls[c], us[c] }' |
+      sort -t= -k3 -n -r | head -12 >&2
   fi
   local out="{\"scenario\":\"$name\",\"redis_used_memory\":$mem,\"redis_cpu_s\":$cpu$extra}"
   echo "$out"

@@ -54,10 +54,18 @@ pub trait Inbox: Send + Sync + 'static {
     /// The subscription to notices was (re)established: notices may have
     /// been missed, and route records lost with a Redis failure.
     fn resubscribed(&self);
-    /// Another node forwards a message for a device connected here: write
+    /// Node `from` forwards a message for a device connected here: write
     /// it to the connection, then call `written` with whether it was (if
-    /// not, the other node stores it).
-    fn deliver(&self, msg: crate::store::Message, written: Box<dyn FnOnce(bool) + Send>);
+    /// not, the other node stores it). Its acknowledgement goes back to
+    /// `from` ([`Cluster::acked`]).
+    fn deliver(
+        &self,
+        msg: crate::store::Message,
+        from: Arc<str>,
+        written: Box<dyn FnOnce(bool) + Send>,
+    );
+    /// A message this node forwarded was acknowledged by its device.
+    fn acked(&self, id: Token);
 }
 
 /// Counters of the cluster, for `/metrics`.
@@ -122,6 +130,11 @@ enum Job {
         node: String,
         id: u64,
         delivered: bool,
+    },
+    /// A message `node` forwarded here was acknowledged.
+    Acked {
+        node: Arc<str>,
+        id: Token,
     },
 }
 
@@ -256,6 +269,17 @@ impl Cluster {
             }
             _ => false,
         }
+    }
+
+    /// Tells `node`, which forwarded message `id` here, that its device
+    /// acknowledged it: that node skips or deletes its write. (If the
+    /// notice is lost, the message stays stored, and the device gets it
+    /// again at its next `hello`.)
+    pub fn acked(&self, node: &str, id: &Token) {
+        self.send(Job::Acked {
+            node: node.into(),
+            id: *id,
+        });
     }
 
     /// Counts one event of `name` for `key` in the current clock minute, on
@@ -602,6 +626,9 @@ impl Cluster {
                     body.push(u8::from(*delivered));
                     record(frames.entry(node.clone()).or_default(), REPLY, &body);
                 }
+                Job::Acked { node, id } => {
+                    record(frames.entry(node.to_string()).or_default(), ACKED, id);
+                }
             }
         }
         c.pipeline(arrived.into_values().chain(left.into_values()).collect())?;
@@ -913,16 +940,18 @@ impl Cluster {
                     else {
                         continue;
                     };
-                    let from = String::from_utf8_lossy(from).into_owned();
+                    let from: Arc<str> = String::from_utf8_lossy(from).into();
                     let Ok(message) = crate::store::codec::read_message(message) else {
                         continue;
                     };
                     let jobs = self.jobs.clone();
+                    let node = from.to_string();
                     inbox.deliver(
                         message,
+                        from,
                         Box::new(move |delivered| {
                             let _ = jobs.send(Job::Reply {
-                                node: from,
+                                node,
                                 id,
                                 delivered,
                             });
@@ -943,6 +972,7 @@ impl Cluster {
                     }
                     inbox.list_members(id, members);
                 }
+                ACKED if body.len() == 16 => inbox.acked(body.try_into().expect("16 bytes")),
                 REPLY if body.len() == 9 => {
                     let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
                     let waiting = self.pending.lock().expect("pending").remove(&id);
@@ -963,6 +993,7 @@ impl Cluster {
 const NUDGE: u8 = b'N';
 const DELIVER: u8 = b'D';
 const REPLY: u8 = b'R';
+const ACKED: u8 = b'A';
 const MEMBERS: u8 = b'L';
 
 /// The string values of `keys` (`None`: no such key), in one pipeline.

@@ -179,6 +179,16 @@ pub struct Settings {
     /// its 201 (and deleted when acknowledged).
     #[arg(long, env = "ORIGIN_DELIVER_BEFORE_COMMIT")]
     pub deliver_before_commit: bool,
+    /// Milliseconds a push to a connected device waits for the device's
+    /// acknowledgement before it queues the message's store write. A push
+    /// is answered once its message is committed or acknowledged: one
+    /// acknowledged first is never written (nor deleted), which spares
+    /// the store an fsync each way (and on Redis a replica's WAIT). It
+    /// delays the 201 of a push whose device is slower by as much. 0
+    /// queues the write at once (it is still skipped if the device
+    /// acknowledges while it waits in the queue).
+    #[arg(long, env = "ORIGIN_ACK_WAIT_MS", default_value_t = 20, value_parser = u64_in(0, 1000))]
+    pub ack_wait_ms: u64,
     /// Days a user agent may stay away (no WebSocket hello, no HTTP/2
     /// monitoring request) before it ends with all its subscriptions: their
     /// push resources then answer 410 and they leave their lists. 0 keeps
@@ -507,6 +517,8 @@ pub struct Config {
     pub list_status_cache_ms: u64,
     /// Whether a push to a connected device is answered before its commit.
     pub deliver_before_commit: bool,
+    /// How long a push's store write waits for the device's acknowledgement, ms.
+    pub ack_wait_ms: u64,
     /// Days a user agent may stay away (0: for ever).
     pub idle_expiry_days: u64,
     /// Days a receipt subscription may go unpolled (0: for ever).
@@ -684,6 +696,7 @@ impl Config {
             purge_batch: s.purge_batch,
             list_status_cache_ms: s.list_status_cache_ms,
             deliver_before_commit: s.deliver_before_commit,
+            ack_wait_ms: s.ack_wait_ms,
             idle_expiry_days: s.idle_expiry_days,
             receipt_idle_expiry_days: s.receipt_idle_expiry_days,
             ended_kept_days: s.ended_kept_days,

@@ -15,12 +15,14 @@
 //! - `fanout` (list push → copies), `registration` (making a subscription),
 //!   `state` (the shared state and `State::deliver`);
 //! - `registry` (connected user agents), `copy` (a list message's copies and
-//!   the outlet the fan-out writes them to);
+//!   the outlet the fan-out writes them to), `awaiting` (messages whose
+//!   store write an acknowledgement may yet spare);
 //! - `store` (the `Store` trait, redb, group commit) and the leaves:
 //!   `config`, `clock`, `tokens`, `urls`, `metrics`, `rate`, `stripes`, `burst`,
 //!   `probe`, `fd`.
 
 pub mod app;
+pub mod awaiting;
 pub mod burst;
 pub mod clock;
 pub mod cluster;

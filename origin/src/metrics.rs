@@ -11,6 +11,9 @@ pub struct Metrics {
     pub pushes_delivered: AtomicU64,
     /// Pushes accepted and stored for later.
     pub pushes_stored: AtomicU64,
+    /// Delivered pushes that their device acknowledged before their store
+    /// write committed, which was skipped.
+    pub pushes_acked_unstored: AtomicU64,
     /// TTL 0 pushes to a device that was not connected.
     pub pushes_discarded: AtomicU64,
     /// Pushes refused (4xx).
@@ -101,6 +104,8 @@ pub struct Gauges<'a> {
     pub store: StoreCounts,
     /// Store writes queued and not yet committed.
     pub writes_pending: u64,
+    /// Store write requests committed so far (many share a commit).
+    pub writes_committed: u64,
     /// This node's part in a cluster, if it is in one.
     pub cluster: Option<ClusterGauges>,
 }
@@ -170,6 +175,13 @@ impl Metrics {
                 ],
             },
             Family {
+                name: "push_pushes_unstored_total",
+                help: "Delivered pushes acknowledged by their device before their store write, which was skipped",
+                kind: "counter",
+                label: None,
+                samples: vec![("", v(&self.pushes_acked_unstored))],
+            },
+            Family {
                 name: "push_list_pushes_total",
                 help: "Pushes to a list, by outcome",
                 kind: "counter",
@@ -233,6 +245,12 @@ impl Metrics {
                 "Store writes queued and not yet committed (acknowledgements, clean-ups, requests)",
                 "gauge",
                 gauges.writes_pending,
+            ),
+            one(
+                "push_store_writes_total",
+                "Store write requests committed (many share a commit; skipped ones are not counted)",
+                "counter",
+                gauges.writes_committed,
             ),
             one(
                 "push_app_requests_total",

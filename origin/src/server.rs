@@ -175,18 +175,38 @@ impl Inbox for Peers {
         });
     }
 
-    fn deliver(&self, msg: crate::store::Message, written: Box<dyn FnOnce(bool) + Send>) {
+    fn deliver(
+        &self,
+        msg: crate::store::Message,
+        from: Arc<str>,
+        written: Box<dyn FnOnce(bool) + Send>,
+    ) {
         let Some(state) = self.state.upgrade() else {
             return written(false);
         };
         self.runtime.spawn(async move {
             let msg = Arc::new(msg);
-            written(
-                state
-                    .write_here(&msg, crate::state::FORWARDED_WRITE_WAIT)
-                    .await,
-            );
+            // Its acknowledgement goes to the node that took the push.
+            state.awaiting.remote(msg.id, from);
+            let done = state
+                .write_here(&msg, crate::state::FORWARDED_WRITE_WAIT)
+                .await;
+            if !done {
+                state.awaiting.not_remote(&msg.id);
+            }
+            written(done);
         });
+    }
+
+    fn acked(&self, id: Token) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        // Not waited for any more: its write committed, so it is deleted
+        // after it.
+        if state.awaiting.acked(&id) == crate::awaiting::Acked::NotWaiting {
+            state.write_later(vec![crate::store::Op::DeleteMessage(id)]);
+        }
     }
 
     fn resubscribed(&self) {

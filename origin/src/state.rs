@@ -1,6 +1,7 @@
 //! The service's shared state, and the one path every message takes to a
 //! user agent: straight into its connection's queue, or into the store.
 
+use crate::awaiting::Acked;
 use crate::clock::now;
 use crate::config::Config;
 use crate::metrics::{inc, Metrics};
@@ -65,6 +66,8 @@ pub struct State {
     pub shutting_down: std::sync::atomic::AtomicBool,
     /// This node's part in a cluster (on a Redis store).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Messages handed to their device whose write may yet be skipped.
+    pub awaiting: Arc<crate::awaiting::Awaiting>,
     /// Permits to look through a user agent's lists for its waiting copies
     /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
     pub hello_work: tokio::sync::Semaphore,
@@ -125,6 +128,7 @@ impl State {
             burst: crate::burst::Burst::new(Duration::from_millis(config.fanout_read_pause_ms)),
             shutting_down: Default::default(),
             cluster: Default::default(),
+            awaiting: Default::default(),
             dropped: std::sync::Mutex::new(Some(dropped)),
             ack_counts: Default::default(),
             purging: Default::default(),
@@ -140,12 +144,13 @@ impl State {
 
     /// Delivers a message to its user agent now if it is connected (here,
     /// or to another node of a cluster), and stores it (unless `ttl_zero`).
-    /// Returns once it is committed and written to the device's socket (or
-    /// the write waited `WRITE_WAIT`): a crash after the answer cannot lose
-    /// it. A message for a connected device is handed to its connection
-    /// while its commit runs, and deleted when acknowledged. With
-    /// `--deliver-before-commit` it is stored only if the device is not
-    /// connected.
+    /// Returns once it is durable, committed or acknowledged by the device,
+    /// and written to the device's socket (or the write waited
+    /// `WRITE_WAIT`): a crash after the answer cannot lose it. Its write is
+    /// queued `--ack-wait-ms` after the hand-over starts (at once if it
+    /// was not written), and skipped if the device acknowledges first (see
+    /// [`crate::awaiting`]); a committed one is deleted when acknowledged. With `--deliver-before-commit` it is stored only if
+    /// the device is not connected.
     pub async fn deliver(&self, msg: Message, ttl_zero: bool) -> Result<Outcome, StoreError> {
         if ttl_zero || self.config.deliver_before_commit {
             return self.deliver_before_commit(msg, ttl_zero).await;
@@ -153,12 +158,48 @@ impl State {
         let mut msg = msg;
         msg.seq = self.store.next_seq();
         let msg = Arc::new(msg);
-        // Queued for commit before it is handed over, so that its
-        // acknowledgement's deletion is queued after it.
-        let put = Op::PutMessage(Box::new((*msg).clone()));
-        let committed = self.committer.submit(vec![put]).await?;
-        let (written, committed) = tokio::join!(self.hand_over(&msg), committed);
-        committed?;
+        let (guard, mut acked) = self.awaiting.wait(msg.id);
+        let unwritten = tokio::sync::Notify::new();
+        let hand_over = async {
+            let written = self.hand_over(&msg).await;
+            if !written {
+                unwritten.notify_one();
+            }
+            written
+        };
+        let durable = async {
+            // A device that answers within --ack-wait-ms spares the write.
+            let wait = Duration::from_millis(self.config.ack_wait_ms);
+            if !wait.is_zero() {
+                tokio::select! {
+                    biased;
+                    Ok(()) = &mut acked => return Ok(true),
+                    () = unwritten.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            let put = Op::PutMessage(Box::new((*msg).clone()));
+            let (awaiting, id) = (self.awaiting.clone(), msg.id);
+            let committed = self
+                .committer
+                .submit_unless(vec![put], Box::new(move || awaiting.begin_commit(&id)))
+                .await?;
+            tokio::select! {
+                biased;
+                Ok(()) = &mut acked => Ok(true),
+                r = committed => r.map(|()| false),
+            }
+        };
+        let (written, acked) = tokio::join!(hand_over, durable);
+        if acked? {
+            inc(&self.metrics.pushes_delivered);
+            inc(&self.metrics.pushes_acked_unstored);
+            return Ok(Outcome::Delivered);
+        }
+        if guard.committed() {
+            // Acknowledged while it committed: deleted after its write.
+            self.write_later(vec![Op::DeleteMessage(msg.id)]);
+        }
         if written {
             inc(&self.metrics.pushes_delivered);
             return Ok(Outcome::Delivered);
@@ -369,10 +410,25 @@ impl State {
         }
         self.undelivered(outcome);
         if msg.seq != 0 {
-            ops.push(Op::DeleteMessage(msg.id));
+            self.delivered_into(&msg.id, ops);
         }
         if let (Some(receipt), AckOutcome::Delivered) = (msg.receipt, outcome) {
             self.send_receipt(msg.id, receipt, 204);
+        }
+    }
+
+    /// Message `id` (not a list copy) is done with: its store write is
+    /// skipped if its push still holds it, or deleted after it (by the node
+    /// that took the push, in a cluster), or its deletion appended to `ops`.
+    pub fn delivered_into(&self, id: &Token, ops: &mut Vec<Op>) {
+        match self.awaiting.acked(id) {
+            Acked::NotWaiting => ops.push(Op::DeleteMessage(*id)),
+            Acked::Taken | Acked::Deferred => {}
+            Acked::Remote(node) => {
+                if let Some(c) = self.cluster.get() {
+                    c.acked(&node, id);
+                }
+            }
         }
     }
 

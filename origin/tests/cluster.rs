@@ -14,12 +14,22 @@ use std::time::Duration;
 const PUBLIC: &str = "http://push.test";
 const DEVICES: &str = "http://devices.test";
 
-async fn node(store: &str, prefix: &str, name: &str, wait: u32) -> Running {
-    node_with(store, prefix, name, wait, &[]).await
+async fn node_with(store: &str, prefix: &str, name: &str, wait: u32, limits: &[&str]) -> Running {
+    node_acking(store, prefix, name, wait, limits, 20).await
 }
 
-async fn node_with(store: &str, prefix: &str, name: &str, wait: u32, limits: &[&str]) -> Running {
+/// A node whose pushes wait `ack_wait_ms` for the device's acknowledgement
+/// before their store write.
+async fn node_acking(
+    store: &str,
+    prefix: &str,
+    name: &str,
+    wait: u32,
+    limits: &[&str],
+    ack_wait_ms: u64,
+) -> Running {
     start_with(&temp_dir(name), limits, |s| {
+        s.ack_wait_ms = ack_wait_ms;
         s.store = Some(store.to_owned());
         s.redis_wait_replicas = wait;
         s.redis_prefix = prefix.to_owned();
@@ -33,15 +43,20 @@ async fn node_with(store: &str, prefix: &str, name: &str, wait: u32, limits: &[&
 /// Three nodes on `store`, with keys of their own, whose writes wait for
 /// `wait` replicas; once every one is ready.
 async fn three(store: &str, wait: u32) -> [Running; 3] {
+    three_acking(store, wait, 20).await
+}
+
+/// [`three`] whose pushes wait `ack_wait_ms` for acknowledgements.
+async fn three_acking(store: &str, wait: u32, ack_wait_ms: u64) -> [Running; 3] {
     let prefix = format!(
         "c{}",
         &origin::tokens::to_hex(&origin::tokens::new_token())[..8]
     );
-    let nodes = [
-        node(store, &prefix, "a", wait).await,
-        node(store, &prefix, "b", wait).await,
-        node(store, &prefix, "c", wait).await,
-    ];
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(node_acking(store, &prefix, name, wait, &[], ack_wait_ms).await);
+    }
+    let nodes: [Running; 3] = nodes.try_into().ok().expect("three nodes");
     for n in &nodes {
         until_ready(n, 200).await;
     }
@@ -80,16 +95,24 @@ async fn until_ready(n: &Running, status: u16) {
 }
 
 async fn pushes_cross_nodes(store: &str, wait: u32) {
-    let [a, b, c] = three(store, wait).await;
+    // Pushes wait long for acknowledgements: the first is surely
+    // acknowledged in time, the second surely not.
+    let [a, b, c] = three_acking(store, wait, 1000).await;
     let mut d = Device::connect(&a, None).await;
     let (_, endpoint) = d.register(None).await;
     assert!(endpoint.starts_with(PUBLIC), "{endpoint}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    // Taken by B, delivered by A.
+    // Taken by B, delivered by A, acknowledged there before B's store
+    // write: B answers at the acknowledgement and never writes it.
     let body = aes128gcm_body(64);
-    let r = push(&b, &endpoint, "60", &body).await;
-    assert_eq!(r.status, 201, "{:?}", r.json());
+    let post = tokio::spawn({
+        let (url, body) = (at(&b, &endpoint), body.clone());
+        async move {
+            let hs = [("ttl", "60"), ("content-encoding", "aes128gcm")];
+            request("POST", &url, &hs, &body).await
+        }
+    });
     let n = d
         .recv_notification()
         .await
@@ -99,7 +122,11 @@ async fn pushes_cross_nodes(store: &str, wait: u32) {
         Some(body.clone())
     );
     d.ack(&n).await;
-    // And by C, once.
+    let r = post.await.unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(metric(&b, "push_pushes_unstored_total").await, 1);
+    // By C, acknowledged after its 201: stored, then deleted by C when A
+    // tells it of the acknowledgement (not redelivered below).
     let r = push(&c, &endpoint, "60", b"").await;
     assert_eq!(r.status, 201);
     let n = d
@@ -108,10 +135,16 @@ async fn pushes_cross_nodes(store: &str, wait: u32) {
         .expect("a push through a third node");
     d.ack(&n).await;
     d.expect_nothing().await;
+    assert_eq!(metric(&c, "push_pushes_unstored_total").await, 0);
     assert!(metric(&b, "push_cluster_routes_total{outcome=\"hit\"}").await >= 1);
-    // Written to A's connection, never stored.
+    // Written to A's connection, never stored as for a device away.
     assert!(metric(&b, "push_cluster_forwarded_total").await >= 1);
     assert_eq!(metric(&b, "push_pushes_total{outcome=\"stored\"}").await, 0);
+    let uaid = d.uaid.clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.close().await;
+    let mut d = Device::connect(&b, Some(&uaid)).await;
+    d.expect_nothing().await;
 
     // Away: stored; back on another node, it comes from there.
     let uaid = d.uaid.clone();

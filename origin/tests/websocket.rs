@@ -283,6 +283,64 @@ async fn messages_that_overflow_the_queue_still_arrive_on_the_same_connection() 
 }
 
 #[tokio::test]
+async fn a_push_acknowledged_within_the_ack_wait_is_never_stored() {
+    // A long wait, so that the device's acknowledgement surely comes first.
+    let dir = temp_dir("ws-ack-wait");
+    let o = start_with(&dir, &[], |s| s.ack_wait_ms = 1000).await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let writes = || async {
+        o.state.settle().await.unwrap();
+        metric(&o, "push_store_writes_total").await
+    };
+    let before = writes().await;
+    let started = std::time::Instant::now();
+    let post = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move { request("POST", &endpoint, &[("ttl", "600")], b"").await }
+    });
+    let n = d.recv_notification().await.expect("notification");
+    d.ack(&n).await;
+    let r = post.await.unwrap();
+    assert_eq!(r.status, 201);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "answered at the acknowledgement, not after the wait"
+    );
+    assert_eq!(metric(&o, "push_pushes_unstored_total").await, 1);
+    assert_eq!(writes().await, before, "no store write for it");
+    let uaid = d.uaid.clone();
+    d.close().await;
+    let mut again = Device::connect(&o, Some(&uaid)).await;
+    again.expect_nothing().await;
+
+    // One the device does not acknowledge in time is stored before its
+    // 201, and deleted when acknowledged after.
+    let started = std::time::Instant::now();
+    let r = request("POST", &endpoint, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(metric(&o, "push_pushes_unstored_total").await, 1);
+    let n = again.recv_notification().await.expect("notification");
+    let id = n.version.to_string();
+    assert!(o.state.store.message(&tokens_of(&id)).unwrap().is_some());
+    again.ack(&n).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        o.state.settle().await.unwrap();
+        if o.state.store.message(&tokens_of(&id)).unwrap().is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "deleted at its ack");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tokens_of(version: &str) -> [u8; 16] {
+    origin::tokens::decode(version).expect("a version is a token")
+}
+
+#[tokio::test]
 async fn an_acknowledged_message_is_not_sent_again_on_a_quick_reconnect() {
     // Acknowledgements are committed lazily (they wait to share a commit);
     // a device that acknowledges and reconnects at once must still not get

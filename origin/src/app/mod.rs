@@ -127,6 +127,7 @@ fn render_metrics(state: &State) -> String {
         connected: &connected,
         store: state.store.counts().unwrap_or_default(),
         writes_pending: state.committer.pending() as u64,
+        writes_committed: state.committer.committed(),
         cluster,
     })
 }

@@ -8,13 +8,18 @@
 //! ends the delay at once.
 
 use super::{Dropped, Op, Store, StoreError};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes, and who waits for their commit (nobody, for [`Committer::enqueue`]).
 type Request = (Vec<Op>, Option<oneshot::Sender<Result<(), StoreError>>>);
+
+/// Asked on the commit thread just before a request's writes join a
+/// commit: whether they still should (`false`: they are skipped, and the
+/// request answered as committed). See [`Committer::submit_unless`].
+pub type Wanted = Box<dyn FnOnce() -> bool + Send>;
 
 /// Told, on the commit thread, of the messages each commit dropped
 /// undelivered.
@@ -23,12 +28,14 @@ pub type OnDropped = Box<dyn Fn(Vec<Dropped>) + Send>;
 /// A handle to submit writes; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<(Request, Option<Wanted>)>,
     /// Requests submitted and not yet committed.
     pending: Arc<AtomicUsize>,
     /// Requests that found the queue full and wait for room off their
     /// caller's task (their order is no longer guaranteed).
     overflowing: Arc<AtomicUsize>,
+    /// Requests committed so far.
+    committed: Arc<AtomicU64>,
 }
 
 impl Committer {
@@ -42,18 +49,21 @@ impl Committer {
         lazy_delay: Duration,
         on_dropped: OnDropped,
     ) -> Committer {
-        let (tx, mut rx) = mpsc::channel::<Request>(64 * 1024);
+        let (tx, mut rx) = mpsc::channel::<(Request, Option<Wanted>)>(64 * 1024);
         let pending = Arc::new(AtomicUsize::new(0));
         let done_count = pending.clone();
+        let committed = Arc::new(AtomicU64::new(0));
+        let committed_count = committed.clone();
         std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || {
                 let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
                 let max_lazy = max_batch.saturating_mul(4);
+                let mut skipped = 0;
                 while let Some(first) = rx.blocking_recv() {
                     let deadline = Instant::now() + lazy_delay;
-                    let mut waited_for = first.1.is_some();
-                    batch.push(first);
+                    let mut waited_for = first.0 .1.is_some();
+                    skipped += usize::from(!take(first, &mut batch));
                     loop {
                         let limit = if waited_for { max_batch } else { max_lazy };
                         if batch.len() >= limit {
@@ -61,8 +71,8 @@ impl Committer {
                         }
                         match rx.try_recv() {
                             Ok(r) => {
-                                waited_for |= r.1.is_some();
-                                batch.push(r);
+                                waited_for |= r.0 .1.is_some();
+                                skipped += usize::from(!take(r, &mut batch));
                             }
                             Err(mpsc::error::TryRecvError::Empty)
                                 if !waited_for && Instant::now() < deadline =>
@@ -72,8 +82,11 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    let n = batch.len();
-                    commit(&*store, &mut batch, &on_dropped);
+                    let n = batch.len() + std::mem::take(&mut skipped);
+                    if !batch.is_empty() {
+                        committed_count.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        commit(&*store, &mut batch, &on_dropped);
+                    }
                     done_count.fetch_sub(n, Ordering::AcqRel);
                 }
             })
@@ -82,6 +95,7 @@ impl Committer {
             tx,
             pending,
             overflowing: Arc::default(),
+            committed,
         }
     }
 
@@ -96,9 +110,27 @@ impl Committer {
         &self,
         ops: Vec<Op>,
     ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
+        self.send(ops, None).await
+    }
+
+    /// [`Committer::submit`], but the commit thread first asks `wanted`
+    /// whether to write `ops` at all.
+    pub async fn submit_unless(
+        &self,
+        ops: Vec<Op>,
+        wanted: Wanted,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
+        self.send(ops, Some(wanted)).await
+    }
+
+    async fn send(
+        &self,
+        ops: Vec<Op>,
+        wanted: Option<Wanted>,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
         let (done, wait) = oneshot::channel();
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send((ops, Some(done))).await.is_err() {
+        if self.tx.send(((ops, Some(done)), wanted)).await.is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(StoreError::Closed);
         }
@@ -109,7 +141,7 @@ impl Committer {
     /// awaited) one after the other commit in that order.
     pub fn enqueue(&self, ops: Vec<Op>) {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.tx.try_send((ops, None)) {
+        match self.tx.try_send(((ops, None), None)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(req)) => {
                 // Overloaded: wait for room off this task (order may slip).
@@ -131,6 +163,11 @@ impl Committer {
         }
     }
 
+    /// Requests committed (or failed) so far; skipped ones are not counted.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
     /// Requests submitted and not yet committed.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
@@ -147,6 +184,19 @@ impl Committer {
         }
         self.write(Vec::new()).await
     }
+}
+
+/// Adds a request to the batch unless it is no longer wanted (then it is
+/// answered at once); whether it was added.
+fn take((r, wanted): (Request, Option<Wanted>), batch: &mut Vec<Request>) -> bool {
+    if wanted.is_some_and(|w| !w()) {
+        if let Some(done) = r.1 {
+            let _ = done.send(Ok(()));
+        }
+        return false;
+    }
+    batch.push(r);
+    true
 }
 
 /// Commits a batch; if the batch fails, each request is retried alone so
