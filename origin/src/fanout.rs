@@ -195,22 +195,30 @@ pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: 
     let cluster = state.cluster.get().cloned();
     let mut spread = Vec::new();
     let list = push.msg.list;
-    let mut after = after;
     let t = now();
-    loop {
+    // Each batch is read off the runtime while the one before is written:
+    // the walk is bound by its reads' round trips on Redis.
+    let mut next = Some(read_members(&state, list, after));
+    while let Some(reading) = next.take() {
         #[cfg(debug_assertions)]
         debug_walk_delay().await;
-        let batch = match state.store.list_members(&list, after.as_ref(), BATCH) {
-            Ok(b) => b,
-            Err(e) => {
+        let batch = match reading.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
                 // The rest fetch their copies at hello.
+                tracing::error!("fan-out read: {e}");
+                break;
+            }
+            Err(e) => {
                 tracing::error!("fan-out read: {e}");
                 break;
             }
         };
         let Some(last) = batch.last() else { break };
         let cursor = last.push;
-        after = Some(cursor);
+        if batch.len() == BATCH {
+            next = Some(read_members(&state, list, Some(cursor)));
+        }
         let mut here = Vec::with_capacity(batch.len());
         let mut away = Vec::new();
         for m in batch {
@@ -257,6 +265,17 @@ pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: 
     if let Some(to) = push.msg.receipt {
         state.send_list_receipt(push.msg.id, to).await;
     }
+}
+
+/// Reads the next [`BATCH`] members of `list` after `after`, on a
+/// blocking thread.
+fn read_members(
+    state: &Arc<State>,
+    list: Token,
+    after: Option<Token>,
+) -> tokio::task::JoinHandle<Result<Vec<ListMember>, StoreError>> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.store.list_members(&list, after.as_ref(), BATCH))
 }
 
 /// In debug builds, `ORIGIN_DEBUG_WALK_DELAY_MS` holds each batch of a

@@ -8,7 +8,7 @@
 //! - a [`Shape::Grouped`] table is a sorted set per group whose members are
 //!   the key's fixed-size rest followed by the value, all at score 0, so a
 //!   range is one `ZRANGE … BYLEX` in key order, paged (a list of 1,000,000
-//!   members is read 512 at a time, never whole);
+//!   members is read 2,048 at a time, other ranges 512, never whole);
 //! - a [`Shape::Keyed`] table is a hash per group;
 //! - a [`Shape::Index`] (expiry times) is sharded over [`SHARDS`] sorted
 //!   sets in different slots, read in order by merging them.
@@ -25,8 +25,8 @@
 
 use super::kv::{
     self, Read, Shape, Visit, Write, ACKS_PURGING, COPY_ACKS, ENDED_EXPIRY, FANOUTS, LISTS,
-    LISTS_PURGING, LIST_MSGS, LIST_MSG_EXPIRY, MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS,
-    RS_SEEN, SUBS, SUB_LISTS, UA_SEEN,
+    LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, MEMBER_EXPIRY, MSGS, OWNER_LISTS,
+    PUSH_MSGS, RS_SEEN, SUBS, SUB_LISTS, UA_SEEN,
 };
 use super::layered::{Backend, Layered};
 use super::StoreError;
@@ -42,6 +42,10 @@ use std::time::Duration;
 pub const SHARDS: u8 = 16;
 /// Entries read per round trip in a range.
 const PAGE: usize = 512;
+/// Entries read per round trip in a list's members: a fan-out's walk reads
+/// them 2,048 at a time, in one round trip (the walk is bound by its round
+/// trips: docs/performance.md, scenario l).
+const MEMBERS_PAGE: usize = 2048;
 
 /// The service's store on Redis.
 pub type RedisStore = Layered<Redis>;
@@ -413,15 +417,18 @@ struct Pages {
     rev: bool,
     buf: std::collections::VecDeque<Vec<u8>>,
     done: bool,
+    /// Entries per round trip.
+    page: usize,
 }
 
 impl Pages {
-    fn new(key: Vec<u8>, (lo, hi): (Vec<u8>, Vec<u8>), rev: bool) -> Pages {
+    fn new(key: Vec<u8>, (lo, hi): (Vec<u8>, Vec<u8>), rev: bool, page: usize) -> Pages {
         Pages {
             key,
             lo,
             hi,
             rev,
+            page,
             buf: Default::default(),
             done: false,
         }
@@ -440,9 +447,9 @@ impl Pages {
             } else {
                 cmd.arg(&self.lo[..]).arg(&self.hi[..]).arg("BYLEX");
             }
-            cmd.arg("LIMIT").arg(0).arg(PAGE);
+            cmd.arg("LIMIT").arg(0).arg(self.page);
             let page: Vec<Vec<u8>> = c.query(&cmd)?;
-            self.done = page.len() < PAGE;
+            self.done = page.len() < self.page;
             if let Some(last) = page.last() {
                 // The next page starts after the last member read.
                 if self.rev {
@@ -488,14 +495,19 @@ impl Ranged {
             },
         };
         let mut sets = Vec::new();
+        let page = if t.id == LIST_MEMBERS.id {
+            MEMBERS_PAGE
+        } else {
+            PAGE
+        };
         if let Some(bounds) = lex_bounds(lo, hi, skip, suffix) {
             match t.shape {
                 Shape::Index { .. } => {
                     for s in 0..SHARDS {
-                        sets.push(Pages::new(r.shard_key(t, s), bounds.clone(), rev));
+                        sets.push(Pages::new(r.shard_key(t, s), bounds.clone(), rev, page));
                     }
                 }
-                _ => sets.push(Pages::new(r.redis_key(t, &group), bounds, rev)),
+                _ => sets.push(Pages::new(r.redis_key(t, &group), bounds, rev, page)),
             }
         }
         Ok(Ranged {
