@@ -49,7 +49,8 @@
 #      through node 0, 1 + LIST_REPEATS times: 201 latency and last copy,
 #      and the same devices by single pushes through node 0 (ratio, as e);
 #      with CLUSTER_ACK_DELAY_MS, the devices acknowledge each copy that
-#      many ms after it arrived (as in h);
+#      many ms after it arrived (as in h); CLUSTER_LIST_ONLY=1 leaves the
+#      single pushes out;
 #      then CLUSTER_PUSH_DEVICES [60000] new devices take 2 KiB single pushes
 #      sent to every node in turn (each device is on one node, so 5 in 6
 #      are routed to another): as fast as possible ("l-singles-flat-out",
@@ -342,7 +343,7 @@ scale_scenario() {
   redis_line l-redis-after-connect
   run_bare l-list list --devices "$devices" --workers $((2 * nodes)) --per-worker "$per" \
     --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" --list-repeats "$LIST_REPEATS" \
-    --ack-delay-ms "${CLUSTER_ACK_DELAY_MS:-0}" \
+    --ack-delay-ms "${CLUSTER_ACK_DELAY_MS:-0}" ${CLUSTER_LIST_ONLY:+--list-only} \
     --ws "$ws_all" --app "http://${apps[0]}" --origin-pid "${pids[0]}" --src-base 40
   redis_line l-redis-after-list
   local app_all push_devices="${CLUSTER_PUSH_DEVICES:-60000}"

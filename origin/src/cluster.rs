@@ -723,12 +723,19 @@ impl Cluster {
         if !here.is_empty() {
             inbox.nudge(&here);
         }
-        for (node, payload) in frames {
-            let mut cmd = redis::cmd("SPUBLISH");
-            cmd.arg(self.node_channel(&node)).arg(payload);
-            c.query::<i64>(&cmd)?;
-            self.metrics.notices_sent.fetch_add(1, Ordering::Relaxed);
-        }
+        // One round trip for every node's notice (each goes to the master
+        // of its channel's slot).
+        let notices: Vec<redis::Cmd> = frames
+            .into_iter()
+            .map(|(node, payload)| {
+                let mut cmd = redis::cmd("SPUBLISH");
+                cmd.arg(self.node_channel(&node)).arg(payload);
+                cmd
+            })
+            .collect();
+        let sent = notices.len() as u64;
+        c.pipeline(notices)?;
+        self.metrics.notices_sent.fetch_add(sent, Ordering::Relaxed);
         // The last record of each fan-out in this batch is where it stands.
         let mut at: HashMap<Token, Token> = HashMap::new();
         at.extend(progress);
