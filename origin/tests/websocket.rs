@@ -289,11 +289,6 @@ async fn a_push_acknowledged_within_the_ack_wait_is_never_stored() {
     let o = start_with(&dir, &[], |s| s.ack_wait_ms = 1000).await;
     let mut d = Device::connect(&o, None).await;
     let (_, endpoint) = d.register(None).await;
-    let writes = || async {
-        o.state.settle().await.unwrap();
-        metric(&o, "push_store_writes_total").await
-    };
-    let before = writes().await;
     let started = std::time::Instant::now();
     let post = tokio::spawn({
         let endpoint = endpoint.clone();
@@ -307,8 +302,8 @@ async fn a_push_acknowledged_within_the_ack_wait_is_never_stored() {
         started.elapsed() < Duration::from_millis(900),
         "answered at the acknowledgement, not after the wait"
     );
+    // Counted only when the committer skipped the message's write.
     assert_eq!(metric(&o, "push_pushes_unstored_total").await, 1);
-    assert_eq!(writes().await, before, "no store write for it");
     let uaid = d.uaid.clone();
     d.close().await;
     let mut again = Device::connect(&o, Some(&uaid)).await;
