@@ -462,7 +462,8 @@ impl State {
     }
 
     /// Removes what deleted lists and list messages left behind (members,
-    /// acknowledgements), `--purge-batch` rows a commit, until none is
+    /// acknowledgements), and marks dropped the copies members that left
+    /// their lists were owed, `--purge-batch` rows a commit, until none is
     /// left; a no-op while this node already purges.
     pub async fn purge(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;

@@ -24,7 +24,7 @@ pub fn document(msg: &ListMessage, acks: &AckCounts, beyond_backlog: bool) -> se
         "rejected": acks.rejected,
         "stored": stored,
         "expired": expired,
-        "dropped": dropped,
+        "dropped": dropped + acks.dropped,
         "failed": msg.failed,
         "fanout_finished": msg.fanout_done,
         "expires": doc::format_expires(msg.expires as i64),

@@ -121,6 +121,75 @@ async fn list_push_reaches_connected_and_offline_members_once() {
 }
 
 #[tokio::test]
+async fn a_member_removed_before_answering_counts_dropped() {
+    let o = start_fresh("list-left").await;
+    let mut uaids = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..2 {
+        let mut d = Device::connect(&o, None).await;
+        let (_, e) = d.register(None).await;
+        endpoints.push(e);
+        uaids.push(d.uaid.clone());
+        d.close().await;
+    }
+    let doc: Value = endpoints
+        .iter()
+        .map(|e| (e.clone(), json!({})))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let r = create(&o, &doc, None).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let list = r.header("location").unwrap().to_owned();
+    let r = request("POST", &list, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    let status_url = r.header("location").unwrap().to_owned();
+    let counts = || async {
+        let s = request("GET", &status_url, &[], b"").await.json();
+        (s["stored"].as_u64(), s["dropped"].as_u64())
+    };
+    assert_eq!(counts().await, (Some(2), Some(0)));
+
+    // The first leaves before it came back for its copy.
+    let patch = json!({ endpoints[0].clone(): null });
+    let r = request(
+        "PATCH",
+        &list,
+        &[("content-type", PATCH)],
+        patch.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while counts().await != (Some(1), Some(1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dropped, not stored: {:?}",
+            counts().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut gone = Device::connect(&o, Some(&uaids[0])).await;
+    gone.expect_nothing().await;
+    let mut kept = Device::connect(&o, Some(&uaids[1])).await;
+    let n = kept.recv_notification().await.expect("its copy");
+    kept.ack(&n).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = request("GET", &status_url, &[], b"").await.json();
+        let got = (
+            s["delivered"].as_u64(),
+            s["stored"].as_u64(),
+            s["dropped"].as_u64(),
+        );
+        if got == (Some(1), Some(0), Some(1)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn json_jwe_recipients_are_replaced_per_member() {
     let (o, mut d, e) = one_device("list-json").await;
     let key = b64::encode(&[9; 40]);

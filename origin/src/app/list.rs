@@ -403,6 +403,12 @@ where
         ])
         .await
         .map_err(store_err)?;
+    if n_rm > 0 {
+        // The copies the members removed were owed are marked dropped in
+        // the background.
+        let state = state.clone();
+        tokio::spawn(async move { state.purge().await });
+    }
     let count = state
         .store
         .list(&list.token)

@@ -125,8 +125,17 @@ pub const LISTS_PURGING: Table = table("lists_purging", 24, Shape::Index { key: 
 /// id → ().
 pub const ACKS_PURGING: Table = table("acks_purging", 25, Shape::Index { key: 16 });
 
+/// list ‖ push ‖ joined seq ‖ last list message seq → (): members that
+/// left a list, whose unanswered copies (of the list messages up to the
+/// last) are yet to be marked dropped.
+pub const MEMBERS_LEFT: Table = table("members_left", 26, Shape::Index { key: 48 });
+/// list message ‖ push → (): copies of members that left the list before
+/// answering, which they can no longer get (an answer that came anyway
+/// counts instead).
+pub const COPIES_DROPPED: Table = table("copies_dropped", 27, grouped(16, 16));
+
 /// Every table, in `id` order.
-pub const TABLES: [Table; 26] = [
+pub const TABLES: [Table; 28] = [
     SUBS,
     SUB_RESOURCES,
     UA_SUBS,
@@ -153,6 +162,8 @@ pub const TABLES: [Table; 26] = [
     RS_SEEN,
     LISTS_PURGING,
     ACKS_PURGING,
+    MEMBERS_LEFT,
+    COPIES_DROPPED,
 ];
 
 /// Reads, given each entry's key and value; returns `false` to stop.

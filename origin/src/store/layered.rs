@@ -4,9 +4,10 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Read, Write};
 use super::kv::{
-    ACKS_PURGING, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LISTS_PURGING,
-    LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS,
-    OWNER_LISTS, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, UAS, UA_SEEN, UA_SUBS,
+    ACKS_PURGING, COPIES_DROPPED, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS,
+    LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBERS_LEFT,
+    MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, UAS,
+    UA_SEEN, UA_SUBS,
 };
 use super::policy::{self, msg_key, Caps};
 use super::{
@@ -413,26 +414,31 @@ impl<B: Backend> Store for Layered<B> {
 
     fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError> {
         let mut n = AckCounts::default();
-        scan(
-            &mut self.backend.reader()?,
-            COPY_ACKS,
-            list_message,
-            &mut |_, v| {
-                match AckOutcome::decode(v) {
-                    AckOutcome::Delivered => n.delivered += 1,
-                    AckOutcome::Undecryptable => n.undecryptable += 1,
-                    AckOutcome::Rejected => n.rejected += 1,
-                }
-                Ok(true)
-            },
-        )?;
+        let mut r = self.backend.reader()?;
+        // Copies of members that left unanswered (few), less those answered
+        // after all.
+        let mut dropped = std::collections::BTreeSet::new();
+        scan(&mut r, COPIES_DROPPED, list_message, &mut |k, _| {
+            dropped.insert(k.to_vec());
+            Ok(true)
+        })?;
+        scan(&mut r, COPY_ACKS, list_message, &mut |k, v| {
+            dropped.remove(k);
+            match AckOutcome::decode(v) {
+                AckOutcome::Delivered => n.delivered += 1,
+                AckOutcome::Undecryptable => n.undecryptable += 1,
+                AckOutcome::Rejected => n.rejected += 1,
+            }
+            Ok(true)
+        })?;
+        n.dropped = dropped.len() as u64;
         Ok(n)
     }
 
     fn purge_pending(&self) -> Result<bool, StoreError> {
         let mut r = self.backend.reader()?;
         let mut any = false;
-        for t in [ACKS_PURGING, LISTS_PURGING] {
+        for t in [ACKS_PURGING, LISTS_PURGING, MEMBERS_LEFT] {
             r.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |_, _| {
                 any = true;
                 Ok(false)

@@ -430,12 +430,14 @@ pub struct AckCounts {
     pub undecryptable: u64,
     /// Refused by the device.
     pub rejected: u64,
+    /// Never to be answered: the member left the list first.
+    pub dropped: u64,
 }
 
 impl AckCounts {
-    /// Every copy answered.
+    /// Every copy answered, or that never will be.
     pub fn answered(&self) -> u64 {
-        self.delivered + self.undecryptable + self.rejected
+        self.delivered + self.undecryptable + self.rejected + self.dropped
     }
 }
 

@@ -5,10 +5,10 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Write};
 use super::kv::{
-    ACKS_PURGING, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS, LISTS_PURGING,
-    LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBER_EXPIRY, MSGS, MSG_IDS,
-    OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, TOPICS, UAS,
-    UA_SEEN, UA_SUBS,
+    ACKS_PURGING, COPIES_DROPPED, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS,
+    LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBERS_LEFT,
+    MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS,
+    SUB_RESOURCES, TOPICS, UAS, UA_SEEN, UA_SUBS,
 };
 use super::{DropReason, Dropped, Message, Op, StoreError};
 use super::{UaKind, UserAgent};
@@ -123,8 +123,9 @@ pub fn apply(
         }
         Op::RemoveMembers(list, pushes) => {
             let mut removed = 0i64;
+            let newest = newest_list_message(w, list)?;
             for p in pushes {
-                if remove_member(w, list, p)? {
+                if remove_member(w, list, p, newest)? {
                     removed += 1;
                 }
             }
@@ -417,7 +418,8 @@ fn delete_subscription(
     // The subscription leaves every list it was in.
     for k in keys_with_prefix(w, SUB_LISTS, push)? {
         let list: Token = k[16..32].try_into().expect("16 bytes");
-        if remove_member(w, &list, push)? {
+        let newest = newest_list_message(w, &list)?;
+        if remove_member(w, &list, push, newest)? {
             count_members(w, &list, -1)?;
         }
     }
@@ -455,16 +457,28 @@ fn count_members(w: &mut impl Write, list: &Token, delta: i64) -> Result<(), Sto
     Ok(())
 }
 
-fn remove_member(w: &mut impl Write, list: &Token, push: &Token) -> Result<bool, StoreError> {
+/// Removes a member from a list. With `newest`, the sequence of the
+/// list's newest message, the copies it was owed and has not answered are
+/// to be marked dropped (see [`settle_left`]); a whole list's members go
+/// without.
+fn remove_member(
+    w: &mut impl Write,
+    list: &Token,
+    push: &Token,
+    newest: Option<u64>,
+) -> Result<bool, StoreError> {
     let mk: [u8; 32] = cat(&[list, push]);
     let old = w.take(LIST_MEMBERS, &mk)?;
     let existed = old.is_some();
-    if let Some(e) = old
-        .map(|o| codec::read_member(&o))
-        .transpose()?
-        .and_then(|m| m.expires)
-    {
+    let member = old.map(|o| codec::read_member(&o)).transpose()?;
+    if let Some(e) = member.as_ref().and_then(|m| m.expires) {
         w.delete(MEMBER_EXPIRY, &member_expiry_key(e, list, push))?;
+    }
+    if let (Some(m), Some(newest)) = (&member, newest) {
+        if newest > m.joined {
+            let k: [u8; 48] = cat(&[list, push, &m.joined.to_be_bytes(), &newest.to_be_bytes()]);
+            w.put(MEMBERS_LEFT, &k, &[])?;
+        }
     }
     let sk: [u8; 32] = cat(&[push, list]);
     w.delete(SUB_LISTS, &sk)?;
@@ -488,7 +502,11 @@ fn delete_list_message(w: &mut impl Write, id: &Token) -> Result<(), StoreError>
 /// acknowledgements) and deleted lists (their members) left behind.
 fn purge(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
     let mut left = budget.max(1);
-    for (t, rows) in [(ACKS_PURGING, COPY_ACKS), (LISTS_PURGING, LIST_MEMBERS)] {
+    let phases: [(kv::Table, &[kv::Table]); 2] = [
+        (ACKS_PURGING, &[COPY_ACKS, COPIES_DROPPED]),
+        (LISTS_PURGING, &[LIST_MEMBERS]),
+    ];
+    for (t, row_tables) in phases {
         while left > 0 {
             let mut next = None;
             w.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |k, _| {
@@ -497,34 +515,127 @@ fn purge(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
             })?;
             let Some(id) = next else { break };
             let end = prefix_end(&id);
-            let mut keys = Vec::new();
-            w.range(
-                rows,
-                Bound::Included(&id[..]),
-                Bound::Excluded(&end),
-                false,
-                &mut |k, _| {
-                    keys.push(k.to_vec());
-                    Ok(keys.len() < left)
-                },
-            )?;
-            let done = keys.len() < left;
-            left -= keys.len();
-            for k in keys {
-                if rows == LIST_MEMBERS {
-                    let push: Token = k[16..32].try_into().expect("16 bytes");
-                    remove_member(w, &id, &push)?;
-                } else {
-                    w.delete(COPY_ACKS, &k)?;
+            for &rows in row_tables {
+                let mut keys = Vec::new();
+                w.range(
+                    rows,
+                    Bound::Included(&id[..]),
+                    Bound::Excluded(&end),
+                    false,
+                    &mut |k, _| {
+                        keys.push(k.to_vec());
+                        Ok(keys.len() < left)
+                    },
+                )?;
+                let done = keys.len() < left;
+                left -= keys.len();
+                for k in keys {
+                    if rows == LIST_MEMBERS {
+                        let push: Token = k[16..32].try_into().expect("16 bytes");
+                        remove_member(w, &id, &push, None)?;
+                    } else {
+                        w.delete(rows, &k)?;
+                    }
                 }
-            }
-            if !done {
-                return Ok(());
+                if !done {
+                    return Ok(());
+                }
             }
             w.delete(t, &id)?;
         }
     }
+    settle_left(w, left)
+}
+
+/// Marks dropped, up to `budget` list messages at a time, the copies that
+/// members who left their list were owed and had not answered: the status
+/// then counts them `dropped`, not `stored` (docs/protocol.md §4).
+fn settle_left(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
+    let mut left = budget;
+    while left > 0 {
+        let mut next = None;
+        w.range(
+            MEMBERS_LEFT,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+            &mut |k, _| {
+                next = Some(k.to_vec());
+                Ok(false)
+            },
+        )?;
+        let Some(k) = next else { break };
+        let (list, push): (Token, Token) = match (k.get(..16), k.get(16..32)) {
+            (Some(l), Some(p)) => (token(l, "left")?, token(p, "left")?),
+            _ => return Err(StoreError::Corrupt("left")),
+        };
+        let seq = |b: Option<&[u8]>| -> Result<u64, StoreError> {
+            let b: [u8; 8] = b
+                .and_then(|b| b.try_into().ok())
+                .ok_or(StoreError::Corrupt("left"))?;
+            Ok(u64::from_be_bytes(b))
+        };
+        let (joined, newest) = (seq(k.get(32..40))?, seq(k.get(40..48))?);
+        // Its list's messages after it joined, up to the newest then, newest first.
+        let from = msg_key(&list, joined.saturating_add(1));
+        let to = msg_key(&list, newest);
+        let mut owed: Vec<(u64, Token)> = Vec::new();
+        w.range(
+            LIST_MSG_SEQ,
+            Bound::Included(&from[..]),
+            Bound::Included(&to[..]),
+            true,
+            &mut |k, v| {
+                let s = u64::from_be_bytes(k[16..24].try_into().expect("8 bytes"));
+                owed.push((s, token(v, "list message sequence")?));
+                Ok(owed.len() < left)
+            },
+        )?;
+        let done = owed.len() < left;
+        left -= owed.len();
+        for (_, id) in &owed {
+            let ak: [u8; 32] = cat(&[id, &push]);
+            if w.get(COPY_ACKS, &ak, |_| Ok(()))?.is_none() {
+                w.put(COPIES_DROPPED, &ak, &[])?;
+            }
+        }
+        w.delete(MEMBERS_LEFT, &k)?;
+        if !done {
+            // The rest, older, next time.
+            if let Some(&(oldest, _)) = owed.last() {
+                if oldest > joined.saturating_add(1) {
+                    let rest: [u8; 48] = cat(&[
+                        &list,
+                        &push,
+                        &joined.to_be_bytes(),
+                        &(oldest - 1).to_be_bytes(),
+                    ]);
+                    w.put(MEMBERS_LEFT, &rest, &[])?;
+                }
+            }
+            return Ok(());
+        }
+    }
     Ok(())
+}
+
+/// The sequence of `list`'s newest message, if it has one.
+fn newest_list_message(w: &mut impl Write, list: &Token) -> Result<Option<u64>, StoreError> {
+    let end = prefix_end(list);
+    let mut newest = None;
+    w.range(
+        LIST_MSG_SEQ,
+        Bound::Included(&list[..]),
+        Bound::Excluded(&end),
+        true,
+        &mut |k, _| {
+            newest = k
+                .get(16..24)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            Ok(false)
+        },
+    )?;
+    Ok(newest)
 }
 
 fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {

@@ -24,9 +24,9 @@
 //! member joins alike.
 
 use super::kv::{
-    self, Read, Shape, Visit, Write, ACKS_PURGING, COPY_ACKS, ENDED_EXPIRY, FANOUTS, LISTS,
-    LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, MEMBER_EXPIRY, MSGS, OWNER_LISTS,
-    PUSH_MSGS, RS_SEEN, SUBS, SUB_LISTS, UA_SEEN,
+    self, Read, Shape, Visit, Write, ACKS_PURGING, COPIES_DROPPED, COPY_ACKS, ENDED_EXPIRY,
+    FANOUTS, LISTS, LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, MEMBERS_LEFT,
+    MEMBER_EXPIRY, MSGS, OWNER_LISTS, PUSH_MSGS, RS_SEEN, SUBS, SUB_LISTS, UA_SEEN,
 };
 use super::layered::{Backend, Layered};
 use super::StoreError;
@@ -707,6 +707,8 @@ fn valueless(t: kv::Table) -> bool {
         RS_SEEN.id,
         LISTS_PURGING.id,
         ACKS_PURGING.id,
+        MEMBERS_LEFT.id,
+        COPIES_DROPPED.id,
     ]
     .contains(&t.id)
 }

@@ -16,7 +16,7 @@ pub type Fresh<'a> = &'a dyn Fn(&Limits) -> Arc<dyn Store>;
 /// Runs every check against stores made by `fresh`.
 pub fn run(fresh: Fresh<'_>) {
     type Check = fn(Fresh<'_>);
-    let checks: [(&str, Check); 15] = [
+    let checks: [(&str, Check); 16] = [
         ("a fresh store answers every read", fresh_store),
         ("subscriptions and their indexes", subscriptions),
         (
@@ -40,6 +40,10 @@ pub fn run(fresh: Fresh<'_>) {
             list_messages,
         ),
         ("deleting a list takes what hangs on it", delete_list),
+        (
+            "copies owed to members that left are dropped",
+            members_that_left,
+        ),
         ("sequence numbers rise", sequence),
         (
             "a deleted list's rows go in small writes",
@@ -642,7 +646,8 @@ fn list_messages(fresh: Fresh<'_>) {
         AckCounts {
             delivered: 1,
             undecryptable: 1,
-            rejected: 1
+            rejected: 1,
+            dropped: 0
         }
     );
     assert_eq!(counts.answered(), 3);
@@ -710,6 +715,63 @@ fn delete_list(fresh: Fresh<'_>) {
 }
 
 /// Purges `budget` rows a write until nothing is left; how many writes.
+fn members_that_left(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let l = list(None);
+    let (p, q, r) = (new_token(), new_token(), new_token());
+    apply(
+        &*s,
+        &[
+            Op::PutList(l.clone()),
+            Op::PutMembers(l.token, vec![member(p, 0, None), member(q, 0, None)]),
+        ],
+    );
+    let (m1, m2, m3) = (
+        list_message(&l, 10, 10_000, true),
+        list_message(&l, 20, 10_000, true),
+        list_message(&l, 30, 10_000, true),
+    );
+    apply(
+        &*s,
+        &[
+            Op::PutListMessage(Box::new(m1.clone())),
+            Op::PutListMessage(Box::new(m2.clone())),
+            Op::PutMembers(l.token, vec![member(r, 25, None)]),
+            Op::AckCopy {
+                list_message: m1.id,
+                push: p,
+                outcome: AckOutcome::Delivered,
+            },
+        ],
+    );
+    // p answered m1, not m2; q neither; r joined after both. A message
+    // after they left is not theirs.
+    apply(&*s, &[Op::RemoveMembers(l.token, vec![p, q, r])]);
+    apply(&*s, &[Op::PutListMessage(Box::new(m3.clone()))]);
+    assert!(s.purge_pending().unwrap());
+    assert!(purge_all(&*s, 1) >= 3, "a message at a time");
+    let counts = |m: &ListMessage| s.copies_acked(&m.id).unwrap();
+    assert_eq!((counts(&m1).delivered, counts(&m1).dropped), (1, 1));
+    assert_eq!((counts(&m2).delivered, counts(&m2).dropped), (0, 2));
+    assert_eq!(counts(&m3).answered(), 0);
+    // An answer that comes after all counts instead.
+    apply(
+        &*s,
+        &[Op::AckCopy {
+            list_message: m2.id,
+            push: q,
+            outcome: AckOutcome::Delivered,
+        }],
+    );
+    assert_eq!((counts(&m2).delivered, counts(&m2).dropped), (1, 1));
+    assert_eq!(counts(&m2).answered(), 2);
+    // Deleted with their list message.
+    apply(&*s, &[Op::DeleteListMessage(m2.id)]);
+    purge_all(&*s, 1);
+    assert_eq!(counts(&m2).answered(), 0);
+    assert!(!s.purge_pending().unwrap());
+}
+
 fn purge_all(s: &dyn Store, budget: usize) -> usize {
     let mut writes = 0;
     while s.purge_pending().unwrap() {
