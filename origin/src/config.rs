@@ -238,6 +238,13 @@ pub struct Settings {
     /// Seconds an application request's body may take to arrive (408 beyond).
     #[arg(long, env = "ORIGIN_BODY_READ_TIMEOUT_SECS", default_value_t = 60, value_parser = u64_in(1, 3600))]
     pub body_read_timeout_secs: u64,
+    /// Push bodies (single and list pushes) read at once: a request that
+    /// finds them all taken waits up to the body timeout for one, then gets
+    /// 503 too-many-bodies with Retry-After, so that slow uploads hold a
+    /// bounded share of memory and connections' work. List documents
+    /// and patches count against --max-list-documents instead.
+    #[arg(long, env = "ORIGIN_MAX_BODY_READS", default_value_t = 1024, value_parser = usize_in(1, 1 << 20))]
+    pub max_body_reads: usize,
     /// Seconds a push receipt waits for its application server (7 days).
     #[arg(long, env = "ORIGIN_RECEIPT_TTL_SECS", default_value_t = 604_800, value_parser = u64_in(1, 31_536_000))]
     pub receipt_ttl_secs: u64,
@@ -545,6 +552,8 @@ pub struct Config {
     pub receipt_ttl_secs: u64,
     /// How long an application request's body may take, seconds.
     pub body_read_timeout_secs: u64,
+    /// Push bodies read at once.
+    pub max_body_reads: usize,
     /// Shutdown's wait for connections and writes, seconds.
     pub shutdown_drain_secs: u64,
     /// Hello timeout, seconds.
@@ -711,6 +720,7 @@ impl Config {
             receipt_ttl_secs: s.receipt_ttl_secs,
             shutdown_drain_secs: s.shutdown_drain_secs,
             body_read_timeout_secs: s.body_read_timeout_secs,
+            max_body_reads: s.max_body_reads,
             hello_timeout_secs: s.hello_timeout_secs,
             ws_min_ping_interval_secs: s.ws_min_ping_interval_secs,
             header_read_timeout_secs: s.header_read_timeout_secs,

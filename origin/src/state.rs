@@ -68,6 +68,8 @@ pub struct State {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Messages handed to their device whose write may yet be skipped.
     pub awaiting: Arc<crate::awaiting::Awaiting>,
+    /// Push bodies being read (`--max-body-reads`).
+    pub body_reads: tokio::sync::Semaphore,
     /// Permits to look through a user agent's lists for its waiting copies
     /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
     pub hello_work: tokio::sync::Semaphore,
@@ -129,6 +131,7 @@ impl State {
             shutting_down: Default::default(),
             cluster: Default::default(),
             awaiting: Default::default(),
+            body_reads: tokio::sync::Semaphore::new(config.max_body_reads),
             dropped: std::sync::Mutex::new(Some(dropped)),
             ack_counts: Default::default(),
             purging: Default::default(),

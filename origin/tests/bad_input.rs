@@ -482,3 +482,47 @@ async fn devices_beyond_the_cap_are_turned_away_and_the_api_serves_on() {
     }
     assert!(c.is_some(), "a closed device's place is free again");
 }
+
+#[tokio::test]
+async fn slow_uploads_take_at_most_the_configured_body_reads() {
+    use tokio::io::AsyncWriteExt;
+    let o = start_with(&temp_dir("body-reads"), &[], |s| {
+        s.max_body_reads = 1;
+        s.body_read_timeout_secs = 1;
+    })
+    .await;
+    let mut d = Device::connect(&o, None).await;
+    let (_, endpoint) = d.register(None).await;
+    let path = endpoint
+        .strip_prefix(&o.state.config.public_url)
+        .expect("an endpoint of the service");
+    // Pushes whose bodies trickle: the first holds the one body read until
+    // its timeout, the second takes it then.
+    let slow = || async {
+        let mut c = tokio::net::TcpStream::connect(o.state.config.app_listen)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nContent-Encoding: aes128gcm\r\nContent-Length: 200\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&[0x42; 10]).await.unwrap();
+        c
+    };
+    let first = slow().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = slow().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third waits the body timeout for one, and is told to come back.
+    let started = std::time::Instant::now();
+    let r = request("POST", &endpoint, &[("ttl", "60")], b"").await;
+    assert_eq!(r.status, 503, "{:?}", r.json());
+    assert_eq!(r.json()["type"], "/problems/too-many-bodies");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // Once the slow ones are gone, pushes go through.
+    drop((first, second));
+    let r = request("POST", &endpoint, &[("ttl", "60")], b"").await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert!(d.recv_notification().await.is_some());
+}

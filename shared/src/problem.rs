@@ -78,6 +78,10 @@ pub enum ServiceError {
     /// number) are being read already.
     #[error("{0} list documents or patches are being read already; retry shortly")]
     TooManyDocuments(usize),
+    /// As many push bodies as the service reads at once (the number) are
+    /// being read already.
+    #[error("{0} request bodies are being read already; retry shortly")]
+    TooManyBodies(usize),
 }
 
 impl ProblemSource for ServiceError {
@@ -86,7 +90,7 @@ impl ProblemSource for ServiceError {
             ServiceError::NotFound(_) => 404,
             ServiceError::Method(_) => 405,
             ServiceError::RateLimited { .. } => 429,
-            ServiceError::TooManyDocuments(_) => 503,
+            ServiceError::TooManyDocuments(_) | ServiceError::TooManyBodies(_) => 503,
         }
     }
     fn kind(&self) -> &'static str {
@@ -95,6 +99,7 @@ impl ProblemSource for ServiceError {
             ServiceError::Method(_) => "method-not-allowed",
             ServiceError::RateLimited { .. } => "rate-limited",
             ServiceError::TooManyDocuments(_) => "too-many-documents",
+            ServiceError::TooManyBodies(_) => "too-many-bodies",
         }
     }
     fn title(&self) -> &'static str {
@@ -103,12 +108,13 @@ impl ProblemSource for ServiceError {
             ServiceError::Method(_) => "Method not allowed",
             ServiceError::RateLimited { .. } => "Too many requests",
             ServiceError::TooManyDocuments(_) => "Too many list documents at once",
+            ServiceError::TooManyBodies(_) => "Too many request bodies at once",
         }
     }
     fn retry_after(&self) -> Option<u64> {
         match self {
             ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
-            ServiceError::TooManyDocuments(_) => Some(1),
+            ServiceError::TooManyDocuments(_) | ServiceError::TooManyBodies(_) => Some(1),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 //! report a list message's delivery.
 
 use super::response::{empty, error, with_body, AppError, Body, Refusal};
-use super::{header, read_body, read_body_within};
+use super::{header, read_body_within};
 use crate::clock::now;
 use crate::copy::ListPush;
 use crate::fanout;
@@ -548,8 +548,7 @@ where
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     let list = authorized_list(state, token, &req)?;
-    let wait = state.config.body_read_timeout();
-    let body = read_body(body, BodyKind::Message.read_cap(limits), wait).await?;
+    let body = super::read_push_body(state, body, BodyKind::Message.read_cap(limits)).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     // Told once the fan-out has finished, with the counts then.

@@ -182,6 +182,22 @@ where
         .map(|(bytes, _)| bytes)
 }
 
+/// [`read_body`] of a push (single or list), once one of
+/// `--max-body-reads` is free: a request that waits the body timeout for
+/// one gets `503 too-many-bodies`.
+pub async fn read_push_body<B>(state: &State, body: B, cap: usize) -> Result<Bytes, AppError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let wait = state.config.body_read_timeout();
+    let _permit = match tokio::time::timeout(wait, state.body_reads.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => return Err(AppError::bodies(state.config.max_body_reads)),
+    };
+    read_body(body, cap, wait).await
+}
+
 /// [`read_body`], each chunk first taking as many permits of `budget`'s
 /// semaphore as it has bytes (held by the permit returned). A body that
 /// cannot get its bytes' permits within `wait` is [`AppError::documents`]

@@ -40,8 +40,7 @@ where
     let push = tokens::decode(token).ok_or(AppError::UnknownSubscription)?;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
-    let wait = state.config.body_read_timeout();
-    let body = super::read_body(body, BodyKind::Message.read_cap(limits), wait).await?;
+    let body = super::read_push_body(state, body, BodyKind::Message.read_cap(limits)).await?;
     let headers = super::push_headers(&req);
     let (meta, payload) = validate_push(&headers, &body, limits)?;
     let sub = match state

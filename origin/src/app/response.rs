@@ -58,6 +58,10 @@ impl AppError {
     pub fn documents(cap: usize) -> AppError {
         ServiceError::TooManyDocuments(cap).into()
     }
+    /// `cap` push bodies were being read throughout the body timeout.
+    pub fn bodies(cap: usize) -> AppError {
+        ServiceError::TooManyBodies(cap).into()
+    }
 }
 
 impl ProblemSource for AppError {
