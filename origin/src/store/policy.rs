@@ -83,6 +83,27 @@ fn keys_with_prefix(
     Ok(out)
 }
 
+/// The first key of a table starting with `prefix` (the last, `rev`), or
+/// of the whole table with no prefix.
+fn first_key(
+    w: &mut impl Write,
+    t: kv::Table,
+    prefix: Option<&[u8]>,
+    rev: bool,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let end = prefix.map(prefix_end);
+    let (lo, hi) = match (prefix, &end) {
+        (Some(p), Some(e)) => (Bound::Included(p), Bound::Excluded(&e[..])),
+        _ => (Bound::Unbounded, Bound::Unbounded),
+    };
+    let mut first = None;
+    w.range(t, lo, hi, rev, &mut |k, _| {
+        first = Some(k.to_vec());
+        Ok(false)
+    })?;
+    Ok(first)
+}
+
 /// Applies one write.
 /// Applies one write; messages it removes undelivered (evicted, or with
 /// their subscription) are added to `dropped`.
@@ -268,19 +289,7 @@ fn put_message(
         // than one if it was lowered), the oldest go first.
         let held = count_receipt(w, &m.uaid, 1)?;
         for _ in caps.receipts as u64..held {
-            let end = prefix_end(&m.uaid);
-            let mut oldest = None;
-            w.range(
-                MSGS,
-                Bound::Included(&m.uaid[..]),
-                Bound::Excluded(&end),
-                false,
-                &mut |k, _| {
-                    oldest = Some(k.to_vec());
-                    Ok(false)
-                },
-            )?;
-            match oldest {
+            match first_key(w, MSGS, Some(&m.uaid), false)? {
                 Some(k) => drop(remove_message_at(w, &k)?),
                 None => break,
             }
@@ -427,19 +436,7 @@ fn delete_subscription(
 }
 
 fn delete_ua_if_empty(w: &mut impl Write, uaid: &Token) -> Result<(), StoreError> {
-    let end = prefix_end(uaid);
-    let mut empty = true;
-    w.range(
-        UA_SUBS,
-        Bound::Included(&uaid[..]),
-        Bound::Excluded(&end),
-        false,
-        &mut |_, _| {
-            empty = false;
-            Ok(false)
-        },
-    )?;
-    if empty {
+    if first_key(w, UA_SUBS, Some(uaid), false)?.is_none() {
         delete_ua_record(w, uaid)?;
     }
     Ok(())
@@ -508,12 +505,10 @@ fn purge(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
     ];
     for (t, row_tables) in phases {
         while left > 0 {
-            let mut next = None;
-            w.range(t, Bound::Unbounded, Bound::Unbounded, false, &mut |k, _| {
-                next = Some(token(k, "purge")?);
-                Ok(false)
-            })?;
-            let Some(id) = next else { break };
+            let Some(id) = first_key(w, t, None, false)? else {
+                break;
+            };
+            let id = token(&id, "purge")?;
             let end = prefix_end(&id);
             for &rows in row_tables {
                 let mut keys = Vec::new();
@@ -553,18 +548,9 @@ fn purge(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
 fn settle_left(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
     let mut left = budget;
     while left > 0 {
-        let mut next = None;
-        w.range(
-            MEMBERS_LEFT,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            false,
-            &mut |k, _| {
-                next = Some(k.to_vec());
-                Ok(false)
-            },
-        )?;
-        let Some(k) = next else { break };
+        let Some(k) = first_key(w, MEMBERS_LEFT, None, false)? else {
+            break;
+        };
         let (list, push): (Token, Token) = match (k.get(..16), k.get(16..32)) {
             (Some(l), Some(p)) => (token(l, "left")?, token(p, "left")?),
             _ => return Err(StoreError::Corrupt("left")),
@@ -621,21 +607,10 @@ fn settle_left(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
 
 /// The sequence of `list`'s newest message, if it has one.
 fn newest_list_message(w: &mut impl Write, list: &Token) -> Result<Option<u64>, StoreError> {
-    let end = prefix_end(list);
-    let mut newest = None;
-    w.range(
-        LIST_MSG_SEQ,
-        Bound::Included(&list[..]),
-        Bound::Excluded(&end),
-        true,
-        &mut |k, _| {
-            newest = k
-                .get(16..24)
-                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-            Ok(false)
-        },
-    )?;
-    Ok(newest)
+    Ok(first_key(w, LIST_MSG_SEQ, Some(list), true)?.and_then(|k| {
+        k.get(16..24)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }))
 }
 
 fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {
