@@ -136,14 +136,10 @@ impl Awaiting {
         }
     }
 
-    /// Messages waited for or written for other nodes (for tests).
-    pub fn len(&self) -> usize {
-        self.lock().map.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Whether no message is waited for or written for another node.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().map.is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -202,11 +202,8 @@ impl Inbox for Peers {
         let Some(state) = self.state.upgrade() else {
             return;
         };
-        // Not waited for any more: its write committed, so it is deleted
-        // after it.
-        if state.awaiting.acked(&id) == crate::awaiting::Acked::NotWaiting {
-            state.write_later(vec![crate::store::Op::DeleteMessage(id)]);
-        }
+        // Its write is skipped, or it is deleted after it.
+        state.delivered(&id);
     }
 
     fn resubscribed(&self) {

@@ -152,8 +152,9 @@ impl State {
     /// `WRITE_WAIT`): a crash after the answer cannot lose it. Its write is
     /// queued `--ack-wait-ms` after the hand-over starts (at once if it
     /// was not written), and skipped if the device acknowledges first (see
-    /// [`crate::awaiting`]); a committed one is deleted when acknowledged. With `--deliver-before-commit` it is stored only if
-    /// the device is not connected.
+    /// [`crate::awaiting`]); a committed one is deleted when acknowledged.
+    /// With `--deliver-before-commit` it is stored only if the device is
+    /// not connected.
     pub async fn deliver(&self, msg: Message, ttl_zero: bool) -> Result<Outcome, StoreError> {
         if ttl_zero || self.config.deliver_before_commit {
             return self.deliver_before_commit(msg, ttl_zero).await;
@@ -417,6 +418,15 @@ impl State {
         }
         if let (Some(receipt), AckOutcome::Delivered) = (msg.receipt, outcome) {
             self.send_receipt(msg.id, receipt, 204);
+        }
+    }
+
+    /// [`State::delivered_into`], its deletion (if any) queued.
+    pub fn delivered(&self, id: &Token) {
+        let mut ops = Vec::new();
+        self.delivered_into(id, &mut ops);
+        if !ops.is_empty() {
+            self.write_later(ops);
         }
     }
 

@@ -169,22 +169,11 @@ where
     }
 }
 
-/// Reads at most `cap` bytes of a body: a [`shared::route::BodyKind`]'s read cap, one
-/// byte over its limit, which the checks in `shared` then refuse as too
-/// large. A body in one chunk is not copied.
-pub async fn read_body<B>(body: B, cap: usize, wait: Duration) -> Result<Bytes, AppError>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    read_body_within(body, cap, wait, None)
-        .await
-        .map(|(bytes, _)| bytes)
-}
-
-/// [`read_body`] of a push (single or list), once one of
-/// `--max-body-reads` is free: a request that waits the body timeout for
-/// one gets `503 too-many-bodies`.
+/// Reads at most `cap` bytes of a push's body (single or list): a
+/// [`shared::route::BodyKind`]'s read cap, one byte over its limit, which
+/// the checks in `shared` then refuse as too large. A body in one chunk is
+/// not copied. It first takes one of `--max-body-reads`: a request that
+/// waits the body timeout for one gets `503 too-many-bodies`.
 pub async fn read_push_body<B>(state: &State, body: B, cap: usize) -> Result<Bytes, AppError>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -195,10 +184,12 @@ where
         Ok(Ok(p)) => p,
         _ => return Err(AppError::bodies(state.config.max_body_reads)),
     };
-    read_body(body, cap, wait).await
+    read_body_within(body, cap, wait, None)
+        .await
+        .map(|(bytes, _)| bytes)
 }
 
-/// [`read_body`], each chunk first taking as many permits of `budget`'s
+/// Reads at most `cap` bytes of a body, each chunk first taking as many permits of `budget`'s
 /// semaphore as it has bytes (held by the permit returned). A body that
 /// cannot get its bytes' permits within `wait` is [`AppError::documents`]
 /// of `budget`'s count: the service holds as many bodies as it takes.

@@ -716,11 +716,7 @@ fn send_push(
     inc(&state.metrics.messages_sent);
     // Receipts need no acknowledgement: gone once pushed.
     if receipts && msg.seq != 0 {
-        let mut ops = Vec::new();
-        state.delivered_into(&msg.id, &mut ops);
-        if !ops.is_empty() {
-            state.write_later(ops);
-        }
+        state.delivered(&msg.id);
     }
     true
 }
