@@ -159,6 +159,19 @@ for _ in $(seq 100); do
   grep -q '^listening for' "$WORK/listen.err" 2>/dev/null && break
   sleep 0.1
 done
+# Node a records its route in Redis just after the device's hello; a
+# message sent before that is stored and fetched, not forwarded.
+routed=0
+for _ in $(seq 100); do
+  for p in 7000 7001 7002 7003 7004 7005; do
+    if [[ -n "$(redis-cli -p "$p" --scan --pattern '*:routes:*' 2>/dev/null)" ]]; then
+      routed=1
+    fi
+  done
+  ((routed)) && break
+  sleep 0.1
+done
+((routed)) || fail "node a recorded no route for the device within 10 s"
 MSG="through node b to node a $(date +%s%N)"
 "$PUSHCTL" send --to "$WORK/via-b.sub" --vapid "$WORK/app.pem" \
   --subject mailto:ops@example.com "$MSG" >"$WORK/send.out" 2>&1 || fail "pushctl send"
