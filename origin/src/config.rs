@@ -226,6 +226,13 @@ pub struct Settings {
     /// each `hello`.
     #[arg(long, env = "ORIGIN_LIST_BACKLOG", default_value_t = 1000, value_parser = usize_in(1, 1_000_000))]
     pub list_backlog: usize,
+    /// Seconds after which a list message a member has acknowledged (or
+    /// will never get: replaced by its Topic, expired) is recorded settled
+    /// for that member, so that its later `hello`s read only newer
+    /// messages. It must exceed the time a list push may take to commit and
+    /// the difference between the clocks of a cluster's nodes.
+    #[arg(long, env = "ORIGIN_LIST_SETTLE_SECS", default_value_t = 60, value_parser = u64_in(0, 86_400))]
+    pub list_settle_secs: u64,
     /// Largest WebSocket upgrade request, bytes (431 beyond).
     #[arg(long, env = "ORIGIN_WS_MAX_HANDSHAKE_BYTES", default_value_t = 8192, value_parser = usize_in(256, 1 << 20))]
     pub ws_max_handshake_bytes: usize,
@@ -540,6 +547,8 @@ pub struct Config {
     pub max_list_documents: usize,
     /// A list's newest messages offered to a member that comes back.
     pub list_backlog: usize,
+    /// Age after which a member's handled list messages are recorded settled, seconds.
+    pub list_settle_secs: u64,
     /// Largest WebSocket message from a device.
     pub ws_max_message: usize,
     /// Largest WebSocket upgrade request, bytes.
@@ -713,6 +722,7 @@ impl Config {
             max_unacked: s.max_unacked,
             max_list_documents: s.max_list_documents,
             list_backlog: s.list_backlog,
+            list_settle_secs: s.list_settle_secs,
             ws_max_message: s.ws_max_message,
             ws_max_handshake_bytes: s.ws_max_handshake_bytes,
             ws_max_handshake_headers: s.ws_max_handshake_headers,

@@ -245,6 +245,10 @@ impl ListPush {
     }
 }
 
+/// List pushes the cache holds at most (emptied when full): a storm of
+/// devices in many lists with long backlogs finds each message parsed.
+const CACHED: usize = 4096;
+
 /// Recently used list pushes, so that reconnecting devices share one parse.
 #[derive(Default)]
 pub struct Cache(Mutex<HashMap<Token, Arc<ListPush>>>);
@@ -256,7 +260,7 @@ impl Cache {
         if let Some(p) = map.get(&msg.id) {
             return Ok(p.clone());
         }
-        if map.len() >= 1024 {
+        if map.len() >= CACHED {
             map.clear();
         }
         let p = Arc::new(ListPush::new(msg)?);

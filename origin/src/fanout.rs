@@ -465,7 +465,7 @@ pub async fn take_over(state: Arc<State>, cluster: &crate::cluster::Cluster) {
 /// [`pending_copies`] on a blocking thread, by at most
 /// `--hello-work-concurrency` connections at once, so that a reconnect
 /// storm of devices in many lists leaves the async workers (and `/health`)
-/// free.
+/// free; what it found settled is recorded without waiting.
 pub async fn waiting_copies(
     state: &Arc<State>,
     uaid: Token,
@@ -478,62 +478,99 @@ pub async fn waiting_copies(
         .await
         .map_err(|_| StoreError::Closed)?;
     let state = state.clone();
-    tokio::task::spawn_blocking(move || pending_copies(&state, &uaid, limit, &accept))
-        .await
-        .map_err(|e| StoreError::Engine(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let (copies, more, settled) = pending_copies(&state, &uaid, limit, &accept)?;
+        if !settled.is_empty() {
+            state.write_later(settled);
+        }
+        Ok((copies, more))
+    })
+    .await
+    .map_err(|e| StoreError::Engine(e.to_string()))?
 }
 
 /// The copies a user agent's subscriptions have waiting from their lists
 /// (among each list's newest `--list-backlog` messages), skipping
 /// acknowledged ones and older copies replaced by the same Topic:
 /// at most `limit` of those `accept` takes (a connection takes no more than
-/// it may leave unacknowledged), and whether some were left out.
+/// it may leave unacknowledged), whether some were left out, and the
+/// [`Op::SettleCopies`] records of what needs no further look.
+///
+/// Each member reads only the messages after its settled record, so a
+/// device that reconnects again and again reads, per list, what came in
+/// the last `--list-settle-secs` and what it has not acknowledged: not
+/// the whole backlog each time. Records come from message metadata held
+/// in the parsed-message cache, not from each message's stored body.
 pub fn pending_copies(
     state: &State,
     uaid: &Token,
     limit: usize,
     accept: &dyn Fn(&Message) -> bool,
-) -> Result<(Vec<Message>, bool), StoreError> {
+) -> Result<(Vec<Message>, bool, Vec<Op>), StoreError> {
     let t = now();
     let backlog = state.config.list_backlog;
+    let settle_secs = state.config.list_settle_secs;
     let mut out = Vec::new();
+    let mut settled = Vec::new();
     for sub in state.store.subscriptions_of(uaid)? {
         for list in state.store.lists_of(&sub.push)? {
             let Some(member) = state.store.list_member(&list, &sub.push)? else {
                 continue;
             };
-            // Newest first, so that a topic's newest copy wins.
-            let msgs = state
-                .store
-                .list_messages_since(&list, member.joined, t, backlog)?;
+            let after = member
+                .joined
+                .max(state.store.copies_settled(&list, &sub.push)?);
+            let ids = state.store.list_message_ids_since(&list, after, backlog)?;
+            // Newest first, so that a topic's newest copy wins; each with
+            // its copy if one is owed (`None`: settled).
             let mut topics = std::collections::HashSet::new();
-            let mut copies = Vec::new();
-            for lm in msgs {
-                if let Some(topic) = &lm.topic {
-                    if !topics.insert(topic.clone()) {
-                        continue;
-                    }
-                }
-                if state.store.copy_acked(&lm.id, &sub.push)? {
+            let mut looked = Vec::with_capacity(ids.len());
+            for (seq, id) in ids {
+                let Some(lp) = state.list_cache.by_id(&id, &*state.store)? else {
+                    looked.push((seq, 0, None));
                     continue;
-                }
-                let lp = state.list_cache.get(lm)?;
-                if lp.is_for(&member) && lp.key_fits(&member) {
-                    copies.push(lp);
-                }
+                };
+                let owed = lp.msg.expires > t
+                    && lp
+                        .msg
+                        .topic
+                        .as_ref()
+                        .is_none_or(|topic| topics.insert(topic.clone()))
+                    && lp.is_for(&member)
+                    && lp.key_fits(&member)
+                    && !state.store.copy_acked(&id, &sub.push)?;
+                let created = lp.msg.created;
+                looked.push((seq, created, owed.then_some(lp)));
+            }
+            metrics::add(&state.metrics.hello_list_messages_read, looked.len() as u64);
+            // Oldest first: settled up to the first copy owed (or too new).
+            let through = looked
+                .iter()
+                .rev()
+                .take_while(|(_, created, owed)| {
+                    owed.is_none() && created.saturating_add(settle_secs) <= t
+                })
+                .last()
+                .map(|(seq, _, _)| *seq);
+            if let Some(through) = through {
+                settled.push(Op::SettleCopies {
+                    list,
+                    push: sub.push,
+                    through,
+                });
             }
             // Oldest first; each copy is assembled only if it is taken.
-            for lp in copies.into_iter().rev() {
+            for lp in looked.into_iter().rev().filter_map(|(_, _, owed)| owed) {
                 let copy = lp.copy_for(&member);
                 if !accept(&copy) {
                     continue;
                 }
                 if out.len() == limit {
-                    return Ok((out, true));
+                    return Ok((out, true, settled));
                 }
                 out.push(copy);
             }
         }
     }
-    Ok((out, false))
+    Ok((out, false, settled))
 }

@@ -49,6 +49,9 @@ pub struct Metrics {
     /// connection had `max_unacked` messages waiting for acknowledgement
     /// (one message can be held back more than once).
     pub messages_deferred_unacked: AtomicU64,
+    /// List messages a `hello` (or an HTTP/2 monitoring request) looked at
+    /// for the copies waiting for its device.
+    pub hello_list_messages_read: AtomicU64,
     /// Expired messages swept from the store.
     pub messages_expired: AtomicU64,
     /// Stored messages evicted by newer ones (`max_stored_per_subscription`).
@@ -269,6 +272,12 @@ impl Metrics {
                 "Times a message was held back because its connection had too many unacknowledged",
                 "counter",
                 v(&self.messages_deferred_unacked),
+            ),
+            one(
+                "push_hello_list_messages_read_total",
+                "List messages looked at for the copies waiting for connecting devices",
+                "counter",
+                v(&self.hello_list_messages_read),
             ),
             one(
                 "push_messages_acked_total",

@@ -495,6 +495,87 @@ async fn a_member_that_comes_back_is_offered_the_lists_newest_messages_only() {
 }
 
 #[tokio::test]
+async fn a_hello_reads_only_the_list_messages_after_the_settled_ones() {
+    // Settled at once, so that the test need not wait a minute.
+    let o = start_with(&temp_dir("list-settled"), &[], |s| s.list_settle_secs = 0).await;
+    let (uaid, list) = list_of_one_away(&o).await;
+    let push = |topic: Option<&'static str>| {
+        let list = list.clone();
+        async move {
+            let mut h = vec![("ttl", "600")];
+            h.extend(topic.map(|t| ("topic", t)));
+            let r = request("POST", &list, &h, b"").await;
+            assert_eq!(r.status, 201, "{:?}", r.json());
+        }
+    };
+    // a, b, then c replaced by d (one Topic).
+    for topic in [None, None, Some("t"), Some("t")] {
+        push(topic).await;
+    }
+    let read = || metric(&o, "push_hello_list_messages_read_total");
+    // Each visit: what it read, and the copies it got (acknowledging
+    // those `ack` picks by their place).
+    let visit = |ack: &'static [usize]| {
+        let (o, uaid) = (&o, uaid.clone());
+        async move {
+            let before = read().await;
+            let mut d = Device::connect(o, Some(&uaid)).await;
+            let mut got = Vec::new();
+            while let Some(n) = d.recv_notification_within(Duration::from_millis(300)).await {
+                got.push(n);
+            }
+            for i in ack {
+                d.ack(&got[*i]).await;
+            }
+            // The acknowledgements and the settled record commit.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            d.close().await;
+            let versions: Vec<String> = got.iter().map(|n| n.version.to_string()).collect();
+            (read().await - before, versions)
+        }
+    };
+    // All four read; a, b and d offered; a and d acknowledged.
+    let (n, first) = visit(&[0, 2]).await;
+    assert_eq!((n, first.len()), (4, 3));
+    // Nothing settled yet at that hello: all four again; b offered again.
+    let (n, got) = visit(&[0]).await;
+    assert_eq!((n, got), (4, vec![first[1].clone()]));
+    // a was settled: b, c and d read, nothing owed.
+    let (n, got) = visit(&[]).await;
+    assert_eq!((n, got.len()), (3, 0));
+    // Everything settled: a reconnecting device reads nothing...
+    let (n, got) = visit(&[]).await;
+    assert_eq!((n, got.len()), (0, 0));
+    // ...but what comes later.
+    push(None).await;
+    let (n, got) = visit(&[0]).await;
+    assert_eq!((n, got.len()), (1, 1));
+    // The settled record waits until a message is old enough.
+    o.stop().await;
+    let o = start_in(&temp_dir("list-settled-late"), &[]).await;
+    let (uaid, list) = list_of_one_away(&o).await;
+    let r = request("POST", &list, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    for want in [(1, 1), (1, 0)] {
+        let before = metric(&o, "push_hello_list_messages_read_total").await;
+        let mut d = Device::connect(&o, Some(&uaid)).await;
+        let mut got = 0;
+        while let Some(n) = d.recv_notification_within(Duration::from_millis(300)).await {
+            d.ack(&n).await;
+            got += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.close().await;
+        let n = metric(&o, "push_hello_list_messages_read_total").await - before;
+        assert_eq!(
+            (n, got),
+            want,
+            "a message younger than --list-settle-secs is read again"
+        );
+    }
+}
+
+#[tokio::test]
 async fn members_drop_out_when_they_expire() {
     let o = start_with(&temp_dir("list-expiry"), &[], |s| s.sweep_secs = 1).await;
     let mut d = Device::connect(&o, None).await;

@@ -133,9 +133,14 @@ pub const MEMBERS_LEFT: Table = table("members_left", 26, Shape::Index { key: 48
 /// answering, which they can no longer get (an answer that came anyway
 /// counts instead).
 pub const COPIES_DROPPED: Table = table("copies_dropped", 27, grouped(16, 16));
+/// push ‖ list → sequence (u64, big-endian): the member's copies of the
+/// list's messages up to it are settled (acknowledged, replaced by a newer
+/// one of their Topic, expired or not its), so a `hello` reads only what
+/// came after.
+pub const COPIES_SETTLED: Table = table("copies_settled", 28, Shape::Point);
 
 /// Every table, in `id` order.
-pub const TABLES: [Table; 28] = [
+pub const TABLES: [Table; 29] = [
     SUBS,
     SUB_RESOURCES,
     UA_SUBS,
@@ -164,6 +169,7 @@ pub const TABLES: [Table; 28] = [
     ACKS_PURGING,
     MEMBERS_LEFT,
     COPIES_DROPPED,
+    COPIES_SETTLED,
 ];
 
 /// Reads, given each entry's key and value; returns `false` to stop.

@@ -4,8 +4,8 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Read, Write};
 use super::kv::{
-    ACKS_PURGING, COPIES_DROPPED, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS,
-    LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBERS_LEFT,
+    ACKS_PURGING, COPIES_DROPPED, COPIES_SETTLED, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS,
+    LISTS, LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBERS_LEFT,
     MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, RS_SEEN, SUBS, SUB_LISTS, SUB_RESOURCES, UAS,
     UA_SEEN, UA_SUBS,
 };
@@ -348,39 +348,39 @@ impl<B: Backend> Store for Layered<B> {
         Ok(out)
     }
 
-    fn list_messages_since(
+    fn list_message_ids_since(
         &self,
         list: &Token,
         after_seq: u64,
-        now: u64,
         newest: usize,
-    ) -> Result<Vec<ListMessage>, StoreError> {
+    ) -> Result<Vec<(u64, Token)>, StoreError> {
+        let mut out = Vec::new();
         if newest == 0 || after_seq == u64::MAX {
-            return Ok(Vec::new());
+            return Ok(out);
         }
-        let mut r = self.backend.reader()?;
         let start = msg_key(list, after_seq + 1);
         let end = msg_key(list, u64::MAX);
-        let mut ids = Vec::new();
-        r.range(
+        self.backend.reader()?.range(
             LIST_MSG_SEQ,
             Bound::Included(&start),
             Bound::Included(&end),
             true,
-            &mut |_, id| {
-                ids.push(id.to_vec());
-                Ok(ids.len() < newest)
+            &mut |k, id| {
+                let seq = k
+                    .get(16..24)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or(StoreError::Corrupt("list message sequence"))?;
+                out.push((seq, token(id, "list message sequence")?));
+                Ok(out.len() < newest)
             },
         )?;
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(m) = r.get(LIST_MSGS, &id, codec::read_list_message)? {
-                if m.expires > now {
-                    out.push(m);
-                }
-            }
-        }
         Ok(out)
+    }
+
+    fn copies_settled(&self, list: &Token, push: &Token) -> Result<u64, StoreError> {
+        let k: [u8; 32] = cat(&[push, list]);
+        Ok(self.get(COPIES_SETTLED, &k, policy::read_seq)?.unwrap_or(0))
     }
 
     fn newer_list_messages(

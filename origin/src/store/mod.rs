@@ -335,6 +335,17 @@ pub enum Op {
     },
     /// Remove a list message's record and acknowledgements (after its grace period).
     DeleteListMessage(Token),
+    /// A member's copies of a list's messages up to sequence `through`
+    /// are settled ([`Store::copies_settled`]); a no-op if it is no longer
+    /// a member, or an earlier record says as much already.
+    SettleCopies {
+        /// The list.
+        list: Token,
+        /// The member's push token.
+        push: Token,
+        /// The newest sequence settled.
+        through: u64,
+    },
     /// A member acknowledged its copy of a list message.
     AckCopy {
         /// The list message.
@@ -540,15 +551,18 @@ pub trait Store: Send + Sync + 'static {
     fn list_message(&self, id: &Token) -> Result<Option<ListMessage>, StoreError>;
     /// List messages whose fan-out had not finished (after a crash).
     fn unfinished_fanouts(&self) -> Result<Vec<ListMessage>, StoreError>;
-    /// The unexpired ones among the newest `newest` messages of a list with
-    /// a sequence above `after_seq`, newest first.
-    fn list_messages_since(
+    /// The sequences and ids of the newest `newest` messages of a list with
+    /// a sequence above `after_seq`, newest first (their records are read
+    /// apart, through the parsed-message cache).
+    fn list_message_ids_since(
         &self,
         list: &Token,
         after_seq: u64,
-        now: u64,
         newest: usize,
-    ) -> Result<Vec<ListMessage>, StoreError>;
+    ) -> Result<Vec<(u64, Token)>, StoreError>;
+    /// The sequence up to which a member's copies of a list's messages are
+    /// settled ([`Op::SettleCopies`]; 0: none recorded).
+    fn copies_settled(&self, list: &Token, push: &Token) -> Result<u64, StoreError>;
     /// How many messages of a list came after sequence `seq`, counted up
     /// to `at_most`.
     fn newer_list_messages(

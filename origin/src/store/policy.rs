@@ -5,8 +5,8 @@
 use super::codec;
 use super::kv::{self, cat, prefix_end, Write};
 use super::kv::{
-    ACKS_PURGING, COPIES_DROPPED, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS, LISTS,
-    LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBERS_LEFT,
+    ACKS_PURGING, COPIES_DROPPED, COPIES_SETTLED, COPY_ACKS, ENDED, ENDED_EXPIRY, EXPIRY, FANOUTS,
+    LISTS, LISTS_PURGING, LIST_MEMBERS, LIST_MSGS, LIST_MSG_EXPIRY, LIST_MSG_SEQ, MEMBERS_LEFT,
     MEMBER_EXPIRY, MSGS, MSG_IDS, OWNER_LISTS, PUSH_MSGS, RECEIPTS_HELD, RS_SEEN, SUBS, SUB_LISTS,
     SUB_RESOURCES, TOPICS, UAS, UA_SEEN, UA_SUBS,
 };
@@ -173,6 +173,19 @@ pub fn apply(
         }
         Op::DeleteListMessage(id) => delete_list_message(w, id)?,
         Op::Purge { budget } => purge(w, *budget)?,
+        Op::SettleCopies {
+            list,
+            push,
+            through,
+        } => {
+            let mk: [u8; 32] = cat(&[list, push]);
+            let sk: [u8; 32] = cat(&[push, list]);
+            let member = w.get(LIST_MEMBERS, &mk, |_| Ok(()))?.is_some();
+            let before = w.get(COPIES_SETTLED, &sk, read_seq)?.unwrap_or(0);
+            if member && *through > before {
+                w.put(COPIES_SETTLED, &sk, &through.to_be_bytes())?;
+            }
+        }
         Op::AckCopy {
             list_message,
             push,
@@ -479,6 +492,7 @@ fn remove_member(
     }
     let sk: [u8; 32] = cat(&[push, list]);
     w.delete(SUB_LISTS, &sk)?;
+    w.delete(COPIES_SETTLED, &sk)?;
     Ok(existed)
 }
 
@@ -632,4 +646,11 @@ fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {
         w.delete(LIST_MSG_SEQ, &k)?;
     }
     Ok(())
+}
+
+/// A sequence stored as 8 big-endian bytes ([`COPIES_SETTLED`]).
+pub fn read_seq(v: &[u8]) -> Result<u64, StoreError> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("settled copies"))
 }

@@ -16,7 +16,7 @@ pub type Fresh<'a> = &'a dyn Fn(&Limits) -> Arc<dyn Store>;
 /// Runs every check against stores made by `fresh`.
 pub fn run(fresh: Fresh<'_>) {
     type Check = fn(Fresh<'_>);
-    let checks: [(&str, Check); 16] = [
+    let checks: [(&str, Check); 17] = [
         ("a fresh store answers every read", fresh_store),
         ("subscriptions and their indexes", subscriptions),
         (
@@ -40,6 +40,10 @@ pub fn run(fresh: Fresh<'_>) {
             list_messages,
         ),
         ("deleting a list takes what hangs on it", delete_list),
+        (
+            "a member's settled copies rise and leave with it",
+            settled_copies,
+        ),
         (
             "copies owed to members that left are dropped",
             members_that_left,
@@ -143,7 +147,8 @@ fn fresh_store(fresh: Fresh<'_>) {
     assert_eq!(s.owned_lists(&[4; 65]).unwrap(), 0);
     assert!(s.list_message(&t).unwrap().is_none());
     assert!(s.unfinished_fanouts().unwrap().is_empty());
-    assert!(s.list_messages_since(&t, 0, 0, 10).unwrap().is_empty());
+    assert!(s.list_message_ids_since(&t, 0, 10).unwrap().is_empty());
+    assert_eq!(s.copies_settled(&t, &t).unwrap(), 0);
     assert!(!s.copy_acked(&t, &t).unwrap());
     assert_eq!(s.copies_acked(&t).unwrap(), AckCounts::default());
     let c = s.counts().unwrap();
@@ -519,6 +524,52 @@ fn lists(fresh: Fresh<'_>) {
     assert_eq!(s.expired_list_items(FAR, 10).unwrap(), (vec![], vec![]));
 }
 
+fn settled_copies(fresh: Fresh<'_>) {
+    let s = fresh(&limits(10, 10));
+    let l = list(None);
+    let (p, q) = (new_token(), new_token());
+    apply(
+        &*s,
+        &[
+            Op::PutList(l.clone()),
+            Op::PutMembers(l.token, vec![member(p, 1, None)]),
+        ],
+    );
+    let settle = |push, through| Op::SettleCopies {
+        list: l.token,
+        push,
+        through,
+    };
+    // Only rising, and only for a member.
+    apply(&*s, &[settle(p, 7), settle(q, 7)]);
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 7);
+    assert_eq!(s.copies_settled(&l.token, &q).unwrap(), 0);
+    apply(&*s, &[settle(p, 5)]);
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 7);
+    apply(&*s, &[settle(p, 9)]);
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 9);
+    // Putting the member again (a key change) keeps it.
+    apply(
+        &*s,
+        &[Op::PutMembers(l.token, vec![member(p, 1, Some(5000))])],
+    );
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 9);
+    // A member that leaves and comes back starts again.
+    apply(&*s, &[Op::RemoveMembers(l.token, vec![p])]);
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 0);
+    apply(
+        &*s,
+        &[
+            Op::PutMembers(l.token, vec![member(p, 10, None)]),
+            settle(p, 12),
+        ],
+    );
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 12);
+    // A deleted list's members take theirs with them.
+    apply(&*s, &[Op::DeleteList(l.token), Op::Purge { budget: 100 }]);
+    assert_eq!(s.copies_settled(&l.token, &p).unwrap(), 0);
+}
+
 fn large_list(fresh: Fresh<'_>) {
     let s = fresh(&limits(10, 10));
     let l = list(Some([4; 65]));
@@ -610,15 +661,15 @@ fn list_messages(fresh: Fresh<'_>) {
             .collect::<Vec<_>>(),
         vec![new.id]
     );
-    // Newest first, after a sequence, unexpired, up to `newest`.
-    let since = |after: u64, now: u64, newest: usize| -> Vec<Token> {
-        let got = s.list_messages_since(&l.token, after, now, newest).unwrap();
-        got.iter().map(|m| m.id).collect()
+    // Newest first, after a sequence, up to `newest`.
+    let since = |after: u64, newest: usize| -> Vec<(u64, Token)> {
+        s.list_message_ids_since(&l.token, after, newest).unwrap()
     };
-    assert_eq!(since(0, 0, 10), vec![new.id, mid.id, old.id]);
-    assert_eq!(since(0, 1000, 10), vec![new.id, mid.id]);
-    assert_eq!(since(mid.seq, 0, 10), vec![new.id]);
-    assert_eq!(since(0, 0, 1), vec![new.id]);
+    let all = vec![(new.seq, new.id), (mid.seq, mid.id), (old.seq, old.id)];
+    assert_eq!(since(0, 10), all);
+    assert_eq!(since(mid.seq, 10), vec![(new.seq, new.id)]);
+    assert_eq!(since(0, 1), vec![(new.seq, new.id)]);
+    assert!(since(new.seq, 10).is_empty());
     // Acknowledged copies.
     let (p, q, r) = (new_token(), new_token(), new_token());
     let ack = |push, outcome| Op::AckCopy {
@@ -666,7 +717,7 @@ fn list_messages(fresh: Fresh<'_>) {
     assert!(s.list_message(&new.id).unwrap().is_none());
     assert_eq!(s.copies_acked(&new.id).unwrap(), AckCounts::default());
     assert!(s.unfinished_fanouts().unwrap().is_empty());
-    assert_eq!(since(0, 0, 10), vec![mid.id]);
+    assert_eq!(since(0, 10), vec![(mid.seq, mid.id)]);
     // Finishing a message that went meanwhile writes nothing.
     apply(
         &*s,
