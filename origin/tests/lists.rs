@@ -576,6 +576,29 @@ async fn a_hello_reads_only_the_list_messages_after_the_settled_ones() {
 }
 
 #[tokio::test]
+async fn a_hello_whose_copies_wait_their_turn_past_the_hello_timeout_keeps_its_connection() {
+    let o = start_with(&temp_dir("list-hello-wait"), &[], |s| {
+        s.hello_timeout_secs = 1;
+        s.hello_work_concurrency = Some(1);
+    })
+    .await;
+    let (uaid, list) = list_of_one_away(&o).await;
+    let r = request("POST", &list, &[("ttl", "600")], b"").await;
+    assert_eq!(r.status, 201);
+    // Every connection's turn to look for its copies is taken (as in a
+    // reconnect storm) for longer than the hello timeout.
+    let busy = o.state.hello_work.acquire().await.unwrap();
+    let mut d = Device::connect(&o, Some(&uaid)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(busy);
+    let n = d.recv_notification_within(Duration::from_secs(5)).await;
+    assert!(
+        n.is_some(),
+        "the copy came once it was this connection's turn"
+    );
+}
+
+#[tokio::test]
 async fn members_drop_out_when_they_expire() {
     let o = start_with(&temp_dir("list-expiry"), &[], |s| s.sweep_secs = 1).await;
     let mut d = Device::connect(&o, None).await;

@@ -351,6 +351,7 @@ impl Conn {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no hello")),
         }
+        self.pull_if_pending(rx).await?;
         loop {
             let paused = self.state.burst.reads_paused();
             tokio::select! {
@@ -589,7 +590,10 @@ impl Conn {
                         // connection looks again once it is back.
                         c.routed().await;
                     }
-                    self.fetch_waiting(uaid).await?;
+                    // Fetched once the hello is done, outside its timeout:
+                    // in a reconnect storm the fetch may wait its turn
+                    // (`--hello-work-concurrency`) longer than that.
+                    self.out.pending().store(true, Ordering::Release);
                 }
             }
             Command::Register { channel, key } => {
