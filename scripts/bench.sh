@@ -74,6 +74,12 @@
 #      and with --deliver-before-commit, alternated DURABLE_ROUNDS [2] times;
 #      then one line "n-durable" of each mode's medians and their ratio (not
 #      in the default run)
+#   r  reconnect storm: STORM_DEVICES devices, each subscription in STORM_LISTS
+#      lists of STORM_BACKLOG pushes it received and acknowledged, go; one
+#      push to each list while they are away; all come back at once: time
+#      to the last copy, /health latency throughout, list messages read per
+#      device; STORM_ROUNDS [2] times (the later rounds read only what came
+#      after each member's settled record) (not in the default run)
 #
 #   scripts/bench.sh [scenario letters...]      (default: a b c d e f g h i)
 #
@@ -84,7 +90,8 @@
 # PUSH_DEVICES [10000], PUSHES_EMPTY [200000], PUSHES_BODY [100000],
 # BODY_BYTES [2048], CONCURRENCY [32], RATE [5000], RATE_SECS [5],
 # LIST_DEVICES [15000], LIST_REPEATS [8], OFFLINE_MEMBERS [1000000], RECONNECT [15000],
-# CRASH_MEMBERS [200000],
+# CRASH_MEMBERS [200000], STORM_DEVICES [15000], STORM_LISTS [10], STORM_BACKLOG [99], STORM_ROUNDS [2],
+# STORM_TIMEOUT [3600] seconds for scenario r,
 # J_ROUNDS [3], LIST_CHUNK [50000] members per list request, OFFLINE_TIMEOUT [1500] s,
 # BENCH_TIMEOUT [240] seconds per scenario, ORIGIN_LOG [warn],
 # BENCH_RESULTS (a file that also receives the result lines), KEEP_WORK=1
@@ -170,6 +177,15 @@ trap 'exit 130' INT TERM
 # addresses, where a deployment's come from many, so the per-address
 # subscription rate is raised with the per-subscription message rate.
 LOAD_LIMITS="--limit subscription_messages_per_minute=1000000 --subscriptions-per-address-per-minute 1000000000 ${ORIGIN_EXTRA:-}"
+
+# Scenario r pushes to each list far more than once a minute, 15,000 copies
+# a push (all lists without a VAPID key share one copy budget), and makes
+# its lists from one address. Its backlog is minutes old, not hours: a
+# member's acknowledged copies are settled after 5 s, not 60, so that the
+# second round reads what a backlog older than a minute would leave.
+STORM_LIMITS="--limit list_pushes_per_minute=1000000,owner_copies_per_minute=1000000000"
+STORM_LIMITS+=",list_creations_per_minute=10000 --keyless-list-creations-per-address-per-minute 10000"
+STORM_LIMITS+=" --list-settle-secs 5"
 
 # Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS, METRICS.
 start_origin() {
@@ -588,7 +604,7 @@ run() {
   local out rc args=()
   for a in "$@"; do args+=("${a//@APP@/http://$APP}"); done
   # The whole of a push is read from the origin's operator listener.
-  [[ "$1" != push && "$1" != list ]] || args+=(--metrics "http://$METRICS")
+  [[ "$1" != push && "$1" != list && "$1" != storm ]] || args+=(--metrics "http://$METRICS")
   out="$("$BIN/pushbench" --scenario "$name" --timeout-secs "${TIMEOUT:-$BENCH_TIMEOUT}" "${args[@]}" \
     --ws "$WS" --origin-pid "$ORIGIN_PID")"
   rc=$?
@@ -635,7 +651,11 @@ for s in "${scenarios[@]}"; do
     l) scale_scenario ;;
     m) per_copy_scenario ;;
     n) durable_scenario ;;
-    *) echo "bench: unknown scenario $s (a b c d e f g h i j k l m)" >&2; failures=$((failures + 1)) ;;
+    r) TIMEOUT="${STORM_TIMEOUT:-3600}" ORIGIN_ARGS="$STORM_LIMITS" run r-reconnect-storm storm \
+         --devices "${STORM_DEVICES:-15000}" --lists "${STORM_LISTS:-10}" \
+         --backlog "${STORM_BACKLOG:-99}" --rounds "${STORM_ROUNDS:-2}" --body-bytes "$BODY_BYTES" --chunk "$LIST_CHUNK" \
+         --connect-concurrency 256 --app @APP@ --src-base 160 ;;
+    *) echo "bench: unknown scenario $s (a b c d e f g h i j k l m n r)" >&2; failures=$((failures + 1)) ;;
   esac
 done
 ((failures == 0)) || echo "bench: $failures scenario(s) failed" >&2

@@ -103,17 +103,28 @@ fn count_rejected(v: &Value) -> u64 {
     }
 }
 
-/// Pushes the JWE to the list: (response, status path).
+/// Pushes the JWE to the list (TTL 600 s): (response, status path).
 pub async fn push_list(
     app: &App,
     list: &str,
     jwe: &CompactTemplate,
 ) -> Result<(Resp, String), String> {
+    push_list_ttl(app, list, jwe, 600).await
+}
+
+/// Like [`push_list`], with a TTL of `ttl` seconds.
+pub async fn push_list_ttl(
+    app: &App,
+    list: &str,
+    jwe: &CompactTemplate,
+    ttl: u32,
+) -> Result<(Resp, String), String> {
+    let ttl = ttl.to_string();
     let r = app
         .request(
             "POST",
             list,
-            &[("TTL", "600"), ("Content-Type", CONTENT_TYPE_COMPACT)],
+            &[("TTL", &ttl), ("Content-Type", CONTENT_TYPE_COMPACT)],
             jwe.as_str().as_bytes(),
         )
         .await?

@@ -18,6 +18,7 @@ mod push;
 mod served;
 mod settled;
 mod stats;
+mod storm;
 mod tally;
 mod worker;
 mod ws;
@@ -56,6 +57,9 @@ enum Cmd {
     List(list::ListArgs),
     /// A list of M offline subscriptions: push latency, then K reconnect.
     OfflineList(offline::OfflineArgs),
+    /// Devices in many lists with a long backlog they acknowledged go,
+    /// miss one push to each list, and all come back at once.
+    Storm(storm::StormArgs),
     /// The kernel's floor for a list push: bare writes of a copy-sized frame
     /// to N loopback sockets, read (and answered) by bare clients.
     Floor(floor::FloorArgs),
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             "offline-list",
             block_on(timeout, offline::run_offline(a, timeout)),
         ),
+        Cmd::Storm(a) => ("storm", block_on(timeout, storm::run_storm(a, timeout))),
     };
     let (mut line, code) = match result {
         // A result may carry a correctness verdict apart from its figures.

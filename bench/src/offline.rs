@@ -39,7 +39,7 @@ pub struct OfflineArgs {
 }
 
 /// A member: its device index and uaid.
-type Member = (usize, String);
+pub type Member = (usize, String);
 
 /// `pushbench offline-list`.
 pub async fn run_offline(a: OfflineArgs, timeout_secs: u64) -> Result<Value, String> {
@@ -310,7 +310,11 @@ async fn reconnect_wave(
 
 /// Writes one file of `<device index> <uaid>` lines per worker into `dir`,
 /// the members shared out as the pool shares out devices.
-fn write_uaid_files(dir: &Path, back: &[&Member], workers: usize) -> Result<Vec<PathBuf>, String> {
+pub fn write_uaid_files(
+    dir: &Path,
+    back: &[&Member],
+    workers: usize,
+) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut first = 0;
     let mut files = Vec::new();

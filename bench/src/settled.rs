@@ -45,6 +45,13 @@ pub async fn acks(metrics: Option<&App>) -> Result<Acks, String> {
     Ok(Acks { acked, pending })
 }
 
+/// One series of the origin's `/metrics` now (its name with its labels,
+/// e.g. `push_connected_devices{protocol="websocket"}`), if it has it.
+pub async fn read_series(metrics: &App, name: &str) -> Result<Option<u64>, String> {
+    let r = metrics.request("GET", "/metrics", &[], b"").await?;
+    Ok(series(&String::from_utf8_lossy(&r.body), name))
+}
+
 /// Waits until the origin counts at least `acked` acknowledgements and has
 /// no store write pending; `false` if `until` came first.
 pub async fn wait(app: &App, acked: u64, until: Instant) -> Result<bool, String> {
@@ -133,6 +140,8 @@ mod tests {
         assert_eq!(series(text, "push_messages_acked_total"), Some(15000));
         assert_eq!(series(text, "push_store_writes_pending"), Some(0));
         assert_eq!(series(text, "push_connected_devices"), None);
+        let ws = r#"push_connected_devices{protocol="websocket"}"#;
+        assert_eq!(series(text, ws), Some(3));
         assert_eq!(series(text, "push_messages"), None);
     }
 }

@@ -2,18 +2,20 @@
 //! WebSocket, and talks to the parent in lines.
 //!
 //! Parent → worker (stdin): `connect`, `dump`, `clear` (forget the
-//! notifications received so far), `expect <bytes>` (the decoded size of
-//! notification data from now on, 0 for none), `delay-acks`, `quit` (or end
-//! of input).
+//! notifications received so far), `count`, `expect <bytes>` (the decoded
+//! size of notification data from now on, 0 for none), `delay-acks`, `quit`
+//! (or end of input).
 //! Worker → parent (stdout):
 //! - `ready` once started;
 //! - `done {json}` when every device has registered or failed, then
 //!   `T <connect µs> <hello µs> <register µs>` per device (the phases of its
 //!   setup: TCP + WebSocket handshake, hello round trip, register round trip),
 //!   `E <device index> <push endpoint>[ <uaid>]` per device if asked (the
-//!   uaid with `--ephemeral`), and `setup-end`;
+//!   uaid with `--ephemeral` or `--with-uaids`), and `setup-end`;
 //! - `P <connected> <failed>` every second until then;
 //! - `D <count>` every 50 ms while the count of notifications received changes;
+//! - on `count`: `D <count>` at once, changed or not;
+//! - on `clear`: `cleared` once forgotten;
 //! - on `delay-acks`: switches every device's socket to delayed ACKs
 //!   (`TCP_QUICKACK` 0), then `delayed <sockets>`;
 //! - on `expect`: `expecting` once notifications are checked against it;
@@ -27,6 +29,7 @@ use serde_json::json;
 use shared::webpush_ws::{AckUpdate, DeviceMessage, ServerMessage, STATUS_OK};
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -75,6 +78,15 @@ pub struct WorkerArgs {
     /// its uaid is reported with its endpoint.
     #[arg(long)]
     pub ephemeral: bool,
+    /// Report each device's uaid with its endpoint (as `--ephemeral`
+    /// does), so that it can come back later with `--uaids`.
+    #[arg(long)]
+    pub with_uaids: bool,
+    /// Count each device's notifications of the expected size by their
+    /// channel; `end` then gives how many devices got how many
+    /// (`copies_per_device`, e.g. `{"0": 2, "10": 7498}`).
+    #[arg(long)]
+    pub copies_per_device: bool,
     /// Resume devices instead of making new ones: a file of lines
     /// `<device index> <uaid>`; each device says hello with its uaid and does
     /// not register (`--devices` is ignored).
@@ -108,6 +120,8 @@ struct Tally {
     records: Vec<(usize, u64)>,
     endpoints: Vec<(usize, String, Option<String>)>,
     phases: Vec<[u32; 3]>,
+    /// Notifications of the expected size by channel (`--copies-per-device`).
+    per_device: Option<HashMap<String, u32>>,
 }
 
 impl Tally {
@@ -136,6 +150,7 @@ struct DevCfg {
     endpoints: bool,
     total: usize,
     ephemeral: bool,
+    with_uaids: bool,
     ack_delay: Duration,
     acks: bool,
     plain: bool,
@@ -182,11 +197,15 @@ async fn main(a: WorkerArgs) {
         endpoints: a.endpoints,
         total: devices,
         ephemeral: a.ephemeral,
+        with_uaids: a.with_uaids,
         ack_delay: Duration::from_millis(a.ack_delay_ms),
         acks: !a.no_acks,
         plain: a.plain,
     });
-    let tally = Rc::new(RefCell::new(Tally::default()));
+    let tally = Rc::new(RefCell::new(Tally {
+        per_device: a.copies_per_device.then(HashMap::new),
+        ..Tally::default()
+    }));
     let served = match Served::new(cfg.ack_delay) {
         Ok(s) => Rc::new(s),
         Err(e) => {
@@ -230,7 +249,11 @@ async fn main(a: WorkerArgs) {
                         tokio::task::spawn_local(device(idx, uaid, cfg, tally, sem, done, served));
                     }
                 }
-                Some("dump") => dump(&tally.borrow()),
+                Some("dump") => dump(&tally.borrow(), cfg.total),
+                Some("count") => {
+                    reported = tally.borrow().delivered;
+                    emit(&format!("D {reported}"));
+                }
                 Some("delay-acks") => emit(&format!("delayed {}", served.delay_acks())),
                 Some("clear") => {
                     let mut t = tally.borrow_mut();
@@ -238,6 +261,11 @@ async fn main(a: WorkerArgs) {
                     t.versions.clear();
                     t.delivered = 0;
                     t.bad_payload = 0;
+                    if let Some(m) = &mut t.per_device {
+                        m.clear();
+                    }
+                    reported = 0;
+                    emit("cleared");
                 }
                 Some(c) if c.starts_with("expect ") => {
                     cfg.data_len.set(data_len(c[7..].trim().parse().unwrap_or(0)));
@@ -313,8 +341,8 @@ fn read_uaids(path: &std::path::Path) -> io::Result<Vec<(usize, String)>> {
         .collect()
 }
 
-/// Writes every record and then the counters.
-fn dump(t: &Tally) {
+/// Writes every record and then the counters (of `devices` devices).
+fn dump(t: &Tally, devices: usize) {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut start = 0;
     for &(end, ns) in &t.records {
@@ -333,11 +361,26 @@ fn dump(t: &Tally) {
             "closed": t.closed,
             "unexpected": t.unexpected,
             "first_error": t.first_error,
+            "copies_per_device": t.per_device.as_ref().map(|m| per_device(m, devices)),
         })
     );
     if out.flush().is_err() {
         std::process::exit(1);
     }
+}
+
+/// How many of `devices` devices got how many notifications, from the
+/// counts by channel (the devices that got none are in none).
+fn per_device(by_channel: &HashMap<String, u32>, devices: usize) -> BTreeMap<u32, usize> {
+    let mut h = BTreeMap::new();
+    for &n in by_channel.values() {
+        *h.entry(n).or_insert(0) += 1;
+    }
+    let none = devices.saturating_sub(by_channel.len());
+    if none > 0 {
+        h.insert(0, none);
+    }
+    h
 }
 
 /// One device: set up under the semaphore, then handed to [`Served`].
@@ -364,7 +407,7 @@ async fn device(
                 t.connected += 1;
                 t.phases.push(phases);
                 if cfg.endpoints {
-                    let uaid = cfg.ephemeral.then_some(uaid);
+                    let uaid = (cfg.ephemeral || cfg.with_uaids).then_some(uaid);
                     t.endpoints.push((idx, endpoint, uaid));
                 }
                 Some((stream, buf))
@@ -682,6 +725,13 @@ fn record(t: &mut Tally, cfg: &DevCfg, note: &Note, now: u64) {
     t.delivered += 1;
     if note.data_len != cfg.data_len.get() {
         t.bad_payload += 1;
+    } else if let Some(m) = &mut t.per_device {
+        match m.get_mut(note.channel) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(note.channel.to_owned(), 1);
+            }
+        }
     }
     t.versions.push_str(note.version);
     let end = t.versions.len();
@@ -780,6 +830,16 @@ mod tests {
             ..note
         };
         assert_eq!(write_ack(&note, &mut buf), None);
+    }
+
+    #[test]
+    fn copies_per_device_counted() {
+        let by_channel: HashMap<String, u32> = [("a", 10), ("b", 10), ("c", 11)]
+            .map(|(c, n)| (c.to_owned(), n))
+            .into();
+        let h = per_device(&by_channel, 5);
+        assert_eq!(h, BTreeMap::from([(0, 2), (10, 2), (11, 1)]));
+        assert_eq!(per_device(&HashMap::new(), 0), BTreeMap::new());
     }
 
     #[test]
