@@ -185,7 +185,7 @@ LOAD_LIMITS="--limit subscription_messages_per_minute=1000000 --subscriptions-pe
 # second round reads what a backlog older than a minute would leave.
 STORM_LIMITS="--limit list_pushes_per_minute=1000000,owner_copies_per_minute=1000000000"
 STORM_LIMITS+=",list_creations_per_minute=10000 --keyless-list-creations-per-address-per-minute 10000"
-STORM_LIMITS+=" --list-settle-secs 5"
+STORM_LIMITS+=" --list-settle-secs ${STORM_SETTLE_SECS:-5}"
 
 # Starts a fresh origin on free ports; sets ORIGIN_PID, APP, WS, METRICS.
 start_origin() {

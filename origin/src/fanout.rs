@@ -479,7 +479,8 @@ pub async fn waiting_copies(
         .map_err(|_| StoreError::Closed)?;
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let (copies, more, settled) = pending_copies(&state, &uaid, limit, &accept)?;
+        let read = &state.metrics.hello_list_messages_read;
+        let (copies, more, settled) = pending_copies(&state, &uaid, limit, &accept, read)?;
         if !settled.is_empty() {
             state.write_later(settled);
         }
@@ -487,6 +488,41 @@ pub async fn waiting_copies(
     })
     .await
     .map_err(|e| StoreError::Engine(e.to_string()))?
+}
+
+/// Records, off the async workers, what a connected user agent's lists have
+/// settled for it ([`pending_copies`] taking no copy), once the
+/// acknowledgements that prompted it are committed: so that the `hello`
+/// of a device that was connected while its lists sent reads only what
+/// came since.
+pub fn settle_later(state: &Arc<State>, uaid: Token) {
+    use std::sync::atomic::Ordering::AcqRel;
+    let work = &state.settle_work;
+    if work.waiting.fetch_add(1, AcqRel) >= crate::state::SETTLE_QUEUE {
+        work.waiting.fetch_sub(1, AcqRel);
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let work = &state.settle_work;
+        let settled = state.settle().await;
+        let turn = work.turn.lock().await;
+        work.waiting.fetch_sub(1, AcqRel);
+        if settled.is_err() {
+            return;
+        }
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let read = &s.metrics.settle_list_messages_read;
+            match pending_copies(&s, &uaid, usize::MAX, &|_| false, read) {
+                Ok((_, _, settled)) if !settled.is_empty() => s.write_later(settled),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("looking for settled copies: {e}"),
+            }
+        })
+        .await;
+        drop(turn);
+    });
 }
 
 /// The copies a user agent's subscriptions have waiting from their lists
@@ -506,6 +542,7 @@ pub fn pending_copies(
     uaid: &Token,
     limit: usize,
     accept: &dyn Fn(&Message) -> bool,
+    read: &std::sync::atomic::AtomicU64,
 ) -> Result<(Vec<Message>, bool, Vec<Op>), StoreError> {
     let t = now();
     let backlog = state.config.list_backlog;
@@ -525,6 +562,7 @@ pub fn pending_copies(
             // its copy if one is owed (`None`: settled).
             let mut topics = std::collections::HashSet::new();
             let mut looked = Vec::with_capacity(ids.len());
+            let mut ask = Vec::new();
             for (seq, id) in ids {
                 let Some(lp) = state.list_cache.by_id(&id, &*state.store)? else {
                     looked.push((seq, 0, None));
@@ -537,12 +575,20 @@ pub fn pending_copies(
                         .as_ref()
                         .is_none_or(|topic| topics.insert(topic.clone()))
                     && lp.is_for(&member)
-                    && lp.key_fits(&member)
-                    && !state.store.copy_acked(&id, &sub.push)?;
-                let created = lp.msg.created;
-                looked.push((seq, created, owed.then_some(lp)));
+                    && lp.key_fits(&member);
+                if owed {
+                    ask.push(id);
+                }
+                looked.push((seq, lp.msg.created, owed.then_some(lp)));
             }
-            metrics::add(&state.metrics.hello_list_messages_read, looked.len() as u64);
+            // Unless it was answered: one read for the list's backlog.
+            let mut answered = state.store.copies_acked_of(&sub.push, &ask)?.into_iter();
+            for (_, _, owed) in looked.iter_mut() {
+                if owed.is_some() && answered.next().unwrap_or(false) {
+                    *owed = None;
+                }
+            }
+            metrics::add(read, looked.len() as u64);
             // Oldest first: settled up to the first copy owed (or too new).
             let through = looked
                 .iter()

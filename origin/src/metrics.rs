@@ -52,6 +52,9 @@ pub struct Metrics {
     /// List messages a `hello` (or an HTTP/2 monitoring request) looked at
     /// for the copies waiting for its device.
     pub hello_list_messages_read: AtomicU64,
+    /// List messages looked at in the background for what connected
+    /// devices' lists have settled.
+    pub settle_list_messages_read: AtomicU64,
     /// Expired messages swept from the store.
     pub messages_expired: AtomicU64,
     /// Stored messages evicted by newer ones (`max_stored_per_subscription`).
@@ -278,6 +281,12 @@ impl Metrics {
                 "List messages looked at for the copies waiting for connecting devices",
                 "counter",
                 v(&self.hello_list_messages_read),
+            ),
+            one(
+                "push_settle_list_messages_read_total",
+                "List messages looked at in the background for what connected devices have settled",
+                "counter",
+                v(&self.settle_list_messages_read),
             ),
             one(
                 "push_messages_acked_total",

@@ -21,6 +21,21 @@ pub const WRITE_WAIT: Duration = Duration::from_secs(2);
 /// other node waits, so that its answer arrives before that node stores it.
 pub const FORWARDED_WRITE_WAIT: Duration = Duration::from_millis(1500);
 
+/// The looks in the background for settled copies: one at a time, beside
+/// the `hello`s' own (which they never delay), and at most
+/// [`SETTLE_QUEUE`] waiting (more are skipped: the device is looked at
+/// again after its next acknowledgements).
+#[derive(Default)]
+pub struct SettleWork {
+    /// Held by the look under way.
+    pub turn: tokio::sync::Mutex<()>,
+    /// Looks waiting for their turn.
+    pub waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Looks for settled copies waiting their turn, at most.
+pub const SETTLE_QUEUE: usize = 20_000;
+
 /// Everything the handlers share.
 pub struct State {
     /// Configuration.
@@ -73,6 +88,9 @@ pub struct State {
     /// Permits to look through a user agent's lists for its waiting copies
     /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
     pub hello_work: tokio::sync::Semaphore,
+    /// Looks for what connected devices' lists have settled, one at a time
+    /// beside the `hello`s: see [`crate::fanout::settle_later`].
+    pub settle_work: SettleWork,
     /// Set while this node purges what deleted lists left behind.
     purging: std::sync::atomic::AtomicBool,
     /// A list message's acknowledgement counts lately read, and when.
@@ -136,6 +154,7 @@ impl State {
             ack_counts: Default::default(),
             purging: Default::default(),
             hello_work: tokio::sync::Semaphore::new(config.hello_work_concurrency),
+            settle_work: Default::default(),
             config,
             store,
             committer,

@@ -154,6 +154,11 @@ struct Conn {
     /// Stored messages acknowledged while the connection's queue held
     /// messages (see [`super::RecentAcks`]); emptied with the queue.
     acked_queued: super::RecentAcks,
+    /// List copies were acknowledged since the last look for what is
+    /// settled ([`crate::fanout::settle_later`]).
+    copies_acked: bool,
+    /// When the next such look may be, Unix seconds.
+    settle_at: u32,
 }
 
 /// Serves one device connection to its end.
@@ -181,6 +186,8 @@ pub async fn serve(stream: TcpStream, state: Arc<State>, _slot: crate::fd::Slot)
         peer,
         registered: Default::default(),
         acked_queued: Default::default(),
+        copies_acked: false,
+        settle_at: 0,
     };
     let result = conn.run(&mut rx, hello_timeout).await;
     if let Err(e) = result {
@@ -283,8 +290,10 @@ impl Conn {
                 self.acked_queued.note(id, &self.state.config);
             }
             self.out.message_done(&id, m.list_message.is_some());
+            self.copies_acked |= m.list_message.is_some();
             self.state.acknowledged_into(&m, outcome, ops);
         } else if let Some(c) = self.out.copy_done(&id) {
+            self.copies_acked = true;
             self.state
                 .copy_acknowledged_into(c.list_message, c.push, outcome, ops);
         } else {
@@ -300,6 +309,7 @@ impl Conn {
         if !read.unsettled.is_empty() {
             self.acknowledge_all(read.unsettled).await;
         }
+        self.settle_now_and_then();
         let mut answered = false;
         for msg in read.incoming {
             match msg {
@@ -320,6 +330,27 @@ impl Conn {
             self.out.ack_at_once();
         }
         Ok(true)
+    }
+
+    /// After acknowledged list copies, at most once per
+    /// `--list-settle-secs` (10 s at least), records in the background what
+    /// the device's lists have settled for it: a device that stays
+    /// connected while its lists send keeps its next `hello` short.
+    fn settle_now_and_then(&mut self) {
+        let Some(uaid) = self.session.uaid() else {
+            return;
+        };
+        if !self.copies_acked {
+            return;
+        }
+        let now = u32::try_from(crate::clock::now()).unwrap_or(u32::MAX);
+        if now < self.settle_at {
+            return;
+        }
+        self.copies_acked = false;
+        let every = self.state.config.list_settle_secs.max(10);
+        self.settle_at = now.saturating_add(u32::try_from(every).unwrap_or(u32::MAX));
+        crate::fanout::settle_later(&self.state, uaid);
     }
 
     /// Until `hello` is done; `false` if the device went away first.

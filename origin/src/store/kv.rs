@@ -185,6 +185,14 @@ pub trait Read {
         f: impl FnOnce(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError>;
 
+    /// The values under each of `keys` of one table, in their order: a
+    /// backend that pays a round trip per read sends them together.
+    fn get_many(&mut self, t: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter()
+            .map(|k| self.get(t, k, |v| Ok(v.to_vec())))
+            .collect()
+    }
+
     /// Entries with keys between `lo` and `hi`, in key order (descending if
     /// `rev`), passed to `visit` until it returns `false`. Both bounds lie
     /// within one group (of a [`Shape::Grouped`] table) or in an

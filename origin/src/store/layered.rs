@@ -407,9 +407,15 @@ impl<B: Backend> Store for Layered<B> {
         Ok(n)
     }
 
-    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError> {
-        let k: [u8; 32] = cat(&[list_message, push]);
-        Ok(self.get(COPY_ACKS, &k, |_| Ok(()))?.is_some())
+    fn copies_acked_of(
+        &self,
+        push: &Token,
+        list_messages: &[Token],
+    ) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<[u8; 32]> = list_messages.iter().map(|m| cat(&[m, push])).collect();
+        let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let found = self.backend.reader()?.get_many(COPY_ACKS, &keys)?;
+        Ok(found.into_iter().map(|v| v.is_some()).collect())
     }
 
     fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError> {

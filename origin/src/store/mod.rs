@@ -572,7 +572,16 @@ pub trait Store: Send + Sync + 'static {
         at_most: usize,
     ) -> Result<usize, StoreError>;
     /// Whether a member acknowledged its copy of a list message.
-    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError>;
+    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError> {
+        Ok(self.copies_acked_of(push, &[*list_message])?[0])
+    }
+    /// Whether a member answered its copies of each of `list_messages`, in
+    /// their order (one read for all: a `hello` asks about a list's backlog).
+    fn copies_acked_of(
+        &self,
+        push: &Token,
+        list_messages: &[Token],
+    ) -> Result<Vec<bool>, StoreError>;
     /// How many members acknowledged their copy of a list message.
     fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError>;
     /// Up to `limit` list messages past their grace period, and members

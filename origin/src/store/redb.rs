@@ -162,17 +162,24 @@ fn visit_range<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(())
 }
 
-/// A read transaction, opening tables as they are read.
+/// A read-only table of the store.
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// A read transaction, opening each table once, when it is first read (an
+/// opening is a lookup of its own: many reads of one table, such as a
+/// `hello`'s acknowledgement lookups, pay it once).
 pub struct RedbRead {
     txn: redb::ReadTransaction,
+    tables: [Option<ReadTable>; TABLES.len()],
 }
 
 impl RedbRead {
-    fn table(
-        &self,
-        t: kv::Table,
-    ) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StoreError> {
-        self.txn.open_table(def(t)).map_err(err)
+    fn table(&mut self, t: kv::Table) -> Result<&ReadTable, StoreError> {
+        let slot = &mut self.tables[t.id];
+        if slot.is_none() {
+            *slot = Some(self.txn.open_table(def(t)).map_err(err)?);
+        }
+        Ok(slot.as_ref().expect("opened"))
     }
 }
 
@@ -196,7 +203,7 @@ impl Read for RedbRead {
         rev: bool,
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
-        visit_range(&self.table(t)?, lo, hi, rev, visit)
+        visit_range(self.table(t)?, lo, hi, rev, visit)
     }
 
     fn len(&mut self, t: kv::Table) -> Result<u64, StoreError> {
@@ -263,6 +270,7 @@ impl Backend for Redb {
     fn reader(&self) -> Result<RedbRead, StoreError> {
         Ok(RedbRead {
             txn: self.db.begin_read().map_err(err)?,
+            tables: std::array::from_fn(|_| None),
         })
     }
 

@@ -629,6 +629,57 @@ impl Read for RedisRead<'_> {
         v.map(|v| f(&v)).transpose()
     }
 
+    /// Entries of a sorted-set table in one pipeline (a `hello` looks up
+    /// the acknowledgements of a list's backlog at once); others one by one.
+    fn get_many(
+        &mut self,
+        t: kv::Table,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let Some((skip, suffix)) =
+            member_len(t).filter(|_| matches!(t.shape, Shape::Grouped { .. }))
+        else {
+            return keys
+                .iter()
+                .map(|k| self.get(t, k, |v| Ok(v.to_vec())))
+                .collect();
+        };
+        if keys.iter().any(|k| k.len() != skip + suffix) {
+            return Err(StoreError::Engine(format!(
+                "a key of another size for table {}",
+                t.name
+            )));
+        }
+        let cmds: Vec<Cmd> = keys
+            .iter()
+            .map(|k| {
+                let (lo, hi) = lex_bounds(Bound::Included(k), Bound::Included(k), skip, suffix)
+                    .expect("bounds of a key");
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(self.redis.redis_key(t, &k[..skip]))
+                    .arg(lo)
+                    .arg(hi)
+                    .arg("BYLEX")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1);
+                cmd
+            })
+            .collect();
+        let replies = self.with(|_, c| c.pipeline(cmds.clone()))?;
+        replies
+            .into_iter()
+            .map(|v| {
+                let found: Vec<Vec<u8>> =
+                    redis::from_redis_value(v).map_err(|e| StoreError::Engine(e.to_string()))?;
+                Ok(found
+                    .into_iter()
+                    .next()
+                    .map(|m| m.get(suffix..).unwrap_or_default().to_vec()))
+            })
+            .collect()
+    }
+
     fn range(
         &mut self,
         t: kv::Table,

@@ -689,6 +689,12 @@ fn list_messages(fresh: Fresh<'_>) {
     // A later answer for the same copy replaces the first.
     apply(&*s, &[ack(r, AckOutcome::Rejected)]);
     assert!(s.copy_acked(&new.id, &p).unwrap());
+    // Many at once, in the order asked.
+    assert_eq!(
+        s.copies_acked_of(&p, &[new.id, mid.id, new.id]).unwrap(),
+        vec![true, false, true]
+    );
+    assert!(s.copies_acked_of(&p, &[]).unwrap().is_empty());
     assert!(s.copy_acked(&new.id, &q).unwrap());
     assert!(!s.copy_acked(&mid.id, &p).unwrap());
     let counts = s.copies_acked(&new.id).unwrap();
