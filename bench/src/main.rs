@@ -7,6 +7,7 @@
 mod app_client;
 mod bodies;
 mod connect;
+mod flood;
 mod floor;
 mod http;
 mod list;
@@ -60,6 +61,9 @@ enum Cmd {
     /// Devices in many lists with a long backlog they acknowledged go,
     /// miss one push to each list, and all come back at once.
     Storm(storm::StormArgs),
+    /// One VAPID key pushes to its many lists as fast as it can: what its
+    /// copy budget lets through.
+    Flood(flood::FloodArgs),
     /// The kernel's floor for a list push: bare writes of a copy-sized frame
     /// to N loopback sockets, read (and answered) by bare clients.
     Floor(floor::FloorArgs),
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
             block_on(timeout, offline::run_offline(a, timeout)),
         ),
         Cmd::Storm(a) => ("storm", block_on(timeout, storm::run_storm(a, timeout))),
+        Cmd::Flood(a) => ("flood", block_on(timeout, flood::run_flood(a, timeout))),
     };
     let (mut line, code) = match result {
         // A result may carry a correctness verdict apart from its figures.

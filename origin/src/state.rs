@@ -66,6 +66,10 @@ pub struct State {
     pub burst: Arc<crate::burst::Burst>,
     /// Parsed list pushes.
     pub list_cache: crate::copy::Cache,
+    /// VAPID tokens (with their key) whose signature was verified lately:
+    /// an application that sends one token many times has it verified
+    /// once (see `app::vapid`).
+    pub vapid_verified: std::sync::Mutex<std::collections::HashSet<Box<[u8]>>>,
     /// Serialize list amendments per list, and creations per owner.
     pub list_locks: crate::stripes::Stripes,
     /// Serialize new subscriptions per user agent, so that its count and
@@ -135,6 +139,7 @@ impl State {
             address_rate,
             keyless_rate,
             list_cache: Default::default(),
+            vapid_verified: Default::default(),
             list_locks: Default::default(),
             // Many more than list stripes: every registration takes one.
             ua_locks: crate::stripes::Stripes::new(1024),

@@ -365,12 +365,28 @@ async fn ownership_key_restriction_and_bad_input() {
         .status,
         401
     );
-    assert_eq!(
-        request("GET", &list, &[("authorization", &owner.header(&aud))], b"")
-            .await
-            .status,
-        200
-    );
+    let verified = owner.header(&aud);
+    for _ in 0..2 {
+        let r = request("GET", &list, &[("authorization", &verified)], b"").await;
+        assert_eq!(r.status, 200);
+    }
+    // A token verified before is still refused with another key, or with
+    // its signature changed.
+    let (token, _) = verified.split_once(", k=").unwrap();
+    let other_key = format!("{token}, k={}", stranger.public());
+    let sig_at = token.rfind('.').unwrap() + 1;
+    let mut forged = token.to_owned();
+    let c = if &forged[sig_at..sig_at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    forged.replace_range(sig_at..sig_at + 1, c);
+    let forged = format!("{forged}, k={}", owner.public());
+    for auth in [other_key, forged] {
+        let r = request("GET", &list, &[("authorization", &auth)], b"").await;
+        assert_eq!(r.status, 401, "{auth}");
+    }
     let push = |body: &'static [u8], ct: Option<&'static str>| {
         let (list, auth) = (list.clone(), owner.header(&aud));
         async move {
