@@ -491,10 +491,10 @@ pub async fn waiting_copies(
 }
 
 /// Records, off the async workers, what a connected user agent's lists have
-/// settled for it ([`pending_copies`] taking no copy), once the
-/// acknowledgements that prompted it are committed: so that the `hello`
+/// settled for it ([`pending_copies`] taking no copy): so that the `hello`
 /// of a device that was connected while its lists sent reads only what
-/// came since.
+/// came since. (Acknowledgements not yet committed leave their messages
+/// for the next look.)
 pub fn settle_later(state: &Arc<State>, uaid: Token) {
     use std::sync::atomic::Ordering::AcqRel;
     let work = &state.settle_work;
@@ -505,12 +505,8 @@ pub fn settle_later(state: &Arc<State>, uaid: Token) {
     let state = state.clone();
     tokio::spawn(async move {
         let work = &state.settle_work;
-        let settled = state.settle().await;
         let turn = work.turn.lock().await;
         work.waiting.fetch_sub(1, AcqRel);
-        if settled.is_err() {
-            return;
-        }
         let s = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let read = &s.metrics.settle_list_messages_read;

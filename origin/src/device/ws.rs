@@ -333,7 +333,8 @@ impl Conn {
     }
 
     /// After acknowledged list copies, at most once per
-    /// `--list-settle-secs` (10 s at least), records in the background what
+    /// `--list-settle-secs` (2 s at least, the first that long after the
+    /// connection's first acknowledged copy), records in the background what
     /// the device's lists have settled for it: a device that stays
     /// connected while its lists send keeps its next `hello` short.
     fn settle_now_and_then(&mut self) {
@@ -344,12 +345,17 @@ impl Conn {
             return;
         }
         let now = u32::try_from(crate::clock::now()).unwrap_or(u32::MAX);
+        let every = u32::try_from(self.state.config.list_settle_secs.max(2)).unwrap_or(u32::MAX);
+        if self.settle_at == 0 {
+            // The hello looked: nothing it left is settled sooner.
+            self.settle_at = now.saturating_add(every);
+            self.copies_acked = false;
+        }
         if now < self.settle_at {
             return;
         }
         self.copies_acked = false;
-        let every = self.state.config.list_settle_secs.max(10);
-        self.settle_at = now.saturating_add(u32::try_from(every).unwrap_or(u32::MAX));
+        self.settle_at = now.saturating_add(every);
         crate::fanout::settle_later(&self.state, uaid);
     }
 
