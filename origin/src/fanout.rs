@@ -479,8 +479,7 @@ pub async fn waiting_copies(
         .map_err(|_| StoreError::Closed)?;
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        let read = &state.metrics.hello_list_messages_read;
-        let (copies, more, settled) = pending_copies(&state, &uaid, limit, &accept, read)?;
+        let (copies, more, settled) = pending_copies(&state, &uaid, limit, &accept)?;
         if !settled.is_empty() {
             state.write_later(settled);
         }
@@ -490,129 +489,164 @@ pub async fn waiting_copies(
     .map_err(|e| StoreError::Engine(e.to_string()))?
 }
 
-/// Records, off the async workers, what a connected user agent's lists have
-/// settled for it ([`pending_copies`] taking no copy): so that the `hello`
-/// of a device that was connected while its lists sent reads only what
-/// came since. (Acknowledgements not yet committed leave their messages
-/// for the next look.)
-pub fn settle_later(state: &Arc<State>, uaid: Token) {
-    use std::sync::atomic::Ordering::AcqRel;
-    let work = &state.settle_work;
-    if work.waiting.fetch_add(1, AcqRel) >= crate::state::SETTLE_QUEUE {
-        work.waiting.fetch_sub(1, AcqRel);
+/// Asks for a look in the background at what a connected user agent's
+/// lists have settled for it ([`settle_in_background`]); skipped if
+/// [`crate::state::SETTLE_QUEUE`] are waiting (it is asked again after the
+/// device's next acknowledgements).
+pub fn settle_later(state: &State, uaid: Token) {
+    let _ = state.settle_queue.try_send(uaid);
+}
+
+/// Looks, one user agent at a time and off the async workers, at what the
+/// lists of those [`settle_later`] names have settled for them, and
+/// records it: so that the `hello` of a device that was connected while
+/// its lists sent reads only what came since. (Acknowledgements not yet
+/// committed leave their messages to the next look.)
+pub async fn settle_in_background(state: std::sync::Weak<State>) {
+    let Some(mut queue) = state.upgrade().and_then(|s| s.take_settle_queue()) else {
         return;
-    }
-    let state = state.clone();
-    tokio::spawn(async move {
-        let work = &state.settle_work;
-        let turn = work.turn.lock().await;
-        work.waiting.fetch_sub(1, AcqRel);
-        let s = state.clone();
+    };
+    while let Some(uaid) = queue.recv().await {
+        let Some(state) = state.upgrade() else {
+            return;
+        };
         let _ = tokio::task::spawn_blocking(move || {
-            let read = &s.metrics.settle_list_messages_read;
-            match pending_copies(&s, &uaid, usize::MAX, &|_| false, read) {
-                Ok((_, _, settled)) if !settled.is_empty() => s.write_later(settled),
-                Ok(_) => {}
+            let read = &state.metrics.settle_list_messages_read;
+            let mut settled = Vec::new();
+            let looked = each_membership(&state, &uaid, |push, list, member| {
+                settled.extend(look_at_list(&state, push, list, member, read)?.1);
+                Ok(std::ops::ControlFlow::Continue(()))
+            });
+            match looked {
+                Ok(()) if !settled.is_empty() => state.write_later(settled),
+                Ok(()) => {}
                 Err(e) => tracing::debug!("looking for settled copies: {e}"),
             }
         })
         .await;
-        drop(turn);
+    }
+}
+
+/// Calls `f` with each list membership of a user agent's subscriptions
+/// (push token, list, member) until it breaks.
+fn each_membership(
+    state: &State,
+    uaid: &Token,
+    mut f: impl FnMut(&Token, &Token, &ListMember) -> Result<std::ops::ControlFlow<()>, StoreError>,
+) -> Result<(), StoreError> {
+    for sub in state.store.subscriptions_of(uaid)? {
+        for list in state.store.lists_of(&sub.push)? {
+            if let Some(member) = state.store.list_member(&list, &sub.push)? {
+                if f(&sub.push, &list, &member)?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A member's look at one list (among its newest `--list-backlog`
+/// messages, those after the member's settled record): the copies it is
+/// owed, oldest first, skipping answered ones and older ones replaced by
+/// the same Topic; and the [`Op::SettleCopies`] record that the settled
+/// oldest ones allow (answered, replaced, expired or not the member's, and
+/// older than `--list-settle-secs`). The messages come from the
+/// parsed-message cache, and the member's answers in one read; `read`
+/// counts the messages looked at.
+fn look_at_list(
+    state: &State,
+    push: &Token,
+    list: &Token,
+    member: &ListMember,
+    read: &std::sync::atomic::AtomicU64,
+) -> Result<(Vec<Arc<ListPush>>, Option<Op>), StoreError> {
+    let t = now();
+    let after = member.joined.max(state.store.copies_settled(list, push)?);
+    let ids = state
+        .store
+        .list_message_ids_since(list, after, state.config.list_backlog)?;
+    // Newest first, so that a topic's newest copy wins; each with its copy
+    // if one is owed (`None`: settled).
+    let mut topics = std::collections::HashSet::new();
+    let mut looked = Vec::with_capacity(ids.len());
+    let mut ask = Vec::new();
+    for (seq, id) in ids {
+        let Some(lp) = state.list_cache.by_id(&id, &*state.store)? else {
+            looked.push((seq, 0, None));
+            continue;
+        };
+        let owed = lp.msg.expires > t
+            && lp
+                .msg
+                .topic
+                .as_ref()
+                .is_none_or(|topic| topics.insert(topic.clone()))
+            && lp.is_for(member)
+            && lp.key_fits(member);
+        if owed {
+            ask.push(id);
+        }
+        looked.push((seq, lp.msg.created, owed.then_some(lp)));
+    }
+    // Unless it was answered.
+    let mut answered = state.store.copies_acked_of(push, &ask)?.into_iter();
+    for (_, _, owed) in looked.iter_mut() {
+        if owed.is_some() && answered.next().unwrap_or(false) {
+            *owed = None;
+        }
+    }
+    metrics::add(read, looked.len() as u64);
+    // Oldest first: settled up to the first copy owed (or too new).
+    let settle_secs = state.config.list_settle_secs;
+    let through = looked
+        .iter()
+        .rev()
+        .take_while(|(_, created, owed)| owed.is_none() && created.saturating_add(settle_secs) <= t)
+        .last()
+        .map(|(seq, _, _)| *seq);
+    let settle = through.map(|through| Op::SettleCopies {
+        list: *list,
+        push: *push,
+        through,
     });
+    let owed = looked
+        .into_iter()
+        .rev()
+        .filter_map(|(_, _, owed)| owed)
+        .collect();
+    Ok((owed, settle))
 }
 
 /// The copies a user agent's subscriptions have waiting from their lists
-/// (among each list's newest `--list-backlog` messages), skipping
-/// acknowledged ones and older copies replaced by the same Topic:
-/// at most `limit` of those `accept` takes (a connection takes no more than
-/// it may leave unacknowledged), whether some were left out, and the
-/// [`Op::SettleCopies`] records of what needs no further look.
-///
-/// Each member reads only the messages after its settled record, so a
-/// device that reconnects again and again reads, per list, what came in
-/// the last `--list-settle-secs` and what it has not acknowledged: not
-/// the whole backlog each time. Records come from message metadata held
-/// in the parsed-message cache, not from each message's stored body.
+/// ([`look_at_list`]): at most `limit` of those `accept` takes (a
+/// connection takes no more than it may leave unacknowledged), whether
+/// some were left out, and the [`Op::SettleCopies`] records of what needs
+/// no further look. Each copy is assembled only if it is taken.
 pub fn pending_copies(
     state: &State,
     uaid: &Token,
     limit: usize,
     accept: &dyn Fn(&Message) -> bool,
-    read: &std::sync::atomic::AtomicU64,
 ) -> Result<(Vec<Message>, bool, Vec<Op>), StoreError> {
-    let t = now();
-    let backlog = state.config.list_backlog;
-    let settle_secs = state.config.list_settle_secs;
-    let mut out = Vec::new();
-    let mut settled = Vec::new();
-    for sub in state.store.subscriptions_of(uaid)? {
-        for list in state.store.lists_of(&sub.push)? {
-            let Some(member) = state.store.list_member(&list, &sub.push)? else {
+    use std::ops::ControlFlow::{Break, Continue};
+    let read = &state.metrics.hello_list_messages_read;
+    let (mut out, mut more, mut settled) = (Vec::new(), false, Vec::new());
+    each_membership(state, uaid, |push, list, member| {
+        let (owed, settle) = look_at_list(state, push, list, member, read)?;
+        settled.extend(settle);
+        for lp in owed {
+            let copy = lp.copy_for(member);
+            if !accept(&copy) {
                 continue;
-            };
-            let after = member
-                .joined
-                .max(state.store.copies_settled(&list, &sub.push)?);
-            let ids = state.store.list_message_ids_since(&list, after, backlog)?;
-            // Newest first, so that a topic's newest copy wins; each with
-            // its copy if one is owed (`None`: settled).
-            let mut topics = std::collections::HashSet::new();
-            let mut looked = Vec::with_capacity(ids.len());
-            let mut ask = Vec::new();
-            for (seq, id) in ids {
-                let Some(lp) = state.list_cache.by_id(&id, &*state.store)? else {
-                    looked.push((seq, 0, None));
-                    continue;
-                };
-                let owed = lp.msg.expires > t
-                    && lp
-                        .msg
-                        .topic
-                        .as_ref()
-                        .is_none_or(|topic| topics.insert(topic.clone()))
-                    && lp.is_for(&member)
-                    && lp.key_fits(&member);
-                if owed {
-                    ask.push(id);
-                }
-                looked.push((seq, lp.msg.created, owed.then_some(lp)));
             }
-            // Unless it was answered: one read for the list's backlog.
-            let mut answered = state.store.copies_acked_of(&sub.push, &ask)?.into_iter();
-            for (_, _, owed) in looked.iter_mut() {
-                if owed.is_some() && answered.next().unwrap_or(false) {
-                    *owed = None;
-                }
+            if out.len() == limit {
+                more = true;
+                return Ok(Break(()));
             }
-            metrics::add(read, looked.len() as u64);
-            // Oldest first: settled up to the first copy owed (or too new).
-            let through = looked
-                .iter()
-                .rev()
-                .take_while(|(_, created, owed)| {
-                    owed.is_none() && created.saturating_add(settle_secs) <= t
-                })
-                .last()
-                .map(|(seq, _, _)| *seq);
-            if let Some(through) = through {
-                settled.push(Op::SettleCopies {
-                    list,
-                    push: sub.push,
-                    through,
-                });
-            }
-            // Oldest first; each copy is assembled only if it is taken.
-            for lp in looked.into_iter().rev().filter_map(|(_, _, owed)| owed) {
-                let copy = lp.copy_for(&member);
-                if !accept(&copy) {
-                    continue;
-                }
-                if out.len() == limit {
-                    return Ok((out, true, settled));
-                }
-                out.push(copy);
-            }
+            out.push(copy);
         }
-    }
-    Ok((out, false, settled))
+        Ok(Continue(()))
+    })?;
+    Ok((out, more, settled))
 }

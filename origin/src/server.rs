@@ -251,6 +251,7 @@ pub async fn start(mut config: Config, store: Arc<dyn Store>) -> std::io::Result
 pub async fn serve(state: Arc<State>, l: Listeners, mut shutdown: watch::Receiver<bool>) {
     let sweeper = tokio::spawn(sweep(state.clone()));
     tokio::spawn(State::tell_dropped(Arc::downgrade(&state)));
+    tokio::spawn(crate::fanout::settle_in_background(Arc::downgrade(&state)));
     let claimer = state.cluster.get().map(|c| {
         let (state, c) = (state.clone(), c.clone());
         tokio::spawn(async move {

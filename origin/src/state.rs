@@ -21,19 +21,8 @@ pub const WRITE_WAIT: Duration = Duration::from_secs(2);
 /// other node waits, so that its answer arrives before that node stores it.
 pub const FORWARDED_WRITE_WAIT: Duration = Duration::from_millis(1500);
 
-/// The looks in the background for settled copies: one at a time, beside
-/// the `hello`s' own (which they never delay), and at most
-/// [`SETTLE_QUEUE`] waiting (more are skipped: the device is looked at
-/// again after its next acknowledgements).
-#[derive(Default)]
-pub struct SettleWork {
-    /// Held by the look under way.
-    pub turn: tokio::sync::Mutex<()>,
-    /// Looks waiting for their turn.
-    pub waiting: std::sync::atomic::AtomicUsize,
-}
-
-/// Looks for settled copies waiting their turn, at most.
+/// Looks in the background for settled copies waiting their turn, at most
+/// ([`crate::fanout::settle_later`]).
 pub const SETTLE_QUEUE: usize = 20_000;
 
 /// Everything the handlers share.
@@ -92,9 +81,11 @@ pub struct State {
     /// Permits to look through a user agent's lists for its waiting copies
     /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
     pub hello_work: tokio::sync::Semaphore,
-    /// Looks for what connected devices' lists have settled, one at a time
-    /// beside the `hello`s: see [`crate::fanout::settle_later`].
-    pub settle_work: SettleWork,
+    /// User agents whose lists' settled copies are to be looked for in
+    /// the background: see [`crate::fanout::settle_later`].
+    pub settle_queue: mpsc::Sender<Token>,
+    /// Its receiving end, for [`crate::fanout::settle_in_background`].
+    settle_queue_rx: std::sync::Mutex<Option<mpsc::Receiver<Token>>>,
     /// Set while this node purges what deleted lists left behind.
     purging: std::sync::atomic::AtomicBool,
     /// A list message's acknowledgement counts lately read, and when.
@@ -118,6 +109,7 @@ impl State {
     /// Builds the state over an opened store.
     pub fn new(config: Config, store: Arc<dyn Store>) -> State {
         let (told, dropped) = mpsc::unbounded_channel();
+        let (settle_queue, settle_queue_rx) = mpsc::channel(SETTLE_QUEUE);
         let committer = Committer::start(
             store.clone(),
             config.commit_batch,
@@ -159,7 +151,8 @@ impl State {
             ack_counts: Default::default(),
             purging: Default::default(),
             hello_work: tokio::sync::Semaphore::new(config.hello_work_concurrency),
-            settle_work: Default::default(),
+            settle_queue,
+            settle_queue_rx: std::sync::Mutex::new(Some(settle_queue_rx)),
             config,
             store,
             committer,
@@ -541,6 +534,11 @@ impl State {
         if ua.seen < day {
             self.write_later(vec![Op::SeenUa { uaid: ua.uaid, day }]);
         }
+    }
+
+    /// The queue of [`crate::fanout::settle_later`], taken once.
+    pub fn take_settle_queue(&self) -> Option<mpsc::Receiver<Token>> {
+        self.settle_queue_rx.lock().expect("settle queue").take()
     }
 
     /// Counts the messages commits dropped undelivered (evicted by newer

@@ -338,12 +338,12 @@ impl Conn {
     /// the device's lists have settled for it: a device that stays
     /// connected while its lists send keeps its next `hello` short.
     fn settle_now_and_then(&mut self) {
-        let Some(uaid) = self.session.uaid() else {
-            return;
-        };
         if !self.copies_acked {
             return;
         }
+        let Some(uaid) = self.session.uaid() else {
+            return;
+        };
         let now = u32::try_from(crate::clock::now()).unwrap_or(u32::MAX);
         let every = u32::try_from(self.state.config.list_settle_secs.max(2)).unwrap_or(u32::MAX);
         if self.settle_at == 0 {

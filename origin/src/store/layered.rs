@@ -366,12 +366,7 @@ impl<B: Backend> Store for Layered<B> {
             Bound::Included(&end),
             true,
             &mut |k, id| {
-                let seq = k
-                    .get(16..24)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or(StoreError::Corrupt("list message sequence"))?;
-                out.push((seq, token(id, "list message sequence")?));
+                out.push((policy::seq_of_key(k)?, token(id, "list message sequence")?));
                 Ok(out.len() < newest)
             },
         )?;

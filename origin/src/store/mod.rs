@@ -571,10 +571,6 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
         at_most: usize,
     ) -> Result<usize, StoreError>;
-    /// Whether a member acknowledged its copy of a list message.
-    fn copy_acked(&self, list_message: &Token, push: &Token) -> Result<bool, StoreError> {
-        Ok(self.copies_acked_of(push, &[*list_message])?[0])
-    }
     /// Whether a member answered its copies of each of `list_messages`, in
     /// their order (one read for all: a `hello` asks about a list's backlog).
     fn copies_acked_of(

@@ -315,7 +315,7 @@ fn put_message(
         .iter()
         .take(held.len().saturating_sub(caps.per_subscription))
     {
-        let seq = u64::from_be_bytes(k[16..24].try_into().expect("8 bytes"));
+        let seq = seq_of_key(k)?;
         if let Some(old) = remove_message_at(w, &msg_key(&m.uaid, seq))? {
             dropped.push(Dropped::of(&old, DropReason::Evicted));
         }
@@ -569,13 +569,8 @@ fn settle_left(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
             (Some(l), Some(p)) => (token(l, "left")?, token(p, "left")?),
             _ => return Err(StoreError::Corrupt("left")),
         };
-        let seq = |b: Option<&[u8]>| -> Result<u64, StoreError> {
-            let b: [u8; 8] = b
-                .and_then(|b| b.try_into().ok())
-                .ok_or(StoreError::Corrupt("left"))?;
-            Ok(u64::from_be_bytes(b))
-        };
-        let (joined, newest) = (seq(k.get(32..40))?, seq(k.get(40..48))?);
+        let seq = |r: std::ops::Range<usize>| read_seq(k.get(r).unwrap_or_default());
+        let (joined, newest) = (seq(32..40)?, seq(40..48)?);
         // Its list's messages after it joined, up to the newest then, newest first.
         let from = msg_key(&list, joined.saturating_add(1));
         let to = msg_key(&list, newest);
@@ -586,8 +581,7 @@ fn settle_left(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
             Bound::Included(&to[..]),
             true,
             &mut |k, v| {
-                let s = u64::from_be_bytes(k[16..24].try_into().expect("8 bytes"));
-                owed.push((s, token(v, "list message sequence")?));
+                owed.push((seq_of_key(k)?, token(v, "list message sequence")?));
                 Ok(owed.len() < left)
             },
         )?;
@@ -621,10 +615,9 @@ fn settle_left(w: &mut impl Write, budget: usize) -> Result<(), StoreError> {
 
 /// The sequence of `list`'s newest message, if it has one.
 fn newest_list_message(w: &mut impl Write, list: &Token) -> Result<Option<u64>, StoreError> {
-    Ok(first_key(w, LIST_MSG_SEQ, Some(list), true)?.and_then(|k| {
-        k.get(16..24)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-    }))
+    first_key(w, LIST_MSG_SEQ, Some(list), true)?
+        .map(|k| seq_of_key(&k))
+        .transpose()
 }
 
 fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {
@@ -648,9 +641,15 @@ fn delete_list(w: &mut impl Write, list: &Token) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A sequence stored as 8 big-endian bytes ([`COPIES_SETTLED`]).
+/// A sequence stored as 8 big-endian bytes (a [`COPIES_SETTLED`] value, a
+/// part of a key).
 pub fn read_seq(v: &[u8]) -> Result<u64, StoreError> {
     v.try_into()
         .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt("settled copies"))
+        .map_err(|_| StoreError::Corrupt("sequence"))
+}
+
+/// The sequence of a [`msg_key`].
+pub fn seq_of_key(k: &[u8]) -> Result<u64, StoreError> {
+    read_seq(k.get(16..24).unwrap_or_default())
 }

@@ -434,21 +434,26 @@ impl Pages {
         }
     }
 
+    /// The `ZRANGE … BYLEX` of the next page.
+    fn command(&self) -> Cmd {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(&self.key[..]);
+        if self.rev {
+            cmd.arg(&self.hi[..])
+                .arg(&self.lo[..])
+                .arg("BYLEX")
+                .arg("REV");
+        } else {
+            cmd.arg(&self.lo[..]).arg(&self.hi[..]).arg("BYLEX");
+        }
+        cmd.arg("LIMIT").arg(0).arg(self.page);
+        cmd
+    }
+
     /// The next member, fetching a page when the last is used up.
     fn peek(&mut self, c: &mut Conn) -> Result<Option<&Vec<u8>>, StoreError> {
         if self.buf.is_empty() && !self.done {
-            let mut cmd = redis::cmd("ZRANGE");
-            cmd.arg(&self.key[..]);
-            if self.rev {
-                cmd.arg(&self.hi[..])
-                    .arg(&self.lo[..])
-                    .arg("BYLEX")
-                    .arg("REV");
-            } else {
-                cmd.arg(&self.lo[..]).arg(&self.hi[..]).arg("BYLEX");
-            }
-            cmd.arg("LIMIT").arg(0).arg(self.page);
-            let page: Vec<Vec<u8>> = c.query(&cmd)?;
+            let page: Vec<Vec<u8>> = c.query(&self.command())?;
             self.done = page.len() < self.page;
             if let Some(last) = page.last() {
                 // The next page starts after the last member read.
@@ -650,20 +655,13 @@ impl Read for RedisRead<'_> {
                 t.name
             )));
         }
+        // Each key's first page of one entry.
         let cmds: Vec<Cmd> = keys
             .iter()
             .map(|k| {
-                let (lo, hi) = lex_bounds(Bound::Included(k), Bound::Included(k), skip, suffix)
+                let bounds = lex_bounds(Bound::Included(k), Bound::Included(k), skip, suffix)
                     .expect("bounds of a key");
-                let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(self.redis.redis_key(t, &k[..skip]))
-                    .arg(lo)
-                    .arg(hi)
-                    .arg("BYLEX")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(1);
-                cmd
+                Pages::new(self.redis.redis_key(t, &k[..skip]), bounds, false, 1).command()
             })
             .collect();
         let replies = self.with(|_, c| c.pipeline(cmds.clone()))?;

@@ -149,7 +149,7 @@ fn fresh_store(fresh: Fresh<'_>) {
     assert!(s.unfinished_fanouts().unwrap().is_empty());
     assert!(s.list_message_ids_since(&t, 0, 10).unwrap().is_empty());
     assert_eq!(s.copies_settled(&t, &t).unwrap(), 0);
-    assert!(!s.copy_acked(&t, &t).unwrap());
+    assert!(!s.copies_acked_of(&t, &[t]).unwrap()[0]);
     assert_eq!(s.copies_acked(&t).unwrap(), AckCounts::default());
     let c = s.counts().unwrap();
     assert_eq!(
@@ -688,15 +688,15 @@ fn list_messages(fresh: Fresh<'_>) {
     );
     // A later answer for the same copy replaces the first.
     apply(&*s, &[ack(r, AckOutcome::Rejected)]);
-    assert!(s.copy_acked(&new.id, &p).unwrap());
+    assert!(s.copies_acked_of(&p, &[new.id]).unwrap()[0]);
     // Many at once, in the order asked.
     assert_eq!(
         s.copies_acked_of(&p, &[new.id, mid.id, new.id]).unwrap(),
         vec![true, false, true]
     );
     assert!(s.copies_acked_of(&p, &[]).unwrap().is_empty());
-    assert!(s.copy_acked(&new.id, &q).unwrap());
-    assert!(!s.copy_acked(&mid.id, &p).unwrap());
+    assert!(s.copies_acked_of(&q, &[new.id]).unwrap()[0]);
+    assert!(!s.copies_acked_of(&p, &[mid.id]).unwrap()[0]);
     let counts = s.copies_acked(&new.id).unwrap();
     assert_eq!(
         counts,
