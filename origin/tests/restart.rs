@@ -33,12 +33,15 @@ impl Drop for Origin {
     }
 }
 
-fn spawn(dir: &std::path::Path, ports: (u16, u16, u16)) -> Origin {
+/// Starts the origin binary on `dir` with every listener on a port the
+/// kernel picks (a port chosen before the start could be taken meanwhile by
+/// another test's socket); the addresses come from its "origin ready" line.
+fn spawn(dir: &std::path::Path) -> Origin {
     let mut child = Command::new(env!("CARGO_BIN_EXE_origin"))
         .args(["--data-dir", dir.to_str().unwrap()])
-        .args(["--app-listen", &format!("127.0.0.1:{}", ports.0)])
-        .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
-        .args(["--h2-listen", &format!("127.0.0.1:{}", ports.2)])
+        .args(["--app-listen", "127.0.0.1:0"])
+        .args(["--ws-listen", "127.0.0.1:0"])
+        .args(["--h2-listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0"])
         // More than the 170 messages the crash test stores for one subscription.
         .args(["--limit", "max_stored_per_subscription=1000"])
@@ -51,10 +54,16 @@ fn spawn(dir: &std::path::Path, ports: (u16, u16, u16)) -> Origin {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("origin ready"), "{line}");
+    let addr = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+            .to_owned()
+    };
     Origin {
+        app: format!("http://{}", addr("app=")),
+        ws: addr("ws="),
         child,
-        app: format!("http://127.0.0.1:{}", ports.0),
-        ws: format!("127.0.0.1:{}", ports.1),
     }
 }
 
@@ -66,8 +75,7 @@ async fn device(o: &Origin, uaid: Option<&str>) -> Device {
 #[tokio::test]
 async fn messages_answered_201_survive_kill_9() {
     let dir = temp_dir("restart");
-    let ports = (free_port(), free_port(), free_port());
-    let mut o = spawn(&dir, ports);
+    let mut o = spawn(&dir);
 
     let mut d = device(&o, None).await;
     let (_, endpoint) = d.register(None).await;
@@ -106,8 +114,7 @@ async fn messages_answered_201_survive_kill_9() {
     assert!(accepted.len() >= 80, "{} accepted", accepted.len());
 
     // Restart on the same store: every accepted message is delivered.
-    let o = spawn(&dir, ports);
-    assert_eq!(o.app, format!("http://127.0.0.1:{}", ports.0));
+    let o = spawn(&dir);
     let mut d = device(&o, Some(&uaid)).await;
     assert_eq!(d.uaid, uaid);
     let mut got = HashSet::new();
@@ -133,8 +140,7 @@ async fn messages_answered_201_survive_kill_9() {
 #[tokio::test]
 async fn messages_written_to_a_connected_device_survive_kill_9() {
     let dir = temp_dir("restart-connected");
-    let ports = (free_port(), free_port(), free_port());
-    let mut o = spawn(&dir, ports);
+    let mut o = spawn(&dir);
     let mut d = device(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     let uaid = d.uaid.clone();
@@ -154,7 +160,7 @@ async fn messages_written_to_a_connected_device_survive_kill_9() {
     o.child.wait().unwrap();
     drop(d);
 
-    let mut o2 = spawn(&dir, ports);
+    let mut o2 = spawn(&dir);
     let mut d = device(&o2, Some(&uaid)).await;
     let mut got = HashSet::new();
     while let Some(n) = d.recv_within(Duration::from_secs(2)).await {
@@ -209,8 +215,7 @@ async fn try_request(endpoint: &str) -> Option<Resp> {
 #[tokio::test]
 async fn graceful_shutdown_keeps_unacknowledged_messages() {
     let dir = temp_dir("sigterm");
-    let ports = (free_port(), free_port(), free_port());
-    let mut o = spawn(&dir, ports);
+    let mut o = spawn(&dir);
     let mut d = device(&o, None).await;
     let (_, endpoint) = d.register(None).await;
     let uaid = d.uaid.clone();
@@ -233,7 +238,7 @@ async fn graceful_shutdown_keeps_unacknowledged_messages() {
         "closed"
     );
 
-    let mut o = spawn(&dir, ports);
+    let mut o = spawn(&dir);
     let mut d = device(&o, Some(&uaid)).await;
     let again = d
         .recv()
@@ -256,12 +261,15 @@ async fn health_probe_reports_the_service_at_its_configured_address() {
             .code()
     };
     let dir = temp_dir("probe");
-    let ports = (free_port(), free_port(), free_port());
-    let down = format!("127.0.0.1:{}", ports.0);
-    assert_eq!(probe(&down), Some(1), "nothing listens yet");
-    let _o = spawn(&dir, ports);
-    assert_eq!(probe(&down), Some(0));
+    assert_eq!(
+        probe(&format!("127.0.0.1:{}", free_port())),
+        Some(1),
+        "nothing listens"
+    );
+    let o = spawn(&dir);
+    let app = o.app.strip_prefix("http://").unwrap();
+    assert_eq!(probe(app), Some(0));
     // A wildcard listen address is probed on loopback.
-    assert_eq!(probe(&format!("0.0.0.0:{}", ports.0)), Some(0));
-    assert_eq!(probe(&format!("127.0.0.1:{}", free_port())), Some(1));
+    let port = app.rsplit(':').next().unwrap();
+    assert_eq!(probe(&format!("0.0.0.0:{port}")), Some(0));
 }
