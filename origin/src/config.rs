@@ -138,6 +138,15 @@ pub struct Settings {
     /// origin's resident memory grows by up to this much as the store grows.
     #[arg(long, env = "ORIGIN_STORE_CACHE_MB", default_value_t = 1024, value_parser = usize_in(1, 1 << 20))]
     pub store_cache_mb: usize,
+    /// List copies whose acknowledgement the embedded store keeps in memory
+    /// by member until they are settled (`--list-settle-secs`), so that a
+    /// `hello` finds them there instead of one file lookup each: about 24
+    /// bytes each, and 60 per member with some. Past the cap the index
+    /// starts afresh, and older answers are looked up in the file; so are
+    /// those of a member with more than 4,096. 0 turns it off. The Redis
+    /// store does not keep it: an answer may come through another node.
+    #[arg(long, env = "ORIGIN_ANSWERS_KEPT", default_value_t = 8_000_000, value_parser = usize_in(0, 1 << 30))]
+    pub answers_kept: usize,
     /// Streams one HTTP/2 device connection may have open at once (its
     /// monitors and requests).
     #[arg(long, env = "ORIGIN_H2_MAX_STREAMS", default_value_t = 100, value_parser = u32_in(1, 10_000))]
@@ -515,6 +524,8 @@ pub struct Config {
     pub fanout_writers: usize,
     /// The store's page cache, bytes.
     pub store_cache_bytes: usize,
+    /// Acknowledged list copies the embedded store indexes by member.
+    pub answers_kept: usize,
     /// Concurrent streams per HTTP/2 device connection.
     pub h2_max_streams: u32,
     /// Idle HTTP/2 device connections are closed after this many seconds (0: never).
@@ -703,6 +714,7 @@ impl Config {
                 std::thread::available_parallelism().map_or(1, |n| n.get().min(64))
             }),
             store_cache_bytes: s.store_cache_mb.saturating_mul(1 << 20),
+            answers_kept: s.answers_kept,
             h2_max_streams: s.h2_max_streams,
             h2_idle_secs: s.h2_idle_secs,
             h2_max_header_bytes: s.h2_max_header_bytes,

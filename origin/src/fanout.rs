@@ -573,7 +573,7 @@ fn look_at_list(
     let mut ask = Vec::new();
     for (seq, id) in ids {
         let Some(lp) = state.list_cache.by_id(&id, &*state.store)? else {
-            looked.push((seq, 0, None));
+            looked.push((seq, id, 0, None));
             continue;
         };
         let owed = lp.msg.expires > t
@@ -585,15 +585,19 @@ fn look_at_list(
             && lp.is_for(member)
             && lp.key_fits(member);
         if owed {
-            ask.push(id);
+            ask.push((id, lp.msg.created));
         }
-        looked.push((seq, lp.msg.created, owed.then_some(lp)));
+        looked.push((seq, id, lp.msg.created, owed.then_some(lp)));
     }
     // Unless it was answered.
-    let mut answered = state.store.copies_acked_of(push, &ask)?.into_iter();
-    for (_, _, owed) in looked.iter_mut() {
-        if owed.is_some() && answered.next().unwrap_or(false) {
-            *owed = None;
+    let mut answered = Vec::new();
+    if !ask.is_empty() {
+        let of = state.store.copies_answered(push, &ask)?;
+        for (_, id, _, owed) in looked.iter_mut() {
+            if owed.is_some() && of.contains(id) {
+                *owed = None;
+                answered.push(*id);
+            }
         }
     }
     metrics::add(read, looked.len() as u64);
@@ -602,18 +606,29 @@ fn look_at_list(
     let through = looked
         .iter()
         .rev()
-        .take_while(|(_, created, owed)| owed.is_none() && created.saturating_add(settle_secs) <= t)
+        .take_while(|(_, _, created, owed)| {
+            owed.is_none() && created.saturating_add(settle_secs) <= t
+        })
         .last()
-        .map(|(seq, _, _)| *seq);
-    let settle = through.map(|through| Op::SettleCopies {
-        list: *list,
-        push: *push,
-        through,
+        .map(|(seq, _, _, _)| *seq);
+    let settle = through.map(|through| {
+        let settled: std::collections::HashSet<Token> = looked
+            .iter()
+            .filter(|(seq, _, _, _)| *seq <= through)
+            .map(|(_, id, _, _)| *id)
+            .collect();
+        answered.retain(|id| settled.contains(id));
+        Op::SettleCopies {
+            list: *list,
+            push: *push,
+            through,
+            answered,
+        }
     });
     let owed = looked
         .into_iter()
         .rev()
-        .filter_map(|(_, _, owed)| owed)
+        .filter_map(|(_, _, _, owed)| owed)
         .collect();
     Ok((owed, settle))
 }

@@ -131,7 +131,12 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(config.store_lock_wait_secs);
     loop {
-        match RedbStore::open(&config.data_dir, &config.limits, config.store_cache_bytes) {
+        match RedbStore::open(
+            &config.data_dir,
+            &config.limits,
+            config.store_cache_bytes,
+            config.answers_kept,
+        ) {
             Err(StoreError::Locked) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

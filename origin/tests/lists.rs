@@ -629,6 +629,61 @@ async fn a_hello_reads_only_the_list_messages_after_the_settled_ones() {
     }
 }
 
+/// A member's answers are kept by member in memory (`--answers-kept`):
+/// they are found there, in the file when the index started afresh past
+/// its cap, and in the file after a restart; no answered copy comes again.
+#[tokio::test]
+async fn answered_copies_stay_answered_whichever_index_holds_them() {
+    let dir = temp_dir("list-answers");
+    let o = start_with(&dir, &[], |s| s.answers_kept = 3).await;
+    let (uaid, list) = list_of_one_away(&o).await;
+    // Messages created after the index began (it counts whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The list's path: the service's address changes with a restart.
+    let path = list.parse::<http::Uri>().unwrap().path().to_owned();
+    let push = |o: &origin::server::Running, n: usize| {
+        let list = format!("http://{}{path}", o.state.config.app_listen);
+        async move {
+            for _ in 0..n {
+                let r = request("POST", &list, &[("ttl", "600")], b"").await;
+                assert_eq!(r.status, 201, "{:?}", r.json());
+            }
+        }
+    };
+    // A visit: the versions it got, all acknowledged.
+    let visit = |o: &origin::server::Running| {
+        let (addr, uaid) = (o.state.config.ws_listen.to_string(), uaid.clone());
+        async move {
+            let mut d = Device::connect_to(&addr, Some(&uaid)).await;
+            let mut got = Vec::new();
+            while let Some(n) = d.recv_notification_within(Duration::from_millis(300)).await {
+                d.ack(&n).await;
+                got.push(n.version.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            d.close().await;
+            got
+        }
+    };
+    push(&o, 2).await;
+    assert_eq!(visit(&o).await.len(), 2);
+    // In memory: nothing again.
+    assert!(visit(&o).await.is_empty());
+    // Two more answers: past the cap of 3 the index starts afresh, and
+    // the first answers are found in the file.
+    push(&o, 2).await;
+    assert_eq!(visit(&o).await.len(), 2);
+    assert!(visit(&o).await.is_empty());
+    // After a restart, all in the file.
+    o.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let o = start_with(&dir, &[], |s| s.answers_kept = 3).await;
+    assert!(visit(&o).await.is_empty());
+    push(&o, 1).await;
+    assert_eq!(visit(&o).await.len(), 1);
+    assert!(visit(&o).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_hello_whose_copies_wait_their_turn_past_the_hello_timeout_keeps_its_connection() {
     let o = start_with(&temp_dir("list-hello-wait"), &[], |s| {

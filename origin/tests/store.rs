@@ -14,7 +14,7 @@ use std::time::Duration;
 fn redb_conforms() {
     store_suite::run(&|limits| {
         let dir = common::temp_dir("conformance");
-        Arc::new(RedbStore::open(&dir, limits, 1 << 20).unwrap()) as Arc<dyn Store>
+        Arc::new(RedbStore::open(&dir, limits, 1 << 20, 1000).unwrap()) as Arc<dyn Store>
     });
 }
 

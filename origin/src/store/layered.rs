@@ -1,6 +1,7 @@
 //! The [`Store`] of any [`Backend`]: the service's reads over the tables of
 //! `kv`, and its writes through `policy`, so every backend behaves alike.
 
+use super::answers::Answers;
 use super::codec;
 use super::kv::{self, cat, prefix_end, Read, Write};
 use super::kv::{
@@ -45,14 +46,19 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Layered<B> {
     backend: B,
     caps: Caps,
+    /// Answers indexed by member in memory (a store one process owns).
+    answers: Option<Answers>,
 }
 
 impl<B: Backend> Layered<B> {
-    /// The store of `backend`, keeping the caps of `limits`.
-    pub fn new(backend: B, limits: &shared::limits::Limits) -> Layered<B> {
+    /// The store of `backend`, keeping the caps of `limits` and up to
+    /// `answers_kept` answers indexed in memory (0: none; only for a store
+    /// no other process writes).
+    pub fn new(backend: B, limits: &shared::limits::Limits, answers_kept: usize) -> Layered<B> {
         Layered {
             backend,
             caps: Caps::of(limits),
+            answers: (answers_kept > 0).then(|| Answers::new(answers_kept)),
         }
     }
 
@@ -115,6 +121,16 @@ fn index_before(
 impl<B: Backend> Store for Layered<B> {
     fn apply(&self, ops: &[&Op]) -> Result<Vec<Dropped>, StoreError> {
         let caps = self.caps;
+        if let Some(a) = &self.answers {
+            for op in ops {
+                if let Op::AckCopy {
+                    list_message, push, ..
+                } = op
+                {
+                    a.answered(push, list_message);
+                }
+            }
+        }
         let mut dropped = Vec::new();
         self.backend.write(&mut |w| {
             // A write tried again starts over.
@@ -124,6 +140,15 @@ impl<B: Backend> Store for Layered<B> {
             }
             Ok(())
         })?;
+        if let Some(a) = &self.answers {
+            for op in ops {
+                match op {
+                    Op::SettleCopies { push, answered, .. } => a.settled(push, answered),
+                    Op::DeleteSubscription { push, .. } => a.forget(push),
+                    _ => {}
+                }
+            }
+        }
         Ok(dropped)
     }
 
@@ -402,15 +427,22 @@ impl<B: Backend> Store for Layered<B> {
         Ok(n)
     }
 
-    fn copies_acked_of(
+    fn copies_answered(
         &self,
         push: &Token,
-        list_messages: &[Token],
-    ) -> Result<Vec<bool>, StoreError> {
-        let keys: Vec<[u8; 32]> = list_messages.iter().map(|m| cat(&[m, push])).collect();
-        let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-        let found = self.backend.reader()?.get_many(COPY_ACKS, &keys)?;
-        Ok(found.into_iter().map(|v| v.is_some()).collect())
+        owed: &[(Token, u64)],
+    ) -> Result<std::collections::HashSet<Token>, StoreError> {
+        let (mut answered, ask) = match &self.answers {
+            Some(a) => a.of(push, owed),
+            None => (Default::default(), owed.iter().map(|(id, _)| *id).collect()),
+        };
+        if !ask.is_empty() {
+            let keys: Vec<[u8; 32]> = ask.iter().map(|m| cat(&[m, push])).collect();
+            let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            let found = self.backend.reader()?.get_many(COPY_ACKS, &keys)?;
+            answered.extend(ask.iter().zip(found).filter_map(|(m, v)| v.map(|_| *m)));
+        }
+        Ok(answered)
     }
 
     fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError> {

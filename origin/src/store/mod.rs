@@ -7,6 +7,7 @@
 //! direct; every write goes through [`Store::apply`] as a batch, so that the
 //! [`committer`] can group many requests into one durable commit.
 
+mod answers;
 pub mod codec;
 pub mod committer;
 pub mod kv;
@@ -345,6 +346,9 @@ pub enum Op {
         push: Token,
         /// The newest sequence settled.
         through: u64,
+        /// The settled messages the member answered: their entries in the
+        /// member's index of answers go.
+        answered: Vec<Token>,
     },
     /// A member acknowledged its copy of a list message.
     AckCopy {
@@ -571,13 +575,14 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
         at_most: usize,
     ) -> Result<usize, StoreError>;
-    /// Whether a member answered its copies of each of `list_messages`, in
-    /// their order (one read for all: a `hello` asks about a list's backlog).
-    fn copies_acked_of(
+    /// Which of `owed` (list message, created) a member answered (one read
+    /// for all: a `hello` asks about a list's unsettled messages). For a
+    /// list message that is gone the answer may be either.
+    fn copies_answered(
         &self,
         push: &Token,
-        list_messages: &[Token],
-    ) -> Result<Vec<bool>, StoreError>;
+        owed: &[(Token, u64)],
+    ) -> Result<std::collections::HashSet<Token>, StoreError>;
     /// How many members acknowledged their copy of a list message.
     fn copies_acked(&self, list_message: &Token) -> Result<AckCounts, StoreError>;
     /// Up to `limit` list messages past their grace period, and members

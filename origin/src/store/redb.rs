@@ -36,12 +36,14 @@ pub struct Redb {
 }
 
 impl Layered<Redb> {
-    /// Opens (or creates) the store in `dir`, keeping the caps of `limits`
-    /// and at most `cache_bytes` of the file's pages in memory.
+    /// Opens (or creates) the store in `dir`, keeping the caps of `limits`,
+    /// at most `cache_bytes` of the file's pages in memory, and up to
+    /// `answers_kept` acknowledged list copies indexed by member in memory.
     pub fn open(
         dir: &Path,
         limits: &shared::limits::Limits,
         cache_bytes: usize,
+        answers_kept: usize,
     ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(err)?;
         let path = dir.join("push.redb");
@@ -76,7 +78,7 @@ impl Layered<Redb> {
             seq: AtomicU64::new(seq + 1),
             path,
         };
-        Ok(Layered::new(engine, limits))
+        Ok(Layered::new(engine, limits, answers_kept))
     }
 }
 
@@ -339,7 +341,7 @@ mod tests {
             "redb-receipts-{}",
             crate::tokens::to_hex(&new_token())
         ));
-        let s = RedbStore::open(&dir, &limits(10), 1 << 20).unwrap();
+        let s = RedbStore::open(&dir, &limits(10), 1 << 20, 1000).unwrap();
         let uaid = [7u8; 16];
         let ua = UserAgent {
             uaid,
@@ -364,7 +366,7 @@ mod tests {
             txn.commit().unwrap();
         }
         // Counted at open, a lowered limit holds at the next receipt.
-        let s = RedbStore::open(&dir, &limits(2), 1 << 20).unwrap();
+        let s = RedbStore::open(&dir, &limits(2), 1 << 20, 1000).unwrap();
         let last = receipt(&s, uaid);
         s.apply(&[&Op::PutMessage(Box::new(last.clone()))]).unwrap();
         let held: Vec<Token> = s

@@ -264,7 +264,7 @@ impl Layered<Redis> {
         let mut c = engine.conn()?;
         c.query::<Value>(&redis::cmd("PING"))?;
         engine.give_back(c);
-        Ok(Layered::new(engine, limits))
+        Ok(Layered::new(engine, limits, 0))
     }
 }
 

@@ -149,7 +149,7 @@ fn fresh_store(fresh: Fresh<'_>) {
     assert!(s.unfinished_fanouts().unwrap().is_empty());
     assert!(s.list_message_ids_since(&t, 0, 10).unwrap().is_empty());
     assert_eq!(s.copies_settled(&t, &t).unwrap(), 0);
-    assert!(!s.copies_acked_of(&t, &[t]).unwrap()[0]);
+    assert!(s.copies_answered(&t, &[(t, 1)]).unwrap().is_empty());
     assert_eq!(s.copies_acked(&t).unwrap(), AckCounts::default());
     let c = s.counts().unwrap();
     assert_eq!(
@@ -539,6 +539,7 @@ fn settled_copies(fresh: Fresh<'_>) {
         list: l.token,
         push,
         through,
+        answered: vec![],
     };
     // Only rising, and only for a member.
     apply(&*s, &[settle(p, 7), settle(q, 7)]);
@@ -688,15 +689,23 @@ fn list_messages(fresh: Fresh<'_>) {
     );
     // A later answer for the same copy replaces the first.
     apply(&*s, &[ack(r, AckOutcome::Rejected)]);
-    assert!(s.copies_acked_of(&p, &[new.id]).unwrap()[0]);
-    // Many at once, in the order asked.
-    assert_eq!(
-        s.copies_acked_of(&p, &[new.id, mid.id, new.id]).unwrap(),
-        vec![true, false, true]
-    );
-    assert!(s.copies_acked_of(&p, &[]).unwrap().is_empty());
-    assert!(s.copies_acked_of(&q, &[new.id]).unwrap()[0]);
-    assert!(!s.copies_acked_of(&p, &[mid.id]).unwrap()[0]);
+    // A member's answers among those asked about, in one read.
+    let answered = |push, ids: &[Token]| {
+        let ids: Vec<(Token, u64)> = ids.iter().map(|id| (*id, 1)).collect();
+        let mut v: Vec<Token> = s
+            .copies_answered(&push, &ids)
+            .unwrap()
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(answered(p, &[new.id]), vec![new.id]);
+    assert_eq!(answered(p, &[new.id, mid.id, new.id]), vec![new.id]);
+    assert!(answered(p, &[]).is_empty());
+    assert_eq!(answered(q, &[new.id]), vec![new.id]);
+    assert!(answered(p, &[mid.id]).is_empty());
+    assert!(answered(new_token(), &[new.id]).is_empty());
     let counts = s.copies_acked(&new.id).unwrap();
     assert_eq!(
         counts,
