@@ -300,6 +300,19 @@ impl Cluster {
         Ok(totals.into_iter().next().unwrap_or(0))
     }
 
+    /// Takes back `n` events of `count_minute_n` in the minute of `now`.
+    pub fn uncount_minute_n(
+        &self,
+        name: &str,
+        key: &[u8],
+        now: u64,
+        n: u32,
+    ) -> Result<(), StoreError> {
+        let mut decr = redis::cmd("DECRBY");
+        decr.arg(self.rate_key(name, key, now / 60)).arg(n);
+        self.on_counter(|c| c.query::<i64>(&decr)).map(|_| ())
+    }
+
     /// Whether this process holds the lease on `what` (one node of the
     /// cluster at a time): taken when free, renewed while held, and free
     /// again `lease` after its holder's last renewal.
@@ -331,6 +344,13 @@ impl Cluster {
         r
     }
 
+    /// The Redis key of `key`'s count of `name` in clock minute `minute`.
+    fn rate_key(&self, name: &str, key: &[u8], minute: u64) -> String {
+        use base64::Engine;
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        format!("{}:rate:{name}:{{{tag}}}:{minute}", self.prefix)
+    }
+
     /// Adds `events` to each key's count of `name` in clock minute
     /// `minute`, on every node together; the totals with them.
     pub fn add_counts(
@@ -338,11 +358,9 @@ impl Cluster {
         name: &str,
         counts: &[(&[u8], u64, u32)],
     ) -> Result<Vec<u64>, StoreError> {
-        use base64::Engine;
         let mut cmds = Vec::with_capacity(2 * counts.len());
         for (key, minute, events) in counts {
-            let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-            let k = format!("{}:rate:{name}:{{{tag}}}:{minute}", self.prefix);
+            let k = self.rate_key(name, key, *minute);
             let mut incr = redis::cmd("INCRBY");
             incr.arg(&k).arg(*events);
             let mut expire = redis::cmd("EXPIRE");

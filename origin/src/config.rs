@@ -261,6 +261,17 @@ pub struct Settings {
     /// and patches count against --max-list-documents instead.
     #[arg(long, env = "ORIGIN_MAX_BODY_READS", default_value_t = 1024, value_parser = usize_in(1, 1 << 20))]
     pub max_body_reads: usize,
+    /// Milliseconds a push refused for a rate (429: the subscription's, the
+    /// list's, or the VAPID key's copy budget) waits before its answer,
+    /// never past its Retry-After: a sender that floods over its budget,
+    /// waiting for each answer, slows to a few requests a second and
+    /// leaves the cores to everyone else. 0 answers at once.
+    #[arg(long, env = "ORIGIN_REFUSAL_HOLD_MS", default_value_t = 1000, value_parser = u64_in(0, 60_000))]
+    pub refusal_hold_ms: u64,
+    /// Refusals held at once (--refusal-hold-ms); past them, refusals are
+    /// answered at once, so that holding them stays bounded in memory.
+    #[arg(long, env = "ORIGIN_REFUSAL_HOLDS", default_value_t = 1024, value_parser = usize_in(0, 1 << 20))]
+    pub refusal_holds: usize,
     /// Seconds a push receipt waits for its application server (7 days).
     #[arg(long, env = "ORIGIN_RECEIPT_TTL_SECS", default_value_t = 604_800, value_parser = u64_in(1, 31_536_000))]
     pub receipt_ttl_secs: u64,
@@ -574,6 +585,10 @@ pub struct Config {
     pub body_read_timeout_secs: u64,
     /// Push bodies read at once.
     pub max_body_reads: usize,
+    /// How long a rate refusal waits before its answer.
+    pub refusal_hold: std::time::Duration,
+    /// Rate refusals held at once.
+    pub refusal_holds: usize,
     /// Shutdown's wait for connections and writes, seconds.
     pub shutdown_drain_secs: u64,
     /// Hello timeout, seconds.
@@ -743,6 +758,8 @@ impl Config {
             shutdown_drain_secs: s.shutdown_drain_secs,
             body_read_timeout_secs: s.body_read_timeout_secs,
             max_body_reads: s.max_body_reads,
+            refusal_hold: std::time::Duration::from_millis(s.refusal_hold_ms),
+            refusal_holds: s.refusal_holds,
             hello_timeout_secs: s.hello_timeout_secs,
             ws_min_ping_interval_secs: s.ws_min_ping_interval_secs,
             header_read_timeout_secs: s.header_read_timeout_secs,

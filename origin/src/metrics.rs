@@ -22,6 +22,8 @@ pub struct Metrics {
     pub list_pushes_accepted: AtomicU64,
     /// List pushes refused (4xx, including `429`).
     pub list_pushes_refused: AtomicU64,
+    /// Rate refusals (`429`) held before their answer (`--refusal-hold-ms`).
+    pub refusals_held: AtomicU64,
     /// Fan-out copies handed to a connected member's queue.
     pub fanout_queued: AtomicU64,
     /// Fan-out copies for a connected member whose queue was full (fetched
@@ -197,6 +199,12 @@ impl Metrics {
                     ("refused", v(&self.list_pushes_refused)),
                 ],
             },
+            one(
+                "push_refusals_held_total",
+                "Pushes refused for a rate (429) whose answer waited --refusal-hold-ms",
+                "counter",
+                v(&self.refusals_held),
+            ),
             Family {
                 name: "push_fanout_members_total",
                 help: "List members reached by fan-out, by outcome (offline ones fetch at hello)",

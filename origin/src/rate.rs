@@ -109,6 +109,25 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
         Ok(())
     }
 
+    /// Takes back `n` events counted for `key` in the window that began at
+    /// `start` (a request refused by another limit after this one counted
+    /// it); nothing if that window is over. Events already told to other
+    /// nodes stay counted there.
+    pub fn refund(&self, key: &Token, n: u32, start: u64) {
+        let mut shard = self.shard(key);
+        if let Some(e) = shard.get_mut(key) {
+            if e.window.start == start {
+                e.window.count = e.window.count.saturating_sub(n);
+                e.unsent = e.unsent.saturating_sub(n);
+            }
+        }
+    }
+
+    /// The start of the window `check_n` counts in now.
+    pub fn window_now() -> u64 {
+        Window::start_at(crate::clock::now(), MINUTE)
+    }
+
     /// The counts to tell the other nodes (each key's unsent events),
     /// taken as told.
     pub fn take_unshared(&self) -> Vec<Unshared> {
@@ -179,6 +198,21 @@ mod tests {
     #[test]
     fn limits_per_key() {
         limits(RateLimiter::<BuildTokenHasher>::new(2));
+    }
+
+    #[test]
+    fn a_refund_gives_back_what_was_counted_in_its_window() {
+        let r = RateLimiter::<BuildTokenHasher>::new(10);
+        let k = [3; 16];
+        let start = RateLimiter::<BuildTokenHasher>::window_now();
+        assert!(r.check_n(&k, 10).is_ok());
+        assert!(r.check(&k).is_err());
+        r.refund(&k, 4, start);
+        assert!(r.check_n(&k, 4).is_ok());
+        assert!(r.check(&k).is_err());
+        // Another window's refund gives nothing back.
+        r.refund(&k, 4, start - 60);
+        assert!(r.check(&k).is_err());
     }
 
     #[test]

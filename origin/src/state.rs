@@ -78,6 +78,8 @@ pub struct State {
     pub awaiting: Arc<crate::awaiting::Awaiting>,
     /// Push bodies being read (`--max-body-reads`).
     pub body_reads: tokio::sync::Semaphore,
+    /// Rate refusals being held (`--refusal-holds`).
+    pub refusal_holds: tokio::sync::Semaphore,
     /// Permits to look through a user agent's lists for its waiting copies
     /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
     pub hello_work: tokio::sync::Semaphore,
@@ -147,6 +149,7 @@ impl State {
             cluster: Default::default(),
             awaiting: Default::default(),
             body_reads: tokio::sync::Semaphore::new(config.max_body_reads),
+            refusal_holds: tokio::sync::Semaphore::new(config.refusal_holds),
             dropped: std::sync::Mutex::new(Some(dropped)),
             ack_counts: Default::default(),
             purging: Default::default(),
@@ -313,14 +316,31 @@ impl State {
 
     /// Counts the `copies` a push to a list of the owner `key` (a VAPID key,
     /// or `NO_OWNER`) causes against `owner_copies_per_minute`, summed over
-    /// all the owner's lists: across every node in a cluster (where a
-    /// refused push counts too), else here.
-    pub fn count_owner_copies(&self, key: &[u8; 65], copies: u64) -> Result<(), u64> {
+    /// all the owner's lists, all or none: across every node in a cluster,
+    /// else here. `Ok` holds what [`State::refund_owner_copies`] needs.
+    pub fn count_owner_copies(&self, key: &[u8; 65], copies: u64) -> Result<u64, u64> {
         let per_minute = self.config.limits.owner_copies_per_minute;
         let n = u32::try_from(copies).unwrap_or(u32::MAX);
         let key_id: Token = key[1..17].try_into().expect("16 bytes");
-        self.count_across_n("owner_copies", key, n, per_minute)
-            .unwrap_or_else(|| self.owner_copies.check_n(&key_id, n))
+        let t = now();
+        match self.count_across_n("owner_copies", key, n, per_minute, t) {
+            Some(verdict) => verdict.map(|()| t),
+            None => self.owner_copies.check_n(&key_id, n).map(|()| t),
+        }
+    }
+
+    /// Takes back copies [`State::count_owner_copies`] counted at `counted`
+    /// for a push then refused by another limit.
+    pub fn refund_owner_copies(&self, key: &[u8; 65], copies: u64, counted: u64) {
+        let n = u32::try_from(copies).unwrap_or(u32::MAX);
+        if let Some(c) = self.cluster.get() {
+            if let Err(e) = c.uncount_minute_n("owner_copies", key, counted, n) {
+                tracing::warn!("cluster: refunding owner copies: {e}");
+            }
+        }
+        let key_id: Token = key[1..17].try_into().expect("16 bytes");
+        let start = shared::rate::Window::start_at(counted, 60);
+        self.owner_copies.refund(&key_id, n, start);
     }
 
     /// Counts a subscription made by a device `conn` (its own window,
@@ -348,21 +368,27 @@ impl State {
     /// The verdict of a count kept in Redis; `None` off a cluster, or if
     /// Redis cannot count now (then this node counts alone).
     fn count_across(&self, name: &str, key: &[u8], per_minute: u32) -> Option<Result<(), u64>> {
-        self.count_across_n(name, key, 1, per_minute)
+        self.count_across_n(name, key, 1, per_minute, now())
     }
 
-    /// [`State::count_across`] of `n` events at once.
+    /// [`State::count_across`] of `n` events at once, at `t`, all or none:
+    /// refused events are taken back.
     fn count_across_n(
         &self,
         name: &str,
         key: &[u8],
         n: u32,
         per_minute: u32,
+        t: u64,
     ) -> Option<Result<(), u64>> {
         let c = self.cluster.get()?;
-        let t = now();
         match c.count_minute_n(name, key, t, n) {
-            Ok(n) if n > u64::from(per_minute) => Some(Err(60 - t % 60)),
+            Ok(total) if total > u64::from(per_minute) => {
+                if let Err(e) = c.uncount_minute_n(name, key, t, n) {
+                    tracing::warn!("cluster: taking back {name}: {e}");
+                }
+                Some(Err(60 - t % 60))
+            }
             Ok(_) => Some(Ok(())),
             Err(e) => {
                 tracing::warn!("cluster: counting {name}: {e}");

@@ -895,24 +895,31 @@ async fn a_keys_copy_budget_holds_across_nodes() {
     for _ in 0..3 {
         members.insert(d.register(None).await.1, json!({}));
     }
-    let r = request(
-        "POST",
-        &at(&nodes[0], &format!("{PUBLIC}/lists/0")),
-        &[("content-type", "application/push-aggregation+json")],
-        Value::Object(members).to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{:?}", r.json());
-    let list = r.header("location").unwrap().to_owned();
+    let mut lists = Vec::new();
+    for take in [3, 2] {
+        let doc: serde_json::Map<_, _> = members.clone().into_iter().take(take).collect();
+        let r = request(
+            "POST",
+            &at(&nodes[0], &format!("{PUBLIC}/lists/0")),
+            &[("content-type", "application/push-aggregation+json")],
+            Value::Object(doc).to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{:?}", r.json());
+        lists.push(r.header("location").unwrap().to_owned());
+    }
     early_in_a_minute().await;
-    let push = |n: &Running| {
-        let url = at(n, &list);
+    let push = |n: &Running, list: &str| {
+        let url = at(n, list);
         async move { request("POST", &url, &[("ttl", "60")], b"").await }
     };
     // Three copies through one node, then three more through the other:
     // past the five the owner may cause in a minute, wherever it pushes.
-    assert_eq!(push(&nodes[0]).await.status, 201);
-    let r = push(&nodes[1]).await;
+    assert_eq!(push(&nodes[0], &lists[0]).await.status, 201);
+    let r = push(&nodes[1], &lists[0]).await;
     assert_eq!(r.status, 429, "{:?}", r.json());
     assert!(r.header("retry-after").is_some());
+    // The refused copies were not counted: two more fit.
+    assert_eq!(push(&nodes[1], &lists[1]).await.status, 201);
+    assert_eq!(push(&nodes[0], &lists[1]).await.status, 429);
 }

@@ -1105,9 +1105,11 @@ async fn a_document_that_trickles_in_blocks_no_other() {
 async fn a_keys_copies_are_budgeted_over_all_its_lists() {
     // Five copies a minute per key: a push to three members, then another
     // to three more through a second list of the same key, is one too many.
-    let o = start_in(
+    // A refusal's answer waits a moment (--refusal-hold-ms).
+    let o = start_with(
         &temp_dir("list-owner-budget"),
-        &["owner_copies_per_minute=5"],
+        &["owner_copies_per_minute=5", "list_pushes_per_minute=1"],
+        |s| s.refusal_hold_ms = 300,
     )
     .await;
     let aud = o.state.config.public_url.clone();
@@ -1126,6 +1128,10 @@ async fn a_keys_copies_are_budgeted_over_all_its_lists() {
         assert_eq!(r.status, 201, "{:?}", r.json());
         lists.push(r.header("location").unwrap().to_owned());
     }
+    let two = json!({ subs[0].clone(): {}, subs[1].clone(): {} });
+    let r = create(&o, &two, Some(&other.header(&aud))).await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let others_two = r.header("location").unwrap().to_owned();
     let push = |list: &str, key: &Vapid| {
         let (list, auth) = (list.to_owned(), key.header(&aud));
         async move {
@@ -1140,8 +1146,10 @@ async fn a_keys_copies_are_budgeted_over_all_its_lists() {
     };
     early_in_a_minute().await;
     assert_eq!(push(&lists[0], &owner).await.status, 201);
+    let t = std::time::Instant::now();
     let r = push(&lists[1], &owner).await;
     assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(t.elapsed() >= Duration::from_millis(300), "held");
     assert!(r.header("retry-after").is_some());
     assert!(
         r.json()["detail"]
@@ -1151,11 +1159,39 @@ async fn a_keys_copies_are_budgeted_over_all_its_lists() {
         "{:?}",
         r.json()
     );
-    // Another key's budget is its own.
+    // The refused push did not use the list's one push a minute: once the
+    // list is small enough for what is left of the budget, it goes.
+    let r = request(
+        "PATCH",
+        &lists[1],
+        &[
+            ("content-type", PATCH),
+            ("authorization", &owner.header(&aud)),
+        ],
+        json!({ subs[2].clone(): null }).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(push(&lists[1], &owner).await.status, 201);
+    // Another key's budget is its own. A push its list's own limit refuses
+    // gives its copies back to the key's budget: 2, then 3 more, fit.
+    assert_eq!(push(&others_two, &other).await.status, 201);
+    let r = push(&others_two, &other).await;
+    assert_eq!(r.status, 429, "{:?}", r.json());
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pushes to this list"),
+        "{:?}",
+        r.json()
+    );
     assert_eq!(push(&lists[2], &other).await.status, 201);
-    // Each device got one copy from each accepted push: two.
-    for d in &mut devices {
-        for _ in 0..2 {
+    assert_eq!(metric(&o, "push_refusals_held_total").await, 2);
+    // Each device got one copy from each accepted push: two to all
+    // three, and two more to the two in every list.
+    for (i, d) in devices.iter_mut().enumerate() {
+        for _ in 0..(if i < 2 { 4 } else { 2 }) {
             assert!(d.recv_notification().await.is_some());
         }
         d.expect_nothing().await;

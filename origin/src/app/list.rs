@@ -534,7 +534,9 @@ where
             if e.status() < 500 {
                 crate::metrics::inc(&state.metrics.list_pushes_refused);
             }
-            e.response()
+            let r = e.response();
+            super::hold_refusal(state, &r).await;
+            r
         }
     }
 }
@@ -553,18 +555,21 @@ where
     let (meta, payload) = validate_list_push(&headers, &body, limits)?;
     // Told once the fan-out has finished, with the counts then.
     let (receipt, asynchronous) = super::receipt::requested(state, &req)?;
-    state
-        .count_list_push(&list.token)
-        .map_err(|retry_after| AppError::rate_limited("pushes to this list", retry_after))?;
-    // Amplification: what one key's pushes cost, over all its lists.
-    state
-        .count_owner_copies(list.owner.as_ref().unwrap_or(&NO_OWNER), list.members)
+    // Amplification: what one key's pushes cost, over all its lists; then
+    // the list's own count, which refunds the key's if it refuses.
+    let owner = list.owner.as_ref().unwrap_or(&NO_OWNER);
+    let counted = state
+        .count_owner_copies(owner, list.members)
         .map_err(|retry_after| {
             AppError::rate_limited(
                 "copies caused by this VAPID key's list pushes (owner_copies_per_minute)",
                 retry_after,
             )
         })?;
+    if let Err(retry_after) = state.count_list_push(&list.token) {
+        state.refund_owner_copies(owner, list.members, counted);
+        return Err(AppError::rate_limited("pushes to this list", retry_after).into());
+    }
     // Not across the list's deletion: read again under its lock, which a
     // DELETE holds until its commit, and hold it until this message's.
     let _locked = state.list_locks.lock(&list.token).await;

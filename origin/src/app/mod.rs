@@ -169,6 +169,32 @@ where
     }
 }
 
+/// Holds a push's refusal for a rate (429) for `--refusal-hold-ms`, never
+/// past its Retry-After, while fewer than `--refusal-holds` are held: a
+/// sender that floods over its budget and waits for each answer slows to
+/// a few requests a second, and leaves the cores to other senders.
+async fn hold_refusal(state: &State, refusal: &Response<Body>) {
+    if refusal.status() != StatusCode::TOO_MANY_REQUESTS {
+        return;
+    }
+    let retry_after = refusal
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(1);
+    let hold = state
+        .config
+        .refusal_hold
+        .min(std::time::Duration::from_secs(retry_after));
+    if hold.is_zero() {
+        return;
+    }
+    if let Ok(_held) = state.refusal_holds.try_acquire() {
+        crate::metrics::inc(&state.metrics.refusals_held);
+        tokio::time::sleep(hold).await;
+    }
+}
+
 /// Reads at most `cap` bytes of a push's body (single or list): a
 /// [`shared::route::BodyKind`]'s read cap, one byte over its limit, which
 /// the checks in `shared` then refuse as too large. A body in one chunk is

@@ -25,7 +25,9 @@ where
             if e.status() < 500 {
                 crate::metrics::inc(&state.metrics.pushes_refused);
             }
-            e.response()
+            let r = e.response();
+            super::hold_refusal(state, &r).await;
+            r
         }
     };
     resp
