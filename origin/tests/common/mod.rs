@@ -65,6 +65,8 @@ pub async fn start_with(
         "--keyless-list-creations-per-address-per-minute=1000000",
         // Counts read fresh on every status request (lists.rs tests the reuse).
         "--list-status-cache-ms=0",
+        // Rate refusals answered at once (lists.rs tests the hold).
+        "--refusal-hold-ms=0",
     ])
     .unwrap();
     settings.data_dir = dir.to_owned();
