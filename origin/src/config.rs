@@ -140,12 +140,15 @@ pub struct Settings {
     pub store_cache_mb: usize,
     /// List copies whose acknowledgement the embedded store keeps in memory
     /// by member until they are settled (`--list-settle-secs`), so that a
-    /// `hello` finds them there instead of one file lookup each: about 24
-    /// bytes each, and 60 per member with some. Past the cap the index
-    /// starts afresh, and older answers are looked up in the file; so are
-    /// those of a member with more than 4,096. 0 turns it off. The Redis
-    /// store does not keep it: an answer may come through another node.
-    #[arg(long, env = "ORIGIN_ANSWERS_KEPT", default_value_t = 8_000_000, value_parser = usize_in(0, 1 << 30))]
+    /// `hello` finds them there instead of one file lookup each: about 28
+    /// bytes each (450 MB at the cap), and 60 per member with some. A node
+    /// whose devices answer 100,000 copies a second holds 60 to 120 seconds
+    /// of them with --list-settle-secs at 60. At the cap, members let go of
+    /// theirs, an eighth of the cap at a time, and their older answers are
+    /// looked up in the file; so are those of a member with more than
+    /// 4,096. 0 turns it off. The Redis store does not keep it: an answer
+    /// may come through another node.
+    #[arg(long, env = "ORIGIN_ANSWERS_KEPT", default_value_t = 16_000_000, value_parser = usize_in(0, 1 << 30))]
     pub answers_kept: usize,
     /// Streams one HTTP/2 device connection may have open at once (its
     /// monitors and requests).

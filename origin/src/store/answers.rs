@@ -35,6 +35,25 @@ struct Member {
     ids: Vec<Token>,
 }
 
+impl Inner {
+    /// Lets go of at least `room` answers, whole members at a time, each
+    /// then complete only from `now` on.
+    fn make_room(&mut self, room: usize, now: u64) {
+        let mut freed = 0;
+        for m in self.by_push.values_mut() {
+            if freed >= room {
+                break;
+            }
+            if !m.ids.is_empty() {
+                freed += m.ids.len();
+                m.ids = Vec::new();
+                m.since = now;
+            }
+        }
+        self.entries -= freed;
+    }
+}
+
 impl Answers {
     /// An index of at most `kept` answers, complete from now on.
     pub fn new(kept: usize) -> Answers {
@@ -55,11 +74,15 @@ impl Answers {
     /// A member answered its copy of `list_message` (noted before the
     /// answer is committed: a look in between must not send it again).
     /// A member past [`PER_MEMBER`] starts afresh, complete from now on;
-    /// past the cap, the whole index does.
+    /// at the cap, an eighth of the answers go so, a member at a time
+    /// (and if members alone fill it, the whole index starts afresh).
     pub fn answered(&self, push: &Token, list_message: &Token) {
         let mut g = self.lock();
         let now = crate::clock::now();
         if g.entries >= self.kept {
+            g.make_room(self.kept / 8 + 1, now);
+        }
+        if g.by_push.len() >= self.kept {
             g.by_push = HashMap::new();
             g.entries = 0;
             g.since = now;
@@ -161,12 +184,20 @@ mod tests {
         assert_eq!(a.len(), 1);
         a.answered(&q, &m1);
         a.answered(&q, &m2);
-        // Full: afresh, and what was known before is asked of the store.
+        // Full: members let go of theirs, whose answers are then asked of
+        // the store.
         a.answered(&q, &m3);
-        assert_eq!(a.len(), 1);
-        let (yes, unknown) = a.of(&p, &[(m2, crate::clock::now())]);
-        assert!(yes.is_empty());
-        assert_eq!(unknown, vec![m2]);
+        assert!(a.len() < 3);
+        let t = crate::clock::now();
+        let (yes_p, unknown_p) = a.of(&p, &[(m2, t)]);
+        let (yes_q, unknown_q) = a.of(&q, &[(m1, t), (m3, t)]);
+        // m3 of q was noted after the room was made.
+        assert!(yes_q.contains(&m3));
+        assert_eq!(
+            yes_p.len() + unknown_p.len() + yes_q.len() + unknown_q.len(),
+            3,
+            "each answer known or asked of the store"
+        );
     }
 
     #[test]
