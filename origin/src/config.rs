@@ -141,13 +141,13 @@ pub struct Settings {
     /// List copies whose acknowledgement the embedded store keeps in memory
     /// by member until they are settled (`--list-settle-secs`), so that a
     /// `hello` finds them there instead of one file lookup each: about 28
-    /// bytes each (450 MB at the cap), and 60 per member with some. A node
-    /// whose devices answer 100,000 copies a second holds 60 to 120 seconds
-    /// of them with --list-settle-secs at 60. At the cap, members let go of
-    /// theirs, an eighth of the cap at a time, and their older answers are
-    /// looked up in the file; so are those of a member with more than
-    /// 4,096. 0 turns it off. The Redis store does not keep it: an answer
-    /// may come through another node.
+    /// bytes each (450 MB at the cap). A node whose devices answer 100,000
+    /// copies a second holds 60 to 120 seconds of them with
+    /// --list-settle-secs at 60. They are kept in two generations of half
+    /// the cap: when the newer is full the older goes, and answers to list
+    /// messages created before the newer began are looked up in the file.
+    /// 0 turns it off. The Redis store does not keep it: an answer may come
+    /// through another node.
     #[arg(long, env = "ORIGIN_ANSWERS_KEPT", default_value_t = 16_000_000, value_parser = usize_in(0, 1 << 30))]
     pub answers_kept: usize,
     /// Streams one HTTP/2 device connection may have open at once (its
@@ -272,7 +272,8 @@ pub struct Settings {
     #[arg(long, env = "ORIGIN_REFUSAL_HOLD_MS", default_value_t = 1000, value_parser = u64_in(0, 60_000))]
     pub refusal_hold_ms: u64,
     /// Refusals held at once (--refusal-hold-ms); past them, refusals are
-    /// answered at once, so that holding them stays bounded in memory.
+    /// answered at once, so that holding them stays bounded in memory. 0
+    /// holds none.
     #[arg(long, env = "ORIGIN_REFUSAL_HOLDS", default_value_t = 1024, value_parser = usize_in(0, 1 << 20))]
     pub refusal_holds: usize,
     /// Seconds a push receipt waits for its application server (7 days).

@@ -552,8 +552,9 @@ fn each_membership(
 /// the same Topic; and the [`Op::SettleCopies`] record that the settled
 /// oldest ones allow (answered, replaced, expired or not the member's, and
 /// older than `--list-settle-secs`). The messages come from the
-/// parsed-message cache, and the member's answers in one read; `read`
-/// counts the messages looked at.
+/// parsed-message cache, and the member's answers in one question to the
+/// store (in memory on the embedded store); `read` counts the messages
+/// looked at.
 fn look_at_list(
     state: &State,
     push: &Token,
@@ -589,14 +590,15 @@ fn look_at_list(
         }
         looked.push((seq, id, lp.msg.created, owed.then_some(lp)));
     }
-    // Unless it was answered.
-    let mut answered = Vec::new();
+    // Unless it was answered. An answer settled by another look meanwhile
+    // may have left the store's in-memory answers: the settled record,
+    // read again after them, covers it.
     if !ask.is_empty() {
         let of = state.store.copies_answered(push, &ask)?;
-        for (_, id, _, owed) in looked.iter_mut() {
-            if owed.is_some() && of.contains(id) {
+        let settled_now = state.store.copies_settled(list, push)?;
+        for (seq, id, _, owed) in looked.iter_mut() {
+            if owed.is_some() && (of.contains(id) || *seq <= settled_now) {
                 *owed = None;
-                answered.push(*id);
             }
         }
     }
@@ -611,19 +613,16 @@ fn look_at_list(
         })
         .last()
         .map(|(seq, _, _, _)| *seq);
-    let settle = through.map(|through| {
-        let settled: std::collections::HashSet<Token> = looked
+    // Every settled message's answer, if any, need not be kept apart.
+    let settle = through.map(|through| Op::SettleCopies {
+        list: *list,
+        push: *push,
+        through,
+        answered: looked
             .iter()
             .filter(|(seq, _, _, _)| *seq <= through)
             .map(|(_, id, _, _)| *id)
-            .collect();
-        answered.retain(|id| settled.contains(id));
-        Op::SettleCopies {
-            list: *list,
-            push: *push,
-            through,
-            answered,
-        }
+            .collect(),
     });
     let owed = looked
         .into_iter()

@@ -109,11 +109,12 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
         Ok(())
     }
 
-    /// Takes back `n` events counted for `key` in the window that began at
-    /// `start` (a request refused by another limit after this one counted
-    /// it); nothing if that window is over. Events already told to other
-    /// nodes stay counted there.
-    pub fn refund(&self, key: &Token, n: u32, start: u64) {
+    /// Takes back `n` events counted for `key` at `counted` (Unix seconds;
+    /// a request refused by another limit after this one counted it);
+    /// nothing if that window is over. Events already told to other nodes
+    /// stay counted there.
+    pub fn refund(&self, key: &Token, n: u32, counted: u64) {
+        let start = Window::start_at(counted, MINUTE);
         let mut shard = self.shard(key);
         if let Some(e) = shard.get_mut(key) {
             if e.window.start == start {
@@ -121,11 +122,6 @@ impl<S: BuildHasher + Default> RateLimiter<S> {
                 e.unsent = e.unsent.saturating_sub(n);
             }
         }
-    }
-
-    /// The start of the window `check_n` counts in now.
-    pub fn window_now() -> u64 {
-        Window::start_at(crate::clock::now(), MINUTE)
     }
 
     /// The counts to tell the other nodes (each key's unsent events),
@@ -204,14 +200,14 @@ mod tests {
     fn a_refund_gives_back_what_was_counted_in_its_window() {
         let r = RateLimiter::<BuildTokenHasher>::new(10);
         let k = [3; 16];
-        let start = RateLimiter::<BuildTokenHasher>::window_now();
+        let t = crate::clock::now();
         assert!(r.check_n(&k, 10).is_ok());
         assert!(r.check(&k).is_err());
-        r.refund(&k, 4, start);
+        r.refund(&k, 4, t);
         assert!(r.check_n(&k, 4).is_ok());
         assert!(r.check(&k).is_err());
         // Another window's refund gives nothing back.
-        r.refund(&k, 4, start - 60);
+        r.refund(&k, 4, t - 60);
         assert!(r.check(&k).is_err());
     }
 

@@ -107,6 +107,16 @@ pub enum Outcome {
     Discarded,
 }
 
+/// Where [`State::count_owner_copies`] counted a push's copies, and when
+/// (Unix seconds): a refund goes to the same count.
+#[derive(Clone, Copy, Debug)]
+pub enum Counted {
+    /// In the cluster's shared count.
+    Across(u64),
+    /// In this node's own.
+    Here(u64),
+}
+
 impl State {
     /// Builds the state over an opened store.
     pub fn new(config: Config, store: Arc<dyn Store>) -> State {
@@ -317,30 +327,38 @@ impl State {
     /// Counts the `copies` a push to a list of the owner `key` (a VAPID key,
     /// or `NO_OWNER`) causes against `owner_copies_per_minute`, summed over
     /// all the owner's lists, all or none: across every node in a cluster,
-    /// else here. `Ok` holds what [`State::refund_owner_copies`] needs.
-    pub fn count_owner_copies(&self, key: &[u8; 65], copies: u64) -> Result<u64, u64> {
+    /// else here. `Err(seconds)` to wait if over.
+    pub fn count_owner_copies(&self, key: &[u8; 65], copies: u64) -> Result<Counted, u64> {
         let per_minute = self.config.limits.owner_copies_per_minute;
         let n = u32::try_from(copies).unwrap_or(u32::MAX);
         let key_id: Token = key[1..17].try_into().expect("16 bytes");
         let t = now();
         match self.count_across_n("owner_copies", key, n, per_minute, t) {
-            Some(verdict) => verdict.map(|()| t),
-            None => self.owner_copies.check_n(&key_id, n).map(|()| t),
+            Some(verdict) => verdict.map(|()| Counted::Across(t)),
+            None => self
+                .owner_copies
+                .check_n(&key_id, n)
+                .map(|()| Counted::Here(t)),
         }
     }
 
-    /// Takes back copies [`State::count_owner_copies`] counted at `counted`
-    /// for a push then refused by another limit.
-    pub fn refund_owner_copies(&self, key: &[u8; 65], copies: u64, counted: u64) {
+    /// Takes back copies [`State::count_owner_copies`] counted, where it
+    /// counted them, for a push another limit then refused.
+    pub fn refund_owner_copies(&self, key: &[u8; 65], copies: u64, counted: Counted) {
         let n = u32::try_from(copies).unwrap_or(u32::MAX);
-        if let Some(c) = self.cluster.get() {
-            if let Err(e) = c.uncount_minute_n("owner_copies", key, counted, n) {
-                tracing::warn!("cluster: refunding owner copies: {e}");
+        match counted {
+            Counted::Across(t) => {
+                if let Some(c) = self.cluster.get() {
+                    if let Err(e) = c.uncount_minute_n("owner_copies", key, t, n) {
+                        tracing::warn!("cluster: refunding owner copies: {e}");
+                    }
+                }
+            }
+            Counted::Here(t) => {
+                let key_id: Token = key[1..17].try_into().expect("16 bytes");
+                self.owner_copies.refund(&key_id, n, t);
             }
         }
-        let key_id: Token = key[1..17].try_into().expect("16 bytes");
-        let start = shared::rate::Window::start_at(counted, 60);
-        self.owner_copies.refund(&key_id, n, start);
     }
 
     /// Counts a subscription made by a device `conn` (its own window,

@@ -1,158 +1,146 @@
-//! Acknowledged list copies indexed by member, in memory, for a store that
-//! one process owns: a `hello` after a busy connected period finds its
-//! answers here instead of one file lookup per list message (the
-//! reconnect-storm goal of docs/performance.md, scenario r). On file, the
-//! same index would cost every acknowledgement a write at a random place
-//! of a large B-tree, a third of a fan-out's throughput when measured.
+//! Acknowledged list copies by member, in memory, for a store one process owns.
+//!
+//! A `hello` after a busy connected period asks whether its member answered
+//! each unsettled list message; on file that is one random B-tree lookup
+//! each, and an index on file would cost each acknowledgement a write at a
+//! random place. In memory it costs neither. The index holds two
+//! generations: when the newer holds half the cap, the older is dropped,
+//! and the index is then complete only for list messages created after the
+//! newer one began; answers to older ones are looked up in the file.
 
 use crate::tokens::Token;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-/// Most answers kept for one member: beyond them, its older ones are
-/// looked up in the file (a subscription in 10 lists of the default
-/// backlog of 100 has at most 1,000 unsettled).
-const PER_MEMBER: usize = 4096;
-
-/// The index: complete for the list messages created after `since`.
+/// The index.
 pub struct Answers {
-    kept: usize,
+    /// Answers a generation holds before it is the older one.
+    per_generation: usize,
     inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Generation {
+    /// Unix seconds it began.
+    began: u64,
+    by_push: HashMap<Token, Vec<Token>>,
+    entries: usize,
 }
 
 struct Inner {
     /// Unix seconds: every answer to a list message created after it is
-    /// here (unless its member's own `since` is later) until that message
-    /// is settled for its member.
+    /// in one of the two generations until its message is settled.
     since: u64,
-    by_push: HashMap<Token, Member>,
-    entries: usize,
+    newer: Generation,
+    older: Generation,
 }
 
-/// One member's answers (a few, searched in order: 16 bytes each).
-struct Member {
-    since: u64,
-    ids: Vec<Token>,
-}
+impl Generation {
+    fn new(began: u64) -> Generation {
+        Generation {
+            began,
+            ..Default::default()
+        }
+    }
 
-impl Inner {
-    /// Lets go of at least `room` answers, whole members at a time, each
-    /// then complete only from `now` on.
-    fn make_room(&mut self, room: usize, now: u64) {
-        let mut freed = 0;
-        for m in self.by_push.values_mut() {
-            if freed >= room {
-                break;
-            }
-            if !m.ids.is_empty() {
-                freed += m.ids.len();
-                m.ids = Vec::new();
-                m.since = now;
+    fn remove(&mut self, push: &Token, ids: &HashSet<&Token>) {
+        if let Some(v) = self.by_push.get_mut(push) {
+            let before = v.len();
+            v.retain(|id| !ids.contains(id));
+            self.entries -= before - v.len();
+            if v.is_empty() {
+                self.by_push.remove(push);
             }
         }
-        self.entries -= freed;
     }
 }
 
 impl Answers {
     /// An index of at most `kept` answers, complete from now on.
     pub fn new(kept: usize) -> Answers {
+        let now = crate::clock::now();
         Answers {
-            kept,
+            per_generation: (kept / 2).max(1),
             inner: Mutex::new(Inner {
-                since: crate::clock::now(),
-                by_push: HashMap::new(),
-                entries: 0,
+                since: now,
+                newer: Generation::new(now),
+                older: Generation::new(now),
             }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().expect("answers lock")
     }
 
-    /// A member answered its copy of `list_message` (noted before the
-    /// answer is committed: a look in between must not send it again).
-    /// A member past [`PER_MEMBER`] starts afresh, complete from now on;
-    /// at the cap, an eighth of the answers go so, a member at a time
-    /// (and if members alone fill it, the whole index starts afresh).
-    pub fn answered(&self, push: &Token, list_message: &Token) {
+    /// Members answered their copies, (push, list message) each: noted
+    /// before the answers are committed, so that a look in between does
+    /// not send them again.
+    pub fn answered<'a>(&self, answers: impl IntoIterator<Item = (&'a Token, &'a Token)>) {
         let mut g = self.lock();
-        let now = crate::clock::now();
-        if g.entries >= self.kept {
-            g.make_room(self.kept / 8 + 1, now);
+        for (push, list_message) in answers {
+            if g.newer.entries >= self.per_generation {
+                // Complete from when the newer generation began.
+                let now = crate::clock::now().max(g.newer.began);
+                let newer = std::mem::replace(&mut g.newer, Generation::new(now));
+                g.since = g.since.max(newer.began);
+                g.older = newer;
+            }
+            g.newer
+                .by_push
+                .entry(*push)
+                .or_default()
+                .push(*list_message);
+            g.newer.entries += 1;
         }
-        if g.by_push.len() >= self.kept {
-            g.by_push = HashMap::new();
-            g.entries = 0;
-            g.since = now;
-        }
-        let since = g.since;
-        let m = g.by_push.entry(*push).or_insert(Member {
-            since,
-            ids: Vec::new(),
-        });
-        if m.ids.contains(list_message) {
-            return;
-        }
-        let mut gone = 0;
-        if m.ids.len() >= PER_MEMBER {
-            gone = m.ids.len();
-            m.ids = Vec::new();
-            m.since = now;
-        }
-        m.ids.push(*list_message);
-        g.entries = g.entries + 1 - gone;
     }
 
-    /// The member's answers to `settled` no longer need keeping (their
-    /// settled record is committed).
+    /// The member's answers to `settled` need no longer be kept apart (the
+    /// settled record that covers them is committed).
     pub fn settled(&self, push: &Token, settled: &[Token]) {
+        let ids: HashSet<&Token> = settled.iter().collect();
         let mut g = self.lock();
-        let start = g.since;
-        let Some(m) = g.by_push.get_mut(push) else {
-            return;
-        };
-        let before = m.ids.len();
-        m.ids.retain(|id| !settled.contains(id));
-        let gone = before - m.ids.len();
-        if m.ids.is_empty() && m.since <= start {
-            g.by_push.remove(push);
-        }
-        g.entries -= gone;
+        g.newer.remove(push, &ids);
+        g.older.remove(push, &ids);
     }
 
     /// A subscription ended: its answers go.
     pub fn forget(&self, push: &Token) {
-        let mut g = self.lock();
-        if let Some(m) = g.by_push.remove(push) {
-            g.entries -= m.ids.len();
+        let g = &mut *self.lock();
+        for gen in [&mut g.newer, &mut g.older] {
+            if let Some(v) = gen.by_push.remove(push) {
+                gen.entries -= v.len();
+            }
         }
     }
 
     /// Of `owed` (list message, created), those the member answered by the
-    /// index, and those the index cannot tell (created before it was
-    /// complete for the member), to be looked up in the store.
+    /// index, and those the index cannot tell (created when it was not yet
+    /// complete), to be looked up in the store.
     pub fn of(&self, push: &Token, owed: &[(Token, u64)]) -> (HashSet<Token>, Vec<Token>) {
+        let asked: HashSet<&Token> = owed.iter().map(|(id, _)| id).collect();
         let g = self.lock();
-        let m = g.by_push.get(push);
-        let since = m.map_or(g.since, |m| m.since);
-        let mut answered = HashSet::new();
-        let mut unknown = Vec::new();
-        for (id, created) in owed {
-            if m.is_some_and(|m| m.ids.contains(id)) {
-                answered.insert(*id);
-            } else if *created <= since {
-                unknown.push(*id);
-            }
-        }
+        // One pass over the member's answers, however many lists ask.
+        let answered: HashSet<Token> = [&g.newer, &g.older]
+            .into_iter()
+            .filter_map(|gen| gen.by_push.get(push))
+            .flatten()
+            .filter(|id| asked.contains(id))
+            .copied()
+            .collect();
+        let unknown = owed
+            .iter()
+            .filter(|(id, created)| *created <= g.since && !answered.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
         (answered, unknown)
     }
 
     /// How many answers are kept.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().entries
+        let g = self.lock();
+        g.newer.entries + g.older.entries
     }
 }
 
@@ -161,14 +149,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_are_found_settled_and_start_afresh_past_the_cap() {
-        let a = Answers::new(3);
+    fn answers_are_found_settled_and_forgotten() {
+        let a = Answers::new(100);
         let (p, q) = ([1; 16], [2; 16]);
         let (m1, m2, m3) = ([11; 16], [12; 16], [13; 16]);
         let new = crate::clock::now() + 10;
-        a.answered(&p, &m1);
-        a.answered(&p, &m1);
-        a.answered(&p, &m2);
+        a.answered([(&p, &m1), (&p, &m2)]);
         assert_eq!(a.len(), 2);
         let (yes, unknown) = a.of(&p, &[(m1, new), (m2, new), (m3, new)]);
         assert_eq!(yes, HashSet::from([m1, m2]));
@@ -179,42 +165,35 @@ mod tests {
         assert_eq!(unknown, vec![m1]);
         a.settled(&p, &[m1, m3]);
         assert_eq!(a.len(), 1);
-        a.answered(&q, &m3);
+        a.answered([(&q, &m3)]);
         a.forget(&q);
         assert_eq!(a.len(), 1);
-        a.answered(&q, &m1);
-        a.answered(&q, &m2);
-        // Full: members let go of theirs, whose answers are then asked of
-        // the store.
-        a.answered(&q, &m3);
-        assert!(a.len() < 3);
-        let t = crate::clock::now();
-        let (yes_p, unknown_p) = a.of(&p, &[(m2, t)]);
-        let (yes_q, unknown_q) = a.of(&q, &[(m1, t), (m3, t)]);
-        // m3 of q was noted after the room was made.
-        assert!(yes_q.contains(&m3));
-        assert_eq!(
-            yes_p.len() + unknown_p.len() + yes_q.len() + unknown_q.len(),
-            3,
-            "each answer known or asked of the store"
-        );
+        assert!(a.of(&q, &[(m3, new)]).0.is_empty());
     }
 
     #[test]
-    fn a_member_with_too_many_answers_starts_afresh_alone() {
-        let a = Answers::new(1 << 20);
+    fn a_full_generation_drops_the_older_and_the_store_answers_for_it() {
+        let a = Answers::new(4);
         let (p, q) = ([1; 16], [2; 16]);
-        a.answered(&q, &[0; 16]);
-        for i in 0..=PER_MEMBER {
-            let mut id = [0; 16];
-            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            a.answered(&p, &id);
-        }
-        assert_eq!(a.len(), 2);
-        let (yes, unknown) = a.of(&p, &[([0; 16], crate::clock::now())]);
+        let ids: Vec<Token> = (0..5u8).map(|i| [i + 10; 16]).collect();
+        let t = crate::clock::now();
+        a.answered([(&p, &ids[0]), (&p, &ids[1])]);
+        // The first generation is full: it becomes the older; both answer.
+        a.answered([(&q, &ids[2])]);
+        assert_eq!(a.of(&p, &[(ids[0], t + 5)]).0.len(), 1);
+        a.answered([(&q, &ids[3])]);
+        // Full again: the first generation goes, and messages created up
+        // to when the second began are asked of the store.
+        a.answered([(&q, &ids[4])]);
+        assert_eq!(a.len(), 3);
+        let (yes, unknown) = a.of(&p, &[(ids[0], t), (ids[1], t + 5)]);
         assert!(yes.is_empty());
-        assert_eq!(unknown, vec![[0; 16]], "looked up in the store");
-        let (yes, _) = a.of(&q, &[([0; 16], 1)]);
-        assert_eq!(yes.len(), 1, "other members keep theirs");
+        assert_eq!(
+            unknown,
+            vec![ids[0]],
+            "created before the index was complete"
+        );
+        let (yes, _) = a.of(&q, &[(ids[2], t), (ids[3], t), (ids[4], t)]);
+        assert_eq!(yes.len(), 3);
     }
 }

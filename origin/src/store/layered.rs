@@ -122,14 +122,12 @@ impl<B: Backend> Store for Layered<B> {
     fn apply(&self, ops: &[&Op]) -> Result<Vec<Dropped>, StoreError> {
         let caps = self.caps;
         if let Some(a) = &self.answers {
-            for op in ops {
-                if let Op::AckCopy {
+            a.answered(ops.iter().filter_map(|op| match op {
+                Op::AckCopy {
                     list_message, push, ..
-                } = op
-                {
-                    a.answered(push, list_message);
-                }
-            }
+                } => Some((push, list_message)),
+                _ => None,
+            }));
         }
         let mut dropped = Vec::new();
         self.backend.write(&mut |w| {

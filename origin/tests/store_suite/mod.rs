@@ -706,6 +706,25 @@ fn list_messages(fresh: Fresh<'_>) {
     assert_eq!(answered(q, &[new.id]), vec![new.id]);
     assert!(answered(p, &[mid.id]).is_empty());
     assert!(answered(new_token(), &[new.id]).is_empty());
+    // Messages created from now on: a store that keeps answers in memory
+    // finds them there.
+    let later = ListMessage {
+        created: origin::clock::now() + 10,
+        ..list_message(&l, s.next_seq(), FAR, true)
+    };
+    apply(&*s, &[Op::PutListMessage(Box::new(later.clone()))]);
+    apply(
+        &*s,
+        &[Op::AckCopy {
+            list_message: later.id,
+            push: p,
+            outcome: AckOutcome::Delivered,
+        }],
+    );
+    let asked = [(later.id, later.created), (mid.id, later.created)];
+    let found = s.copies_answered(&p, &asked).unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), vec![later.id]);
+    apply(&*s, &[Op::DeleteListMessage(later.id)]);
     let counts = s.copies_acked(&new.id).unwrap();
     assert_eq!(
         counts,
