@@ -238,11 +238,14 @@ pub struct Settings {
     /// each `hello`.
     #[arg(long, env = "ORIGIN_LIST_BACKLOG", default_value_t = 1000, value_parser = usize_in(1, 1_000_000))]
     pub list_backlog: usize,
-    /// Seconds after which a list message a member has acknowledged (or
-    /// will never get: replaced by its Topic, expired) is recorded settled
-    /// for that member, so that its later `hello`s read only newer
-    /// messages. It must exceed the time a list push may take to commit and
-    /// the difference between the clocks of a cluster's nodes.
+    /// Seconds between the looks in the background that record, for a
+    /// connected device, which list messages it has settled (acknowledged,
+    /// or will never get: replaced by its Topic, expired), so that its
+    /// later `hello`s read only newer messages. On a Redis store it is also
+    /// the age a message must reach before it is recorded settled, and must
+    /// exceed the time a list push may take to commit and the difference
+    /// between the clocks of the nodes; the embedded store needs no such
+    /// margin (it settles below the oldest list push still committing).
     #[arg(long, env = "ORIGIN_LIST_SETTLE_SECS", default_value_t = 60, value_parser = u64_in(0, 86_400))]
     pub list_settle_secs: u64,
     /// Largest WebSocket upgrade request, bytes (431 beyond).

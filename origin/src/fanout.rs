@@ -563,6 +563,12 @@ fn look_at_list(
     read: &std::sync::atomic::AtomicU64,
 ) -> Result<(Vec<Arc<ListPush>>, Option<Op>), StoreError> {
     let t = now();
+    // Below it, every list message taken is committed (or never will be);
+    // read before what is committed.
+    let floor = match state.cluster.get() {
+        Some(_) => u64::MAX,
+        None => state.list_seqs.floor(&*state.store),
+    };
     let after = member.joined.max(state.store.copies_settled(list, push)?);
     let ids = state
         .store
@@ -603,13 +609,18 @@ fn look_at_list(
         }
     }
     metrics::add(read, looked.len() as u64);
-    // Oldest first: settled up to the first copy owed (or too new).
-    let settle_secs = state.config.list_settle_secs;
+    // Oldest first: settled up to the first copy owed, or one in flight,
+    // or (in a cluster, whose other nodes' pushes are not seen in flight
+    // here) one younger than `--list-settle-secs`.
+    let settle_secs = match state.cluster.get() {
+        Some(_) => state.config.list_settle_secs,
+        None => 0,
+    };
     let through = looked
         .iter()
         .rev()
-        .take_while(|(_, _, created, owed)| {
-            owed.is_none() && created.saturating_add(settle_secs) <= t
+        .take_while(|(seq, _, created, owed)| {
+            owed.is_none() && *seq < floor && created.saturating_add(settle_secs) <= t
         })
         .last()
         .map(|(seq, _, _, _)| *seq);

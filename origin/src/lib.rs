@@ -31,6 +31,7 @@ pub mod copy;
 pub mod device;
 pub mod fanout;
 pub mod fd;
+pub mod in_flight;
 pub mod metrics;
 pub mod probe;
 pub mod rate;

@@ -80,6 +80,8 @@ pub struct State {
     pub body_reads: tokio::sync::Semaphore,
     /// Rate refusals being held (`--refusal-holds`).
     pub refusal_holds: tokio::sync::Semaphore,
+    /// List message sequences taken and not yet committed here.
+    pub list_seqs: crate::in_flight::InFlight,
     /// Permits to look through a user agent's lists for its waiting copies
     /// (`--hello-work-concurrency`): see [`crate::fanout::waiting_copies`].
     pub hello_work: tokio::sync::Semaphore,
@@ -160,6 +162,7 @@ impl State {
             awaiting: Default::default(),
             body_reads: tokio::sync::Semaphore::new(config.max_body_reads),
             refusal_holds: tokio::sync::Semaphore::new(config.refusal_holds),
+            list_seqs: Default::default(),
             dropped: std::sync::Mutex::new(Some(dropped)),
             ack_counts: Default::default(),
             purging: Default::default(),

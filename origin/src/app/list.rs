@@ -576,10 +576,12 @@ where
     let list = (state.store.list(&list.token).map_err(store_err)?)
         .ok_or(AppError::not_found("no such list"))?;
     let t = now();
+    // In flight until committed: no look settles past it meanwhile.
+    let seq = state.list_seqs.take(&*state.store);
     let msg = ListMessage {
         id: new_token(),
         list: list.token,
-        seq: state.store.next_seq(),
+        seq: seq.seq(),
         created: t,
         expires: t + u64::from(meta.ttl.0),
         urgency: meta.urgency,
@@ -599,6 +601,7 @@ where
         .write(vec![Op::PutListMessage(Box::new(msg.clone()))])
         .await
         .map_err(store_err)?;
+    drop(seq);
     let id = msg.id;
     let lp = Arc::new(ListPush::new(msg).map_err(store_err)?);
     let mark = state.registry.id_mark();
