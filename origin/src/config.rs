@@ -139,15 +139,15 @@ pub struct Settings {
     #[arg(long, env = "ORIGIN_STORE_CACHE_MB", default_value_t = 1024, value_parser = usize_in(1, 1 << 20))]
     pub store_cache_mb: usize,
     /// List copies whose acknowledgement the embedded store keeps in memory
-    /// by member until they are settled (`--list-settle-secs`), so that a
-    /// `hello` finds them there instead of one file lookup each: about 28
-    /// bytes each (450 MB at the cap). A node whose devices answer 100,000
-    /// copies a second holds 60 to 120 seconds of them with
-    /// --list-settle-secs at 60. They are kept in two generations of half
-    /// the cap: when the newer is full the older goes, and answers to list
-    /// messages created before the newer began are looked up in the file.
-    /// 0 turns it off. The Redis store does not keep it: an answer may come
-    /// through another node.
+    /// by member, the latest first, so that a `hello` finds its answers to
+    /// the messages not yet settled (`--list-settle-secs`) there instead of
+    /// one file lookup each: about 28 bytes each (450 MB at the cap). They
+    /// are kept in two generations of half the cap: when the newer is full
+    /// the older goes, and answers to list messages created before the
+    /// newer began are looked up in the file (a node whose devices answer
+    /// 100,000 copies a second keeps 80 to 160 seconds of them). 0 turns it
+    /// off. The Redis store does not keep it: an answer may come through
+    /// another node.
     #[arg(long, env = "ORIGIN_ANSWERS_KEPT", default_value_t = 16_000_000, value_parser = usize_in(0, 1 << 30))]
     pub answers_kept: usize,
     /// Streams one HTTP/2 device connection may have open at once (its

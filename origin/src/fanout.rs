@@ -513,8 +513,9 @@ pub async fn settle_in_background(state: std::sync::Weak<State>) {
         let _ = tokio::task::spawn_blocking(move || {
             let read = &state.metrics.settle_list_messages_read;
             let mut settled = Vec::new();
+            let horizon = Horizon::now(&state);
             let looked = each_membership(&state, &uaid, |push, list, member| {
-                settled.extend(look_at_list(&state, push, list, member, read)?.1);
+                settled.extend(look_at_list(&state, &horizon, push, list, member, read)?.1);
                 Ok(std::ops::ControlFlow::Continue(()))
             });
             match looked {
@@ -546,29 +547,54 @@ fn each_membership(
     Ok(())
 }
 
+/// What a look may settle: messages below the lowest list push still
+/// committing here (read before what is committed), and in a cluster,
+/// whose other nodes' pushes are not seen in flight here, older than
+/// `--list-settle-secs`.
+struct Horizon {
+    /// Unix seconds, now.
+    t: u64,
+    floor: u64,
+    settle_secs: u64,
+}
+
+impl Horizon {
+    fn now(state: &State) -> Horizon {
+        let (floor, settle_secs) = match state.cluster.get() {
+            Some(_) => (u64::MAX, state.config.list_settle_secs),
+            None => (state.list_seqs.floor(&*state.store), 0),
+        };
+        Horizon {
+            t: now(),
+            floor,
+            settle_secs,
+        }
+    }
+
+    /// Whether a message answered (or never owed) may be recorded settled.
+    fn passed(&self, seq: u64, created: u64) -> bool {
+        seq < self.floor && created.saturating_add(self.settle_secs) <= self.t
+    }
+}
+
 /// A member's look at one list (among its newest `--list-backlog`
 /// messages, those after the member's settled record): the copies it is
 /// owed, oldest first, skipping answered ones and older ones replaced by
 /// the same Topic; and the [`Op::SettleCopies`] record that the settled
 /// oldest ones allow (answered, replaced, expired or not the member's, and
-/// older than `--list-settle-secs`). The messages come from the
+/// past the [`Horizon`]). The messages come from the
 /// parsed-message cache, and the member's answers in one question to the
 /// store (in memory on the embedded store); `read` counts the messages
 /// looked at.
 fn look_at_list(
     state: &State,
+    horizon: &Horizon,
     push: &Token,
     list: &Token,
     member: &ListMember,
     read: &std::sync::atomic::AtomicU64,
 ) -> Result<(Vec<Arc<ListPush>>, Option<Op>), StoreError> {
-    let t = now();
-    // Below it, every list message taken is committed (or never will be);
-    // read before what is committed.
-    let floor = match state.cluster.get() {
-        Some(_) => u64::MAX,
-        None => state.list_seqs.floor(&*state.store),
-    };
+    let t = horizon.t;
     let after = member.joined.max(state.store.copies_settled(list, push)?);
     let ids = state
         .store
@@ -596,44 +622,28 @@ fn look_at_list(
         }
         looked.push((seq, id, lp.msg.created, owed.then_some(lp)));
     }
-    // Unless it was answered. An answer settled by another look meanwhile
-    // may have left the store's in-memory answers: the settled record,
-    // read again after them, covers it.
+    // Unless it was answered.
     if !ask.is_empty() {
         let of = state.store.copies_answered(push, &ask)?;
-        let settled_now = state.store.copies_settled(list, push)?;
-        for (seq, id, _, owed) in looked.iter_mut() {
-            if owed.is_some() && (of.contains(id) || *seq <= settled_now) {
+        for (_, id, _, owed) in looked.iter_mut() {
+            if owed.is_some() && of.contains(id) {
                 *owed = None;
             }
         }
     }
     metrics::add(read, looked.len() as u64);
-    // Oldest first: settled up to the first copy owed, or one in flight,
-    // or (in a cluster, whose other nodes' pushes are not seen in flight
-    // here) one younger than `--list-settle-secs`.
-    let settle_secs = match state.cluster.get() {
-        Some(_) => state.config.list_settle_secs,
-        None => 0,
-    };
+    // Oldest first: settled up to the first copy owed, or not past the
+    // horizon.
     let through = looked
         .iter()
         .rev()
-        .take_while(|(seq, _, created, owed)| {
-            owed.is_none() && *seq < floor && created.saturating_add(settle_secs) <= t
-        })
+        .take_while(|(seq, _, created, owed)| owed.is_none() && horizon.passed(*seq, *created))
         .last()
         .map(|(seq, _, _, _)| *seq);
-    // Every settled message's answer, if any, need not be kept apart.
     let settle = through.map(|through| Op::SettleCopies {
         list: *list,
         push: *push,
         through,
-        answered: looked
-            .iter()
-            .filter(|(seq, _, _, _)| *seq <= through)
-            .map(|(_, id, _, _)| *id)
-            .collect(),
     });
     let owed = looked
         .into_iter()
@@ -657,8 +667,9 @@ pub fn pending_copies(
     use std::ops::ControlFlow::{Break, Continue};
     let read = &state.metrics.hello_list_messages_read;
     let (mut out, mut more, mut settled) = (Vec::new(), false, Vec::new());
+    let horizon = Horizon::now(state);
     each_membership(state, uaid, |push, list, member| {
-        let (owed, settle) = look_at_list(state, push, list, member, read)?;
+        let (owed, settle) = look_at_list(state, &horizon, push, list, member, read)?;
         settled.extend(settle);
         for lp in owed {
             let copy = lp.copy_for(member);

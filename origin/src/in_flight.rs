@@ -8,21 +8,21 @@
 //! and `--list-settle-secs` stays the margin.
 
 use crate::store::Store;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-/// The sequences in flight (sequence → how many holders).
+/// The sequences in flight (each taken once from the store).
 #[derive(Default)]
-pub struct InFlight(Arc<Mutex<BTreeMap<u64, u32>>>);
+pub struct InFlight(Arc<Mutex<BTreeSet<u64>>>);
 
 /// Holds a sequence in flight until dropped.
 pub struct Held {
-    seqs: Arc<Mutex<BTreeMap<u64, u32>>>,
+    seqs: Arc<Mutex<BTreeSet<u64>>>,
     seq: u64,
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
         self.0.lock().expect("in-flight lock")
     }
 
@@ -31,7 +31,7 @@ impl InFlight {
     pub fn take(&self, store: &dyn Store) -> Held {
         let mut g = self.lock();
         let seq = store.next_seq();
-        *g.entry(seq).or_default() += 1;
+        g.insert(seq);
         Held {
             seqs: self.0.clone(),
             seq,
@@ -43,7 +43,7 @@ impl InFlight {
     pub fn floor(&self, store: &dyn Store) -> u64 {
         let g = self.lock();
         let next = store.next_seq();
-        g.keys().next().map_or(next, |&s| s.min(next))
+        g.first().map_or(next, |&s| s.min(next))
     }
 }
 
@@ -56,13 +56,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut g = self.seqs.lock().expect("in-flight lock");
-        if let Some(n) = g.get_mut(&self.seq) {
-            *n -= 1;
-            if *n == 0 {
-                g.remove(&self.seq);
-            }
-        }
+        self.seqs.lock().expect("in-flight lock").remove(&self.seq);
     }
 }
 

@@ -3,14 +3,20 @@
 //! A `hello` after a busy connected period asks whether its member answered
 //! each unsettled list message; on file that is one random B-tree lookup
 //! each, and an index on file would cost each acknowledgement a write at a
-//! random place. In memory it costs neither. The index holds two
-//! generations: when the newer holds half the cap, the older is dropped,
-//! and the index is then complete only for list messages created after the
-//! newer one began; answers to older ones are looked up in the file.
+//! random place. In memory it costs neither. The index holds the latest
+//! answers in two generations: when the newer holds half the cap, the older
+//! is dropped, and the index is then complete only for list messages
+//! created after the newer one began; answers to older ones are looked up
+//! in the file. (A look reads only the messages after a member's settled
+//! record, so answers to settled ones are never asked for again, and wait
+//! for their generation to go.)
 
-use crate::tokens::Token;
-use std::collections::{HashMap, HashSet};
+use crate::tokens::{BuildTokenHasher, Token, TokenMap};
+use std::collections::HashSet;
 use std::sync::Mutex;
+
+/// A member's answers: list message ids, drawn by the service.
+type Ids = HashSet<Token, BuildTokenHasher>;
 
 /// The index.
 pub struct Answers {
@@ -23,13 +29,13 @@ pub struct Answers {
 struct Generation {
     /// Unix seconds it began.
     began: u64,
-    by_push: HashMap<Token, Vec<Token>>,
+    by_push: TokenMap<Ids>,
     entries: usize,
 }
 
 struct Inner {
     /// Unix seconds: every answer to a list message created after it is
-    /// in one of the two generations until its message is settled.
+    /// in one of the two generations.
     since: u64,
     newer: Generation,
     older: Generation,
@@ -40,17 +46,6 @@ impl Generation {
         Generation {
             began,
             ..Default::default()
-        }
-    }
-
-    fn remove(&mut self, push: &Token, ids: &HashSet<&Token>) {
-        if let Some(v) = self.by_push.get_mut(push) {
-            let before = v.len();
-            v.retain(|id| !ids.contains(id));
-            self.entries -= before - v.len();
-            if v.is_empty() {
-                self.by_push.remove(push);
-            }
         }
     }
 }
@@ -86,30 +81,13 @@ impl Answers {
                 g.since = g.since.max(newer.began);
                 g.older = newer;
             }
-            g.newer
+            if g.newer
                 .by_push
                 .entry(*push)
                 .or_default()
-                .push(*list_message);
-            g.newer.entries += 1;
-        }
-    }
-
-    /// The member's answers to `settled` need no longer be kept apart (the
-    /// settled record that covers them is committed).
-    pub fn settled(&self, push: &Token, settled: &[Token]) {
-        let ids: HashSet<&Token> = settled.iter().collect();
-        let mut g = self.lock();
-        g.newer.remove(push, &ids);
-        g.older.remove(push, &ids);
-    }
-
-    /// A subscription ended: its answers go.
-    pub fn forget(&self, push: &Token) {
-        let g = &mut *self.lock();
-        for gen in [&mut g.newer, &mut g.older] {
-            if let Some(v) = gen.by_push.remove(push) {
-                gen.entries -= v.len();
+                .insert(*list_message)
+            {
+                g.newer.entries += 1;
             }
         }
     }
@@ -118,21 +96,17 @@ impl Answers {
     /// index, and those the index cannot tell (created when it was not yet
     /// complete), to be looked up in the store.
     pub fn of(&self, push: &Token, owed: &[(Token, u64)]) -> (HashSet<Token>, Vec<Token>) {
-        let asked: HashSet<&Token> = owed.iter().map(|(id, _)| id).collect();
         let g = self.lock();
-        // One pass over the member's answers, however many lists ask.
-        let answered: HashSet<Token> = [&g.newer, &g.older]
-            .into_iter()
-            .filter_map(|gen| gen.by_push.get(push))
-            .flatten()
-            .filter(|id| asked.contains(id))
-            .copied()
-            .collect();
-        let unknown = owed
-            .iter()
-            .filter(|(id, created)| *created <= g.since && !answered.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
+        let (newer, older) = (g.newer.by_push.get(push), g.older.by_push.get(push));
+        let mut answered = HashSet::new();
+        let mut unknown = Vec::new();
+        for (id, created) in owed {
+            if newer.is_some_and(|s| s.contains(id)) || older.is_some_and(|s| s.contains(id)) {
+                answered.insert(*id);
+            } else if *created <= g.since {
+                unknown.push(*id);
+            }
+        }
         (answered, unknown)
     }
 
@@ -149,7 +123,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_are_found_settled_and_forgotten() {
+    fn answers_are_found_and_older_messages_asked_of_the_store() {
         let a = Answers::new(100);
         let (p, q) = ([1; 16], [2; 16]);
         let (m1, m2, m3) = ([11; 16], [12; 16], [13; 16]);
@@ -163,12 +137,9 @@ mod tests {
         let (yes, unknown) = a.of(&q, &[(m1, 1)]);
         assert!(yes.is_empty());
         assert_eq!(unknown, vec![m1]);
-        a.settled(&p, &[m1, m3]);
-        assert_eq!(a.len(), 1);
         a.answered([(&q, &m3)]);
-        a.forget(&q);
-        assert_eq!(a.len(), 1);
-        assert!(a.of(&q, &[(m3, new)]).0.is_empty());
+        assert_eq!(a.of(&q, &[(m3, new)]).0, HashSet::from([m3]));
+        assert_eq!(a.len(), 3);
     }
 
     #[test]

@@ -138,15 +138,6 @@ impl<B: Backend> Store for Layered<B> {
             }
             Ok(())
         })?;
-        if let Some(a) = &self.answers {
-            for op in ops {
-                match op {
-                    Op::SettleCopies { push, answered, .. } => a.settled(push, answered),
-                    Op::DeleteSubscription { push, .. } => a.forget(push),
-                    _ => {}
-                }
-            }
-        }
         Ok(dropped)
     }
 

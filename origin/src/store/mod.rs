@@ -346,9 +346,6 @@ pub enum Op {
         push: Token,
         /// The newest sequence settled.
         through: u64,
-        /// The settled messages (those the member answered among them):
-        /// their answers need no longer be kept apart in memory.
-        answered: Vec<Token>,
     },
     /// A member acknowledged its copy of a list message.
     AckCopy {

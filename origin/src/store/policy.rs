@@ -177,7 +177,6 @@ pub fn apply(
             list,
             push,
             through,
-            ..
         } => {
             let mk: [u8; 32] = cat(&[list, push]);
             let sk: [u8; 32] = cat(&[push, list]);

@@ -539,7 +539,6 @@ fn settled_copies(fresh: Fresh<'_>) {
         list: l.token,
         push,
         through,
-        answered: vec![],
     };
     // Only rising, and only for a member.
     apply(&*s, &[settle(p, 7), settle(q, 7)]);
