@@ -191,7 +191,7 @@ pub async fn run(state: Arc<State>, push: Arc<ListPush>, mark: u64) {
 /// node that died). In a cluster, members other nodes hold are sent to
 /// them ([`crate::cluster::Cluster::spread`]), which write their copies.
 pub async fn run_from(state: Arc<State>, push: Arc<ListPush>, mark: u64, after: Option<Token>) {
-    let mut pass = Pass::new(&state, &push, mark);
+    let mut pass = Pass::new(&state, &push, mark, true);
     let cluster = state.cluster.get().cloned();
     let mut spread = Vec::new();
     let list = push.msg.list;
@@ -297,7 +297,11 @@ pub async fn reach_members(
     members: Vec<ListMember>,
     mark: u64,
 ) {
-    let mut pass = Pass::new(&state, &push, mark);
+    // Each batch of a walk arrives as its own pass, whose raised marks
+    // would be lowered 50 ms (`--fanout-linger-ms`) after its copies: two
+    // system calls a copy that cost more than the early reads they put
+    // off (docs/performance.md, scenario l).
+    let mut pass = Pass::new(&state, &push, mark, false);
     pass.reach(members).await;
     pass.end();
 }
@@ -314,12 +318,15 @@ struct Pass<'a> {
     started: std::time::Instant,
     pause: std::time::Duration,
     raised: Raised,
+    /// Whether the pass raises its sockets' low-water marks while reads
+    /// pause.
+    raise: bool,
     raised_since: std::time::Instant,
     tally: Tally,
 }
 
 impl<'a> Pass<'a> {
-    fn new(state: &'a Arc<State>, push: &'a Arc<ListPush>, mark: u64) -> Self {
+    fn new(state: &'a Arc<State>, push: &'a Arc<ListPush>, mark: u64, raise: bool) -> Self {
         let started = std::time::Instant::now();
         Pass {
             state,
@@ -330,6 +337,7 @@ impl<'a> Pass<'a> {
             started,
             pause: std::time::Duration::from_millis(state.config.fanout_read_pause_ms),
             raised: Raised::default(),
+            raise,
             raised_since: started,
             tally: Tally::default(),
         }
@@ -367,7 +375,7 @@ impl<'a> Pass<'a> {
         if !direct.is_empty() {
             // Marks are raised only while the burst pauses reads, so that
             // reads still get their share under a stream of fan-outs.
-            let raise = state.burst.reads_paused();
+            let raise = self.raise && state.burst.reads_paused();
             let (written, mut now_raised) = write_direct(state, push, direct, raise).await;
             self.tally.add(&written);
             self.raised.0.append(&mut now_raised.0);

@@ -4,7 +4,7 @@
 //! is connected, and a node that loses Redis says so and recovers.
 
 mod common;
-use common::redis::{Cluster, Server};
+use common::redis::{command, Cluster, Server};
 use common::*;
 use origin::server::Running;
 use serde_json::{json, Value};
@@ -170,6 +170,18 @@ async fn pushes_cross_nodes(store: &str, wait: u32) {
 async fn a_push_taken_by_any_node_reaches_a_device_on_another() {
     let server = Server::start(&[]);
     pushes_cross_nodes(&server.url(), 0).await;
+    // Route hashes are hash tables (a lookup is one probe, not a search
+    // of a compact hash), emptied or not.
+    let keys = command(server.port, "KEYS *:routes:*").expect("KEYS");
+    let keys: Vec<&str> = keys
+        .lines()
+        .filter(|l| !l.starts_with(['*', '$']))
+        .collect();
+    assert!(!keys.is_empty(), "no route hash");
+    for k in keys {
+        let encoding = command(server.port, &format!("OBJECT ENCODING {k}"));
+        assert_eq!(encoding.as_deref(), Some("$9\r\nhashtable\r\n"), "{k}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
