@@ -28,11 +28,12 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     stat_secs(&format!("/proc/{pid}/stat"))
 }
 
-/// CPU time of a process's threads so far, in seconds, summed by thread name.
-pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
-    let mut by_name = std::collections::BTreeMap::new();
+/// CPU time of a process's threads so far, in seconds, by thread id (with
+/// its name).
+pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<u32, (String, f64)> {
+    let mut by_tid = std::collections::BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return by_name;
+        return by_tid;
     };
     for t in dir.flatten() {
         let path = t.path();
@@ -41,8 +42,26 @@ pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<String, f64> {
             continue;
         };
         if let Some(c) = stat_secs(&format!("/proc/{pid}/task/{tid}/stat")) {
-            *by_name.entry(name.trim().to_owned()).or_insert(0.0) += c;
+            by_tid.insert(tid, (name.trim().to_owned(), c));
         }
+    }
+    by_tid
+}
+
+/// CPU seconds per thread name between two [`thread_cpu_secs`] readings:
+/// a thread that began meanwhile counts whole, one that ended meanwhile
+/// is not counted (its last reading is gone), so no sum is negative.
+pub fn thread_cpu_between(
+    before: &std::collections::BTreeMap<u32, (String, f64)>,
+    after: &std::collections::BTreeMap<u32, (String, f64)>,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for (tid, (name, secs)) in after {
+        let was = match before.get(tid) {
+            Some((n, s)) if n == name => *s,
+            _ => 0.0,
+        };
+        *by_name.entry(name.clone()).or_insert(0.0) += (secs - was).max(0.0);
     }
     by_name
 }
@@ -99,7 +118,7 @@ pub struct CpuWindow {
     origin: Option<u32>,
     tool: Vec<u32>,
     origin0: Option<f64>,
-    threads0: std::collections::BTreeMap<String, f64>,
+    threads0: std::collections::BTreeMap<u32, (String, f64)>,
     tool0: f64,
     machine0: Option<(f64, f64)>,
     start: std::time::Instant,
@@ -130,16 +149,13 @@ impl CpuWindow {
             .and_then(cpu_secs)
             .zip(self.origin0)
             .map(|(b, a)| b - a);
-        let threads: std::collections::BTreeMap<String, f64> = self
-            .origin
-            .map(thread_cpu_secs)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| {
-                let d = v - self.threads0.get(&k).copied().unwrap_or(0.0);
-                (k, r3(d))
-            })
-            .collect();
+        let threads: std::collections::BTreeMap<String, f64> = thread_cpu_between(
+            &self.threads0,
+            &self.origin.map(thread_cpu_secs).unwrap_or_default(),
+        )
+        .into_iter()
+        .map(|(k, v)| (k, r3(v)))
+        .collect();
         let tool = cpu_secs_all(&self.tool) - self.tool0;
         let machine = machine_busy_secs()
             .zip(self.machine0)
@@ -184,6 +200,11 @@ mod tests {
         assert!(rss_bytes(me).unwrap() > 0);
         assert!(cpu_secs(me).is_some());
         assert!(!thread_cpu_secs(me).is_empty());
+        // A thread that ended between the readings does not make a sum
+        // negative; one that began counts whole.
+        let before = [(1, ("w".to_owned(), 5.0)), (2, ("w".to_owned(), 1.0))].into();
+        let after = [(2, ("w".to_owned(), 1.5)), (3, ("w".to_owned(), 0.25))].into();
+        assert_eq!(thread_cpu_between(&before, &after)["w"], 0.75);
         assert!(machine_busy_secs().is_some());
     }
 }
