@@ -160,13 +160,18 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 # Node a records its route in Redis just after the device's hello; a
-# message sent before that is stored and fetched, not forwarded.
+# message sent before that is stored and fetched, not forwarded. A route
+# hash always holds one field besides the records ("~", which keeps it a
+# hash table), and outlives the records of devices that left.
 routed=0
 for _ in $(seq 100); do
   for p in 7000 7001 7002 7003 7004 7005; do
-    if [[ -n "$(redis-cli -p "$p" --scan --pattern '*:routes:*' 2>/dev/null)" ]]; then
-      routed=1
-    fi
+    for key in $(redis-cli -p "$p" --scan --pattern '*:routes:*' 2>/dev/null); do
+      fields="$(redis-cli -c -p "$p" hlen "$key" 2>/dev/null || true)"
+      if [[ "$fields" =~ ^[0-9]+$ ]] && ((fields > 1)); then
+        routed=1
+      fi
+    done
   done
   ((routed)) && break
   sleep 0.1
