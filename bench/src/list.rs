@@ -127,6 +127,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
         bad_total: bad1,
     };
     let mut rounds = vec![list_from_201_ms];
+    let mut answered = vec![ms(resp.send_ns, resp.done_ns)];
     let mut window_us = vec![list_fig["origin_cpu_us_per_copy"].as_f64()];
     let mut whole_us = vec![whole.per_copy(connected)];
     let mut round_problems = Vec::new();
@@ -151,6 +152,7 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             r.from_201_ms
         );
         rounds.push(r.from_201_ms);
+        answered.push(r.push_201_ms);
         round_problems.extend(r.problem);
         after = r.after;
     }
@@ -162,6 +164,8 @@ pub async fn run_list(a: ListArgs, timeout_secs: u64) -> Result<Value, String> {
             json!({
                 "pushes": rounds.len(),
                 "created_to_last_delivery_ms": rounds,
+                "push_201_ms": answered,
+                "push_201_max_ms": answered.iter().copied().fold(0.0, f64::max),
                 "median_ms": percentile(&sorted, 50.0).map(r3),
                 "min_ms": sorted.first(),
                 "max_ms": sorted.last(),
@@ -299,6 +303,8 @@ struct Round {
 /// A list push after the first.
 struct ListRound {
     from_201_ms: f64,
+    /// From the POST to its `201`.
+    push_201_ms: f64,
     /// The origin's CPU per copy, µs: until the last copy arrived, and
     /// until every acknowledgement was settled.
     window_us: Option<f64>,
@@ -337,6 +343,7 @@ async fn list_round(
         .then(|| format!("a repeated list push: {distinct} of {connected} devices got it, {dups} duplicates, {bad} bad, status {status}"));
     Ok(ListRound {
         from_201_ms: ms(resp.done_ns, last),
+        push_201_ms: ms(resp.send_ns, resp.done_ns),
         window_us: per_copy(&window, connected),
         whole_us: whole.per_copy(connected),
         after: Round {
