@@ -177,7 +177,8 @@ const ROUTE_HASHES: usize = 256;
 /// from its start: at 100,000 devices, about 400 records a hash, each
 /// lookup cost Redis 8 µs and a list push's walk most of Redis's time
 /// (docs/performance.md, scenario l). The field also keeps an emptied hash
-/// from being deleted and made again compact.
+/// from being deleted and made again compact, so a node writes it once per
+/// hash on each connection to Redis.
 const ROUTE_HASH_FIELD: &str = "~";
 const _: () = assert!(ROUTE_HASH_NOTE.len() > 64);
 const ROUTE_HASH_NOTE: &str =
@@ -504,6 +505,8 @@ impl Cluster {
     ) {
         let mut conn: Option<Conn> = None;
         let mut alive = HashMap::new();
+        // Route hashes given their field on this connection.
+        let mut marked = [false; ROUTE_HASHES];
         let mut renewed = Instant::now() - ALIVE;
         while !self.stop.load(Ordering::Acquire) {
             let first = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -521,7 +524,10 @@ impl Cluster {
             let c = match &mut conn {
                 Some(c) => c,
                 empty => match target.open(timeout) {
-                    Ok(c) => empty.insert(c),
+                    Ok(c) => {
+                        marked = [false; ROUTE_HASHES];
+                        empty.insert(c)
+                    }
                     Err(e) => {
                         self.down(&e);
                         self.missed(&jobs);
@@ -543,7 +549,7 @@ impl Cluster {
             } else {
                 Ok(())
             };
-            let done = done.and_then(|()| self.run(c, &mut jobs, &mut alive, inbox));
+            let done = done.and_then(|()| self.run(c, &mut jobs, &mut alive, &mut marked, inbox));
             if done.is_err() {
                 self.missed(&jobs);
             }
@@ -612,6 +618,7 @@ impl Cluster {
         c: &mut Conn,
         jobs: &mut [Job],
         alive: &mut HashMap<String, (Instant, bool)>,
+        marked: &mut [bool; ROUTE_HASHES],
         inbox: &dyn Inbox,
     ) -> Result<(), StoreError> {
         // Route writes, per hash: every arrival (in order, so the last
@@ -628,9 +635,10 @@ impl Cluster {
                         .entry(u[0])
                         .or_insert_with(|| {
                             let mut cmd = redis::cmd("HSET");
-                            cmd.arg(self.routes_key(u))
-                                .arg(ROUTE_HASH_FIELD)
-                                .arg(ROUTE_HASH_NOTE);
+                            cmd.arg(self.routes_key(u));
+                            if !marked[usize::from(u[0])] {
+                                cmd.arg(ROUTE_HASH_FIELD).arg(ROUTE_HASH_NOTE);
+                            }
                             cmd
                         })
                         .arg(&u[..])
@@ -665,7 +673,11 @@ impl Cluster {
                 }
             }
         }
+        let written: Vec<u8> = arrived.keys().copied().collect();
         c.pipeline(arrived.into_values().chain(left.into_values()).collect())?;
+        for h in written {
+            marked[usize::from(h)] = true;
+        }
         // Where each user agent is: a live node, this one, or none.
         wanted.sort_unstable();
         wanted.dedup();

@@ -34,10 +34,9 @@ struct Generation {
 }
 
 struct Inner {
-    /// Unix seconds: every answer to a list message created after it is
-    /// in one of the two generations.
-    since: u64,
     newer: Generation,
+    /// When it began (Unix seconds), every answer to a list message
+    /// created after it is in one of the two generations.
     older: Generation,
 }
 
@@ -57,7 +56,6 @@ impl Answers {
         Answers {
             per_generation: (kept / 2).max(1),
             inner: Mutex::new(Inner {
-                since: now,
                 newer: Generation::new(now),
                 older: Generation::new(now),
             }),
@@ -77,9 +75,7 @@ impl Answers {
             if g.newer.entries >= self.per_generation {
                 // Complete from when the newer generation began.
                 let now = crate::clock::now().max(g.newer.began);
-                let newer = std::mem::replace(&mut g.newer, Generation::new(now));
-                g.since = g.since.max(newer.began);
-                g.older = newer;
+                g.older = std::mem::replace(&mut g.newer, Generation::new(now));
             }
             if g.newer
                 .by_push
@@ -103,7 +99,7 @@ impl Answers {
         for (id, created) in owed {
             if newer.is_some_and(|s| s.contains(id)) || older.is_some_and(|s| s.contains(id)) {
                 answered.insert(*id);
-            } else if *created <= g.since {
+            } else if *created <= g.older.began {
                 unknown.push(*id);
             }
         }
